@@ -1,0 +1,2 @@
+// Package entry: `import { ... } from "wasmdev"`.
+export * from "./core/index.js";

@@ -1,0 +1,4 @@
+// Test doubles for the "host" imports of assembly/iommu.
+export function iommuStubs(_ref) {
+  return {};
+}

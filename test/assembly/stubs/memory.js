@@ -1,0 +1,4 @@
+// Test doubles for the "host" imports of assembly/memory.
+export function memoryStubs(_ref) {
+  return {};
+}
