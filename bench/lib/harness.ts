@@ -1,0 +1,57 @@
+// Shared benchmark helpers: timing loops, percentiles, a printed table, and the results file
+// format of bench/results/*.json: [{ name, value, unit, baseline, ratio }], ratio = value / baseline.
+import { writeFileSync, mkdirSync } from "node:fs";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export interface BenchResult {
+  name: string;
+  value: number;
+  unit: string;
+  baseline: number;
+  ratio: number;
+}
+
+/** Nanoseconds per iteration of `fn(iterations)`, best of `rounds` after a warm-up round. */
+export function nsPerOp(fn: (iterations: number) => void, iterations: number, rounds = 5): number {
+  fn(Math.max(1, iterations >> 2));
+  let best = Infinity;
+  for (let r = 0; r < rounds; r++) {
+    const t0 = process.hrtime.bigint();
+    fn(iterations);
+    const t1 = process.hrtime.bigint();
+    best = Math.min(best, Number(t1 - t0) / iterations);
+  }
+  return best;
+}
+
+/** Median and p99 of a list of samples (sorted copy). */
+export function percentiles(samples: number[]): { median: number; p99: number; mean: number } {
+  const s = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))];
+  return { median: at(0.5), p99: at(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length };
+}
+
+export function result(name: string, value: number, unit: string, baseline: number): BenchResult {
+  return { name, value, unit, baseline, ratio: value / baseline };
+}
+
+/** Prints a table and writes bench/results/<file>.json. */
+export function report(file: string, results: BenchResult[]): void {
+  const rows = results.map((r) => [r.name, fmt(r.value), r.unit, fmt(r.baseline), r.ratio.toFixed(3)]);
+  const head = ["name", "value", "unit", "baseline", "ratio"];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
+  console.log(line(head));
+  console.log(widths.map((w) => "-".repeat(w)).join("  "));
+  for (const row of rows) console.log(line(row));
+  const dir = join(dirname(dirname(fileURLToPath(import.meta.url))), "results");
+  // When bundled into build/bench/, fall back to the repository's bench/results.
+  const target = dir.includes(join("build", "bench")) ? join(process.cwd(), "bench", "results") : dir;
+  mkdirSync(target, { recursive: true });
+  writeFileSync(join(target, `${file}.json`), JSON.stringify(results, null, 2) + "\n");
+}
+
+function fmt(v: number): string {
+  return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toPrecision(3);
+}
