@@ -1,8 +1,7 @@
 // Shared benchmark helpers: timing loops, percentiles, a printed table, and the results file
 // format of bench/results/*.json: [{ name, value, unit, baseline, ratio }], ratio = value / baseline.
 import { writeFileSync, mkdirSync } from "node:fs";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 
 export interface BenchResult {
   name: string;
@@ -45,9 +44,8 @@ export function report(file: string, results: BenchResult[]): void {
   console.log(line(head));
   console.log(widths.map((w) => "-".repeat(w)).join("  "));
   for (const row of rows) console.log(line(row));
-  const dir = join(dirname(dirname(fileURLToPath(import.meta.url))), "results");
-  // When bundled into build/bench/, fall back to the repository's bench/results.
-  const target = dir.includes(join("build", "bench")) ? join(process.cwd(), "bench", "results") : dir;
+  // bench/run.mjs runs every benchmark with the repository root as its working directory.
+  const target = join(process.cwd(), "bench", "results");
   mkdirSync(target, { recursive: true });
   writeFileSync(join(target, `${file}.json`), JSON.stringify(results, null, 2) + "\n");
 }
