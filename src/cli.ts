@@ -1,6 +1,4 @@
 // The `wasmdev` command line. Subcommands live in their own modules and register here.
-import { parseArgs } from "node:util";
-
 const USAGE = `usage: wasmdev <command> [options]
 
 commands:
@@ -13,7 +11,12 @@ Run 'wasmdev <command> --help' for a command's options.`;
 
 type Command = (argv: string[]) => Promise<number>;
 
-const commands: Record<string, () => Promise<Command>> = {};
+// Each command module exports `run(argv): Promise<number>` (the exit code).
+const commands: Record<string, () => Promise<Command>> = {
+  serve: async () => (await import("./commands/serve.js")).run,
+  lspci: async () => (await import("./commands/lspci.js")).run,
+  region: async () => (await import("./commands/region.js")).run,
+};
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -28,8 +31,6 @@ export async function main(argv: string[]): Promise<number> {
   }
   return (await load())(rest);
 }
-
-export { parseArgs };
 
 main(process.argv.slice(2)).then(
   (code) => {

@@ -1,0 +1,5 @@
+// `wasmdev serve`: not implemented yet (see the open issues).
+export async function run(_argv: string[]): Promise<number> {
+  process.stderr.write("wasmdev serve: not implemented yet\n");
+  return 1;
+}
