@@ -1,3 +1,4 @@
 // Public host API of the core (address spaces, regions, DMA). See README "Library".
 export { instantiateCore, coreWasmPath } from "./wasm.js";
 export type { CoreRef, CoreBuild, HostImportFactory } from "./wasm.js";
+export * from "./dma/index.js";
