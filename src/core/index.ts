@@ -2,3 +2,4 @@
 export { instantiateCore, coreWasmPath } from "./wasm.js";
 export type { CoreRef, CoreBuild, HostImportFactory } from "./wasm.js";
 export * from "./dma/index.js";
+export * from "./pci/index.js";

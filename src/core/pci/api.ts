@@ -1,0 +1,385 @@
+// Public device-author and server-facing API of the PCI function model (issue #4).
+//
+// A device author describes a PCI function once (`PciFunctionSpec`) and gets back a
+// `PciFunction` (src/core/pci/function.ts: `createPciFunction(spec)`) that the protocol
+// servers serve: vfio-user (#6) by region index + offset, mpqemu (#8) by bus address.
+// The library owns config-space bookkeeping — BAR sizing and decode, the command register,
+// the capability chain, MSI/MSI-X state, INTx status — with QEMU's semantics
+// (hw/pci/pci.c, hw/pci/msi.c, hw/pci/msix.c, hw/pci/pcie.c); masks and BAR decode run in
+// the wasm core (assembly/pci).
+//
+// Address kinds: a *bus address* is what the guest programmed into a BAR (guest-physical
+// for memory BARs, a port number for I/O BARs); a *region offset* is a byte offset inside
+// one BAR (0 ≤ offset < size). 64-bit addresses are `bigint`. BAR sizes are at most 2^52
+// bytes so region offsets are exact as `number` (a `bigint` is accepted everywhere too).
+//
+//   const fn = createPciFunction({
+//     vendorId: 0x1234, deviceId: 0x11e8, classCode: 0x00ff00, interruptPin: 1,
+//     bars: [{ kind: "mem32", size: 1 << 20, ops: { read, write, valid: { min: 4, max: 8 } } }],
+//     capabilities: [{ kind: "msi", vectors: 1, address64: true }],
+//     reset: () => { ... },
+//   });
+//   fn.writeConfig(0x10, 4, 0xfebf0000); fn.writeConfig(0x04, 2, 0x0002);
+//   fn.busRead("mem", 0xfebf0000n, 4);   // → the device's read(0, 4)
+import type { DmaApi } from "../dma/api.js";
+
+/** Access sizes in bytes. */
+export type AccessSize = 1 | 2 | 4 | 8;
+
+/**
+ * Access-size constraints of a callback region (QEMU MemoryRegionOps `valid` / `impl`).
+ * `valid`: what the bus may issue; anything else is rejected (reads yield all-ones, writes
+ * are dropped — a PCI master abort). `impl`: what the callback handles; other valid sizes
+ * are split or widened by the library as QEMU's access_with_adjusted_size does.
+ */
+export interface AccessConstraints {
+  /** Smallest access size (default 1). */
+  min?: AccessSize;
+  /** Largest access size (default 4). */
+  max?: AccessSize;
+  /** Whether accesses not aligned to their size are allowed (default false). */
+  unaligned?: boolean;
+}
+
+/**
+ * Callbacks of an MMIO or port-I/O BAR. Offsets are region offsets. Values are
+ * little-endian-assembled unsigned integers: `number` for sizes 1/2/4, `bigint` for size 8.
+ * A read may return either type; only the low `size` bytes are used.
+ * Callbacks run synchronously on the server's loop; long work should be deferred (timers,
+ * promises) and completion reported through registers and interrupts.
+ */
+export interface RegionOps {
+  read(offset: number, size: AccessSize): number | bigint;
+  write(offset: number, size: AccessSize, value: number | bigint): void;
+  valid?: AccessConstraints;
+  impl?: AccessConstraints;
+}
+
+/**
+ * A range of a BAR whose reads are served from memory owned by the library without calling
+ * the device, while writes still go to `ops.write` (QEMU's "ROM device" mode). The device
+ * keeps the shadow current with `PciFunction.shadow(bar)` (e.g. mirrored status registers a
+ * driver polls). Windows must lie inside the BAR and must not overlap each other.
+ */
+export interface ShadowWindow {
+  offset: number;
+  size: number;
+}
+
+/** Kinds of base address registers. A `mem64` BAR occupies two BAR slots (index, index+1). */
+export type BarKind = "io" | "mem32" | "mem64";
+
+/**
+ * One BAR. Exactly one of `ops` (callback region) or `ram` (RAM-backed region) is given.
+ * Sizes are powers of two: I/O 4..256 bytes (PCI 3.0 §6.2.5.1), memory ≥ 16 bytes,
+ * `mem32` ≤ 2 GiB, `mem64` ≤ 2^52.
+ */
+export interface BarSpec {
+  kind: BarKind;
+  size: number | bigint;
+  /** Memory BARs only: the prefetchable bit (bit 3). */
+  prefetchable?: boolean;
+  /** Name for diagnostics and the lspci dump. */
+  name?: string;
+  /** Callback region. */
+  ops?: RegionOps;
+  /**
+   * RAM-backed region: reads and writes are served from memory with no callback. `true`
+   * allocates zeroed memory; a `Uint8Array` of exactly `size` bytes supplies it (e.g. a view
+   * of a memfd mapping — then give `fd`/`fdOffset` so a vfio-user server can offer the
+   * region for mmap by the client).
+   */
+  ram?: true | { bytes: Uint8Array; fd?: number; fdOffset?: bigint };
+  /** Callback regions only: shadow windows (see ShadowWindow). */
+  shadow?: ShadowWindow[];
+}
+
+/** Expansion ROM: read-only contents, size rounded up to a power of two ≥ 2 KiB. */
+export interface RomSpec {
+  bytes: Uint8Array;
+  /** Size to decode (≥ bytes.length, power of two); default: smallest that fits. */
+  size?: number;
+}
+
+/** PCI power management capability (id 0x01): D0/D3hot, PMCSR power state writable. */
+export interface PmCapabilitySpec {
+  kind: "pm";
+  /** Config offset (dword aligned, ≥ 0x40); default: first free space. */
+  offset?: number;
+}
+
+/** MSI capability (id 0x05), QEMU msi_init semantics. */
+export interface MsiCapabilitySpec {
+  kind: "msi";
+  /** Vectors requested (1, 2, 4, 8, 16 or 32). */
+  vectors: number;
+  /** 64-bit message address (default true). */
+  address64?: boolean;
+  /** Per-vector mask and pending bits (default false). */
+  perVectorMask?: boolean;
+  offset?: number;
+}
+
+/**
+ * MSI-X capability (id 0x11). The table (16 bytes per vector) and the PBA (one bit per
+ * vector) live in memory BARs at the given offsets; the library serves them (QEMU
+ * msix_init): accesses there never reach the BAR's own ops. Table and PBA may share a BAR
+ * but must not overlap; offsets are 8-byte aligned (the BIR field's low 3 bits).
+ */
+export interface MsixCapabilitySpec {
+  kind: "msix";
+  /** 1..2048. */
+  vectors: number;
+  tableBar: number;
+  tableOffset: number;
+  pbaBar: number;
+  pbaOffset: number;
+  offset?: number;
+}
+
+/** PCI Express capability (id 0x10), version 2, 0x3c bytes (QEMU pcie_cap_init). */
+export interface PcieCapabilitySpec {
+  kind: "pcie";
+  /** Device/port type: endpoint (0), legacy endpoint (1), root-complex integrated (9). */
+  deviceType?: "endpoint" | "legacy-endpoint" | "rc-integrated";
+  offset?: number;
+}
+
+/** Vendor-specific capability (id 0x09): the byte after `next` is the length, then `body`. */
+export interface VendorCapabilitySpec {
+  kind: "vendor";
+  /** Capability payload after the 3-byte header (id, next, length); ≤ 253 bytes. */
+  body: Uint8Array;
+  offset?: number;
+}
+
+/** Any other capability, laid out by the author: `body` follows the 2-byte header. */
+export interface RawCapabilitySpec {
+  kind: "raw";
+  id: number;
+  body: Uint8Array;
+  /** Per-byte write mask over `body` (default: read-only). */
+  wmask?: Uint8Array;
+  /** Per-byte write-1-to-clear mask over `body` (default none). */
+  w1cmask?: Uint8Array;
+  offset?: number;
+}
+
+export type CapabilitySpec =
+  | PmCapabilitySpec
+  | MsiCapabilitySpec
+  | MsixCapabilitySpec
+  | PcieCapabilitySpec
+  | VendorCapabilitySpec
+  | RawCapabilitySpec;
+
+/**
+ * An extended capability in the 4 KiB space (offsets ≥ 0x100): a 32-bit header (16-bit id,
+ * 4-bit version, 12-bit next pointer) followed by `body`.
+ */
+export interface ExtendedCapabilitySpec {
+  id: number;
+  version?: number;
+  body: Uint8Array;
+  wmask?: Uint8Array;
+  w1cmask?: Uint8Array;
+  /** Dword aligned, ≥ 0x100; default: first free space (the first one lands at 0x100). */
+  offset?: number;
+}
+
+/** What a device author declares. */
+export interface PciFunctionSpec {
+  /** Name for diagnostics (default "pci-function"). */
+  name?: string;
+  vendorId: number;
+  deviceId: number;
+  /** Default 0. (QEMU's own devices default to 0x1af4:0x1100.) */
+  subsystemVendorId?: number;
+  subsystemId?: number;
+  revision?: number;
+  /** 24-bit class code: base class << 16 | subclass << 8 | programming interface. */
+  classCode: number;
+  /** 0 = none, 1..4 = INTA#..INTD# (default 0). */
+  interruptPin?: 0 | 1 | 2 | 3 | 4;
+  /** 256 (conventional) or 4096 (extended). Default: 4096 when a PCIe or extended
+   *  capability is declared, 256 otherwise. */
+  configSize?: 256 | 4096;
+  /** Up to six BARs; the array index is the BAR number; a `mem64` BAR also uses index+1. */
+  bars?: (BarSpec | undefined)[];
+  rom?: RomSpec;
+  capabilities?: CapabilitySpec[];
+  extendedCapabilities?: ExtendedCapabilitySpec[];
+  /** Device reset (after the library reset config space, BAR mappings and interrupts). */
+  reset?(): void;
+  /**
+   * Called after the library applied a config write (masks, BAR remap, MSI/MSI-X state),
+   * once per register-contained piece — QEMU devices' config_write after
+   * pci_default_write_config.
+   */
+  configWrite?(offset: number, size: 1 | 2 | 4, value: number): void;
+  /** May replace the value of a config read (offset/size as in configWrite). */
+  configRead?(offset: number, size: 1 | 2 | 4, value: number): number;
+  /** Device state for migration, opaque to the library. */
+  saveState?(): Uint8Array;
+  /** Restores what saveState returned; throw PciError("PCI_STATE_FORMAT") on bad input. */
+  restoreState?(state: Uint8Array): void;
+}
+
+/** An MSI / MSI-X message as the function would write it on the bus. */
+export interface MsiMessage {
+  address: bigint;
+  data: number;
+}
+
+export type VectorKind = "msi" | "msix";
+
+/**
+ * Where interrupts go; provided by the server (#6: eventfd per vector; #8: irqfd for INTx).
+ * Calls are synchronous and must not throw.
+ */
+export interface InterruptSink {
+  /** The effective INTx level changed (pin asserted and not disabled by the command
+   *  register's INTx-disable bit). Called only on a change. */
+  intx(asserted: boolean): void;
+  /** An unmasked MSI / MSI-X vector fired. `message` is composed from config space / the
+   *  MSI-X table (QEMU msi_get_message / msix_get_message). */
+  vector(kind: VectorKind, vector: number, message: MsiMessage): void;
+}
+
+/**
+ * Who applies MSI/MSI-X enable and mask state.
+ * - "device" (default): the function's own config space and MSI-X table decide; masked
+ *   vectors set pending bits and fire on unmask. Right when the VMM forwards config and
+ *   table accesses verbatim (mpqemu, a local VMM).
+ * - "peer": the VMM emulates MSI/MSI-X itself and masks at its end (vfio-user clients such as
+ *   QEMU's vfio-user-pci emulate the MSI-X table). The server calls
+ *   `setPeerInterrupts(kind, count)` on SET_IRQS; vectors then go to the sink unmasked.
+ */
+export type InterruptDelivery = "device" | "peer";
+
+/** Device-facing interrupt controls (`PciFunction.irq`). */
+export interface PciInterrupts {
+  /** Sets the INTx pin's level (level-triggered; QEMU pci_set_irq). No-op without a pin. */
+  setIntx(level: boolean): void;
+  /** Whether MSI is enabled (config space, or the peer in "peer" delivery). */
+  readonly msiEnabled: boolean;
+  /** Whether MSI-X is enabled. */
+  readonly msixEnabled: boolean;
+  /** Fires MSI vector `vector` (QEMU msi_notify): masked → pending bit set. */
+  notifyMsi(vector: number): void;
+  /** Fires MSI-X vector `vector` (QEMU msix_notify): masked → PBA bit set. */
+  notifyMsix(vector: number): void;
+  /**
+   * Fires `vector` on whichever of MSI-X / MSI is enabled. Returns false when neither is,
+   * so the caller can fall back to INTx (which needs level semantics: setIntx).
+   */
+  notify(vector: number): boolean;
+  /** The device-side INTx level (before the INTx-disable bit) — what an mpqemu resample
+   *  re-raises while it stays true. */
+  readonly intxLevel: boolean;
+}
+
+/** Region description for servers (vfio-user DEVICE_GET_REGION_INFO). */
+export interface PciRegionInfo {
+  /** 0..5 = BARs, 6 = expansion ROM (vfio's region numbering). */
+  index: number;
+  kind: BarKind | "rom";
+  size: bigint;
+  prefetchable: boolean;
+  readable: boolean;
+  writable: boolean;
+  /** RAM-backed BARs that a client may mmap: the fd and offset to offer. */
+  mmap?: { fd: number; offset: bigint };
+  /** Index of the BAR whose upper dword this slot is (64-bit BARs), else undefined. */
+  upperHalfOf?: number;
+}
+
+/** Interrupt counts for servers (vfio-user DEVICE_GET_IRQ_INFO). */
+export interface PciInterruptInfo {
+  intx: boolean;
+  msiVectors: number;
+  msixVectors: number;
+}
+
+/** BAR index of the expansion ROM in region numbering. */
+export const PCI_ROM_REGION = 6;
+
+/** The object servers serve. All methods throw PciError on invalid arguments. */
+export interface PciFunction {
+  readonly name: string;
+  readonly configSize: 256 | 4096;
+
+  /** Config read of 1, 2 or 4 bytes that does not cross a dword boundary (the PCI rule).
+   *  Throws PCI_CONFIG_RANGE / PCI_CONFIG_ALIGN. */
+  readConfig(offset: number, size: 1 | 2 | 4): number;
+  /** Config write; applies wmask / w1cmask, remaps BARs, updates MSI/MSI-X/INTx state. */
+  writeConfig(offset: number, size: 1 | 2 | 4, value: number): void;
+  /** Config read of any length at any offset (vfio-user config region): split into
+   *  dword-contained pieces, each going through readConfig. */
+  readConfigBytes(offset: number, dest: Uint8Array): void;
+  writeConfigBytes(offset: number, src: Uint8Array): void;
+  /** A copy of the raw config bytes (no read hooks), e.g. for the lspci dump. */
+  configSnapshot(): Uint8Array;
+
+  /** Regions 0..6 (absent BARs have size 0n). */
+  regionInfo(index: number): PciRegionInfo;
+  readonly interruptInfo: PciInterruptInfo;
+
+  /** Access by region index + offset (vfio-user REGION_READ/WRITE): one access of 1/2/4/8
+   *  bytes, going through the same validity/splitting rules as bus accesses. An access the
+   *  region's `valid` constraints reject reads all-ones / drops the write and returns false.
+   *  Throws PCI_REGION_RANGE past the region end, PCI_REGION_INDEX for an absent region. */
+  readRegion(index: number, offset: number | bigint, size: AccessSize): bigint;
+  writeRegion(index: number, offset: number | bigint, size: AccessSize, value: bigint): boolean;
+  /** Any length: split like QEMU's memory_access_size (largest naturally aligned piece the
+   *  region accepts). */
+  readRegionBytes(index: number, offset: number | bigint, dest: Uint8Array): void;
+  writeRegionBytes(index: number, offset: number | bigint, src: Uint8Array): void;
+
+  /**
+   * Access by bus address (mpqemu BAR_READ/BAR_WRITE): decoded against the BARs as the guest
+   * programmed them and as the command register enables them. Returns undefined (read) /
+   * false (write) when no BAR decodes the whole access.
+   */
+  busRead(space: "mem" | "io", address: bigint, size: AccessSize): bigint | undefined;
+  busWrite(space: "mem" | "io", address: bigint, size: AccessSize, value: bigint): boolean;
+  /** Current decoded bus address of a region, or undefined while unmapped. */
+  barAddress(index: number): bigint | undefined;
+
+  /** Device-side view of a shadow window's memory (refetch after any call that may run
+   *  device code; do not cache across calls). */
+  shadow(bar: number): Uint8Array;
+
+  /** Function-level reset: config space to its declared state (BARs zero, command 0,
+   *  MSI/MSI-X disabled, INTx deasserted), then the spec's reset hook. */
+  reset(): void;
+
+  readonly irq: PciInterrupts;
+  /** Connects (or with null, disconnects) the interrupt sink. A newly attached sink is told
+   *  the current INTx level if asserted. */
+  attachInterruptSink(sink: InterruptSink | null, delivery?: InterruptDelivery): void;
+  /** "peer" delivery only: the VMM enabled `count` vectors of `kind` (0 = disabled). */
+  setPeerInterrupts(kind: VectorKind | "intx", count: number): void;
+
+  /** The DMA API the server bound (#5), or null. Devices check before DMA. */
+  readonly dma: DmaApi | null;
+  attachDma(dma: DmaApi | null): void;
+
+  /** Serialises config space, interrupt state, RAM/shadow contents and the device's own
+   *  state (spec.saveState) for migration. */
+  saveState(): Uint8Array;
+  /** Loads saveState output from a function built from the same spec. Throws
+   *  PCI_STATE_FORMAT on a mismatch; the function is unchanged in that case. */
+  restoreState(state: Uint8Array): void;
+}
+
+/** Stable error codes of the PCI layer. */
+export type PciErrorCode =
+  | "PCI_INVALID_SPEC" // the declaration is inconsistent (message says which field)
+  | "PCI_CONFIG_RANGE" // config offset/length outside the config space
+  | "PCI_CONFIG_ALIGN" // config access crosses a dword or has a bad size
+  | "PCI_REGION_INDEX" // no such region / region absent
+  | "PCI_REGION_RANGE" // offset + size past the region end (or wrapping)
+  | "PCI_ACCESS_SIZE" // size not 1/2/4/8
+  | "PCI_STATE_FORMAT" // saved state does not match this function
+  | "PCI_NO_DMA"; // device tried DMA with no DMA API attached
