@@ -1,2 +1,3 @@
 // Package entry: `import { ... } from "wasmdev"`.
 export * from "./core/index.js";
+export * from "./transport/index.js";

@@ -1,0 +1,572 @@
+// UNIX stream connections with fd passing (SCM_RIGHTS), and the listener that accepts them.
+//
+// Receive path: one libuv poll watcher per socket. On each wake-up the connection reads with
+// recvmsg() straight into the free tail of its ReceiveBuffer and hands the buffer, holding every
+// unconsumed byte, to the receiver (the protocol framer), which consumes all complete messages
+// at once. A read that fills the tail is followed by another, so a burst of small messages
+// costs one wake-up and one framer call per read, not per message.
+//
+// Send path: send() calls sendmsg() at once; whatever the kernel does not take is copied to a
+// queue (with duplicates of its fds when those were not sent yet) and flushed when the socket
+// becomes writable. `send()` returns false and 'drain' follows when the queue empties.
+
+import { EventEmitter } from "node:events";
+import { unlinkSync, lstatSync } from "node:fs";
+import { native, POLL_READABLE, POLL_WRITABLE, type PollHandle, type NativeTransport } from "./native.js";
+import { TransportError, syscallError } from "./errors.js";
+import { DEFAULT_LIMITS, KERNEL_MAX_FDS_PER_MESSAGE, type TransportLimits } from "./limits.js";
+import { ReceiveBuffer } from "./buffers.js";
+import { closeFdQuietly } from "./fd.js";
+
+const EINTR = 4;
+const EAGAIN = 11;
+const ENOTSOCK = 88;
+const EPROTOTYPE = 91;
+const EAFNOSUPPORT = 97;
+const EMFILE = 24;
+const ENFILE = 23;
+
+/** Reads smaller than this are not worth a system call: compact or grow first. */
+const MIN_READ = 4096;
+/** Reads per wake-up before yielding to the event loop (keeps timers and signals responsive). */
+const MAX_READS_PER_WAKEUP = 16;
+
+export interface ConnectionOptions {
+  /** Limits for this connection (defaults: DEFAULT_LIMITS). */
+  limits?: Partial<TransportLimits>;
+  /** Initial receive buffer capacity in bytes (default 64 KiB, capped by maxMessageSize). */
+  receiveBufferSize?: number;
+}
+
+/**
+ * Why a connection closed, passed to the 'close' event.
+ * - "local": destroy() or end() on this side;
+ * - "eof": the peer closed its end with no partial message buffered;
+ * - "error": `error` says what went wrong (a failed system call such as ECONNRESET, the peer
+ *   closing mid-message, too many fds, an oversized message, or a receiver that threw).
+ */
+export interface CloseReason {
+  kind: "local" | "eof" | "error";
+  error?: TransportError;
+  /** Bytes received but never consumed by the receiver when the connection closed. */
+  unconsumedBytes: number;
+}
+
+/** A framer: called after every read with the receive buffer holding all unconsumed bytes. */
+export type Receiver = (buffer: ReceiveBuffer, connection: Connection) => void;
+
+interface Pending {
+  data: Uint8Array;
+  offset: number;
+  /** Our own duplicates of fds not yet sent (closed once sent or dropped). */
+  fds: number[] | null;
+}
+
+function resolveLimits(partial: Partial<TransportLimits> | undefined): TransportLimits {
+  const limits = { ...DEFAULT_LIMITS, ...partial };
+  if (!Number.isInteger(limits.maxFdsPerMessage) || limits.maxFdsPerMessage < 0 || limits.maxFdsPerMessage > KERNEL_MAX_FDS_PER_MESSAGE) {
+    throw new TransportError(
+      "ERR_INVALID_ARGUMENT",
+      `maxFdsPerMessage must be an integer in [0, ${KERNEL_MAX_FDS_PER_MESSAGE}], got ${limits.maxFdsPerMessage}`,
+    );
+  }
+  if (!Number.isSafeInteger(limits.maxMessageSize) || limits.maxMessageSize < 1) {
+    throw new TransportError("ERR_INVALID_ARGUMENT", `maxMessageSize must be a positive integer, got ${limits.maxMessageSize}`);
+  }
+  return limits;
+}
+
+/**
+ * One end of a UNIX stream socket. Create with connect(), adoptFd(), or from a Server.
+ *
+ * Receiving starts when a receiver is installed (setReceiver() or onData()); until then bytes
+ * wait in the kernel. Received fds are owned by the receive buffer until the receiver takes them
+ * (ReceiveBuffer.takeFds); every fd not taken is closed when its bytes are consumed or the
+ * connection closes, so a rejecting framer cannot leak them.
+ *
+ * Events: 'drain' () when queued sends have all been written; 'close' (reason: CloseReason),
+ * emitted once, asynchronously, after the socket fd has been closed.
+ *
+ * The connection owns its socket fd: destroy()/end() close it; do not close `fd` yourself.
+ */
+export class Connection extends EventEmitter {
+  /** The socket fd (-1 once closed). */
+  fd: number;
+  readonly limits: Readonly<TransportLimits>;
+  readonly receiveBuffer: ReceiveBuffer;
+
+  private readonly n: NativeTransport;
+  private poll: PollHandle | null = null;
+  private pollEvents = 0;
+  private receiver: Receiver | null = null;
+  private paused = false;
+  private queue: Pending[] = [];
+  private queuedBytes = 0;
+  private ending = false;
+  private closed = false;
+  /** fdInfo[0] = fd count, fdInfo[1] = control data truncated, fdInfo[2..] = fds. */
+  private readonly fdInfo: Int32Array;
+
+  /** @internal use connect(), adoptFd() or a Server; `fd` must be a prepared socket. */
+  constructor(fd: number, options: ConnectionOptions = {}) {
+    super();
+    this.n = native();
+    this.fd = fd;
+    this.limits = Object.freeze(resolveLimits(options.limits));
+    this.receiveBuffer = new ReceiveBuffer({
+      maxMessageSize: this.limits.maxMessageSize,
+      initialCapacity: options.receiveBufferSize,
+    });
+    // One slot more than allowed so that "exactly one too many" is seen as such, not truncated.
+    this.fdInfo = new Int32Array(2 + this.limits.maxFdsPerMessage + 1);
+    const poll = this.n.pollStart(fd, 0, (events) => this.onPoll(events));
+    if (typeof poll === "number") throw syscallError("uv_poll_init", -poll, { fd });
+    this.poll = poll;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Bytes accepted by send() but not yet written to the socket. */
+  get writableLength(): number {
+    return this.queuedBytes;
+  }
+
+  /**
+   * Installs the framer and starts reading. The receiver must consume every complete message
+   * it can (ReceiveBuffer.consume) and leave partial ones; it may call need() to declare the
+   * size of the message it is waiting for. Throwing a TransportError from it (e.g. need()'s
+   * ERR_MESSAGE_TOO_LARGE) destroys the connection with that error.
+   */
+  setReceiver(receiver: Receiver): void {
+    this.receiver = receiver;
+    this.updatePoll();
+  }
+
+  /**
+   * Raw mode: `callback(chunk, fds)` for every read. `chunk` is a view valid only during the
+   * callback (copy what you keep); `fds` arrived with it and now belong to the callback, which
+   * must close them. Installs a receiver that consumes everything.
+   */
+  onData(callback: (chunk: Uint8Array, fds: number[]) => void): void {
+    this.setReceiver((buffer) => {
+      const length = buffer.available;
+      const fds = buffer.takeFds(length);
+      const chunk = buffer.subarray(0, length);
+      buffer.consume(length);
+      callback(chunk, fds);
+    });
+  }
+
+  /** Stops reading (the peer's sends then block once the socket buffers fill). */
+  pause(): void {
+    this.paused = true;
+    this.updatePoll();
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.updatePoll();
+  }
+
+  /**
+   * Sends `data` (one buffer, or several sent as one sendmsg with an iovec each) with `fds`
+   * attached. The fds are borrowed: the peer receives its own copies, and the caller may close
+   * its fds as soon as send() returns (if they must be queued, the connection keeps duplicates).
+   * For the peer to attach fds to the right message, a send that carries fds must contain
+   * exactly that one message.
+   *
+   * Returns true when everything went to the kernel, false when some bytes were queued (wait for
+   * 'drain' before sending much more). Throws ERR_CLOSED after close or end(),
+   * ERR_SEND_TOO_MANY_FDS above limits.maxFdsPerMessage, ERR_INVALID_ARGUMENT for fds without
+   * bytes. A failing socket (EPIPE, ECONNRESET...) destroys the connection: send() returns false
+   * and 'close' reports the error.
+   */
+  send(data: Uint8Array | readonly Uint8Array[], fds?: readonly number[]): boolean {
+    if (this.closed || this.ending) {
+      throw new TransportError("ERR_CLOSED", "cannot send on a closed connection", { fd: this.fd });
+    }
+    const withFds = fds !== undefined && fds.length !== 0 ? fds : null;
+    if (withFds !== null && withFds.length > this.limits.maxFdsPerMessage) {
+      throw new TransportError(
+        "ERR_SEND_TOO_MANY_FDS",
+        `cannot send ${withFds.length} fds in one message (limit ${this.limits.maxFdsPerMessage})`,
+        { limit: this.limits.maxFdsPerMessage, actual: withFds.length },
+      );
+    }
+    let single: Uint8Array | null;
+    let total: number;
+    if (data instanceof Uint8Array) {
+      single = data;
+      total = data.length;
+    } else {
+      total = 0;
+      for (const chunk of data) total += chunk.length;
+      single = data.length === 1 ? data[0] : null;
+    }
+    if (total === 0) {
+      if (withFds !== null) throw new TransportError("ERR_INVALID_ARGUMENT", "fds need at least one byte to travel with");
+      return true;
+    }
+    if (this.queue.length !== 0) {
+      this.enqueue(data, 0, withFds === null ? null : this.duplicate(withFds));
+      return false;
+    }
+    let sent: number;
+    do {
+      sent = single !== null
+        ? this.n.send(this.fd, single, 0, total, withFds)
+        : this.n.sendv(this.fd, data as readonly Uint8Array[], withFds);
+    } while (sent === -EINTR);
+    if (sent === total) return true;
+    if (sent === -EAGAIN) sent = 0;
+    if (sent < 0) {
+      this.destroy(syscallError("sendmsg", -sent, { fd: this.fd }));
+      return false;
+    }
+    // Linux sends the fds with the first byte that goes out, so they are gone when sent > 0.
+    this.enqueue(data, sent, sent === 0 && withFds !== null ? this.duplicate(withFds) : null);
+    return false;
+  }
+
+  /**
+   * Orderly close: flushes queued sends, shuts down the write side, and closes once the peer
+   * closes its end ('close' with kind "local"). Received data keeps flowing to the receiver
+   * meanwhile. Use destroy() to close at once.
+   */
+  end(): void {
+    if (this.closed || this.ending) return;
+    this.ending = true;
+    if (this.queue.length === 0) this.shutdownWrite();
+  }
+
+  /**
+   * Abrupt close: closes the socket, drops queued sends, closes every received fd not taken.
+   * 'close' follows asynchronously with kind "error" when `error` is given, else "local".
+   */
+  destroy(error?: TransportError): void {
+    this.closeWith(error === undefined ? { kind: "local" } : { kind: "error", error });
+  }
+
+  private closeWith(reason: { kind: CloseReason["kind"]; error?: TransportError }): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.poll !== null) this.n.pollClose(this.poll);
+    this.poll = null;
+    this.n.close(this.fd);
+    this.fd = -1;
+    const unconsumedBytes = this.receiveBuffer.available;
+    this.receiveBuffer.clear();
+    for (const pending of this.queue) if (pending.fds !== null) for (const fd of pending.fds) closeFdQuietly(fd);
+    this.queue = [];
+    this.queuedBytes = 0;
+    const full: CloseReason = { ...reason, unconsumedBytes };
+    process.nextTick(() => this.emit("close", full));
+  }
+
+  private duplicate(fds: readonly number[]): number[] {
+    const copies: number[] = [];
+    for (const fd of fds) {
+      const copy = this.n.dup(fd);
+      if (copy < 0) {
+        for (const c of copies) closeFdQuietly(c);
+        throw syscallError("dup", -copy, { fd });
+      }
+      copies.push(copy);
+    }
+    return copies;
+  }
+
+  private enqueue(data: Uint8Array | readonly Uint8Array[], skip: number, fds: number[] | null): void {
+    let copy: Uint8Array;
+    if (data instanceof Uint8Array) {
+      copy = data.slice(skip);
+    } else {
+      let total = 0;
+      for (const chunk of data) total += chunk.length;
+      copy = new Uint8Array(total - skip);
+      let at = -skip;
+      for (const chunk of data) {
+        if (at >= 0) copy.set(chunk, at);
+        else if (at + chunk.length > 0) copy.set(chunk.subarray(-at), 0);
+        at += chunk.length;
+      }
+    }
+    this.queue.push({ data: copy, offset: 0, fds });
+    this.queuedBytes += copy.length;
+    this.updatePoll();
+  }
+
+  private flush(): void {
+    while (this.queue.length !== 0) {
+      const head = this.queue[0];
+      const length = head.data.length - head.offset;
+      const sent = this.n.send(this.fd, head.data, head.offset, length, head.fds);
+      if (sent === -EINTR) continue;
+      if (sent === -EAGAIN) return;
+      if (sent < 0) {
+        this.destroy(syscallError("sendmsg", -sent, { fd: this.fd }));
+        return;
+      }
+      if (head.fds !== null) {
+        for (const fd of head.fds) closeFdQuietly(fd);
+        head.fds = null;
+      }
+      head.offset += sent;
+      this.queuedBytes -= sent;
+      if (sent < length) return;
+      this.queue.shift();
+    }
+    this.updatePoll();
+    if (this.ending) this.shutdownWrite();
+    this.emit("drain");
+  }
+
+  private shutdownWrite(): void {
+    const r = this.n.shutdownWrite(this.fd);
+    if (r < 0 && !this.closed) this.destroy(syscallError("shutdown", -r, { fd: this.fd }));
+  }
+
+  private updatePoll(): void {
+    if (this.poll === null) return;
+    const events = (this.receiver !== null && !this.paused ? POLL_READABLE : 0) | (this.queue.length !== 0 ? POLL_WRITABLE : 0);
+    if (events === this.pollEvents) return;
+    this.pollEvents = events;
+    const r = this.n.pollSet(this.poll, events);
+    if (r < 0) this.destroy(syscallError("uv_poll_start", -r, { fd: this.fd }));
+  }
+
+  private onPoll(events: number): void {
+    if (events < 0) {
+      this.destroy(syscallError("poll", -events, { fd: this.fd }));
+      return;
+    }
+    if ((events & POLL_WRITABLE) !== 0 && this.queue.length !== 0) this.flush();
+    if ((events & POLL_READABLE) !== 0) this.readAvailable();
+  }
+
+  private readAvailable(): void {
+    const buffer = this.receiveBuffer;
+    const info = this.fdInfo;
+    for (let reads = 0; reads < MAX_READS_PER_WAKEUP; reads++) {
+      if (this.closed || this.paused || this.receiver === null) return;
+      const tail = buffer.reserveTail(MIN_READ);
+      if (tail.length === 0) {
+        this.destroy(new TransportError(
+          "ERR_MESSAGE_TOO_LARGE",
+          `${buffer.available} unconsumed bytes fill the receive buffer (limit ${buffer.maxMessageSize} bytes)`,
+          { limit: buffer.maxMessageSize, actual: buffer.available },
+        ));
+        return;
+      }
+      const room = tail.length;
+      const got = this.n.recv(this.fd, buffer.bytes, buffer.end, room, info);
+      if (got === -EAGAIN) return;
+      if (got === -EINTR) continue;
+      if (got < 0) {
+        this.destroy(syscallError("recvmsg", -got, { fd: this.fd }));
+        return;
+      }
+      let fds: number[] | undefined;
+      const fdCount = info[0];
+      if (fdCount !== 0 || info[1] !== 0) {
+        fds = [];
+        for (let i = 0; i < fdCount; i++) fds.push(info[2 + i]);
+        if (info[1] !== 0 || fdCount > this.limits.maxFdsPerMessage) {
+          for (const fd of fds) closeFdQuietly(fd);
+          this.destroy(new TransportError(
+            "ERR_TOO_MANY_FDS",
+            `the peer attached more than ${this.limits.maxFdsPerMessage} fds to one message; all were closed`,
+            { limit: this.limits.maxFdsPerMessage, actual: fdCount },
+          ));
+          return;
+        }
+      }
+      if (got === 0) {
+        this.onEndOfStream();
+        return;
+      }
+      buffer.commit(got, fds);
+      try {
+        this.receiver!(buffer, this);
+      } catch (err) {
+        this.destroy(err instanceof TransportError ? err : new TransportError(
+          "ERR_RECEIVER_THREW",
+          `the receiver threw: ${(err as Error)?.message ?? String(err)}`,
+          { cause: err },
+        ));
+        return;
+      }
+      if (got < room) return;
+    }
+  }
+
+  private onEndOfStream(): void {
+    const partial = this.receiveBuffer.available;
+    if (partial !== 0) {
+      this.closeWith({
+        kind: "error",
+        error: new TransportError(
+          "ERR_PEER_CLOSED_MID_MESSAGE",
+          `the peer closed the connection with ${partial} bytes of an unfinished message buffered`,
+          { actual: partial },
+        ),
+      });
+    } else {
+      this.closeWith({ kind: this.ending ? "local" : "eof" });
+    }
+  }
+}
+
+/**
+ * Takes ownership of an open UNIX stream socket fd (e.g. the socketpair end QEMU hands a remote
+ * process as `fd=N`): checks it is one, makes it non-blocking and close-on-exec, and wraps it.
+ * The connection closes the fd when it closes. If this throws, the caller still owns the fd.
+ */
+export function adoptFd(fd: number, options: ConnectionOptions = {}): Connection {
+  if (!Number.isInteger(fd) || fd < 0) throw new TransportError("ERR_INVALID_ARGUMENT", `bad fd ${fd}`, { fd });
+  const r = native().prepareStreamSocket(fd);
+  if (r === -ENOTSOCK || r === -EPROTOTYPE || r === -EAFNOSUPPORT) {
+    throw new TransportError("ERR_NOT_A_STREAM_SOCKET", `fd ${fd} is not a UNIX stream socket`, { fd, cause: syscallError("getsockopt", -r, { fd }) });
+  }
+  if (r < 0) throw syscallError("fcntl", -r, { fd });
+  return new Connection(fd, options);
+}
+
+export interface ConnectOptions extends ConnectionOptions {
+  /** How long to keep retrying while the listener's backlog is full (default 5000 ms). */
+  timeoutMs?: number;
+}
+
+/**
+ * Connects to a listening UNIX socket at `path`. Rejects with ERR_SYSCALL (ENOENT: nothing
+ * there, ECONNREFUSED: nobody listening) or ERR_CONNECT_TIMEOUT.
+ */
+export async function connect(path: string, options: ConnectOptions = {}): Promise<Connection> {
+  const n = native();
+  const deadline = Date.now() + (options.timeoutMs ?? 5000);
+  for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
+    const fd = n.connect(path);
+    if (fd >= 0) {
+      try {
+        return new Connection(fd, options);
+      } catch (err) {
+        n.close(fd);
+        throw err;
+      }
+    }
+    if (fd !== -EAGAIN && fd !== -EINTR) throw syscallError("connect", -fd, { path });
+    if (Date.now() >= deadline) {
+      throw new TransportError("ERR_CONNECT_TIMEOUT", `connecting to ${path} timed out: the listener is not accepting`, { path });
+    }
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+}
+
+export interface ListenOptions {
+  /** File mode of the socket path (default 0o600: only this user may connect). */
+  mode?: number;
+  /** listen() backlog (default 16). */
+  backlog?: number;
+  /** Remove an existing socket at `path` first (not other file types). Default false: EADDRINUSE. */
+  replaceExisting?: boolean;
+  /** Options of every accepted connection. */
+  connection?: ConnectionOptions;
+}
+
+/**
+ * A listening UNIX socket. Events: 'connection' (Connection) for each accepted peer — the
+ * listener owns the connection; with no listener the connection is closed at once — and
+ * 'error' (TransportError) when accept fails (e.g. EMFILE; accepting resumes after 100 ms), only
+ * emitted when someone listens for it. close() stops accepting and removes the socket path.
+ */
+export class Server extends EventEmitter {
+  private fd: number;
+  private poll: PollHandle | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+
+  /** @internal use listen() */
+  constructor(fd: number, readonly path: string, private readonly connectionOptions: ConnectionOptions) {
+    super();
+    this.fd = fd;
+    const poll = native().pollStart(fd, POLL_READABLE, () => this.acceptAll());
+    if (typeof poll === "number") {
+      native().close(fd);
+      throw syscallError("uv_poll_init", -poll, { path });
+    }
+    this.poll = poll;
+  }
+
+  get isClosed(): boolean {
+    return this.fd < 0;
+  }
+
+  /** Stops accepting and removes the socket path. Open connections stay open. Idempotent. */
+  close(): void {
+    if (this.fd < 0) return;
+    if (this.poll !== null) native().pollClose(this.poll);
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    this.poll = null;
+    native().close(this.fd);
+    this.fd = -1;
+    try {
+      unlinkSync(this.path);
+    } catch {
+      // Already gone (someone removed it); nothing to clean up.
+    }
+  }
+
+  private acceptAll(): void {
+    const n = native();
+    for (let i = 0; i < 64 && this.fd >= 0; i++) {
+      const fd = n.accept(this.fd);
+      if (fd === -EAGAIN) return;
+      if (fd === -EINTR) continue;
+      if (fd < 0) {
+        const error = syscallError("accept", -fd, { path: this.path });
+        if (fd === -EMFILE || fd === -ENFILE) this.backOff();
+        if (this.listenerCount("error") !== 0) this.emit("error", error);
+        return;
+      }
+      let connection: Connection;
+      try {
+        connection = new Connection(fd, this.connectionOptions);
+      } catch (err) {
+        n.close(fd);
+        if (this.listenerCount("error") !== 0) this.emit("error", err);
+        continue;
+      }
+      if (this.listenerCount("connection") === 0) connection.destroy();
+      else this.emit("connection", connection);
+    }
+  }
+
+  /** Out of fds: stop watching the listener for a while instead of spinning on it. */
+  private backOff(): void {
+    if (this.poll === null) return;
+    native().pollSet(this.poll, 0);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (this.poll !== null) native().pollSet(this.poll, POLL_READABLE);
+    }, 100);
+  }
+}
+
+/**
+ * Listens on a UNIX socket at `path` (created with `mode`, default 0o600). Throws ERR_SYSCALL
+ * with EADDRINUSE if something already exists there (unless replaceExisting and it is a socket).
+ */
+export function listen(path: string, options: ListenOptions = {}): Server {
+  if (options.replaceExisting) {
+    try {
+      if (lstatSync(path).isSocket()) unlinkSync(path);
+    } catch {
+      // Nothing there.
+    }
+  }
+  const fd = native().listen(path, options.backlog ?? 16, options.mode ?? 0o600);
+  if (fd < 0) throw syscallError("listen", -fd, { path });
+  resolveLimits(options.connection?.limits);
+  return new Server(fd, path, options.connection ?? {});
+}

@@ -1,0 +1,92 @@
+// Loader and typed surface of the project's N-API addon (src/transport/native/transport.c).
+// Hot calls return a non-negative result or a negative errno instead of throwing, so the
+// callers decide what an errno means for them.
+
+import { createRequire } from "node:module";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { TransportError } from "./errors.js";
+
+/** Poll event bits (same values as libuv's UV_READABLE / UV_WRITABLE). */
+export const POLL_READABLE = 1;
+export const POLL_WRITABLE = 2;
+
+/** Opaque handle of a native uv_poll watcher. */
+export type PollHandle = { readonly __poll: unique symbol };
+
+export interface NativeTransport {
+  socketpair(): number[] | number;
+  listen(path: string, backlog: number, mode: number): number;
+  accept(listenFd: number): number;
+  connect(path: string): number;
+  /** Checks that fd is an AF_UNIX SOCK_STREAM socket and makes it non-blocking + close-on-exec. */
+  prepareStreamSocket(fd: number): number;
+  /**
+   * recvmsg into bytes[offset, offset+length). fdInfo[0] receives the fd count, fdInfo[1] is 1 when
+   * the control data was truncated (more fds than fdInfo.length - 2), fds go to fdInfo[2...].
+   * Returns the byte count (0 = end of stream) or -errno.
+   */
+  recv(fd: number, bytes: Uint8Array, offset: number, length: number, fdInfo: Int32Array): number;
+  /** sendmsg of bytes[offset, offset+length) with fds (or null). Returns bytes sent or -errno. */
+  send(fd: number, bytes: Uint8Array, offset: number, length: number, fds: readonly number[] | null): number;
+  /** sendmsg of several chunks (one iovec each) with fds (or null). Returns bytes sent or -errno. */
+  sendv(fd: number, chunks: readonly Uint8Array[], fds: readonly number[] | null): number;
+  setNonBlocking(fd: number): number;
+  shutdownWrite(fd: number): number;
+  close(fd: number): number;
+  dup(fd: number): number;
+  pollStart(fd: number, events: number, callback: (events: number) => void): PollHandle | number;
+  pollSet(handle: PollHandle, events: number): number;
+  pollClose(handle: PollHandle): void;
+  memfdCreate(name: string, size: number): number;
+  fstatSize(fd: number): number;
+  /** Maps [offset, offset+length) of fd (any offset; page alignment handled inside). */
+  mmap(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer | number;
+  /** Unmaps an ArrayBuffer returned by mmap and detaches it (views become empty). */
+  munmap(buffer: ArrayBuffer): number;
+  eventfd(initial: number, semaphore: boolean): number;
+  eventfdWrite(fd: number, value: number): number;
+  eventfdRead(fd: number): number;
+}
+
+const ADDON = "wasmdev_transport.node";
+
+let loaded: NativeTransport | null = null;
+let loadError: unknown = null;
+
+/**
+ * Finds build/native/wasmdev_transport.node by walking up from this module: the source tree
+ * (src/transport/), the bundle (dist/) and bundled benchmarks (build/bench/) all sit below the
+ * package root.
+ */
+function locateAddon(): string | null {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const candidate = join(dir, "build", "native", ADDON);
+    if (existsSync(candidate)) return candidate;
+    const parent = dirname(dir);
+    if (parent === dir) break;
+    dir = parent;
+  }
+  return null;
+}
+
+export function native(): NativeTransport {
+  if (loaded !== null) return loaded;
+  if (loadError === null) {
+    try {
+      const path = locateAddon();
+      if (path === null) throw new Error(`${ADDON} not found in any build/native/ above this module`);
+      loaded = createRequire(import.meta.url)(path) as NativeTransport;
+      return loaded;
+    } catch (err) {
+      loadError = err;
+    }
+  }
+  throw new TransportError(
+    "ERR_NATIVE_UNAVAILABLE",
+    "the transport's native addon is not built: run `npm run build:native`",
+    { cause: loadError },
+  );
+}
