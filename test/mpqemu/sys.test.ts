@@ -1,0 +1,93 @@
+import { describe, expect, it } from "vitest";
+import { readdirSync } from "node:fs";
+import {
+  RawSocket, socketpair, closeFd, eventfd, eventfdSignal, eventfdDrain, memfdCreate, mapFd, watchReadable, fdIsOpen,
+} from "../../src/mpqemu/sys.js";
+
+const openFds = () => readdirSync("/proc/self/fd").length;
+
+describe("mpqemu sys layer", () => {
+  it("passes bytes and fds over a socketpair; the receiver sees memfd contents the sender wrote", () => {
+    const [a, b] = socketpair();
+    const sa = new RawSocket(a);
+    const sb = new RawSocket(b);
+    const mfd = memfdCreate("t", 4096n);
+    const m = mapFd(mfd, 0n, 4096);
+    m.bytes.set([1, 2, 3], 100);
+    expect(sa.send(Uint8Array.of(9, 8, 7), [mfd])).toBe(3);
+    const r = sb.recv();
+    expect([...r.data]).toEqual([9, 8, 7]);
+    expect(r.fds).toHaveLength(1);
+    const m2 = mapFd(r.fds[0], 0n, 4096);
+    expect([...m2.bytes.subarray(100, 103)]).toEqual([1, 2, 3]);
+    m2.bytes[200] = 42;
+    expect(m.bytes[200]).toBe(42);
+    m.unmap();
+    m2.unmap();
+    closeFd(r.fds[0]);
+    closeFd(mfd);
+    expect(sb.recv().n).toBe(-1); // nothing pending
+    sa.close();
+    expect(sb.recv().n).toBe(0); // orderly hang-up
+    sb.close();
+  });
+
+  it("refuses mappings past the end of the file", () => {
+    const fd = memfdCreate("small", 8192n);
+    expect(() => mapFd(fd, 4096n, 8192)).toThrow(/exceeds the 8192-byte file/);
+    expect(() => mapFd(fd, 100n, 4096)).toThrow(/page aligned/);
+    closeFd(fd);
+  });
+
+  it("eventfd readiness reaches the event loop", async () => {
+    const efd = eventfd();
+    let fired = 0;
+    const got = new Promise<bigint>((resolve) => {
+      const w = watchReadable(efd, () => {
+        fired++;
+        w.stop();
+        resolve(eventfdDrain(efd));
+      });
+    });
+    setTimeout(() => eventfdSignal(efd), 10);
+    expect(await got).toBe(1n);
+    expect(fired).toBe(1);
+    expect(eventfdDrain(efd)).toBe(0n);
+    closeFd(efd);
+    expect(fdIsOpen(efd)).toBe(false);
+  });
+
+  it("waitReadable honours its timeout and reports which fd is ready", () => {
+    const [a, b] = socketpair();
+    const sa = new RawSocket(a);
+    const sb = new RawSocket(b);
+    const efd = eventfd();
+    const t0 = process.hrtime.bigint();
+    expect(sb.waitReadable(2000, efd)).toBe(0);
+    expect(Number(process.hrtime.bigint() - t0)).toBeGreaterThanOrEqual(1_500_000);
+    eventfdSignal(efd);
+    expect(sb.waitReadable(100_000, efd)).toBe(2);
+    sa.send(Uint8Array.of(1));
+    expect(sb.waitReadable(100_000, efd)).toBe(3);
+    sa.close();
+    sb.close();
+    closeFd(efd);
+  });
+
+  it("leaks no fds over many socket cycles", () => {
+    const before = openFds();
+    for (let i = 0; i < 500; i++) {
+      const [a, b] = socketpair();
+      const sa = new RawSocket(a);
+      const sb = new RawSocket(b);
+      const e = eventfd();
+      sa.send(Uint8Array.of(1), [e]);
+      const r = sb.recv();
+      r.fds.forEach(closeFd);
+      closeFd(e);
+      sa.close();
+      sb.close();
+    }
+    expect(openFds()).toBe(before);
+  });
+});
