@@ -1,0 +1,21 @@
+// What the client needs from a connection: ordered bytes out (with fds attached to a message),
+// chunks in with the fds that arrived with them, and close notification. The transport's
+// Connection is adapted to this in connect.ts; tests may plug in anything that behaves the same.
+
+export interface ClientChannel {
+  /**
+   * Queues one whole message (and its fds, which the channel only borrows) for sending, in call
+   * order. Throws if the channel is closed. Must not call back synchronously.
+   */
+  send(bytes: Uint8Array, fds?: readonly number[]): void;
+  /** Closes the connection; `onClose` fires once afterwards (if it has not already). */
+  close(): void;
+  /**
+   * Installs the receive side. `onData` gets every received chunk (valid only during the call)
+   * with the fds that came with it (the callee owns them). `onClose` fires once when the
+   * connection ends, with the error if it ended abnormally.
+   */
+  start(onData: (chunk: Uint8Array, fds: number[]) => void, onClose: (error?: Error) => void): void;
+  /** Closes an fd received from the peer (or created locally) that nobody kept. */
+  closeFd(fd: number): void;
+}

@@ -1,0 +1,1087 @@
+// The VMM side of vfio-user: drive a remote PCI function over a ClientChannel.
+//
+// Requests are pipelined (many in flight, matched to replies by msg_id) unless
+// `serializeRequests` queues every send behind the previous reply. Each request has a deadline; a
+// timer sweep fails overdue ones with ERR_TIMEOUT and remembers their ids so a late reply is
+// dropped instead of being mistaken for a newer request. A closed connection, or a stream that can
+// no longer be framed, fails every pending request with ERR_CLOSED.
+//
+// Replies are untrusted: every decoder checks sizes and fields, and a bad reply fails only the
+// request it answers (the stream stays in sync because framing uses the header's size).
+import { EventEmitter } from "node:events";
+import type { ClientChannel } from "./channel.js";
+import { DmaMemoryTable, type DmaMapping } from "./dma.js";
+import { Errno, VfioUserClientError, describeErrno, type VfioUserClientErrorCode } from "./errors.js";
+import { PostedWritePolicy, type PostedWritePolicyOptions, type RegionSpace } from "./posted-writes.js";
+import {
+  Command,
+  HEADER_SIZE,
+  HeaderFlag,
+  DEFAULT_MAX_DATA_XFER_SIZE,
+  PROTOCOL_MAJOR,
+  PROTOCOL_MINOR,
+  PciRegion,
+  RegionInfoFlag,
+  IrqSetFlag,
+  DmaMapFlag,
+  DeviceFeatureFlag,
+  DeviceFeature,
+  MigrationState,
+  commandName,
+  decodeDeviceInfoReply,
+  decodeDmaAccessRequest,
+  decodeFeatureReply,
+  decodeIrqInfoReply,
+  decodeMigDataReadReply,
+  decodeRegionAccessReply,
+  decodeRegionInfoReply,
+  decodeVersionReply,
+  encodeDeviceFeature,
+  encodeDeviceGetInfo,
+  encodeDeviceReset,
+  encodeDmaMap,
+  encodeDmaReadReply,
+  encodeDmaUnmap,
+  encodeDmaWriteReply,
+  encodeErrorReply,
+  encodeIrqInfo,
+  encodeMigDataRead,
+  encodeMigDataWrite,
+  encodeRegionInfo,
+  encodeRegionRead,
+  encodeRegionWrite,
+  encodeSetIrqs,
+  encodeVersion,
+  hex,
+  type Decoded,
+  type DeviceInfo,
+  type IrqInfo,
+  type MigrationStateValue,
+  type RegionInfo,
+  type ServerCapabilities,
+  type Header,
+} from "./protocol.js";
+import { MessageReader, type FrameEvent } from "./reader.js";
+
+export interface VfioUserClientOptions {
+  /** Default per-request timeout in ms (default 10 000). 0 disables timeouts. */
+  timeoutMs?: number;
+  /** Queue every send until the previous request's reply arrived (default false: pipeline). */
+  serializeRequests?: boolean;
+  /** Posted-write policy (see posted-writes.ts). */
+  postedWrites?: PostedWritePolicyOptions;
+  /** max_data_xfer_size the client accepts in the server's DMA_READ/WRITE (default 1 MiB). */
+  maxDataXferSize?: number;
+  /** max_msg_fds the client can receive in one message (default 16). */
+  maxMsgFds?: number;
+  /** Largest reply the client buffers, header included (default max data + 64 KiB). */
+  maxMessageSize?: number;
+}
+
+export interface RequestOptions {
+  /** Overrides the client's default timeout for this request (ms; 0 = none). */
+  timeoutMs?: number;
+}
+
+export interface WriteOptions extends RequestOptions {
+  /**
+   * false forces a non-posted write; true or undefined lets the policy decide (I/O, config and
+   * mapped-device writes are never posted whatever this says).
+   */
+  posted?: boolean;
+}
+
+export interface WriteResult {
+  /** The write was sent with NO_REPLY and not waited for. */
+  posted: boolean;
+  /** The write went straight into a region mapped into the client. */
+  viaMapping: boolean;
+}
+
+/** The server's interrupt event; see enableIrqs() in the connect layer. */
+export interface IrqEvent {
+  index: number;
+  vector: number;
+  /** Number of signals folded into this event (eventfd counter value). */
+  count: number;
+}
+
+/** Region info plus the fd the server offered for mapping it (owned by the client). */
+export interface ClientRegionInfo extends RegionInfo {
+  fd?: number;
+}
+
+/** A region (or its sparse areas) mapped into the client. */
+export interface MappedArea {
+  /** Offset within the region. */
+  offset: bigint;
+  size: bigint;
+  view: Uint8Array;
+}
+
+/** Maps a server-offered region fd; supplied by the connect layer (transport mmap). */
+export interface RegionMapper {
+  map(fd: number, fileOffset: bigint, size: bigint, writable: boolean): { view: Uint8Array; unmap(): void };
+}
+
+interface Pending {
+  msgId: number;
+  command: number;
+  /** Human description for errors: "REGION_READ region 0 offset 0x10 (4 bytes)". */
+  what: string;
+  deadline: number;
+  onReply(payload: Uint8Array, fds: number[], header: Header): void;
+  fail(error: VfioUserClientError): void;
+}
+
+interface QueuedSend {
+  bytes: Uint8Array;
+  fds?: readonly number[];
+  pending?: Pending;
+}
+
+const MSG_ID_SPACE = 0x10000;
+const REGION_INFO_ARGSZ = 1024;
+const REGION_INFO_ARGSZ_LIMIT = 64 * 1024;
+const MIG_CHUNK = 64 * 1024;
+
+export declare interface VfioUserClient {
+  on(event: "irq", listener: (event: IrqEvent) => void): this;
+  on(event: "protocolError", listener: (error: VfioUserClientError) => void): this;
+  on(event: "close", listener: (error?: VfioUserClientError) => void): this;
+}
+
+export class VfioUserClient extends EventEmitter {
+  readonly options: Required<Omit<VfioUserClientOptions, "postedWrites">>;
+  readonly postedWrites: PostedWritePolicy;
+  readonly dma = new DmaMemoryTable();
+  /** Server capabilities from VERSION (set by negotiate()). */
+  capabilities?: ServerCapabilities;
+  deviceInfo?: DeviceInfo;
+  readonly regions = new Map<number, ClientRegionInfo>();
+  /** Region mapper (set by the connect layer). Without one, mapRegion() fails. */
+  regionMapper?: RegionMapper;
+
+  private readonly channel: ClientChannel;
+  private readonly reader: MessageReader;
+  private readonly pending = new Map<number, Pending>();
+  /** Ids of timed-out requests whose late replies must be dropped. */
+  private readonly zombies = new Set<number>();
+  private readonly sendQueue: QueuedSend[] = [];
+  private awaitingReply = 0;
+  private nextId = 0;
+  private sweepTimer: ReturnType<typeof setInterval> | null = null;
+  private closedError: VfioUserClientError | null = null;
+  private readonly mappings = new Map<number, { areas: MappedArea[]; unmaps: (() => void)[] }>();
+  private readonly cleanups: (() => void)[] = [];
+
+  constructor(channel: ClientChannel, options: VfioUserClientOptions = {}) {
+    super();
+    const maxDataXferSize = options.maxDataXferSize ?? DEFAULT_MAX_DATA_XFER_SIZE;
+    this.options = {
+      timeoutMs: options.timeoutMs ?? 10_000,
+      serializeRequests: options.serializeRequests ?? false,
+      maxDataXferSize,
+      maxMsgFds: options.maxMsgFds ?? 16,
+      maxMessageSize: options.maxMessageSize ?? maxDataXferSize + 64 * 1024,
+    };
+    this.postedWrites = new PostedWritePolicy(options.postedWrites);
+    this.channel = channel;
+    this.reader = new MessageReader(this.options.maxMessageSize, (ev) => this.onFrame(ev), (fd) => channel.closeFd(fd));
+    channel.start(
+      (chunk, fds) => this.reader.push(chunk, fds),
+      (err) => this.shutdown(err === undefined ? "the server closed the connection" : `the connection failed: ${err.message}`, err),
+    );
+  }
+
+  get closed(): boolean {
+    return this.closedError !== null;
+  }
+
+  /** Requests sent (or queued) and not yet answered. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Session setup
+
+  /** VERSION negotiation. Fails with ERR_VERSION on an incompatible major or bad capabilities. */
+  async negotiate(options: RequestOptions = {}): Promise<ServerCapabilities> {
+    const caps = await this.request(
+      Command.VERSION,
+      "VERSION",
+      (id) => encodeVersion(id, { maxMsgFds: this.options.maxMsgFds, maxDataXferSize: this.options.maxDataXferSize }),
+      (payload) => {
+        const r = decodeVersionReply(payload);
+        if (!r.ok) throw new VfioUserClientError("ERR_VERSION", `VERSION negotiation failed: ${r.problem}`, { command: Command.VERSION });
+        return r.value;
+      },
+      options,
+    );
+    if (caps.major !== PROTOCOL_MAJOR) {
+      const err = new VfioUserClientError(
+        "ERR_VERSION",
+        `server speaks vfio-user ${caps.major}.${caps.minor}, this client speaks ${PROTOCOL_MAJOR}.${PROTOCOL_MINOR}: incompatible major version`,
+        { command: Command.VERSION },
+      );
+      this.shutdown(err.message, err);
+      throw err;
+    }
+    if (caps.minor > PROTOCOL_MINOR) {
+      const err = new VfioUserClientError("ERR_VERSION", `server answered minor version ${caps.minor}, above the ${PROTOCOL_MINOR} proposed`, { command: Command.VERSION });
+      this.shutdown(err.message, err);
+      throw err;
+    }
+    this.capabilities = caps;
+    return caps;
+  }
+
+  /** Largest data count per REGION_READ/WRITE: the server's max_data_xfer_size. */
+  get maxTransfer(): number {
+    return this.capabilities?.maxDataXferSize ?? DEFAULT_MAX_DATA_XFER_SIZE;
+  }
+
+  async getDeviceInfo(options: RequestOptions = {}): Promise<DeviceInfo> {
+    const info = await this.request(Command.DEVICE_GET_INFO, "DEVICE_GET_INFO", (id) => encodeDeviceGetInfo(id), (p) => unwrap(decodeDeviceInfoReply(p), Command.DEVICE_GET_INFO), options);
+    this.deviceInfo = info;
+    return info;
+  }
+
+  /**
+   * Region info with capabilities. When the server offers an fd for mapping, the client keeps it
+   * (closed on close()) for mapRegion(). Re-asks with a larger argsz when the capabilities did not
+   * fit, up to 64 KiB.
+   */
+  async getRegionInfo(index: number, options: RequestOptions = {}): Promise<ClientRegionInfo> {
+    checkU32(index, "region index");
+    let argsz = REGION_INFO_ARGSZ;
+    for (;;) {
+      const info = await this.request(
+        Command.DEVICE_GET_REGION_INFO,
+        `DEVICE_GET_REGION_INFO region ${index}`,
+        (id) => encodeRegionInfo(id, index, argsz),
+        (payload, fds) => {
+          const r = decodeRegionInfoReply(payload, index);
+          if (!r.ok) {
+            this.closeFds(fds);
+            throw protocolError(Command.DEVICE_GET_REGION_INFO, r.problem);
+          }
+          const out: ClientRegionInfo = r.value;
+          // Keep the first fd only when the region is mappable; anything else is closed.
+          if (fds.length > 0 && out.mmappable) {
+            out.fd = fds[0];
+            this.closeFds(fds.slice(1));
+          } else this.closeFds(fds);
+          return out;
+        },
+        options,
+        true,
+      );
+      if (info.argsz > argsz && info.argsz <= REGION_INFO_ARGSZ_LIMIT && (info.flags & RegionInfoFlag.CAPS) !== 0 && info.capabilities.length === 0) {
+        if (info.fd !== undefined) this.channel.closeFd(info.fd);
+        argsz = info.argsz;
+        continue;
+      }
+      const previous = this.regions.get(index);
+      if (previous?.fd !== undefined && previous.fd !== info.fd && !this.mappings.has(index)) this.channel.closeFd(previous.fd);
+      this.regions.set(index, info);
+      return info;
+    }
+  }
+
+  async getIrqInfo(index: number, options: RequestOptions = {}): Promise<IrqInfo> {
+    checkU32(index, "IRQ index");
+    return this.request(Command.DEVICE_GET_IRQ_INFO, `DEVICE_GET_IRQ_INFO index ${index}`, (id) => encodeIrqInfo(id, index), (p) => unwrap(decodeIrqInfoReply(p, index), Command.DEVICE_GET_IRQ_INFO), options);
+  }
+
+  /**
+   * Device info, every region's info, and (for PCI) each BAR's space from config space, which
+   * the posted-write policy needs. Region infos are requested in one pipelined batch.
+   */
+  async probe(options: RequestOptions = {}): Promise<{ device: DeviceInfo; regions: ClientRegionInfo[] }> {
+    const device = await this.getDeviceInfo(options);
+    const indices = Array.from({ length: Math.min(device.numRegions, 64) }, (_, i) => i);
+    const regions = await Promise.all(indices.map((i) => this.getRegionInfo(i, options)));
+    if (device.isPci) {
+      const config = this.regions.get(PciRegion.CONFIG);
+      if (config && config.readable && config.size >= 0x28n) {
+        const bars = await this.readRegion(PciRegion.CONFIG, 0x10, 24, options);
+        for (const [index, space] of decodeBarSpaces(bars)) this.postedWrites.setRegionSpace(index, space);
+      }
+      this.postedWrites.setRegionSpace(PciRegion.CONFIG, "config");
+      this.postedWrites.setRegionSpace(PciRegion.ROM, "other");
+      this.postedWrites.setRegionSpace(PciRegion.VGA, "io"); // legacy VGA mixes I/O ports in
+    }
+    return { device, regions };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Region access
+
+  /**
+   * Reads `size` bytes at `offset` of a region. Splits at the server's max_data_xfer_size (chunks
+   * pipelined). Reads entirely inside a mapped area are served from the mapping.
+   * Errors: ERR_REMOTE (errno), ERR_REPLY_TOO_BIG (E2BIG: more data than asked),
+   * ERR_SHORT_TRANSFER (`transferred`, `data` hold what arrived), ERR_PROTOCOL, ERR_TIMEOUT.
+   */
+  async readRegion(region: number, offset: bigint | number, size: number, options: RequestOptions = {}): Promise<Uint8Array> {
+    const start = this.checkAccess(region, offset, size, "read");
+    const mapped = this.mappedView(region, start, size);
+    if (mapped) return mapped.slice();
+    const out = new Uint8Array(size);
+    if (size === 0) return out;
+    const max = this.maxTransfer;
+    const parts: Promise<number>[] = [];
+    for (let done = 0; done < size; done += max) {
+      const count = Math.min(max, size - done);
+      const at = start + BigInt(done);
+      const into = done;
+      parts.push(
+        this.request(
+          Command.REGION_READ,
+          `REGION_READ region ${region} offset ${hex(at)} (${count} bytes)`,
+          (id) => encodeRegionRead(id, region, at, count),
+          (payload) => {
+            const r = decodeRegionAccessReply(payload, true);
+            if (!r.ok) throw protocolError(Command.REGION_READ, r.problem, region, at, count);
+            const reply = r.value;
+            if (reply.region !== region || reply.offset !== at) {
+              throw protocolError(Command.REGION_READ, `reply is for region ${reply.region} offset ${hex(reply.offset)}, asked region ${region} offset ${hex(at)}`, region, at, count);
+            }
+            if (reply.count > count) {
+              throw new VfioUserClientError("ERR_REPLY_TOO_BIG", `REGION_READ reply carries ${reply.count} bytes, ${count} were asked (region ${region} offset ${hex(at)})`, {
+                command: Command.REGION_READ, commandName: "REGION_READ", errno: Errno.E2BIG, region, offset: at, count,
+              });
+            }
+            out.set(reply.data, into);
+            return reply.count;
+          },
+          options,
+        ),
+      );
+    }
+    const counts = await Promise.all(parts);
+    let transferred = 0;
+    for (let i = 0; i < counts.length; i++) {
+      const asked = Math.min(max, size - i * max);
+      transferred += counts[i];
+      if (counts[i] < asked) {
+        throw new VfioUserClientError("ERR_SHORT_TRANSFER", `short read: region ${region} offset ${hex(start)}: ${transferred} of ${size} bytes read`, {
+          command: Command.REGION_READ, commandName: "REGION_READ", region, offset: start, count: size, transferred, data: out.slice(0, transferred),
+        });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Writes `data` at `offset`. Memory-BAR writes are posted when the policy allows (resolved as
+   * soon as they are handed to the socket); otherwise each chunk waits for its reply, and a reply
+   * count below the chunk is ERR_SHORT_TRANSFER, above it ERR_REPLY_TOO_BIG.
+   */
+  async writeRegion(region: number, offset: bigint | number, data: Uint8Array, options: WriteOptions = {}): Promise<WriteResult> {
+    const start = this.checkAccess(region, offset, data.length, "write");
+    const mapped = this.mappedView(region, start, data.length);
+    if (mapped) {
+      mapped.set(data);
+      return { posted: false, viaMapping: true };
+    }
+    if (data.length === 0) return { posted: false, viaMapping: false };
+    const posted = options.posted !== false && this.postedWrites.shouldPost(region);
+    const max = this.maxTransfer;
+    if (posted) {
+      for (let done = 0; done < data.length; done += max) {
+        const chunk = data.subarray(done, Math.min(done + max, data.length));
+        const at = start + BigInt(done);
+        this.post((id) => encodeRegionWrite(id, region, at, chunk, true));
+      }
+      return { posted: true, viaMapping: false };
+    }
+    const parts: Promise<number>[] = [];
+    for (let done = 0; done < data.length; done += max) {
+      const chunk = data.subarray(done, Math.min(done + max, data.length));
+      const at = start + BigInt(done);
+      const count = chunk.length;
+      parts.push(
+        this.request(
+          Command.REGION_WRITE,
+          `REGION_WRITE region ${region} offset ${hex(at)} (${count} bytes)`,
+          (id) => encodeRegionWrite(id, region, at, chunk, false),
+          (payload) => {
+            const r = decodeRegionAccessReply(payload, false);
+            if (!r.ok) throw protocolError(Command.REGION_WRITE, r.problem, region, at, count);
+            if (r.value.data.length !== 0) throw protocolError(Command.REGION_WRITE, `reply carries ${r.value.data.length} unexpected data bytes`, region, at, count);
+            if (r.value.count > count) {
+              throw new VfioUserClientError("ERR_REPLY_TOO_BIG", `REGION_WRITE reply claims ${r.value.count} bytes written, ${count} were sent (region ${region} offset ${hex(at)})`, {
+                command: Command.REGION_WRITE, commandName: "REGION_WRITE", errno: Errno.E2BIG, region, offset: at, count,
+              });
+            }
+            return r.value.count;
+          },
+          options,
+        ),
+      );
+    }
+    const counts = await Promise.all(parts);
+    let transferred = 0;
+    for (let i = 0; i < counts.length; i++) {
+      const asked = Math.min(max, data.length - i * max);
+      transferred += counts[i];
+      if (counts[i] < asked) {
+        throw new VfioUserClientError("ERR_SHORT_TRANSFER", `short write: region ${region} offset ${hex(start)}: ${transferred} of ${data.length} bytes written`, {
+          command: Command.REGION_WRITE, commandName: "REGION_WRITE", region, offset: start, count: data.length, transferred,
+        });
+      }
+    }
+    return { posted: false, viaMapping: false };
+  }
+
+  /** Little-endian value of 1, 2, 4 or 8 bytes. */
+  async readValue(region: number, offset: bigint | number, width: 1 | 2 | 4 | 8, options: RequestOptions = {}): Promise<bigint> {
+    checkWidth(width);
+    const bytes = await this.readRegion(region, offset, width, options);
+    let v = 0n;
+    for (let i = width - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[i]);
+    return v;
+  }
+
+  async writeValue(region: number, offset: bigint | number, width: 1 | 2 | 4 | 8, value: bigint | number, options: WriteOptions = {}): Promise<WriteResult> {
+    checkWidth(width);
+    let v = BigInt(value);
+    if (v < 0n || v >= 1n << BigInt(width * 8)) throw argumentError(`value ${value} does not fit in ${width} bytes`);
+    const bytes = new Uint8Array(width);
+    for (let i = 0; i < width; i++, v >>= 8n) bytes[i] = Number(v & 0xffn);
+    return this.writeRegion(region, offset, bytes, options);
+  }
+
+  /**
+   * Resolves once the server has processed every request sent before it, posted writes
+   * included: the server handles requests in order, so any replied request orders them.
+   */
+  async flush(options: RequestOptions = {}): Promise<void> {
+    await this.getDeviceInfo(options);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Region mapping
+
+  /**
+   * Maps a region the server offered an fd for (its sparse areas, or the whole region) into the
+   * client. From now on accesses inside a mapped area bypass the socket, and — under the strict
+   * policy — memory-BAR writes are no longer posted.
+   */
+  async mapRegion(index: number): Promise<MappedArea[]> {
+    const existing = this.mappings.get(index);
+    if (existing) return existing.areas;
+    const info = this.regions.get(index) ?? (await this.getRegionInfo(index));
+    if (!info.mmappable || info.fd === undefined) {
+      throw new VfioUserClientError("ERR_MAPPING", `region ${index} is not mappable (the server offered no fd)`, { region: index });
+    }
+    if (!this.regionMapper) throw new VfioUserClientError("ERR_MAPPING", "no region mapper is installed on this client", { region: index });
+    const areas: MappedArea[] = [];
+    const unmaps: (() => void)[] = [];
+    const wanted = info.sparseAreas ?? [{ offset: 0n, size: info.size }];
+    try {
+      for (const area of wanted) {
+        if (area.size === 0n) continue;
+        const m = this.regionMapper.map(info.fd, info.offset + area.offset, area.size, info.writable);
+        unmaps.push(m.unmap);
+        areas.push({ offset: area.offset, size: area.size, view: m.view });
+      }
+    } catch (err) {
+      for (const u of unmaps) u();
+      throw new VfioUserClientError("ERR_MAPPING", `mapping region ${index} failed: ${(err as Error).message}`, { region: index, cause: err });
+    }
+    this.mappings.set(index, { areas, unmaps });
+    this.postedWrites.noteMapped(index);
+    return areas;
+  }
+
+  unmapRegion(index: number): void {
+    const m = this.mappings.get(index);
+    if (!m) return;
+    this.mappings.delete(index);
+    for (const u of m.unmaps) u();
+    this.postedWrites.noteUnmapped(index);
+  }
+
+  mappedAreas(index: number): readonly MappedArea[] {
+    return this.mappings.get(index)?.areas ?? [];
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // DMA
+
+  /**
+   * Makes [iova, iova + size) of client memory available to the server. With `fd` the server
+   * mmaps it (fd passed with SCM_RIGHTS, borrowed: the caller keeps and closes it); without, the
+   * server reaches it through DMA_READ / DMA_WRITE, which the client answers from `memory`.
+   */
+  async dmaMap(
+    mapping: { iova: bigint | number; size: bigint | number; memory: Uint8Array; readable?: boolean; writable?: boolean; fd?: number; fileOffset?: bigint | number },
+    options: RequestOptions = {},
+  ): Promise<void> {
+    const m: DmaMapping = {
+      iova: BigInt(mapping.iova),
+      size: BigInt(mapping.size),
+      memory: mapping.memory,
+      readable: mapping.readable ?? true,
+      writable: mapping.writable ?? true,
+      fd: mapping.fd,
+      fileOffset: BigInt(mapping.fileOffset ?? 0),
+    };
+    const problem = this.dma.checkAdd(m);
+    if (problem) throw argumentError(problem);
+    const flags = (m.readable ? DmaMapFlag.READ : 0) | (m.writable ? DmaMapFlag.WRITE : 0);
+    // Serve DMA to the range as soon as the server may use it (it may start before replying).
+    this.dma.add(m);
+    try {
+      await this.request(
+        Command.DMA_MAP,
+        `DMA_MAP iova ${hex(m.iova)} size ${hex(m.size)}`,
+        (id) => encodeDmaMap(id, flags, m.fd === undefined ? 0n : m.fileOffset, m.iova, m.size),
+        expectEmpty(Command.DMA_MAP),
+        options,
+        false,
+        m.fd === undefined ? undefined : [m.fd],
+      );
+    } catch (err) {
+      this.dma.remove(m.iova, m.size);
+      throw err;
+    }
+  }
+
+  /** Withdraws a mapping made by dmaMap() (exact range). The client serves it until the reply. */
+  async dmaUnmap(iova: bigint | number, size: bigint | number, options: RequestOptions = {}): Promise<void> {
+    const base = BigInt(iova);
+    const length = BigInt(size);
+    if (!this.dma.find(base, length)) throw argumentError(`no DMA mapping at iova ${hex(base)} with size ${hex(length)}`);
+    await this.request(Command.DMA_UNMAP, `DMA_UNMAP iova ${hex(base)} size ${hex(length)}`, (id) => encodeDmaUnmap(id, base, length), (payload) => {
+      // The spec has the server echo the request's entry; accept an empty payload as well.
+      if (payload.length !== 0 && payload.length < 24) throw protocolError(Command.DMA_UNMAP, `reply payload is ${payload.length} bytes`);
+    }, options);
+    this.dma.remove(base, length);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Interrupts
+
+  /**
+   * Attaches eventfds (borrowed; the server gets its own copies) to vectors [start, start + n)
+   * of an IRQ index for the TRIGGER action. An empty list de-assigns those vectors.
+   */
+  async setIrqEventfds(index: number, start: number, fds: readonly number[], options: RequestOptions & { count?: number } = {}): Promise<void> {
+    const count = options.count ?? fds.length;
+    const maxFds = this.capabilities?.maxMsgFds ?? 1;
+    if (fds.length > maxFds) throw argumentError(`${fds.length} eventfds exceed the server's max_msg_fds of ${maxFds}; attach them in smaller groups`);
+    await this.request(
+      Command.DEVICE_SET_IRQS,
+      `DEVICE_SET_IRQS index ${index} start ${start} count ${count}`,
+      (id) => encodeSetIrqs(id, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, index, start, count),
+      expectEmpty(Command.DEVICE_SET_IRQS),
+      options,
+      false,
+      fds.length > 0 ? fds : undefined,
+    );
+  }
+
+  /** Disables every interrupt of an IRQ index (count 0 with DATA_NONE). */
+  async disableIrqs(index: number, options: RequestOptions = {}): Promise<void> {
+    await this.request(
+      Command.DEVICE_SET_IRQS,
+      `DEVICE_SET_IRQS disable index ${index}`,
+      (id) => encodeSetIrqs(id, IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, index, 0, 0),
+      expectEmpty(Command.DEVICE_SET_IRQS),
+      options,
+    );
+  }
+
+  /** MASK / UNMASK / TRIGGER vectors [start, start + count) without data. */
+  async irqAction(index: number, action: "mask" | "unmask" | "trigger", start: number, count: number, options: RequestOptions = {}): Promise<void> {
+    const flag = action === "mask" ? IrqSetFlag.ACTION_MASK : action === "unmask" ? IrqSetFlag.ACTION_UNMASK : IrqSetFlag.ACTION_TRIGGER;
+    await this.request(
+      Command.DEVICE_SET_IRQS,
+      `DEVICE_SET_IRQS ${action} index ${index}`,
+      (id) => encodeSetIrqs(id, IrqSetFlag.DATA_NONE | flag, index, start, count),
+      expectEmpty(Command.DEVICE_SET_IRQS),
+      options,
+    );
+  }
+
+  /** Emits an 'irq' event (used by the connect layer's eventfd watchers). */
+  notifyIrq(event: IrqEvent): void {
+    this.emit("irq", event);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Reset and migration
+
+  async reset(options: RequestOptions = {}): Promise<void> {
+    await this.request(Command.DEVICE_RESET, "DEVICE_RESET", (id) => encodeDeviceReset(id), expectEmpty(Command.DEVICE_RESET), options);
+  }
+
+  /** The MIGRATION feature's flags (MigrationFlag bits); ERR_REMOTE if unsupported. */
+  async getMigrationFlags(options: RequestOptions = {}): Promise<bigint> {
+    const data = await this.feature(DeviceFeatureFlag.GET | DeviceFeature.MIGRATION, new Uint8Array(0), 8, options);
+    if (data.length < 8) throw protocolError(Command.DEVICE_FEATURE, `MIGRATION feature data is ${data.length} bytes, needs 8`);
+    return new DataView(data.buffer, data.byteOffset, 8).getBigUint64(0, true);
+  }
+
+  async getMigrationState(options: RequestOptions = {}): Promise<MigrationStateValue> {
+    const data = await this.feature(DeviceFeatureFlag.GET | DeviceFeature.MIG_DEVICE_STATE, new Uint8Array(0), 8, options);
+    if (data.length < 4) throw protocolError(Command.DEVICE_FEATURE, `MIG_DEVICE_STATE data is ${data.length} bytes, needs at least 4`);
+    return new DataView(data.buffer, data.byteOffset, 4).getUint32(0, true) as MigrationStateValue;
+  }
+
+  /** One arc of the migration state machine (the server completes it before replying). */
+  async setMigrationState(state: MigrationStateValue, options: RequestOptions = {}): Promise<void> {
+    const data = new Uint8Array(8);
+    const v = new DataView(data.buffer);
+    v.setUint32(0, state, true);
+    v.setInt32(4, -1, true); // data_fd: unused by vfio-user
+    await this.feature(DeviceFeatureFlag.SET | DeviceFeature.MIG_DEVICE_STATE, data, 8, options);
+  }
+
+  /** Up to `size` bytes of migration data; fewer means the stream is finished. */
+  async migDataRead(size: number, options: RequestOptions = {}): Promise<Uint8Array> {
+    checkU32(size, "size");
+    return this.request(Command.MIG_DATA_READ, `MIG_DATA_READ ${size} bytes`, (id) => encodeMigDataRead(id, size), (payload) => {
+      const r = decodeMigDataReadReply(payload);
+      if (!r.ok) throw protocolError(Command.MIG_DATA_READ, r.problem);
+      if (r.value.length > size) {
+        throw new VfioUserClientError("ERR_REPLY_TOO_BIG", `MIG_DATA_READ reply carries ${r.value.length} bytes, ${size} were asked`, { command: Command.MIG_DATA_READ, errno: Errno.E2BIG });
+      }
+      return r.value.slice();
+    }, options);
+  }
+
+  async migDataWrite(data: Uint8Array, options: RequestOptions = {}): Promise<void> {
+    await this.request(Command.MIG_DATA_WRITE, `MIG_DATA_WRITE ${data.length} bytes`, (id) => encodeMigDataWrite(id, data), () => undefined, options);
+  }
+
+  /**
+   * Saves the device state: RUNNING -> STOP -> STOP_COPY, reads the stream to its end, then
+   * STOP (and RUNNING again when `resume`). The device is left stopped by default, as a
+   * migration source is.
+   */
+  async saveDeviceState(options: RequestOptions & { resume?: boolean } = {}): Promise<Uint8Array> {
+    const state = await this.getMigrationState(options);
+    if (state !== MigrationState.STOP) await this.setMigrationState(MigrationState.STOP, options);
+    await this.setMigrationState(MigrationState.STOP_COPY, options);
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    const chunkSize = Math.min(MIG_CHUNK, this.maxTransfer);
+    for (;;) {
+      const part = await this.migDataRead(chunkSize, options);
+      chunks.push(part);
+      total += part.length;
+      if (part.length < chunkSize) break;
+    }
+    await this.setMigrationState(MigrationState.STOP, options);
+    if (options.resume) await this.setMigrationState(MigrationState.RUNNING, options);
+    return concat(chunks, total);
+  }
+
+  /** Loads a state saved by saveDeviceState(): STOP -> RESUMING, write, STOP -> RUNNING. */
+  async loadDeviceState(data: Uint8Array, options: RequestOptions & { run?: boolean } = {}): Promise<void> {
+    const state = await this.getMigrationState(options);
+    if (state !== MigrationState.STOP) await this.setMigrationState(MigrationState.STOP, options);
+    await this.setMigrationState(MigrationState.RESUMING, options);
+    const chunkSize = Math.min(MIG_CHUNK, this.maxTransfer);
+    for (let done = 0; done < data.length; done += chunkSize) {
+      await this.migDataWrite(data.subarray(done, Math.min(done + chunkSize, data.length)), options);
+    }
+    await this.setMigrationState(MigrationState.STOP, options);
+    if (options.run !== false) await this.setMigrationState(MigrationState.RUNNING, options);
+  }
+
+  private async feature(flags: number, data: Uint8Array, replyData: number, options: RequestOptions): Promise<Uint8Array> {
+    return this.request(Command.DEVICE_FEATURE, `DEVICE_FEATURE flags ${hex(flags)}`, (id) => encodeDeviceFeature(id, flags, data, 8 + replyData), (payload) => {
+      const r = decodeFeatureReply(payload);
+      if (!r.ok) throw protocolError(Command.DEVICE_FEATURE, r.problem);
+      if ((r.value.flags & DeviceFeatureFlag.INDEX_MASK) !== (flags & DeviceFeatureFlag.INDEX_MASK)) {
+        throw protocolError(Command.DEVICE_FEATURE, `reply is for feature ${r.value.flags & DeviceFeatureFlag.INDEX_MASK}, asked ${flags & DeviceFeatureFlag.INDEX_MASK}`);
+      }
+      return r.value.data.slice();
+    }, options);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Lifetime
+
+  /** Registers cleanup to run when the client closes (eventfd watchers, etc.). */
+  onClose(cleanup: () => void): void {
+    if (this.closed) cleanup();
+    else this.cleanups.push(cleanup);
+  }
+
+  /** Fails every pending request with ERR_CLOSED, releases mappings and fds, closes the socket. */
+  close(): void {
+    this.shutdown("the client closed the connection");
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Request engine
+
+  private allocateId(): number {
+    for (let tries = 0; tries < MSG_ID_SPACE; tries++) {
+      const id = this.nextId;
+      this.nextId = (this.nextId + 1) & 0xffff;
+      if (!this.pending.has(id) && !this.zombies.has(id)) return id;
+    }
+    throw argumentError(`all ${MSG_ID_SPACE} message ids are in use by requests awaiting replies`);
+  }
+
+  /**
+   * Sends one request and resolves with `decode(payload, fds)` of its reply. `decode` may throw a
+   * VfioUserClientError to fail the request. Reply fds are closed unless `takesFds`.
+   */
+  private request<T>(
+    command: number,
+    what: string,
+    encode: (msgId: number) => Uint8Array,
+    decode: (payload: Uint8Array, fds: number[]) => T,
+    options: RequestOptions,
+    takesFds = false,
+    sendFds?: readonly number[],
+  ): Promise<T> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    return new Promise<T>((resolve, reject) => {
+      let msgId: number;
+      let bytes: Uint8Array;
+      try {
+        msgId = this.allocateId();
+        bytes = encode(msgId);
+      } catch (err) {
+        reject(err);
+        return;
+      }
+      const timeoutMs = options.timeoutMs ?? this.options.timeoutMs;
+      const p: Pending = {
+        msgId,
+        command,
+        what,
+        deadline: timeoutMs > 0 ? performance.now() + timeoutMs : Infinity,
+        onReply: (payload, fds) => {
+          if (!takesFds) this.closeFds(fds);
+          let value: T;
+          try {
+            value = decode(payload, takesFds ? fds : []);
+          } catch (err) {
+            reject(err instanceof VfioUserClientError ? withRequest(err, p) : protocolError(command, `${what}: ${(err as Error).message}`));
+            return;
+          }
+          resolve(value);
+        },
+        fail: reject,
+      };
+      this.pending.set(msgId, p);
+      if (p.deadline !== Infinity) this.armSweep(timeoutMs);
+      this.enqueue({ bytes, fds: sendFds, pending: p });
+    });
+  }
+
+  /** Sends a NO_REPLY command (a posted write): nothing is tracked, nothing comes back. */
+  private post(encode: (msgId: number) => Uint8Array): void {
+    if (this.closedError) throw this.closedError;
+    this.enqueue({ bytes: encode(this.allocateId()) });
+  }
+
+  private enqueue(item: QueuedSend): void {
+    if (this.options.serializeRequests && (this.awaitingReply > 0 || this.sendQueue.length > 0)) {
+      this.sendQueue.push(item);
+      return;
+    }
+    this.transmit(item);
+  }
+
+  private transmit(item: QueuedSend): void {
+    try {
+      this.channel.send(item.bytes, item.fds);
+    } catch (err) {
+      const e = new VfioUserClientError("ERR_CLOSED", `could not send: ${(err as Error).message}`, { cause: err });
+      if (item.pending) {
+        this.pending.delete(item.pending.msgId);
+        item.pending.fail(withRequest(e, item.pending));
+      } else throw e;
+      return;
+    }
+    if (item.pending && this.options.serializeRequests) this.awaitingReply++;
+  }
+
+  /** Serialized mode: a reply (or failure) of a sent request lets the queue move on. */
+  private released(): void {
+    if (!this.options.serializeRequests) return;
+    if (this.awaitingReply > 0) this.awaitingReply--;
+    while (this.awaitingReply === 0 && this.sendQueue.length > 0 && !this.closedError) {
+      this.transmit(this.sendQueue.shift()!);
+    }
+  }
+
+  private settle(p: Pending): boolean {
+    if (this.pending.get(p.msgId) !== p) return false;
+    this.pending.delete(p.msgId);
+    const queued = this.sendQueue.findIndex((q) => q.pending === p);
+    if (queued >= 0) this.sendQueue.splice(queued, 1);
+    else this.released();
+    return true;
+  }
+
+  private onFrame(ev: FrameEvent): void {
+    if (ev.kind === "fatal") {
+      const err = new VfioUserClientError("ERR_PROTOCOL", `the server sent an unframeable message: ${ev.problem}`);
+      this.emit("protocolError", err);
+      this.shutdown(`the connection was closed after a framing error: ${ev.problem}`, err);
+      return;
+    }
+    const h = ev.header;
+    const type = h.flags & HeaderFlag.TYPE_MASK;
+    if (type === HeaderFlag.TYPE_REPLY) {
+      const p = this.pending.get(h.msgId);
+      if (!p) {
+        if (ev.kind === "message") this.closeFds(ev.fds);
+        if (this.zombies.delete(h.msgId)) return; // late reply to a timed-out request
+        this.emit("protocolError", new VfioUserClientError("ERR_PROTOCOL", `reply with msg_id ${h.msgId} (${commandName(h.command)}) matches no request in flight; dropped`, { msgId: h.msgId, command: h.command }));
+        return;
+      }
+      this.settle(p);
+      if (ev.kind === "oversized") {
+        p.fail(withRequest(new VfioUserClientError("ERR_REPLY_TOO_BIG", `reply of ${h.size} bytes exceeds the client's limit of ${this.options.maxMessageSize} bytes; discarded`, { errno: Errno.E2BIG }), p));
+        return;
+      }
+      if (h.command !== p.command) {
+        this.closeFds(ev.fds);
+        p.fail(withRequest(protocolError(p.command, `reply carries command ${commandName(h.command)}, the request was ${commandName(p.command)}`), p));
+        return;
+      }
+      if ((h.flags & HeaderFlag.ERROR) !== 0) {
+        this.closeFds(ev.fds);
+        p.fail(
+          withRequest(new VfioUserClientError("ERR_REMOTE", `server failed ${p.what}: ${describeErrno(h.error)}`, { errno: h.error }), p),
+        );
+        return;
+      }
+      p.onReply(ev.payload, ev.fds, h);
+      return;
+    }
+    if (type === HeaderFlag.TYPE_COMMAND) {
+      if (ev.kind === "oversized") {
+        this.replyError(h, Errno.EMSGSIZE);
+        return;
+      }
+      this.closeFds(ev.fds);
+      this.serveCommand(h, ev.payload);
+      return;
+    }
+    if (ev.kind === "message") this.closeFds(ev.fds);
+    this.emit("protocolError", new VfioUserClientError("ERR_PROTOCOL", `message with unknown type ${type} (${commandName(h.command)}, msg_id ${h.msgId}); dropped`, { msgId: h.msgId, command: h.command }));
+  }
+
+  /** The server's own commands: DMA_READ / DMA_WRITE against dmaMap()'d memory. */
+  private serveCommand(h: Header, payload: Uint8Array): void {
+    if (h.command === Command.DMA_READ || h.command === Command.DMA_WRITE) {
+      const write = h.command === Command.DMA_WRITE;
+      const r = decodeDmaAccessRequest(payload, write);
+      if (!r.ok) return this.replyError(h, Errno.EINVAL);
+      const { address, count, data } = r.value;
+      if (count > BigInt(this.options.maxDataXferSize)) return this.replyError(h, Errno.E2BIG);
+      if (write) {
+        const w = this.dma.write(address, data);
+        if (!w.ok) return this.replyError(h, w.errno);
+        if ((h.flags & HeaderFlag.NO_REPLY) === 0) this.sendReply(encodeDmaWriteReply(h.msgId, address, count));
+      } else {
+        const rd = this.dma.read(address, Number(count));
+        if (!rd.ok) return this.replyError(h, rd.errno);
+        if ((h.flags & HeaderFlag.NO_REPLY) === 0) this.sendReply(encodeDmaReadReply(h.msgId, address, rd.value));
+      }
+      return;
+    }
+    this.replyError(h, Errno.ENOSYS);
+  }
+
+  private replyError(h: Header, errno: number): void {
+    if ((h.flags & HeaderFlag.NO_REPLY) !== 0) return;
+    this.sendReply(encodeErrorReply(h.msgId, h.command, errno));
+  }
+
+  /** Replies bypass the serialized queue: the server may be waiting on them to answer us. */
+  private sendReply(bytes: Uint8Array): void {
+    if (this.closedError) return;
+    try {
+      this.channel.send(bytes);
+    } catch {
+      // the close path fails everything pending
+    }
+  }
+
+  private armSweep(timeoutMs: number): void {
+    const period = Math.max(2, Math.min(250, Math.floor(timeoutMs / 4)));
+    if (this.sweepTimer !== null && period >= this.sweepPeriod) return;
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepPeriod = period;
+    this.sweepTimer = setInterval(() => this.sweep(), period);
+    this.sweepTimer.unref?.();
+  }
+  private sweepPeriod = Infinity;
+
+  private sweep(): void {
+    const now = performance.now();
+    let live = 0;
+    for (const p of [...this.pending.values()]) {
+      if (p.deadline === Infinity) continue;
+      if (p.deadline > now) {
+        live++;
+        continue;
+      }
+      const wasQueued = this.sendQueue.some((q) => q.pending === p);
+      this.settle(p);
+      if (!wasQueued) this.zombies.add(p.msgId);
+      p.fail(withRequest(new VfioUserClientError("ERR_TIMEOUT", `no reply to ${p.what} within the timeout; the server may be hung`), p));
+    }
+    if (live === 0 && this.sweepTimer !== null) {
+      clearInterval(this.sweepTimer);
+      this.sweepTimer = null;
+      this.sweepPeriod = Infinity;
+    }
+  }
+
+  private shutdown(reason: string, cause?: unknown): void {
+    if (this.closedError) return;
+    const err = new VfioUserClientError("ERR_CLOSED", reason, { cause });
+    this.closedError = err;
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    this.sendQueue.length = 0;
+    this.zombies.clear();
+    for (const p of pending) p.fail(withRequest(new VfioUserClientError("ERR_CLOSED", `${p.what} failed: ${reason}`, { cause }), p));
+    for (const index of [...this.mappings.keys()]) this.unmapRegion(index);
+    for (const info of this.regions.values()) if (info.fd !== undefined) this.channel.closeFd(info.fd);
+    this.regions.clear();
+    this.dma.clear();
+    this.reader.reset();
+    for (const c of this.cleanups.splice(0)) {
+      try {
+        c();
+      } catch {
+        // cleanup must not stop the others
+      }
+    }
+    try {
+      this.channel.close();
+    } catch {
+      // already closed
+    }
+    this.emit("close", cause === undefined ? undefined : err);
+  }
+
+  private closeFds(fds: readonly number[]): void {
+    for (const fd of fds) this.channel.closeFd(fd);
+  }
+
+  private checkAccess(region: number, offset: bigint | number, size: number, kind: "read" | "write"): bigint {
+    checkU32(region, "region index");
+    if (!Number.isSafeInteger(size) || size < 0) throw argumentError(`size must be a non-negative integer, got ${size}`);
+    const start = BigInt(offset);
+    if (start < 0n || start + BigInt(size) > 1n << 64n) throw argumentError(`offset ${offset} + size ${size} is outside the 64-bit range`);
+    const info = this.regions.get(region);
+    if (info) {
+      if (start + BigInt(size) > info.size) {
+        throw new VfioUserClientError("ERR_ARGUMENT", `${kind} of ${size} bytes at ${hex(start)} runs past the end of region ${region} (size ${hex(info.size)})`, { region, offset: start, count: size });
+      }
+      if (kind === "read" ? !info.readable : !info.writable) {
+        throw new VfioUserClientError("ERR_ARGUMENT", `region ${region} is not ${kind === "read" ? "readable" : "writable"}`, { region, offset: start, count: size });
+      }
+    }
+    return start;
+  }
+
+  private mappedView(region: number, start: bigint, size: number): Uint8Array | undefined {
+    const m = this.mappings.get(region);
+    if (!m || size === 0) return undefined;
+    for (const a of m.areas) {
+      if (start >= a.offset && start + BigInt(size) <= a.offset + a.size) {
+        const from = Number(start - a.offset);
+        return a.view.subarray(from, from + size);
+      }
+    }
+    return undefined;
+  }
+}
+
+/** BAR index -> address space, from the six BAR registers at config offset 0x10. */
+export function decodeBarSpaces(bars: Uint8Array): Map<number, RegionSpace> {
+  const out = new Map<number, RegionSpace>();
+  const v = new DataView(bars.buffer, bars.byteOffset, bars.byteLength);
+  for (let i = 0; i < 6 && (i + 1) * 4 <= bars.length; i++) {
+    const bar = v.getUint32(i * 4, true);
+    if (bar & 1) {
+      out.set(i, "io");
+      continue;
+    }
+    out.set(i, "memory");
+    // A 64-bit memory BAR's upper dword is part of the same BAR.
+    if (((bar >>> 1) & 3) === 2 && i < 5) out.set(++i, "memory");
+  }
+  return out;
+}
+
+function unwrap<T>(r: Decoded<T>, command: number): T {
+  if (!r.ok) throw protocolError(command, r.problem);
+  return r.value;
+}
+
+function expectEmpty(command: number): (payload: Uint8Array) => void {
+  return (payload) => {
+    // Servers differ on echoing request fields in otherwise empty replies; only a payload that
+    // could not be an echo is wrong.
+    if (payload.length > 4096) throw protocolError(command, `reply carries ${payload.length} unexpected bytes`);
+  };
+}
+
+function protocolError(command: number, problem: string, region?: number, offset?: bigint, count?: number): VfioUserClientError {
+  return new VfioUserClientError("ERR_PROTOCOL", `malformed ${commandName(command)} reply: ${problem}`, { command, commandName: commandName(command), errno: Errno.EPROTO, region, offset, count });
+}
+
+function argumentError(message: string): VfioUserClientError {
+  return new VfioUserClientError("ERR_ARGUMENT", message);
+}
+
+/** Attaches the request's identity to an error raised for it. */
+function withRequest(err: VfioUserClientError, p: Pending): VfioUserClientError {
+  if (err.msgId !== undefined) return err;
+  return new VfioUserClientError(err.code as VfioUserClientErrorCode, err.message, {
+    command: p.command,
+    commandName: commandName(p.command),
+    msgId: p.msgId,
+    errno: err.errno,
+    region: err.region,
+    offset: err.offset,
+    count: err.count,
+    transferred: err.transferred,
+    data: err.data,
+    cause: err.cause,
+  });
+}
+
+function checkU32(value: number, what: string): void {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) throw argumentError(`${what} must be a 32-bit unsigned integer, got ${value}`);
+}
+
+function checkWidth(width: number): void {
+  if (width !== 1 && width !== 2 && width !== 4 && width !== 8) throw argumentError(`access width must be 1, 2, 4 or 8 bytes, got ${width}`);
+}
+
+function concat(chunks: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const c of chunks) {
+    out.set(c, o);
+    o += c.length;
+  }
+  return out;
+}
+
+export { HEADER_SIZE };

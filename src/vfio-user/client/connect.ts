@@ -1,0 +1,136 @@
+// Wiring of the client to the project's transport: a socket connection as the ClientChannel,
+// region mappings through mmapFd(), eventfds for interrupts, memfd-backed DMA memory.
+import {
+  connect as connectSocket,
+  closeFdQuietly,
+  memfdCreate,
+  mmapFd,
+  EventFd,
+  TransportError,
+  type Connection,
+  type MappedRegion,
+} from "../../transport/index.js";
+import type { ClientChannel } from "./channel.js";
+import { VfioUserClient, type VfioUserClientOptions } from "./client.js";
+import { VfioUserClientError } from "./errors.js";
+
+/** A transport Connection seen as a ClientChannel (raw chunks + fds in, whole messages out). */
+export function connectionChannel(connection: Connection): ClientChannel {
+  return {
+    send(bytes, fds) {
+      connection.send(bytes, fds);
+    },
+    close() {
+      connection.destroy();
+    },
+    start(onData, onClose) {
+      connection.once("close", (reason: { kind: string; error?: Error }) => onClose(reason.kind === "error" ? reason.error : undefined));
+      connection.onData(onData);
+    },
+    closeFd(fd) {
+      closeFdQuietly(fd);
+    },
+  };
+}
+
+export interface ConnectClientOptions extends VfioUserClientOptions {
+  /** Probe the device after VERSION (device, region infos, BAR spaces). Default true. */
+  probe?: boolean;
+  /** How long to keep retrying a connect while the listener is busy (ms, default 5000). */
+  connectTimeoutMs?: number;
+}
+
+/**
+ * Connects to a vfio-user server at `path`, negotiates the version and (by default) probes the
+ * device. Errors: ERR_CONNECT (nothing listening, refused), ERR_VERSION, and request errors.
+ */
+export async function connectVfioUser(path: string, options: ConnectClientOptions = {}): Promise<VfioUserClient> {
+  let connection: Connection;
+  const maxDataXferSize = options.maxDataXferSize ?? 1 << 20;
+  try {
+    connection = await connectSocket(path, {
+      timeoutMs: options.connectTimeoutMs,
+      limits: {
+        maxMessageSize: options.maxMessageSize ?? maxDataXferSize + 64 * 1024,
+        maxFdsPerMessage: options.maxMsgFds ?? 16,
+      },
+    });
+  } catch (err) {
+    const why = err instanceof TransportError && err.errno ? err.errno : (err as Error).message;
+    throw new VfioUserClientError("ERR_CONNECT", `cannot connect to vfio-user server at ${path}: ${why}`, { cause: err });
+  }
+  const client = new VfioUserClient(connectionChannel(connection), options);
+  client.regionMapper = {
+    map(fd, fileOffset, size, writable) {
+      const region: MappedRegion = mmapFd(fd, fileOffset, Number(size), { writable });
+      return { view: region.bytes(), unmap: () => region.isMapped && region.unmap() };
+    },
+  };
+  try {
+    await client.negotiate();
+    if (options.probe !== false) await client.probe();
+  } catch (err) {
+    client.close();
+    throw err;
+  }
+  return client;
+}
+
+/**
+ * Creates `count` eventfds, attaches them to vectors [0, count) of IRQ `index` (in groups that
+ * respect the server's max_msg_fds), and emits client 'irq' events when the server signals one.
+ * The eventfds are closed when the client closes or the returned function is called.
+ */
+export async function enableIrqs(client: VfioUserClient, index: number, count: number): Promise<() => Promise<void>> {
+  const fds: EventFd[] = [];
+  const release = () => {
+    for (const e of fds) e.close();
+    fds.length = 0;
+  };
+  try {
+    for (let vector = 0; vector < count; vector++) {
+      const e = EventFd.create();
+      fds.push(e);
+      e.onReadable((n) => client.notifyIrq({ index, vector, count: n }));
+    }
+    const group = Math.max(1, client.capabilities?.maxMsgFds ?? 1);
+    for (let start = 0; start < count; start += group) {
+      const slice = fds.slice(start, start + group).map((e) => e.fd);
+      await client.setIrqEventfds(index, start, slice);
+    }
+  } catch (err) {
+    release();
+    throw err;
+  }
+  client.onClose(release);
+  return async () => {
+    if (!client.closed) await client.disableIrqs(index);
+    release();
+  };
+}
+
+/** memfd-backed memory for dmaMap(): `fd` to pass to the server, `memory` to use locally. */
+export interface SharedMemory {
+  fd: number;
+  memory: Uint8Array;
+  close(): void;
+}
+
+export function createSharedMemory(size: number, name = "wasmdev-dma"): SharedMemory {
+  const fd = memfdCreate(name, size);
+  let region: MappedRegion;
+  try {
+    region = mmapFd(fd, 0, size);
+  } catch (err) {
+    closeFdQuietly(fd);
+    throw err;
+  }
+  return {
+    fd,
+    memory: region.bytes(),
+    close() {
+      if (region.isMapped) region.unmap();
+      closeFdQuietly(fd);
+    },
+  };
+}

@@ -1,0 +1,19 @@
+// vfio-user client (VMM side): `connectVfioUser(path)` and the VfioUserClient class.
+export {
+  VfioUserClient,
+  decodeBarSpaces,
+  type VfioUserClientOptions,
+  type RequestOptions,
+  type WriteOptions,
+  type WriteResult,
+  type IrqEvent,
+  type ClientRegionInfo,
+  type MappedArea,
+  type RegionMapper,
+} from "./client.js";
+export { connectVfioUser, connectionChannel, enableIrqs, createSharedMemory, type ConnectClientOptions, type SharedMemory } from "./connect.js";
+export type { ClientChannel } from "./channel.js";
+export { VfioUserClientError, type VfioUserClientErrorCode, type VfioUserClientErrorFields } from "./errors.js";
+export { PostedWritePolicy, type PostedWritePolicyOptions, type PostDecision, type RegionSpace } from "./posted-writes.js";
+export { DmaMemoryTable, type DmaMapping } from "./dma.js";
+export type { DeviceInfo, RegionInfo, SparseMmapArea, IrqInfo, ServerCapabilities } from "./protocol.js";

@@ -1,0 +1,167 @@
+// Test helpers built independently of the client's codec: a byte builder for vfio-user
+// messages, and a scripted raw-socket server (node:net, no fd passing) whose replies a test
+// writes byte by byte — malformed, split, reordered or oversized on purpose.
+import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ClientChannel } from "../../src/vfio-user/client/channel.js";
+
+/** Little-endian byte builder. */
+export class B {
+  private parts: number[] = [];
+  u8(v: number): this {
+    this.parts.push(v & 0xff);
+    return this;
+  }
+  u16(v: number): this {
+    return this.u8(v).u8(v >>> 8);
+  }
+  u32(v: number): this {
+    return this.u16(v & 0xffff).u16(v >>> 16);
+  }
+  u64(v: bigint | number): this {
+    const b = BigInt(v);
+    return this.u32(Number(b & 0xffffffffn)).u32(Number(b >> 32n));
+  }
+  bytes(data: ArrayLike<number>): this {
+    for (let i = 0; i < data.length; i++) this.parts.push(data[i] & 0xff);
+    return this;
+  }
+  text(s: string): this {
+    return this.bytes(Buffer.from(s, "utf8"));
+  }
+  get length(): number {
+    return this.parts.length;
+  }
+  build(): Buffer {
+    return Buffer.from(this.parts);
+  }
+}
+
+export const REPLY = 1;
+export const NO_REPLY = 0x10;
+export const ERROR = 0x20;
+
+/** A whole message: 16-byte header (size computed unless given) + payload. */
+export function msg(msgId: number, command: number, flags: number, payload: Buffer | B = Buffer.alloc(0), error = 0, sizeOverride?: number): Buffer {
+  const body = payload instanceof B ? payload.build() : payload;
+  const head = new B().u16(msgId).u16(command).u32(sizeOverride ?? 16 + body.length).u32(flags).u32(error).build();
+  return Buffer.concat([head, body]);
+}
+
+export interface Request {
+  msgId: number;
+  command: number;
+  flags: number;
+  size: number;
+  payload: Buffer;
+}
+
+export type Script = (req: Request, reply: (bytes: Buffer) => void, socket: Socket) => void;
+
+/** A VERSION reply payload with the given capabilities JSON. */
+export function versionPayload(caps: object | string = { capabilities: { max_msg_fds: 8, max_data_xfer_size: 1 << 20 } }, major = 0, minor = 1): B {
+  const json = typeof caps === "string" ? caps : JSON.stringify(caps);
+  return new B().u16(major).u16(minor).text(json).u8(0);
+}
+
+/**
+ * A server on a fresh socket path. Every complete request goes to `script`; VERSION is answered
+ * automatically (with `version`) unless `script` handles VERSION itself (set `autoVersion: false`).
+ */
+export class ScriptedServer {
+  readonly dir = mkdtempSync(join(tmpdir(), "vfu-client-"));
+  readonly path = join(this.dir, "s.sock");
+  readonly requests: Request[] = [];
+  readonly sockets: Socket[] = [];
+  private server!: Server;
+
+  constructor(private script: Script, private options: { autoVersion?: boolean; version?: B } = {}) {}
+
+  async start(): Promise<this> {
+    this.server = createServer((socket) => {
+      this.sockets.push(socket);
+      let buf = Buffer.alloc(0);
+      socket.on("error", () => undefined);
+      socket.on("data", (chunk) => {
+        buf = Buffer.concat([buf, chunk]);
+        while (buf.length >= 16) {
+          const size = buf.readUInt32LE(4);
+          if (size < 16 || buf.length < size) break;
+          const req: Request = { msgId: buf.readUInt16LE(0), command: buf.readUInt16LE(2), size, flags: buf.readUInt32LE(8), payload: Buffer.from(buf.subarray(16, size)) };
+          buf = buf.subarray(size);
+          this.requests.push(req);
+          const reply = (bytes: Buffer) => {
+            if (!socket.destroyed) socket.write(bytes);
+          };
+          if (req.command === 1 && this.options.autoVersion !== false) {
+            reply(msg(req.msgId, 1, REPLY, this.options.version ?? versionPayload()));
+            continue;
+          }
+          this.script(req, reply, socket);
+        }
+      });
+    });
+    await new Promise<void>((resolve) => this.server.listen(this.path, resolve));
+    return this;
+  }
+
+  setScript(script: Script): void {
+    this.script = script;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** A node:net socket as a ClientChannel (no fd passing): lets the client run without the addon. */
+export async function netChannel(path: string): Promise<ClientChannel & { socket: Socket }> {
+  const socket = netConnect(path);
+  await new Promise<void>((resolve, reject) => {
+    socket.once("connect", resolve);
+    socket.once("error", reject);
+  });
+  let closed = false;
+  return {
+    socket,
+    send(bytes) {
+      if (closed || socket.destroyed) throw new Error("socket closed");
+      socket.write(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    },
+    close() {
+      closed = true;
+      socket.destroy();
+    },
+    start(onData, onClose) {
+      let errored: Error | undefined;
+      socket.on("data", (chunk) => onData(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length), []));
+      socket.on("error", (e) => (errored = e));
+      socket.on("close", () => {
+        closed = true;
+        onClose(errored);
+      });
+    },
+    closeFd() {
+      // node:net never delivers fds
+    },
+  };
+}
+
+/** Payload of a REGION_READ reply. */
+export function readReply(offset: bigint | number, region: number, data: Buffer | number[], countOverride?: number): B {
+  const d = Buffer.from(data as ArrayLike<number>);
+  return new B().u64(offset).u32(region).u32(countOverride ?? d.length).bytes(d);
+}
+
+/** Parsed REGION_READ/WRITE request fields. */
+export function regionAccess(req: Request): { offset: bigint; region: number; count: number; data: Buffer } {
+  return { offset: req.payload.readBigUInt64LE(0), region: req.payload.readUInt32LE(8), count: req.payload.readUInt32LE(12), data: req.payload.subarray(16) };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
