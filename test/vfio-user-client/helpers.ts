@@ -130,7 +130,7 @@ export async function netChannel(path: string): Promise<ClientChannel & { socket
     socket,
     send(bytes) {
       if (closed || socket.destroyed) throw new Error("socket closed");
-      socket.write(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+      socket.write(Buffer.from(bytes)); // a copy: the client reuses its output buffer
     },
     close() {
       closed = true;

@@ -15,7 +15,6 @@ import { Errno, VfioUserClientError, describeErrno, type VfioUserClientErrorCode
 import { PostedWritePolicy, type PostedWritePolicyOptions, type RegionSpace } from "./posted-writes.js";
 import {
   Command,
-  HEADER_SIZE,
   HeaderFlag,
   DEFAULT_MAX_DATA_XFER_SIZE,
   PROTOCOL_MAJOR,
@@ -36,22 +35,6 @@ import {
   decodeRegionAccessReply,
   decodeRegionInfoReply,
   decodeVersionReply,
-  encodeDeviceFeature,
-  encodeDeviceGetInfo,
-  encodeDeviceReset,
-  encodeDmaMap,
-  encodeDmaReadReply,
-  encodeDmaUnmap,
-  encodeDmaWriteReply,
-  encodeErrorReply,
-  encodeIrqInfo,
-  encodeMigDataRead,
-  encodeMigDataWrite,
-  encodeRegionInfo,
-  encodeRegionRead,
-  encodeRegionWrite,
-  encodeSetIrqs,
-  encodeVersion,
   hex,
   type Decoded,
   type DeviceInfo,
@@ -61,6 +44,26 @@ import {
   type ServerCapabilities,
   type Header,
 } from "./protocol.js";
+import {
+  MessageWriter,
+  encodeMigDeviceState,
+  writeDeviceFeatureRequest,
+  writeDeviceInfoRequest,
+  writeDeviceResetRequest,
+  writeDmaMapRequest,
+  writeDmaReadReply,
+  writeDmaUnmapRequest,
+  writeDmaWriteReply,
+  writeErrorReply,
+  writeIrqInfoRequest,
+  writeIrqSetRequest,
+  writeMigDataReadRequest,
+  writeMigDataWriteRequest,
+  writeRegionInfoRequest,
+  writeRegionReadRequest,
+  writeRegionWriteRequest,
+  writeVersionRequest,
+} from "../wire/index.js";
 import { MessageReader, type FrameEvent } from "./reader.js";
 
 export interface VfioUserClientOptions {
@@ -174,6 +177,8 @@ export class VfioUserClient extends EventEmitter {
   private closedError: VfioUserClientError | null = null;
   private readonly mappings = new Map<number, { areas: MappedArea[]; unmaps: (() => void)[] }>();
   private readonly cleanups: (() => void)[] = [];
+  /** Reused output buffer (the wire module's serializers write into it). */
+  private readonly writer = new MessageWriter();
 
   constructor(channel: ClientChannel, options: VfioUserClientOptions = {}) {
     super();
@@ -211,7 +216,7 @@ export class VfioUserClient extends EventEmitter {
     const caps = await this.request(
       Command.VERSION,
       "VERSION",
-      (id) => encodeVersion(id, { maxMsgFds: this.options.maxMsgFds, maxDataXferSize: this.options.maxDataXferSize }),
+      (w, id) => writeVersionRequest(w, id, { capabilities: { maxMsgFds: this.options.maxMsgFds, maxDataXferSize: this.options.maxDataXferSize } }),
       (payload) => {
         const r = decodeVersionReply(payload);
         if (!r.ok) throw new VfioUserClientError("ERR_VERSION", `VERSION negotiation failed: ${r.problem}`, { command: Command.VERSION });
@@ -243,7 +248,7 @@ export class VfioUserClient extends EventEmitter {
   }
 
   async getDeviceInfo(options: RequestOptions = {}): Promise<DeviceInfo> {
-    const info = await this.request(Command.DEVICE_GET_INFO, "DEVICE_GET_INFO", (id) => encodeDeviceGetInfo(id), (p) => unwrap(decodeDeviceInfoReply(p), Command.DEVICE_GET_INFO), options);
+    const info = await this.request(Command.DEVICE_GET_INFO, "DEVICE_GET_INFO", (w, id) => writeDeviceInfoRequest(w, id), (p) => unwrap(decodeDeviceInfoReply(p), Command.DEVICE_GET_INFO), options);
     this.deviceInfo = info;
     return info;
   }
@@ -260,7 +265,7 @@ export class VfioUserClient extends EventEmitter {
       const info = await this.request(
         Command.DEVICE_GET_REGION_INFO,
         `DEVICE_GET_REGION_INFO region ${index}`,
-        (id) => encodeRegionInfo(id, index, argsz),
+        (w, id) => writeRegionInfoRequest(w, id, index, argsz),
         (payload, fds) => {
           const r = decodeRegionInfoReply(payload, index);
           if (!r.ok) {
@@ -292,7 +297,7 @@ export class VfioUserClient extends EventEmitter {
 
   async getIrqInfo(index: number, options: RequestOptions = {}): Promise<IrqInfo> {
     checkU32(index, "IRQ index");
-    return this.request(Command.DEVICE_GET_IRQ_INFO, `DEVICE_GET_IRQ_INFO index ${index}`, (id) => encodeIrqInfo(id, index), (p) => unwrap(decodeIrqInfoReply(p, index), Command.DEVICE_GET_IRQ_INFO), options);
+    return this.request(Command.DEVICE_GET_IRQ_INFO, `DEVICE_GET_IRQ_INFO index ${index}`, (w, id) => writeIrqInfoRequest(w, id, index), (p) => unwrap(decodeIrqInfoReply(p, index), Command.DEVICE_GET_IRQ_INFO), options);
   }
 
   /**
@@ -341,7 +346,7 @@ export class VfioUserClient extends EventEmitter {
         this.request(
           Command.REGION_READ,
           `REGION_READ region ${region} offset ${hex(at)} (${count} bytes)`,
-          (id) => encodeRegionRead(id, region, at, count),
+          (w, id) => writeRegionReadRequest(w, id, lo32(at), hi32(at), region, count),
           (payload) => {
             const r = decodeRegionAccessReply(payload, true);
             if (!r.ok) throw protocolError(Command.REGION_READ, r.problem, region, at, count);
@@ -394,7 +399,7 @@ export class VfioUserClient extends EventEmitter {
       for (let done = 0; done < data.length; done += max) {
         const chunk = data.subarray(done, Math.min(done + max, data.length));
         const at = start + BigInt(done);
-        this.post((id) => encodeRegionWrite(id, region, at, chunk, true));
+        this.post((w, id) => writeRegionWriteRequest(w, id, lo32(at), hi32(at), region, chunk, true));
       }
       return { posted: true, viaMapping: false };
     }
@@ -407,7 +412,7 @@ export class VfioUserClient extends EventEmitter {
         this.request(
           Command.REGION_WRITE,
           `REGION_WRITE region ${region} offset ${hex(at)} (${count} bytes)`,
-          (id) => encodeRegionWrite(id, region, at, chunk, false),
+          (w, id) => writeRegionWriteRequest(w, id, lo32(at), hi32(at), region, chunk, false),
           (payload) => {
             const r = decodeRegionAccessReply(payload, false);
             if (!r.ok) throw protocolError(Command.REGION_WRITE, r.problem, region, at, count);
@@ -540,7 +545,7 @@ export class VfioUserClient extends EventEmitter {
       await this.request(
         Command.DMA_MAP,
         `DMA_MAP iova ${hex(m.iova)} size ${hex(m.size)}`,
-        (id) => encodeDmaMap(id, flags, m.fd === undefined ? 0n : m.fileOffset, m.iova, m.size),
+        (w, id) => writeDmaMapRequest(w, id, { flags, offset: m.fd === undefined ? 0n : m.fileOffset, address: m.iova, size: m.size }),
         expectEmpty(Command.DMA_MAP),
         options,
         false,
@@ -557,7 +562,7 @@ export class VfioUserClient extends EventEmitter {
     const base = BigInt(iova);
     const length = BigInt(size);
     if (!this.dma.find(base, length)) throw argumentError(`no DMA mapping at iova ${hex(base)} with size ${hex(length)}`);
-    await this.request(Command.DMA_UNMAP, `DMA_UNMAP iova ${hex(base)} size ${hex(length)}`, (id) => encodeDmaUnmap(id, base, length), (payload) => {
+    await this.request(Command.DMA_UNMAP, `DMA_UNMAP iova ${hex(base)} size ${hex(length)}`, (w, id) => writeDmaUnmapRequest(w, id, { flags: 0, address: base, size: length }), (payload) => {
       // The spec has the server echo the request's entry; accept an empty payload as well.
       if (payload.length !== 0 && payload.length < 24) throw protocolError(Command.DMA_UNMAP, `reply payload is ${payload.length} bytes`);
     }, options);
@@ -578,7 +583,7 @@ export class VfioUserClient extends EventEmitter {
     await this.request(
       Command.DEVICE_SET_IRQS,
       `DEVICE_SET_IRQS index ${index} start ${start} count ${count}`,
-      (id) => encodeSetIrqs(id, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, index, start, count),
+      (w, id) => writeIrqSetRequest(w, id, { flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, index, start, count }),
       expectEmpty(Command.DEVICE_SET_IRQS),
       options,
       false,
@@ -591,7 +596,7 @@ export class VfioUserClient extends EventEmitter {
     await this.request(
       Command.DEVICE_SET_IRQS,
       `DEVICE_SET_IRQS disable index ${index}`,
-      (id) => encodeSetIrqs(id, IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, index, 0, 0),
+      (w, id) => writeIrqSetRequest(w, id, { flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, index, start: 0, count: 0 }),
       expectEmpty(Command.DEVICE_SET_IRQS),
       options,
     );
@@ -603,7 +608,7 @@ export class VfioUserClient extends EventEmitter {
     await this.request(
       Command.DEVICE_SET_IRQS,
       `DEVICE_SET_IRQS ${action} index ${index}`,
-      (id) => encodeSetIrqs(id, IrqSetFlag.DATA_NONE | flag, index, start, count),
+      (w, id) => writeIrqSetRequest(w, id, { flags: IrqSetFlag.DATA_NONE | flag, index, start, count }),
       expectEmpty(Command.DEVICE_SET_IRQS),
       options,
     );
@@ -618,7 +623,7 @@ export class VfioUserClient extends EventEmitter {
   // Reset and migration
 
   async reset(options: RequestOptions = {}): Promise<void> {
-    await this.request(Command.DEVICE_RESET, "DEVICE_RESET", (id) => encodeDeviceReset(id), expectEmpty(Command.DEVICE_RESET), options);
+    await this.request(Command.DEVICE_RESET, "DEVICE_RESET", (w, id) => writeDeviceResetRequest(w, id), expectEmpty(Command.DEVICE_RESET), options);
   }
 
   /** The MIGRATION feature's flags (MigrationFlag bits); ERR_REMOTE if unsupported. */
@@ -636,17 +641,14 @@ export class VfioUserClient extends EventEmitter {
 
   /** One arc of the migration state machine (the server completes it before replying). */
   async setMigrationState(state: MigrationStateValue, options: RequestOptions = {}): Promise<void> {
-    const data = new Uint8Array(8);
-    const v = new DataView(data.buffer);
-    v.setUint32(0, state, true);
-    v.setInt32(4, -1, true); // data_fd: unused by vfio-user
-    await this.feature(DeviceFeatureFlag.SET | DeviceFeature.MIG_DEVICE_STATE, data, 8, options);
+    // data_fd is unused by vfio-user (migration data travels in MIG_DATA_READ/WRITE).
+    await this.feature(DeviceFeatureFlag.SET | DeviceFeature.MIG_DEVICE_STATE, encodeMigDeviceState(state, -1), 8, options);
   }
 
   /** Up to `size` bytes of migration data; fewer means the stream is finished. */
   async migDataRead(size: number, options: RequestOptions = {}): Promise<Uint8Array> {
     checkU32(size, "size");
-    return this.request(Command.MIG_DATA_READ, `MIG_DATA_READ ${size} bytes`, (id) => encodeMigDataRead(id, size), (payload) => {
+    return this.request(Command.MIG_DATA_READ, `MIG_DATA_READ ${size} bytes`, (w, id) => writeMigDataReadRequest(w, id, size), (payload) => {
       const r = decodeMigDataReadReply(payload);
       if (!r.ok) throw protocolError(Command.MIG_DATA_READ, r.problem);
       if (r.value.length > size) {
@@ -657,7 +659,7 @@ export class VfioUserClient extends EventEmitter {
   }
 
   async migDataWrite(data: Uint8Array, options: RequestOptions = {}): Promise<void> {
-    await this.request(Command.MIG_DATA_WRITE, `MIG_DATA_WRITE ${data.length} bytes`, (id) => encodeMigDataWrite(id, data), () => undefined, options);
+    await this.request(Command.MIG_DATA_WRITE, `MIG_DATA_WRITE ${data.length} bytes`, (w, id) => writeMigDataWriteRequest(w, id, data), () => undefined, options);
   }
 
   /**
@@ -697,7 +699,7 @@ export class VfioUserClient extends EventEmitter {
   }
 
   private async feature(flags: number, data: Uint8Array, replyData: number, options: RequestOptions): Promise<Uint8Array> {
-    return this.request(Command.DEVICE_FEATURE, `DEVICE_FEATURE flags ${hex(flags)}`, (id) => encodeDeviceFeature(id, flags, data, 8 + replyData), (payload) => {
+    return this.request(Command.DEVICE_FEATURE, `DEVICE_FEATURE flags ${hex(flags)}`, (w, id) => writeDeviceFeatureRequest(w, id, flags, data, 8 + replyData), (payload) => {
       const r = decodeFeatureReply(payload);
       if (!r.ok) throw protocolError(Command.DEVICE_FEATURE, r.problem);
       if ((r.value.flags & DeviceFeatureFlag.INDEX_MASK) !== (flags & DeviceFeatureFlag.INDEX_MASK)) {
@@ -740,7 +742,7 @@ export class VfioUserClient extends EventEmitter {
   private request<T>(
     command: number,
     what: string,
-    encode: (msgId: number) => Uint8Array,
+    encode: (writer: MessageWriter, msgId: number) => void,
     decode: (payload: Uint8Array, fds: number[]) => T,
     options: RequestOptions,
     takesFds = false,
@@ -752,7 +754,7 @@ export class VfioUserClient extends EventEmitter {
       let bytes: Uint8Array;
       try {
         msgId = this.allocateId();
-        bytes = encode(msgId);
+        bytes = this.encode(encode, msgId);
       } catch (err) {
         reject(err);
         return;
@@ -783,9 +785,24 @@ export class VfioUserClient extends EventEmitter {
   }
 
   /** Sends a NO_REPLY command (a posted write): nothing is tracked, nothing comes back. */
-  private post(encode: (msgId: number) => Uint8Array): void {
+  private post(encode: (writer: MessageWriter, msgId: number) => void): void {
     if (this.closedError) throw this.closedError;
-    this.enqueue({ bytes: encode(this.allocateId()) });
+    this.enqueue({ bytes: this.encode(encode, this.allocateId()) });
+  }
+
+  /**
+   * One message from the shared writer. The view is sent at once (the channel copies what the
+   * kernel does not take) unless sends are queued, in which case it is copied.
+   */
+  private encode(write: (writer: MessageWriter, msgId: number) => void, msgId: number): Uint8Array {
+    try {
+      write(this.writer, msgId);
+    } catch (err) {
+      this.writer.abandon();
+      throw err;
+    }
+    const bytes = this.writer.take();
+    return this.options.serializeRequests ? bytes.slice() : bytes;
   }
 
   private enqueue(item: QueuedSend): void {
@@ -883,17 +900,17 @@ export class VfioUserClient extends EventEmitter {
     if (h.command === Command.DMA_READ || h.command === Command.DMA_WRITE) {
       const write = h.command === Command.DMA_WRITE;
       const r = decodeDmaAccessRequest(payload, write);
-      if (!r.ok) return this.replyError(h, Errno.EINVAL);
+      if (!r.ok) return this.replyError(h, r.errno);
       const { address, count, data } = r.value;
-      if (count > BigInt(this.options.maxDataXferSize)) return this.replyError(h, Errno.E2BIG);
+      if (count > this.options.maxDataXferSize) return this.replyError(h, Errno.E2BIG);
       if (write) {
         const w = this.dma.write(address, data);
         if (!w.ok) return this.replyError(h, w.errno);
-        if ((h.flags & HeaderFlag.NO_REPLY) === 0) this.sendReply(encodeDmaWriteReply(h.msgId, address, count));
+        if ((h.flags & HeaderFlag.NO_REPLY) === 0) this.sendReply((w) => writeDmaWriteReply(w, h.msgId, address, count));
       } else {
-        const rd = this.dma.read(address, Number(count));
+        const rd = this.dma.read(address, count);
         if (!rd.ok) return this.replyError(h, rd.errno);
-        if ((h.flags & HeaderFlag.NO_REPLY) === 0) this.sendReply(encodeDmaReadReply(h.msgId, address, rd.value));
+        if ((h.flags & HeaderFlag.NO_REPLY) === 0) this.sendReply((w) => writeDmaReadReply(w, h.msgId, address, rd.value));
       }
       return;
     }
@@ -902,16 +919,18 @@ export class VfioUserClient extends EventEmitter {
 
   private replyError(h: Header, errno: number): void {
     if ((h.flags & HeaderFlag.NO_REPLY) !== 0) return;
-    this.sendReply(encodeErrorReply(h.msgId, h.command, errno));
+    this.sendReply((w) => writeErrorReply(w, h.msgId, h.command, errno));
   }
 
   /** Replies bypass the serialized queue: the server may be waiting on them to answer us. */
-  private sendReply(bytes: Uint8Array): void {
+  private sendReply(write: (writer: MessageWriter) => void): void {
     if (this.closedError) return;
     try {
-      this.channel.send(bytes);
+      write(this.writer);
+      this.channel.send(this.writer.take());
     } catch {
-      // the close path fails everything pending
+      // A closed channel: the close path fails everything pending. Leave the writer clean.
+      this.writer.clear();
     }
   }
 
@@ -1084,4 +1103,11 @@ function concat(chunks: Uint8Array[], total: number): Uint8Array {
   return out;
 }
 
-export { HEADER_SIZE };
+
+function lo32(v: bigint): number {
+  return Number(v & 0xffff_ffffn);
+}
+
+function hi32(v: bigint): number {
+  return Number(v >> 32n);
+}
