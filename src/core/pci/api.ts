@@ -28,14 +28,16 @@ export type AccessSize = 1 | 2 | 4 | 8;
 
 /**
  * Access-size constraints of a callback region (QEMU MemoryRegionOps `valid` / `impl`).
- * `valid`: what the bus may issue; anything else is rejected (reads yield all-ones, writes
- * are dropped — a PCI master abort). `impl`: what the callback handles; other valid sizes
+ * `valid`: what the bus may issue; anything else fails with PciError("PCI_ACCESS_INVALID")
+ * (QEMU: MEMTX_DECODE_ERROR; a read of it yields 0). Without `valid.max`, every size is
+ * valid, and bus/byte accesses are split into pieces of at most 4 bytes (QEMU
+ * memory_access_size). `impl`: what the callback handles (default 1..4); other valid sizes
  * are split or widened by the library as QEMU's access_with_adjusted_size does.
  */
 export interface AccessConstraints {
   /** Smallest access size (default 1). */
   min?: AccessSize;
-  /** Largest access size (default 4). */
+  /** Largest access size (`valid`: unset = any; `impl`: default 4). */
   max?: AccessSize;
   /** Whether accesses not aligned to their size are allowed (default false). */
   unaligned?: boolean;
@@ -325,12 +327,13 @@ export interface PciFunction {
   regionInfo(index: number): PciRegionInfo;
   readonly interruptInfo: PciInterruptInfo;
 
-  /** Access by region index + offset (vfio-user REGION_READ/WRITE): one access of 1/2/4/8
-   *  bytes, going through the same validity/splitting rules as bus accesses. An access the
-   *  region's `valid` constraints reject reads all-ones / drops the write and returns false.
-   *  Throws PCI_REGION_RANGE past the region end, PCI_REGION_INDEX for an absent region. */
+  /** Access by region index + offset (vfio-user REGION_READ/WRITE): `size` bytes, split
+   *  and checked exactly as a bus access of that size (QEMU address_space_rw over the BAR).
+   *  Throws PCI_REGION_RANGE past the region end, PCI_REGION_INDEX for an absent region,
+   *  PCI_ACCESS_INVALID when a piece violates the region's `valid` constraints (a write is
+   *  then applied to the other pieces, as in QEMU). */
   readRegion(index: number, offset: number | bigint, size: AccessSize): bigint;
-  writeRegion(index: number, offset: number | bigint, size: AccessSize, value: bigint): boolean;
+  writeRegion(index: number, offset: number | bigint, size: AccessSize, value: bigint): void;
   /** Any length: split like QEMU's memory_access_size (largest naturally aligned piece the
    *  region accepts). */
   readRegionBytes(index: number, offset: number | bigint, dest: Uint8Array): void;
@@ -339,16 +342,17 @@ export interface PciFunction {
   /**
    * Access by bus address (mpqemu BAR_READ/BAR_WRITE): decoded against the BARs as the guest
    * programmed them and as the command register enables them. Returns undefined (read) /
-   * false (write) when no BAR decodes the whole access.
+   * false (write) when no BAR decodes the whole access; throws PCI_ACCESS_INVALID as
+   * readRegion does.
    */
   busRead(space: "mem" | "io", address: bigint, size: AccessSize): bigint | undefined;
   busWrite(space: "mem" | "io", address: bigint, size: AccessSize, value: bigint): boolean;
   /** Current decoded bus address of a region, or undefined while unmapped. */
   barAddress(index: number): bigint | undefined;
 
-  /** Device-side view of a shadow window's memory (refetch after any call that may run
-   *  device code; do not cache across calls). */
-  shadow(bar: number): Uint8Array;
+  /** Device-side view of shadow window `window` (default 0) of BAR `bar`; byte 0 is the
+   *  window's first byte. Refetch after any call that may run device code; do not cache. */
+  shadow(bar: number, window?: number): Uint8Array;
 
   /** Function-level reset: config space to its declared state (BARs zero, command 0,
    *  MSI/MSI-X disabled, INTx deasserted), then the spec's reset hook. */
@@ -381,5 +385,6 @@ export type PciErrorCode =
   | "PCI_REGION_INDEX" // no such region / region absent
   | "PCI_REGION_RANGE" // offset + size past the region end (or wrapping)
   | "PCI_ACCESS_SIZE" // size not 1/2/4/8
+  | "PCI_ACCESS_INVALID" // the region's `valid` constraints reject the access
   | "PCI_STATE_FORMAT" // saved state does not match this function
   | "PCI_NO_DMA"; // device tried DMA with no DMA API attached

@@ -1,0 +1,854 @@
+// The PCI function model: builds a function from a PciFunctionSpec and implements the
+// PciFunction contract (api.ts). Config masking and BAR decode run in the wasm core
+// (assembly/pci/config.ts); this host side owns capabilities' behaviour (MSI, MSI-X,
+// power management), INTx levels, region dispatch, reset and migration state.
+import type {
+  AccessSize,
+  BarSpec,
+  InterruptDelivery,
+  InterruptSink,
+  MsiMessage,
+  PciFunction,
+  PciFunctionSpec,
+  PciInterruptInfo,
+  PciInterrupts,
+  PciRegionInfo,
+  VectorKind,
+} from "./api.js";
+import { PCI_ROM_REGION } from "./api.js";
+import type { DmaApi } from "../dma/api.js";
+import { instantiateCore, type CoreRef } from "../wasm.js";
+import { PciError } from "./errors.js";
+import { layoutCapabilities, type CapabilityLayout, type BarFacts } from "./caps.js";
+import { ACCESS_INVALID, BarRegion, buildSections, normaliseOps, type Section, type SectionOps } from "./region.js";
+import * as R from "./regs.js";
+
+// Mirrors of assembly/pci/config.ts constants.
+const BAR_FLAG_IO = 1;
+const BAR_FLAG_MEM64 = 2;
+const BAR_FLAG_PREFETCH = 4;
+const BAR_FLAG_ROM = 8;
+const CFGW_INTX_DISABLE_CHANGED = 1 << 9;
+const CFGW_INVALID = 1 << 31;
+const BLOCK_CONFIG = 0;
+const BLOCK_WMASK = 4096;
+const BLOCK_W1CMASK = 8192;
+
+/** Largest BAR the model accepts (region offsets stay exact as numbers). */
+export const PCI_MAX_BAR_SIZE = 2 ** 52;
+
+let sharedCore: CoreRef | undefined;
+/** The core instance functions use unless given one (one per process is enough: a function
+ *  block is 12.5 KiB of linear memory). */
+export function defaultPciCore(): CoreRef {
+  sharedCore ??= instantiateCore();
+  return sharedCore;
+}
+
+export interface CreatePciFunctionOptions {
+  /** Core instance holding the function's tables (default: a shared one). */
+  core?: CoreRef;
+}
+
+interface BarState {
+  index: number;
+  kind: "io" | "mem32" | "mem64" | "rom";
+  size: number;
+  prefetchable: boolean;
+  region: BarRegion;
+  ram?: Uint8Array;
+  mmap?: { fd: number; offset: bigint };
+  shadows: Uint8Array[];
+  spec?: BarSpec;
+}
+
+const STATE_MAGIC = 0x49435044; // "DPCI" little-endian
+const STATE_VERSION = 1;
+
+function u16(b: Uint8Array, at: number): number {
+  return b[at] | (b[at + 1] << 8);
+}
+function u32(b: Uint8Array, at: number): number {
+  return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+}
+function put16(b: Uint8Array, at: number, v: number) {
+  b[at] = v & 0xff;
+  b[at + 1] = (v >>> 8) & 0xff;
+}
+function put32(b: Uint8Array, at: number, v: number) {
+  put16(b, at, v & 0xffff);
+  put16(b, at + 2, v >>> 16);
+}
+
+function isPow2(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && 2 ** Math.round(Math.log2(n)) === n;
+}
+
+function checkU(v: unknown, bits: number, field: string): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v >= 2 ** bits)
+    throw new PciError("PCI_INVALID_SPEC", `${field} must be an integer in [0, 2^${bits})`, { field });
+  return v;
+}
+
+function offsetNumber(offset: number | bigint, region: number): number {
+  const n = typeof offset === "bigint" ? (offset >= 0n && offset < 2n ** 53n ? Number(offset) : -1) : offset;
+  if (!Number.isInteger(n) || n < 0) throw new PciError("PCI_REGION_RANGE", `region ${region}: offset ${offset} is not a valid region offset`, { region, offset });
+  return n;
+}
+
+function checkAccessSize(size: number): void {
+  if (size !== 1 && size !== 2 && size !== 4 && size !== 8) throw new PciError("PCI_ACCESS_SIZE", `access size ${size} is not 1, 2, 4 or 8`, { size });
+}
+
+class PciFunctionImpl implements PciFunction {
+  readonly name: string;
+  readonly configSize: 256 | 4096;
+  readonly interruptInfo: PciInterruptInfo;
+  readonly irq: PciInterrupts;
+
+  private readonly spec: PciFunctionSpec;
+  private readonly core: CoreRef;
+  private readonly x: Record<string, any>;
+  private readonly fnPtr: number;
+  private buffer: ArrayBuffer | undefined;
+  private cfgView!: Uint8Array;
+  private wmaskView!: Uint8Array;
+  private w1cView!: Uint8Array;
+
+  private readonly bars: (BarState | undefined)[] = new Array(7);
+  private readonly caps: CapabilityLayout;
+  private readonly initialConfig: Uint8Array;
+  /** Slot → decoded bus address (undefined = unmapped), mirrored from the core. */
+  private readonly mapped: (bigint | undefined)[] = new Array(7).fill(undefined);
+
+  // Interrupt state.
+  private intxLevelValue = false;
+  private intxOutput = false;
+  private sink: InterruptSink | null = null;
+  private delivery: InterruptDelivery = "device";
+  private peer: { kind: VectorKind | "intx" | null; count: number } = { kind: null, count: 0 };
+  private readonly msixTable: Uint8Array;
+  private readonly msixPba: Uint8Array;
+  private msixFunctionMasked = true;
+
+  private dmaApi: DmaApi | null = null;
+
+  constructor(spec: PciFunctionSpec, options: CreatePciFunctionOptions) {
+    this.spec = spec;
+    this.name = spec.name ?? "pci-function";
+    const wantsExtended = (spec.extendedCapabilities?.length ?? 0) > 0 || (spec.capabilities ?? []).some((c) => c.kind === "pcie");
+    const configSize = spec.configSize ?? (wantsExtended ? 4096 : 256);
+    if (configSize !== 256 && configSize !== 4096) throw new PciError("PCI_INVALID_SPEC", `configSize must be 256 or 4096, not ${configSize}`, { field: "configSize" });
+    this.configSize = configSize;
+    checkU(spec.vendorId, 16, "vendorId");
+    checkU(spec.deviceId, 16, "deviceId");
+    checkU(spec.classCode, 24, "classCode");
+    const pin = spec.interruptPin ?? 0;
+    if (![0, 1, 2, 3, 4].includes(pin)) throw new PciError("PCI_INVALID_SPEC", `interruptPin must be 0..4, not ${pin}`, { field: "interruptPin" });
+
+    this.core = options.core ?? defaultPciCore();
+    this.x = this.core.exports;
+    this.fnPtr = this.x.pciFunctionCreate(configSize) >>> 0;
+    if (this.fnPtr === 0) throw new PciError("PCI_INVALID_SPEC", "the core refused the config size", { field: "configSize" });
+    try {
+      this.refresh();
+      const cfg = this.cfgView;
+      put16(cfg, R.PCI_VENDOR_ID, spec.vendorId);
+      put16(cfg, R.PCI_DEVICE_ID, spec.deviceId);
+      cfg[R.PCI_REVISION_ID] = checkU(spec.revision ?? 0, 8, "revision");
+      cfg[R.PCI_CLASS_PROG] = spec.classCode & 0xff;
+      put16(cfg, R.PCI_CLASS_DEVICE, spec.classCode >>> 8);
+      put16(cfg, R.PCI_SUBSYSTEM_VENDOR_ID, checkU(spec.subsystemVendorId ?? 0, 16, "subsystemVendorId"));
+      put16(cfg, R.PCI_SUBSYSTEM_ID, checkU(spec.subsystemId ?? 0, 16, "subsystemId"));
+      cfg[R.PCI_INTERRUPT_PIN] = pin;
+
+      this.declareBars(spec);
+      this.refresh();
+      const facts: BarFacts[] = [];
+      for (let i = 0; i < 6; i++) {
+        const b = this.bars[i];
+        facts.push({ present: !!b && b.kind !== "rom", io: b?.kind === "io", size: b?.size ?? 0 });
+      }
+      this.caps = layoutCapabilities(spec.capabilities ?? [], spec.extendedCapabilities ?? [], configSize, facts, this.cfgView, this.wmaskView, this.w1cView);
+    } catch (e) {
+      this.x.pciFunctionFree(this.fnPtr);
+      throw e;
+    }
+    const msix = this.caps.msix;
+    this.msixTable = new Uint8Array(msix ? msix.tableSize : 0);
+    this.msixPba = new Uint8Array(msix ? msix.pbaSize : 0);
+    this.msixResetTable();
+    this.buildRegions();
+    this.initialConfig = this.cfgView.slice(0, configSize);
+    this.interruptInfo = { intx: pin !== 0, msiVectors: this.caps.msi?.vectors ?? 0, msixVectors: msix?.vectors ?? 0 };
+    this.irq = this.makeInterrupts();
+  }
+
+  // ---- linear-memory views -------------------------------------------------------------
+
+  private refresh(): void {
+    const buf = this.core.memory.buffer;
+    if (buf === this.buffer) return;
+    this.buffer = buf;
+    this.cfgView = new Uint8Array(buf, this.fnPtr + BLOCK_CONFIG, 4096);
+    this.wmaskView = new Uint8Array(buf, this.fnPtr + BLOCK_WMASK, 4096);
+    this.w1cView = new Uint8Array(buf, this.fnPtr + BLOCK_W1CMASK, 4096);
+  }
+
+  private cfg(): Uint8Array {
+    if (this.core.memory.buffer !== this.buffer) this.refresh();
+    return this.cfgView;
+  }
+
+  // ---- declaration ---------------------------------------------------------------------
+
+  private declareBars(spec: PciFunctionSpec): void {
+    const list = spec.bars ?? [];
+    if (list.length > 6) throw new PciError("PCI_INVALID_SPEC", "a type 0 function has at most six BARs", { field: "bars" });
+    for (let i = 0; i < list.length; i++) {
+      const b = list[i];
+      if (!b) continue;
+      const field = `bars[${i}]`;
+      if (b.kind !== "io" && b.kind !== "mem32" && b.kind !== "mem64") throw new PciError("PCI_INVALID_SPEC", `${field}.kind must be "io", "mem32" or "mem64"`, { field: `${field}.kind` });
+      const sizeBig = typeof b.size === "bigint" ? b.size : Number.isInteger(b.size) && b.size > 0 ? BigInt(b.size) : -1n;
+      if (sizeBig <= 0n || (sizeBig & (sizeBig - 1n)) !== 0n) throw new PciError("PCI_INVALID_SPEC", `${field}.size must be a power of two, not ${b.size}`, { field: `${field}.size` });
+      if (sizeBig > BigInt(PCI_MAX_BAR_SIZE)) throw new PciError("PCI_INVALID_SPEC", `${field}.size exceeds the model's limit of 2^52 bytes`, { field: `${field}.size` });
+      const size = Number(sizeBig);
+      if (b.kind === "io" && (size < 4 || size > 256)) throw new PciError("PCI_INVALID_SPEC", `${field}.size: an I/O BAR is 4..256 bytes`, { field: `${field}.size` });
+      if (b.kind !== "io" && size < 16) throw new PciError("PCI_INVALID_SPEC", `${field}.size: a memory BAR is at least 16 bytes`, { field: `${field}.size` });
+      if (b.kind === "mem32" && size > 2 ** 31) throw new PciError("PCI_INVALID_SPEC", `${field}.size: a 32-bit BAR is at most 2 GiB; use mem64`, { field: `${field}.size` });
+      if (b.kind === "mem64" && i === 5) throw new PciError("PCI_INVALID_SPEC", `${field}: a 64-bit BAR needs slot ${i + 1} for its upper half`, { field });
+      if (b.kind === "mem64" && list[i + 1]) throw new PciError("PCI_INVALID_SPEC", `bars[${i + 1}]: slot is the upper half of the 64-bit BAR ${i}`, { field: `bars[${i + 1}]` });
+      if (b.kind === "io" && b.prefetchable) throw new PciError("PCI_INVALID_SPEC", `${field}.prefetchable: I/O BARs cannot be prefetchable`, { field: `${field}.prefetchable` });
+      if (!!b.ops === !!b.ram) throw new PciError("PCI_INVALID_SPEC", `${field}: give exactly one of ops (callbacks) or ram`, { field });
+      let ram: Uint8Array | undefined;
+      let mmap: BarState["mmap"];
+      if (b.ram === true) ram = new Uint8Array(size);
+      else if (b.ram) {
+        if (!(b.ram.bytes instanceof Uint8Array) || b.ram.bytes.length !== size) throw new PciError("PCI_INVALID_SPEC", `${field}.ram.bytes must be a Uint8Array of exactly ${size} bytes`, { field: `${field}.ram.bytes` });
+        ram = b.ram.bytes;
+        if (b.ram.fd !== undefined) mmap = { fd: b.ram.fd, offset: b.ram.fdOffset ?? 0n };
+      }
+      if (b.shadow?.length && !b.ops) throw new PciError("PCI_INVALID_SPEC", `${field}.shadow: shadow windows need a callback BAR`, { field: `${field}.shadow` });
+      const flags = (b.kind === "io" ? BAR_FLAG_IO : 0) | (b.kind === "mem64" ? BAR_FLAG_MEM64 : 0) | (b.prefetchable ? BAR_FLAG_PREFETCH : 0);
+      const lo = Number(sizeBig & 0xffffffffn);
+      const hi = Number(sizeBig >> 32n);
+      if (this.x.pciBarRegister(this.fnPtr, i, lo, hi, flags) !== 0) throw new PciError("PCI_INVALID_SPEC", `${field}: the core rejected the BAR declaration`, { field });
+      const placeholder = new BarRegion(size, [{ start: 0, end: size, memoryBase: 0, opsBase: 0 }]);
+      this.bars[i] = { index: i, kind: b.kind, size, prefetchable: !!b.prefetchable, region: placeholder, ram, mmap, shadows: [], spec: b };
+    }
+    if (spec.rom) {
+      const bytes = spec.rom.bytes;
+      if (!(bytes instanceof Uint8Array) || bytes.length === 0) throw new PciError("PCI_INVALID_SPEC", "rom.bytes must be a non-empty Uint8Array", { field: "rom.bytes" });
+      let size = spec.rom.size ?? Math.max(2048, 2 ** Math.ceil(Math.log2(bytes.length)));
+      if (!isPow2(size) || size < 2048 || size < bytes.length || size > 2 ** 31) throw new PciError("PCI_INVALID_SPEC", `rom.size must be a power of two ≥ 2048 and ≥ rom.bytes.length`, { field: "rom.size" });
+      if (this.x.pciBarRegister(this.fnPtr, 6, size >>> 0, 0, BAR_FLAG_ROM) !== 0) throw new PciError("PCI_INVALID_SPEC", "the core rejected the ROM declaration", { field: "rom" });
+      const image = new Uint8Array(size);
+      image.set(bytes);
+      const region = new BarRegion(size, [{ start: 0, end: size, readMemory: image, memoryBase: 0, writeIgnored: true, opsBase: 0 }]);
+      this.bars[6] = { index: 6, kind: "rom", size, prefetchable: false, region, ram: image, shadows: [] };
+    }
+  }
+
+  /** Builds each BAR's section list: device ops / RAM, MSI-X table and PBA, shadows. */
+  private buildRegions(): void {
+    const msix = this.caps.msix;
+    for (let i = 0; i < 6; i++) {
+      const b = this.bars[i];
+      if (!b || !b.spec) continue;
+      const spec = b.spec;
+      const overlays: Section[] = [];
+      let mainOps: SectionOps | undefined;
+      if (spec.ops) {
+        for (const s of [spec.ops.valid, spec.ops.impl]) {
+          if (!s) continue;
+          for (const v of [s.min, s.max]) if (v !== undefined && v !== 1 && v !== 2 && v !== 4 && v !== 8) throw new PciError("PCI_INVALID_SPEC", `bars[${i}].ops: access sizes must be 1, 2, 4 or 8`, { field: `bars[${i}].ops` });
+          if (s.min !== undefined && s.max !== undefined && s.min > s.max) throw new PciError("PCI_INVALID_SPEC", `bars[${i}].ops: min access size exceeds max`, { field: `bars[${i}].ops` });
+        }
+        if (spec.ops.impl?.unaligned && !spec.ops.valid?.unaligned) throw new PciError("PCI_INVALID_SPEC", `bars[${i}].ops: impl.unaligned needs valid.unaligned`, { field: `bars[${i}].ops` });
+        mainOps = normaliseOps(spec.ops);
+      }
+      if (msix && msix.tableBar === i) overlays.push({ start: msix.tableOffset, end: msix.tableOffset + msix.tableSize, memoryBase: 0, ops: this.msixTableOps(), opsBase: msix.tableOffset });
+      if (msix && msix.pbaBar === i) overlays.push({ start: msix.pbaOffset, end: msix.pbaOffset + msix.pbaSize, memoryBase: 0, ops: this.msixPbaOps(), opsBase: msix.pbaOffset });
+      const windows = [...(spec.shadow ?? [])];
+      for (let w = 0; w < windows.length; w++) {
+        const win = windows[w];
+        const field = `bars[${i}].shadow[${w}]`;
+        if (!Number.isInteger(win.offset) || !Number.isInteger(win.size) || win.size <= 0 || win.offset < 0 || win.offset + win.size > b.size)
+          throw new PciError("PCI_INVALID_SPEC", `${field}: window must lie inside the BAR (${b.size} bytes)`, { field });
+        for (const o of overlays)
+          if (win.offset < o.end && o.start < win.offset + win.size) throw new PciError("PCI_INVALID_SPEC", `${field}: window overlaps another shadow window or the MSI-X table/PBA`, { field });
+        const mem = new Uint8Array(win.size);
+        b.shadows.push(mem);
+        overlays.push({ start: win.offset, end: win.offset + win.size, readMemory: mem, memoryBase: win.offset, ops: mainOps, opsBase: 0 });
+      }
+      const base: Omit<Section, "start" | "end"> = b.ram ? { readMemory: b.ram, writeMemory: b.ram, memoryBase: 0, opsBase: 0 } : { ops: mainOps, memoryBase: 0, opsBase: 0 };
+      b.region = new BarRegion(b.size, buildSections(b.size, base, overlays));
+    }
+  }
+
+  // ---- config space --------------------------------------------------------------------
+
+  private checkConfig(offset: number, size: number): void {
+    if (size !== 1 && size !== 2 && size !== 4) throw new PciError("PCI_CONFIG_ALIGN", `config access size ${size} is not 1, 2 or 4`, { offset, size });
+    if (!Number.isInteger(offset) || offset < 0 || offset + size > this.configSize)
+      throw new PciError("PCI_CONFIG_RANGE", `config access of ${size} bytes at 0x${offset.toString(16)} is outside the ${this.configSize}-byte config space`, { offset, size });
+    if ((offset & 3) + size > 4) throw new PciError("PCI_CONFIG_ALIGN", `config access of ${size} bytes at 0x${offset.toString(16)} crosses a dword boundary`, { offset, size });
+  }
+
+  readConfig(offset: number, size: 1 | 2 | 4): number {
+    this.checkConfig(offset, size);
+    const cfg = this.cfg();
+    let v = size === 1 ? cfg[offset] : size === 2 ? u16(cfg, offset) : u32(cfg, offset);
+    if (this.spec.configRead) v = this.spec.configRead(offset, size, v) >>> 0;
+    return v;
+  }
+
+  writeConfig(offset: number, size: 1 | 2 | 4, value: number): void {
+    this.checkConfig(offset, size);
+    this.configWriteChecked(offset, size, value >>> 0);
+  }
+
+  private configWriteChecked(offset: number, size: number, value: number): void {
+    const msi = this.caps.msi;
+    const pm = this.caps.pm;
+    const oldPmState = pm !== undefined ? this.cfg()[pm + R.PCI_PM_CTRL] & R.PCI_PM_CTRL_STATE_MASK : 0;
+    const result = this.x.pciConfigWrite(this.fnPtr, offset, size, value) >>> 0;
+    if (result & CFGW_INVALID) throw new PciError("PCI_CONFIG_RANGE", `config write at 0x${offset.toString(16)} rejected by the core`, { offset, size });
+    if (result & 0x7f) this.refreshMappings();
+    if (result & CFGW_INTX_DISABLE_CHANGED) this.updateIntxOutput();
+    if (pm !== undefined && offset < pm + 6 && pm + R.PCI_PM_CTRL < offset + size) {
+      // D1/D2 are not supported: a write selecting them leaves the state unchanged.
+      const cfg = this.cfg();
+      const st = cfg[pm + R.PCI_PM_CTRL] & R.PCI_PM_CTRL_STATE_MASK;
+      if (st === 1 || st === 2) cfg[pm + R.PCI_PM_CTRL] = (cfg[pm + R.PCI_PM_CTRL] & ~R.PCI_PM_CTRL_STATE_MASK) | oldPmState;
+    }
+    if (msi && offset < msi.offset + msi.size && msi.offset < offset + size) this.msiWriteConfig();
+    const msix = this.caps.msix;
+    if (msix && offset <= msix.offset + 3 && msix.offset + 3 < offset + size) this.msixWriteConfig();
+    this.spec.configWrite?.(offset, size as 1 | 2 | 4, value);
+  }
+
+  readConfigBytes(offset: number, dest: Uint8Array): void {
+    this.checkConfigRange(offset, dest.length);
+    let pos = 0;
+    while (pos < dest.length) {
+      const at = offset + pos;
+      const n = pieceOf(at, dest.length - pos);
+      const v = this.readConfig(at, n);
+      for (let i = 0; i < n; i++) dest[pos + i] = (v >>> (8 * i)) & 0xff;
+      pos += n;
+    }
+  }
+
+  writeConfigBytes(offset: number, src: Uint8Array): void {
+    this.checkConfigRange(offset, src.length);
+    let pos = 0;
+    while (pos < src.length) {
+      const at = offset + pos;
+      const n = pieceOf(at, src.length - pos);
+      let v = 0;
+      for (let i = n - 1; i >= 0; i--) v = v * 256 + src[pos + i];
+      this.configWriteChecked(at, n, v);
+      pos += n;
+    }
+  }
+
+  private checkConfigRange(offset: number, length: number): void {
+    if (!Number.isInteger(offset) || offset < 0 || !Number.isInteger(length) || length < 0 || offset + length > this.configSize)
+      throw new PciError("PCI_CONFIG_RANGE", `config access of ${length} bytes at 0x${offset.toString(16)} is outside the ${this.configSize}-byte config space`, { offset, size: length });
+  }
+
+  configSnapshot(): Uint8Array {
+    return this.cfg().slice(0, this.configSize);
+  }
+
+  // ---- BARs ----------------------------------------------------------------------------
+
+  private refreshMappings(): void {
+    for (let i = 0; i < 7; i++) {
+      if (!this.bars[i]) continue;
+      const lo = this.x.pciBarAddressLo(this.fnPtr, i) >>> 0;
+      const hi = this.x.pciBarAddressHi(this.fnPtr, i) >>> 0;
+      this.mapped[i] = lo === 0xffffffff && hi === 0xffffffff ? undefined : (BigInt(hi) << 32n) | BigInt(lo);
+    }
+  }
+
+  barAddress(index: number): bigint | undefined {
+    return this.mapped[index];
+  }
+
+  regionInfo(index: number): PciRegionInfo {
+    if (!Number.isInteger(index) || index < 0 || index > PCI_ROM_REGION) throw new PciError("PCI_REGION_INDEX", `region ${index} does not exist (0..5 = BARs, 6 = ROM)`, { region: index });
+    const b = this.bars[index];
+    const upper = index > 0 && this.bars[index - 1]?.kind === "mem64" ? index - 1 : undefined;
+    if (!b) return { index, kind: index === PCI_ROM_REGION ? "rom" : "mem32", size: 0n, prefetchable: false, readable: false, writable: false, upperHalfOf: upper };
+    return { index, kind: b.kind, size: BigInt(b.size), prefetchable: b.prefetchable, readable: true, writable: b.kind !== "rom", mmap: b.mmap };
+  }
+
+  private bar(index: number): BarState {
+    const b = Number.isInteger(index) && index >= 0 && index <= 6 ? this.bars[index] : undefined;
+    if (!b) throw new PciError("PCI_REGION_INDEX", `region ${index} is not implemented by ${this.name}`, { region: index });
+    return b;
+  }
+
+  private checkRegion(b: BarState, offset: number, length: number): void {
+    if (offset > b.size || length > b.size - offset)
+      throw new PciError("PCI_REGION_RANGE", `region ${b.index}: ${length} bytes at 0x${offset.toString(16)} pass the end of the ${b.size}-byte region`, { region: b.index, offset, size: length });
+  }
+
+  private invalid(b: BarState, offset: number, size: number): PciError {
+    return new PciError("PCI_ACCESS_INVALID", `region ${b.index}: a ${size}-byte access at 0x${offset.toString(16)} is not valid for this region`, { region: b.index, offset, size });
+  }
+
+  readRegion(index: number, offset: number | bigint, size: AccessSize): bigint {
+    checkAccessSize(size);
+    const b = this.bar(index);
+    const off = offsetNumber(offset, index);
+    this.checkRegion(b, off, size);
+    const v = b.region.read(off, size);
+    if (b.region.status === ACCESS_INVALID) throw this.invalid(b, off, size);
+    return typeof v === "bigint" ? v : BigInt(v);
+  }
+
+  writeRegion(index: number, offset: number | bigint, size: AccessSize, value: bigint): void {
+    checkAccessSize(size);
+    const b = this.bar(index);
+    const off = offsetNumber(offset, index);
+    this.checkRegion(b, off, size);
+    b.region.write(off, size, size === 8 ? BigInt.asUintN(64, value) : Number(BigInt.asUintN(size * 8, value)));
+    if (b.region.status === ACCESS_INVALID) throw this.invalid(b, off, size);
+  }
+
+  readRegionBytes(index: number, offset: number | bigint, dest: Uint8Array): void {
+    const b = this.bar(index);
+    const off = offsetNumber(offset, index);
+    this.checkRegion(b, off, dest.length);
+    if (b.region.readBytes(off, dest) === ACCESS_INVALID) throw this.invalid(b, off, dest.length);
+  }
+
+  writeRegionBytes(index: number, offset: number | bigint, src: Uint8Array): void {
+    const b = this.bar(index);
+    const off = offsetNumber(offset, index);
+    this.checkRegion(b, off, src.length);
+    if (b.region.writeBytes(off, src) === ACCESS_INVALID) throw this.invalid(b, off, src.length);
+  }
+
+  /** BAR decode in the core: slot and offset for [address, address + size), or -1. */
+  private decode(space: "mem" | "io", address: bigint, size: number): number {
+    if (typeof address !== "bigint" || address < 0n || address > 0xffffffffffffffffn) return -1;
+    return this.x.pciBarDecode(this.fnPtr, space === "io" ? 1 : 0, Number(address & 0xffffffffn), Number(address >> 32n), size);
+  }
+
+  private decodedOffset(): number {
+    return this.x.pciDecodedOffsetHi(this.fnPtr) * 2 ** 32 + (this.x.pciDecodedOffsetLo(this.fnPtr) >>> 0);
+  }
+
+  busRead(space: "mem" | "io", address: bigint, size: AccessSize): bigint | undefined {
+    checkAccessSize(size);
+    const slot = this.decode(space, address, size);
+    if (slot < 0) return undefined;
+    const b = this.bars[slot]!;
+    const off = this.decodedOffset();
+    const v = b.region.read(off, size);
+    if (b.region.status === ACCESS_INVALID) throw this.invalid(b, off, size);
+    return typeof v === "bigint" ? v : BigInt(v);
+  }
+
+  busWrite(space: "mem" | "io", address: bigint, size: AccessSize, value: bigint): boolean {
+    checkAccessSize(size);
+    const slot = this.decode(space, address, size);
+    if (slot < 0) return false;
+    const b = this.bars[slot]!;
+    const off = this.decodedOffset();
+    b.region.write(off, size, size === 8 ? BigInt.asUintN(64, value) : Number(BigInt.asUintN(size * 8, value)));
+    if (b.region.status === ACCESS_INVALID) throw this.invalid(b, off, size);
+    return true;
+  }
+
+  shadow(bar: number, window = 0): Uint8Array {
+    const b = this.bar(bar);
+    const mem = b.shadows[window];
+    if (!mem) throw new PciError("PCI_REGION_INDEX", `region ${bar} has no shadow window ${window}`, { region: bar });
+    return mem;
+  }
+
+  // ---- interrupts ----------------------------------------------------------------------
+
+  private makeInterrupts(): PciInterrupts {
+    const self = this;
+    return {
+      setIntx(level: boolean) {
+        self.setIntxLevel(level);
+      },
+      get msiEnabled() {
+        return self.msiEnabled();
+      },
+      get msixEnabled() {
+        return self.msixEnabled();
+      },
+      notifyMsi(vector: number) {
+        self.msiNotify(vector);
+      },
+      notifyMsix(vector: number) {
+        self.msixNotify(vector);
+      },
+      notify(vector: number) {
+        if (self.msixEnabled()) self.msixNotify(vector);
+        else if (self.msiEnabled()) self.msiNotify(vector);
+        else return false;
+        return true;
+      },
+      get intxLevel() {
+        return self.intxLevelValue;
+      },
+    };
+  }
+
+  attachInterruptSink(sink: InterruptSink | null, delivery: InterruptDelivery = "device"): void {
+    this.sink = sink;
+    this.delivery = delivery;
+    this.peer = { kind: null, count: 0 };
+    if (sink && this.intxOutput) sink.intx(true);
+  }
+
+  setPeerInterrupts(kind: VectorKind | "intx", count: number): void {
+    if (!Number.isInteger(count) || count < 0) throw new PciError("PCI_INVALID_SPEC", `peer interrupt count ${count} is invalid`, { field: "count" });
+    this.peer = count === 0 ? { kind: null, count: 0 } : { kind, count };
+  }
+
+  /** QEMU pci_set_irq / pci_irq_handler: level-triggered, status bit mirrors the level. */
+  private setIntxLevel(level: boolean): void {
+    if (this.interruptInfo.intx === false) return;
+    if (level === this.intxLevelValue) return;
+    this.intxLevelValue = level;
+    const cfg = this.cfg();
+    if (level) cfg[R.PCI_STATUS] |= R.PCI_STATUS_INTERRUPT;
+    else cfg[R.PCI_STATUS] &= ~R.PCI_STATUS_INTERRUPT;
+    this.updateIntxOutput();
+  }
+
+  /** The pin as the bus sees it: asserted and not disabled (QEMU pci_irq_disabled). */
+  private updateIntxOutput(): void {
+    const disabled = (u16(this.cfg(), R.PCI_COMMAND) & R.PCI_COMMAND_INTX_DISABLE) !== 0;
+    const out = this.intxLevelValue && !disabled;
+    if (out === this.intxOutput) return;
+    this.intxOutput = out;
+    this.sink?.intx(out);
+  }
+
+  private msiEnabled(): boolean {
+    if (this.delivery === "peer") return this.peer.kind === "msi";
+    const msi = this.caps.msi;
+    return !!msi && (u16(this.cfg(), msi.offset + R.PCI_MSI_FLAGS) & R.PCI_MSI_FLAGS_ENABLE) !== 0;
+  }
+
+  private msixEnabled(): boolean {
+    if (this.delivery === "peer") return this.peer.kind === "msix";
+    const msix = this.caps.msix;
+    return !!msix && (u16(this.cfg(), msix.offset + R.PCI_MSIX_FLAGS) & R.PCI_MSIX_FLAGS_ENABLE) !== 0;
+  }
+
+  /** QEMU msi_get_message: the low log2(enabled vectors) data bits carry the vector. */
+  private msiMessage(vector: number): MsiMessage {
+    const msi = this.caps.msi!;
+    const cfg = this.cfg();
+    const flags = u16(cfg, msi.offset + R.PCI_MSI_FLAGS);
+    const lo = u32(cfg, msi.offset + R.PCI_MSI_ADDRESS_LO);
+    const address = msi.address64 ? (BigInt(u32(cfg, msi.offset + R.PCI_MSI_ADDRESS_HI)) << 32n) | BigInt(lo) : BigInt(lo);
+    const enabled = 1 << ((flags & R.PCI_MSI_FLAGS_QSIZE) >> 4);
+    let data = u16(cfg, msi.offset + msi.dataOffset);
+    if (enabled > 1) data = (data & ~(enabled - 1)) | vector;
+    return { address, data };
+  }
+
+  private msiEnabledVectors(): number {
+    const msi = this.caps.msi!;
+    const flags = u16(this.cfg(), msi.offset + R.PCI_MSI_FLAGS);
+    return 1 << ((flags & R.PCI_MSI_FLAGS_QSIZE) >> 4);
+  }
+
+  /** QEMU msi_notify. */
+  private msiNotify(vector: number): void {
+    const msi = this.caps.msi;
+    if (this.delivery === "peer") {
+      if (this.peer.kind === "msi" && vector >= 0 && vector < this.peer.count) this.sink?.vector("msi", vector, msi ? this.msiMessage(vector) : { address: 0n, data: 0 });
+      return;
+    }
+    if (!msi || !this.msiEnabled() || !Number.isInteger(vector) || vector < 0 || vector >= this.msiEnabledVectors()) return;
+    if (msi.perVectorMask) {
+      const cfg = this.cfg();
+      if (u32(cfg, msi.offset + msi.maskOffset) & (1 << vector)) {
+        put32(cfg, msi.offset + msi.pendingOffset, u32(cfg, msi.offset + msi.pendingOffset) | (1 << vector));
+        return;
+      }
+    }
+    this.sink?.vector("msi", vector, this.msiMessage(vector));
+  }
+
+  /** QEMU msi_write_config: on enable, INTx is deasserted, an over-large MME is clamped,
+   *  and pending vectors that are now unmasked fire. */
+  private msiWriteConfig(): void {
+    const msi = this.caps.msi!;
+    const cfg = this.cfg();
+    let flags = u16(cfg, msi.offset + R.PCI_MSI_FLAGS);
+    if (!(flags & R.PCI_MSI_FLAGS_ENABLE)) return;
+    this.setIntxLevel(false);
+    const mme = (flags & R.PCI_MSI_FLAGS_QSIZE) >> 4;
+    const mmc = (flags & R.PCI_MSI_FLAGS_QMASK) >> 1;
+    if (mme > mmc) {
+      flags = (flags & ~R.PCI_MSI_FLAGS_QSIZE) | (mmc << 4);
+      put16(cfg, msi.offset + R.PCI_MSI_FLAGS, flags);
+    }
+    if (!msi.perVectorMask) return;
+    const n = this.msiEnabledVectors();
+    const live = n === 32 ? 0xffffffff : (1 << n) - 1;
+    let pending = u32(cfg, msi.offset + msi.pendingOffset) & live;
+    put32(cfg, msi.offset + msi.pendingOffset, pending);
+    const mask = u32(cfg, msi.offset + msi.maskOffset);
+    for (let v = 0; v < n; v++) {
+      const bit = 1 << v;
+      if (!(pending & bit) || mask & bit) continue;
+      pending &= ~bit;
+      put32(this.cfg(), msi.offset + msi.pendingOffset, pending >>> 0);
+      this.msiNotify(v);
+    }
+  }
+
+  private msixResetTable(): void {
+    const t = this.msixTable;
+    t.fill(0);
+    for (let off = R.PCI_MSIX_ENTRY_VECTOR_CTRL; off < t.length; off += R.PCI_MSIX_ENTRY_SIZE) t[off] = R.PCI_MSIX_ENTRY_CTRL_MASKBIT;
+    this.msixPba.fill(0);
+    this.msixFunctionMasked = true;
+  }
+
+  private msixVectorMasked(vector: number, functionMasked: boolean): boolean {
+    return functionMasked || (this.msixTable[vector * 16 + R.PCI_MSIX_ENTRY_VECTOR_CTRL] & R.PCI_MSIX_ENTRY_CTRL_MASKBIT) !== 0;
+  }
+
+  private msixMessage(vector: number): MsiMessage {
+    const t = this.msixTable;
+    const e = vector * 16;
+    return { address: (BigInt(u32(t, e + 4)) << 32n) | BigInt(u32(t, e)), data: u32(t, e + 8) };
+  }
+
+  /** QEMU msix_notify: masked (entry, function mask, or disabled) → PBA bit. */
+  private msixNotify(vector: number): void {
+    const msix = this.caps.msix;
+    if (this.delivery === "peer") {
+      if (this.peer.kind === "msix" && vector >= 0 && vector < this.peer.count) this.sink?.vector("msix", vector, msix && vector < msix.vectors ? this.msixMessage(vector) : { address: 0n, data: 0 });
+      return;
+    }
+    if (!msix || !Number.isInteger(vector) || vector < 0 || vector >= msix.vectors) return;
+    if (this.msixVectorMasked(vector, this.msixFunctionMasked)) {
+      this.msixPba[vector >> 3] |= 1 << (vector & 7);
+      return;
+    }
+    this.sink?.vector("msix", vector, this.msixMessage(vector));
+  }
+
+  /** QEMU msix_handle_mask_update: an unmasked vector with its PBA bit set fires now. */
+  private msixMaskUpdate(vector: number, wasMasked: boolean): void {
+    const isMasked = this.msixVectorMasked(vector, this.msixFunctionMasked);
+    if (!wasMasked || isMasked) return;
+    const bit = 1 << (vector & 7);
+    if (this.msixPba[vector >> 3] & bit) {
+      this.msixPba[vector >> 3] &= ~bit;
+      this.msixNotify(vector);
+    }
+  }
+
+  /** QEMU msix_write_config (the control word's upper byte was written). */
+  private msixWriteConfig(): void {
+    const msix = this.caps.msix!;
+    const flags = u16(this.cfg(), msix.offset + R.PCI_MSIX_FLAGS);
+    const wasMasked = this.msixFunctionMasked;
+    const enabled = (flags & R.PCI_MSIX_FLAGS_ENABLE) !== 0;
+    this.msixFunctionMasked = !enabled || (flags & R.PCI_MSIX_FLAGS_MASKALL) !== 0;
+    if (!enabled) return;
+    this.setIntxLevel(false);
+    if (this.msixFunctionMasked === wasMasked) return;
+    for (let v = 0; v < msix.vectors; v++) this.msixMaskUpdate(v, this.msixVectorMasked(v, wasMasked));
+  }
+
+  private msixTableOps(): SectionOps {
+    const self = this;
+    return {
+      read(offset, size) {
+        const t = self.msixTable;
+        return size === 4 ? u32(t, offset) : size === 2 ? u16(t, offset) : t[offset];
+      },
+      write(offset, _size, value) {
+        const vector = offset >> 4;
+        const wasMasked = self.msixVectorMasked(vector, self.msixFunctionMasked);
+        put32(self.msixTable, offset & ~3, Number(value) >>> 0);
+        self.msixMaskUpdate(vector, wasMasked);
+      },
+      // QEMU msix_table_mmio_ops: 4- and 8-byte accesses, implemented as 4-byte ones.
+      validMin: 4,
+      validMax: 8,
+      validUnaligned: false,
+      implMin: 4,
+      implMax: 4,
+      implUnaligned: false,
+    };
+  }
+
+  private msixPbaOps(): SectionOps {
+    const self = this;
+    return {
+      read(offset) {
+        return u32(self.msixPba, offset);
+      },
+      write() {
+        // The PBA is read-only.
+      },
+      validMin: 4,
+      validMax: 8,
+      validUnaligned: false,
+      implMin: 4,
+      implMax: 4,
+      implUnaligned: false,
+    };
+  }
+
+  // ---- DMA -----------------------------------------------------------------------------
+
+  get dma(): DmaApi | null {
+    return this.dmaApi;
+  }
+
+  attachDma(dma: DmaApi | null): void {
+    this.dmaApi = dma;
+  }
+
+  // ---- reset ---------------------------------------------------------------------------
+
+  reset(): void {
+    const cfg = this.cfg();
+    cfg.set(this.initialConfig);
+    this.msixResetTable();
+    this.x.pciUpdateMappings(this.fnPtr);
+    this.refreshMappings();
+    this.intxLevelValue = false;
+    this.updateIntxOutput();
+    for (const b of this.bars) for (const s of b?.shadows ?? []) s.fill(0);
+    this.spec.reset?.();
+  }
+
+  // ---- migration -----------------------------------------------------------------------
+
+  saveState(): Uint8Array {
+    const parts: Uint8Array[] = [];
+    const header = new Uint8Array(16);
+    put32(header, 0, STATE_MAGIC);
+    put32(header, 4, STATE_VERSION);
+    put32(header, 8, this.configSize);
+    put32(header, 12, this.intxLevelValue ? 1 : 0);
+    parts.push(header, this.configSnapshot());
+    const blob = (bytes: Uint8Array) => {
+      const len = new Uint8Array(4);
+      put32(len, 0, bytes.length);
+      parts.push(len, bytes.slice());
+    };
+    blob(this.msixTable);
+    blob(this.msixPba);
+    for (let i = 0; i < 6; i++) {
+      const b = this.bars[i];
+      blob(b?.ram ?? new Uint8Array(0));
+      const shadows = b?.shadows ?? [];
+      blob(new Uint8Array([shadows.length]));
+      for (const s of shadows) blob(s);
+    }
+    blob(this.spec.saveState?.() ?? new Uint8Array(0));
+    const total = parts.reduce((n, p) => n + p.length, 0);
+    const out = new Uint8Array(total);
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  }
+
+  restoreState(state: Uint8Array): void {
+    const fail = (why: string): never => {
+      throw new PciError("PCI_STATE_FORMAT", `${this.name}: saved state does not fit this function: ${why}`);
+    };
+    if (!(state instanceof Uint8Array) || state.length < 16) fail("too short");
+    if (u32(state, 0) !== STATE_MAGIC || u32(state, 4) !== STATE_VERSION) fail("bad magic or version");
+    if (u32(state, 8) !== this.configSize) fail("config space size differs");
+    const intx = u32(state, 12) === 1;
+    let at = 16;
+    if (state.length < at + this.configSize) fail("truncated config space");
+    const config = state.subarray(at, at + this.configSize);
+    at += this.configSize;
+    const take = (expect?: number): Uint8Array => {
+      if (at + 4 > state.length) fail("truncated");
+      const len = u32(state, at);
+      at += 4;
+      if (at + len > state.length) fail("truncated");
+      if (expect !== undefined && len !== expect) fail(`a section is ${len} bytes, expected ${expect}`);
+      const bytes = state.subarray(at, at + len);
+      at += len;
+      return bytes;
+    };
+    // Parse everything before changing anything.
+    const table = take(this.msixTable.length);
+    const pba = take(this.msixPba.length);
+    const barData: { ram: Uint8Array; shadows: Uint8Array[] }[] = [];
+    for (let i = 0; i < 6; i++) {
+      const b = this.bars[i];
+      const ram = take(b?.ram ? b.ram.length : 0);
+      const shadowCount = take(1)[0];
+      if (shadowCount !== (b?.shadows.length ?? 0)) fail(`BAR ${i} shadow window count differs`);
+      const shadows: Uint8Array[] = [];
+      for (let s = 0; s < shadowCount; s++) shadows.push(take(b!.shadows[s].length));
+      barData.push({ ram, shadows });
+    }
+    const device = take();
+    if (at !== state.length) fail("trailing bytes");
+    // Read-only identity must match: ids, revision, class, header type, subsystem, pin,
+    // the capability pointer.
+    const cur = this.cfg();
+    for (const [o, n] of [[0, 4], [8, 4], [0x0e, 1], [0x2c, 4], [0x34, 1], [0x3d, 1]] as const)
+      for (let i = o; i < o + n; i++) if (cur[i] !== config[i]) fail(`read-only register at 0x${i.toString(16)} differs`);
+    for (const c of this.caps.list) if (config[c.offset] !== c.id) fail(`capability at 0x${c.offset.toString(16)} differs`);
+    if (this.spec.restoreState) this.spec.restoreState(device);
+    else if (device.length) fail("device state present but the device cannot restore it");
+    this.cfg().set(config);
+    this.msixTable.set(table);
+    this.msixPba.set(pba);
+    for (let i = 0; i < 6; i++) {
+      const b = this.bars[i];
+      if (!b) continue;
+      if (b.ram && b.kind !== "rom") b.ram.set(barData[i].ram);
+      barData[i].shadows.forEach((s, k) => b.shadows[k].set(s));
+    }
+    const msix = this.caps.msix;
+    if (msix) {
+      const flags = u16(this.cfg(), msix.offset + R.PCI_MSIX_FLAGS);
+      this.msixFunctionMasked = !(flags & R.PCI_MSIX_FLAGS_ENABLE) || (flags & R.PCI_MSIX_FLAGS_MASKALL) !== 0;
+    }
+    this.x.pciUpdateMappings(this.fnPtr);
+    this.refreshMappings();
+    this.intxLevelValue = intx;
+    this.updateIntxOutput();
+  }
+}
+
+/** Largest dword-contained piece at `at` of at most `len` bytes, naturally aligned. */
+function pieceOf(at: number, len: number): 1 | 2 | 4 {
+  if ((at & 3) === 0 && len >= 4) return 4;
+  if ((at & 1) === 0 && len >= 2) return 2;
+  return 1;
+}
+
+/**
+ * Builds a PCI function from its declaration. Throws PciError("PCI_INVALID_SPEC") naming
+ * the offending field when the declaration is inconsistent.
+ */
+export function createPciFunction(spec: PciFunctionSpec, options: CreatePciFunctionOptions = {}): PciFunction {
+  return new PciFunctionImpl(spec, options);
+}
