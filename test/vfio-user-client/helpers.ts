@@ -165,3 +165,66 @@ export function regionAccess(req: Request): { offset: bigint; region: number; co
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/**
+ * A small fake PCI function served by the scripted server: 9 regions (BAR0 1 MiB memory, BAR1
+ * 256-byte I/O, config 256 bytes), 5 IRQ types, and memory behind each region so reads return
+ * what writes stored. Config bytes are laid out here by hand.
+ */
+export function fakeDevice() {
+  const config = Buffer.alloc(256);
+  config.writeUInt16LE(0x1234, 0x00);
+  config.writeUInt16LE(0x11e8, 0x02);
+  config.writeUInt16LE(0x0002, 0x04); // Mem+
+  config.writeUInt16LE(0x0010, 0x06); // capability list
+  config[0x08] = 0x10; // revision
+  config[0x0a] = 0xff; // subclass
+  config[0x0b] = 0x00; // class: unclassified
+  config.writeUInt32LE(0xfea00000, 0x10); // BAR0: 32-bit memory
+  config.writeUInt32LE(0x0000c001, 0x14); // BAR1: I/O
+  config.writeUInt16LE(0x1af4, 0x2c);
+  config.writeUInt16LE(0x1100, 0x2e);
+  config[0x34] = 0x40;
+  config[0x3c] = 11;
+  config[0x3d] = 1;
+  config[0x40] = 0x05; // MSI
+  config[0x41] = 0x00;
+  config.writeUInt16LE(0x0080, 0x42); // 64-bit capable, 1 vector
+  const sizes = [1 << 20, 0x100, 0, 0, 0, 0, 0, 256, 0];
+  const memory = sizes.map((size, i) => (i === 7 ? config : Buffer.alloc(size)));
+  memory[0].forEach((_, i) => (memory[0][i] = i & 0xff));
+  const irqCounts = [1, 1, 0, 1, 1];
+  const script: Script = (req, reply) => {
+    const p = req.payload;
+    switch (req.command) {
+      case 4:
+        return reply(msg(req.msgId, 4, REPLY, new B().u32(16).u32(3).u32(sizes.length).u32(irqCounts.length)));
+      case 5: {
+        const index = p.readUInt32LE(8);
+        if (index >= sizes.length) return reply(msg(req.msgId, 5, REPLY | ERROR, Buffer.alloc(0), 22));
+        return reply(msg(req.msgId, 5, REPLY, new B().u32(32).u32(sizes[index] ? 3 : 0).u32(index).u32(0).u64(sizes[index]).u64(0)));
+      }
+      case 7: {
+        const index = p.readUInt32LE(8);
+        return reply(msg(req.msgId, 7, REPLY, new B().u32(16).u32(index === 0 ? 3 : 1).u32(index).u32(irqCounts[index] ?? 0)));
+      }
+      case 9:
+      case 10: {
+        const { offset, region, count, data } = regionAccess(req);
+        const mem = memory[region];
+        if (!mem || offset + BigInt(count) > BigInt(mem.length)) {
+          if ((req.flags & NO_REPLY) === 0) reply(msg(req.msgId, req.command, REPLY | ERROR, Buffer.alloc(0), 22));
+          return;
+        }
+        const at = Number(offset);
+        if (req.command === 9) return reply(msg(req.msgId, 9, REPLY, readReply(offset, region, mem.subarray(at, at + count))));
+        data.copy(mem, at);
+        if ((req.flags & NO_REPLY) === 0) reply(msg(req.msgId, 10, REPLY, new B().u64(offset).u32(region).u32(count)));
+        return;
+      }
+      default:
+        if ((req.flags & NO_REPLY) === 0) reply(msg(req.msgId, req.command, REPLY | ERROR, Buffer.alloc(0), 38));
+    }
+  };
+  return { config, memory, script };
+}
