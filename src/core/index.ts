@@ -1,5 +1,6 @@
 // Public host API of the core (address spaces, regions, DMA). See README "Library".
 export { instantiateCore, coreWasmPath } from "./wasm.js";
 export type { CoreRef, CoreBuild, HostImportFactory } from "./wasm.js";
+export * from "./memory/index.js";
 export * from "./dma/index.js";
 export * from "./pci/index.js";

@@ -1,0 +1,337 @@
+// The access path (QEMU system/physmem.c flatview_read_continue / flatview_write_continue and
+// memory_access_size; system/memory.c memory_region_dispatch_read/write,
+// memory_region_access_valid, access_with_adjusted_size, adjust_endianness).
+//
+// An access of `len` bytes at `addr` is cut at flat-range boundaries. RAM/ROM pieces are
+// served from linear memory (ROM and read-only pieces drop writes, as QEMU's TCG does for
+// read-only sections). I/O pieces are cut by memory_access_size (at most valid.max, default
+// 4, and at most the address alignment unless impl.unaligned; rounded down to a power of 2),
+// checked (accepts, alignment, valid sizes: failure = decode error, reads give 0), then split
+// or widened to the impl sizes for the device callbacks, and byte-swapped for big-endian
+// devices. Results are MemTx bits OR-ed over all pieces.
+//
+// Differences from QEMU, on purpose: an access starting in an unassigned gap is cut at the
+// end of the gap (QEMU's unassigned section nominally spans everything, so a 4-byte access
+// straddling into a region was treated wholly as unassigned); ROM / read-only writes are
+// dropped silently (QEMU's address_space_write reports a decode error for ROM).
+import {
+  IO_ACCEPTS, IO_BIG_ENDIAN, IO_IMPL_UNALIGNED, IO_NO_GUARD, IO_UNASSIGNED, IO_VALID_UNALIGNED,
+  MEMTX_ACCESS_ERROR, MEMTX_DECODE_ERROR, MEMTX_OK,
+} from "./status";
+import { R_GUARD, R_IMAX, R_IMIN, R_IOFLAGS, R_VMAX, R_VMIN, guardTable, regionPtr } from "./regions";
+import { F_LAST, F_MODE, F_OFFSET, F_PTR, F_REGION, F_START, MODE_IO, MODE_MASK, MODE_RAM, flatFor, liveAs } from "./flatview";
+
+// Host callbacks (src/core/memory/wasm-engine.ts). Offsets are region-relative, as hi/lo.
+/** Returns the value (>= 0; for size 8 the low half, high half in IO_SCRATCH) or -(MemTx bits). */
+// @ts-ignore: decorator
+@external("host", "mem_io_read")
+declare function hostIoRead(region: u32, offHi: u32, offLo: u32, size: u32): f64;
+/** Returns MemTx bits. */
+// @ts-ignore: decorator
+@external("host", "mem_io_write")
+declare function hostIoWrite(region: u32, offHi: u32, offLo: u32, size: u32, valueLo: u32, valueHi: u32): u32;
+/** QEMU valid.accepts: returns 0 to veto. */
+// @ts-ignore: decorator
+@external("host", "mem_io_accepts")
+declare function hostIoAccepts(region: u32, offHi: u32, offLo: u32, size: u32, isWrite: u32): u32;
+
+/** Scratch shared with the host: [0] result value (u64), [8] high half of an 8-byte device read (u32). */
+export const SCRATCH: usize = memory.data(16, 8);
+
+/** Value of the last scalar read. */
+export let lastValue: u64 = 0;
+
+// @ts-ignore: decorator
+@inline function sizeMask(size: u32): u64 {
+  return size >= 8 ? u64.MAX_VALUE : (<u64>1 << (<u64>size << 3)) - 1;
+}
+
+/** QEMU memory_access_size: the largest piece an I/O region takes at region offset `addr1`. */
+export function memoryAccessSize(region: u32, len: u32, addr1: u64): u32 {
+  const p = regionPtr(region);
+  let max = <u32>load<u8>(p, R_VMAX);
+  if (max == 0) max = 4;
+  if ((<u32>load<u8>(p, R_IOFLAGS) & IO_IMPL_UNALIGNED) == 0) {
+    const align = addr1 & (0 - addr1); // lowest set bit (0 when addr1 == 0)
+    if (align != 0 && align < <u64>max) max = <u32>align;
+  }
+  let l = len < max ? len : max;
+  // pow2floor
+  return <u32>1 << (31 - clz<u32>(l));
+}
+
+/** QEMU memory_region_access_valid. */
+export function accessValid(region: u32, addr1: u64, size: u32, isWrite: bool): bool {
+  const p = regionPtr(region);
+  const flags = <u32>load<u8>(p, R_IOFLAGS);
+  if ((flags & IO_UNASSIGNED) != 0) return false; // unassigned_mem_accepts
+  if ((flags & IO_ACCEPTS) != 0 && hostIoAccepts(region, <u32>(addr1 >> 32), <u32>addr1, size, isWrite ? 1 : 0) == 0) return false;
+  if ((flags & IO_VALID_UNALIGNED) == 0 && (addr1 & <u64>(size - 1)) != 0) return false;
+  const vmax = <u32>load<u8>(p, R_VMAX);
+  if (vmax == 0) return true; // "unspecified": everything is valid
+  return size <= vmax && size >= <u32>load<u8>(p, R_VMIN);
+}
+
+// @ts-ignore: decorator
+@inline function bswapN(v: u64, size: u32): u64 {
+  if (size == 2) return <u64>bswap<u16>(<u16>v);
+  if (size == 4) return <u64>bswap<u32>(<u32>v);
+  if (size == 8) return bswap<u64>(v);
+  return v;
+}
+
+let dispatchValue: u64 = 0;
+
+/** QEMU memory_region_dispatch_read for one I/O piece; value in dispatchValue. */
+export function dispatchRead(region: u32, addr1: u64, size: u32): u32 {
+  dispatchValue = 0;
+  if (!accessValid(region, addr1, size, false)) return MEMTX_DECODE_ERROR;
+  const p = regionPtr(region);
+  const flags = <u32>load<u8>(p, R_IOFLAGS);
+  // access_with_adjusted_size
+  let imin = <u32>load<u8>(p, R_IMIN);
+  let imax = <u32>load<u8>(p, R_IMAX);
+  if (imin == 0) imin = 1;
+  if (imax == 0) imax = 4;
+  let guard: usize = 0;
+  if ((flags & IO_NO_GUARD) == 0) {
+    guard = guardTable + <usize>load<u32>(p, R_GUARD);
+    if (load<u8>(guard) != 0) return MEMTX_ACCESS_ERROR; // re-entrant access to this device
+    store<u8>(guard, 1);
+  }
+  const accessSize = size < imax ? (size > imin ? size : imin) : (imax > imin ? imax : imin);
+  const mask = sizeMask(accessSize);
+  const big = (flags & IO_BIG_ENDIAN) != 0;
+  let value: u64 = 0;
+  let status: u32 = MEMTX_OK;
+  for (let i: u32 = 0; i < size; i += accessSize) {
+    const a = addr1 + <u64>i;
+    const r = hostIoRead(region, <u32>(a >> 32), <u32>a, accessSize);
+    let tmp: u64 = 0;
+    if (r < 0) {
+      status |= <u32>(-r);
+    } else {
+      tmp = <u64>r;
+      if (accessSize == 8) tmp = (<u64>load<u32>(SCRATCH, 8) << 32) | <u64><u32>r;
+    }
+    const shift: i32 = big ? <i32>(size - accessSize - i) * 8 : <i32>i * 8;
+    if (shift >= 0) value |= (tmp & mask) << <u64>shift;
+    else value |= (tmp & mask) >> <u64>(-shift);
+  }
+  if (guard != 0) store<u8>(guard, 0);
+  value &= sizeMask(size);
+  if (big) value = bswapN(value, size); // adjust_endianness (the target is little-endian)
+  dispatchValue = value;
+  return status;
+}
+
+/** QEMU memory_region_dispatch_write for one I/O piece. */
+export function dispatchWrite(region: u32, addr1: u64, size: u32, data: u64): u32 {
+  if (!accessValid(region, addr1, size, true)) return MEMTX_DECODE_ERROR;
+  const p = regionPtr(region);
+  const flags = <u32>load<u8>(p, R_IOFLAGS);
+  let value = data & sizeMask(size);
+  const big = (flags & IO_BIG_ENDIAN) != 0;
+  if (big) value = bswapN(value, size);
+  let imin = <u32>load<u8>(p, R_IMIN);
+  let imax = <u32>load<u8>(p, R_IMAX);
+  if (imin == 0) imin = 1;
+  if (imax == 0) imax = 4;
+  let guard: usize = 0;
+  if ((flags & IO_NO_GUARD) == 0) {
+    guard = guardTable + <usize>load<u32>(p, R_GUARD);
+    if (load<u8>(guard) != 0) return MEMTX_ACCESS_ERROR;
+    store<u8>(guard, 1);
+  }
+  const accessSize = size < imax ? (size > imin ? size : imin) : (imax > imin ? imax : imin);
+  const mask = sizeMask(accessSize);
+  let status: u32 = MEMTX_OK;
+  for (let i: u32 = 0; i < size; i += accessSize) {
+    const shift: i32 = big ? <i32>(size - accessSize - i) * 8 : <i32>i * 8;
+    const tmp = (shift >= 0 ? value >> <u64>shift : value << <u64>(-shift)) & mask;
+    const a = addr1 + <u64>i;
+    status |= hostIoWrite(region, <u32>(a >> 32), <u32>a, accessSize, <u32>tmp, <u32>(tmp >> 32));
+  }
+  if (guard != 0) store<u8>(guard, 0);
+  return status;
+}
+
+// @ts-ignore: decorator
+@inline function loadN(ptr: usize, n: u32): u64 {
+  if (n == 4) return <u64>load<u32>(ptr);
+  if (n == 8) return load<u64>(ptr);
+  if (n == 2) return <u64>load<u16>(ptr);
+  if (n == 1) return <u64>load<u8>(ptr);
+  let v: u64 = 0;
+  for (let i: u32 = 0; i < n; i++) v |= <u64>load<u8>(ptr + i) << (<u64>i << 3);
+  return v;
+}
+
+// @ts-ignore: decorator
+@inline function storeN(ptr: usize, v: u64, n: u32): void {
+  if (n == 4) store<u32>(ptr, <u32>v);
+  else if (n == 8) store<u64>(ptr, v);
+  else if (n == 2) store<u16>(ptr, <u16>v);
+  else if (n == 1) store<u8>(ptr, <u8>v);
+  else for (let i: u32 = 0; i < n; i++) store<u8>(ptr + i, <u8>(v >> (<u64>i << 3)));
+}
+
+/** Bytes of the flat range `f` available from `addr`, capped at `want`. */
+// @ts-ignore: decorator
+@inline function pieceLength(f: usize, addr: u64, want: u32): u32 {
+  const rem = load<u64>(f, F_LAST) - addr; // bytes after addr inside the range
+  return rem < <u64>(want - 1) ? <u32>rem + 1 : want;
+}
+
+/** Scalar read of 1..8 bytes (little-endian); value in lastValue. `ap` must be live. */
+export function readScalar(ap: usize, addr: u64, size: u32): u32 {
+  let f = flatFor(ap, addr);
+  let mode = load<u32>(f, F_MODE) & MODE_MASK;
+  // Fast path: the whole access inside one RAM/ROM range.
+  if (mode != MODE_IO && load<u64>(f, F_LAST) - addr >= <u64>(size - 1)) {
+    lastValue = loadN(<usize>load<u32>(f, F_PTR) + <usize>(addr - load<u64>(f, F_START)), size);
+    return MEMTX_OK;
+  }
+  let value: u64 = 0;
+  let status: u32 = MEMTX_OK;
+  let done: u32 = 0;
+  while (true) {
+    let l = pieceLength(f, addr, size - done);
+    let v: u64;
+    if (mode != MODE_IO) {
+      v = loadN(<usize>load<u32>(f, F_PTR) + <usize>(addr - load<u64>(f, F_START)), l);
+    } else {
+      const region = load<u32>(f, F_REGION);
+      const addr1 = load<u64>(f, F_OFFSET) + (addr - load<u64>(f, F_START));
+      l = memoryAccessSize(region, l, addr1);
+      status |= dispatchRead(region, addr1, l);
+      v = dispatchValue;
+    }
+    value |= v << (<u64>done << 3);
+    done += l;
+    if (done >= size) break;
+    addr += <u64>l;
+    f = flatFor(ap, addr);
+    mode = load<u32>(f, F_MODE) & MODE_MASK;
+  }
+  lastValue = value;
+  return status;
+}
+
+/** Scalar write of 1..8 bytes (little-endian). `ap` must be live. */
+export function writeScalar(ap: usize, addr: u64, size: u32, value: u64): u32 {
+  let f = flatFor(ap, addr);
+  let mode = load<u32>(f, F_MODE) & MODE_MASK;
+  if (mode == MODE_RAM && load<u64>(f, F_LAST) - addr >= <u64>(size - 1)) {
+    storeN(<usize>load<u32>(f, F_PTR) + <usize>(addr - load<u64>(f, F_START)), value, size);
+    return MEMTX_OK;
+  }
+  let status: u32 = MEMTX_OK;
+  let done: u32 = 0;
+  while (true) {
+    let l = pieceLength(f, addr, size - done);
+    const v = value >> (<u64>done << 3);
+    if (mode == MODE_RAM) {
+      storeN(<usize>load<u32>(f, F_PTR) + <usize>(addr - load<u64>(f, F_START)), v, l);
+    } else if (mode == MODE_IO) {
+      const region = load<u32>(f, F_REGION);
+      const addr1 = load<u64>(f, F_OFFSET) + (addr - load<u64>(f, F_START));
+      l = memoryAccessSize(region, l, addr1);
+      status |= dispatchWrite(region, addr1, l, v);
+    } // MODE_ROM: dropped
+    done += l;
+    if (done >= size) break;
+    addr += <u64>l;
+    f = flatFor(ap, addr);
+    mode = load<u32>(f, F_MODE) & MODE_MASK;
+  }
+  return status;
+}
+
+/** Buffer access of any length (QEMU flatview_read_continue / flatview_write_continue). */
+export function accessBuffer(ap: usize, addr: u64, buf: usize, len: usize, isWrite: bool): u32 {
+  let status: u32 = MEMTX_OK;
+  while (len > 0) {
+    const f = flatFor(ap, addr);
+    const mode = load<u32>(f, F_MODE) & MODE_MASK;
+    const rem = load<u64>(f, F_LAST) - addr;
+    let l: usize = rem < <u64>(len - 1) ? <usize>rem + 1 : len;
+    if (mode != MODE_IO) {
+      const host = <usize>load<u32>(f, F_PTR) + <usize>(addr - load<u64>(f, F_START));
+      if (!isWrite) memory.copy(buf, host, l);
+      else if (mode == MODE_RAM) memory.copy(host, buf, l);
+    } else {
+      const region = load<u32>(f, F_REGION);
+      const addr1 = load<u64>(f, F_OFFSET) + (addr - load<u64>(f, F_START));
+      const piece = memoryAccessSize(region, l > 8 ? 8 : <u32>l, addr1);
+      l = piece;
+      if (isWrite) {
+        status |= dispatchWrite(region, addr1, piece, loadN(buf, piece));
+      } else {
+        status |= dispatchRead(region, addr1, piece);
+        storeN(buf, dispatchValue, piece);
+      }
+    }
+    len -= l;
+    buf += l;
+    addr += <u64>l;
+  }
+  return status;
+}
+
+// ---------------------------------------------------------------- entry points by id
+
+/** Reads 1..8 bytes at `addr` of address space `as`; value via lastValue. */
+export function asRead(as: u32, addr: u64, size: u32): u32 {
+  const ap = liveAs(as);
+  if (ap == 0 || size == 0 || size > 8) {
+    lastValue = 0;
+    return MEMTX_DECODE_ERROR;
+  }
+  return readScalar(ap, addr, size);
+}
+
+export function asWrite(as: u32, addr: u64, size: u32, value: u64): u32 {
+  const ap = liveAs(as);
+  if (ap == 0 || size == 0 || size > 8) return MEMTX_DECODE_ERROR;
+  return writeScalar(ap, addr, size, value);
+}
+
+export function asAccessBuffer(as: u32, addr: u64, buf: usize, len: usize, isWrite: bool): u32 {
+  const ap = liveAs(as);
+  if (ap == 0) return MEMTX_DECODE_ERROR;
+  return accessBuffer(ap, addr, buf, len, isWrite);
+}
+
+// ---------------------------------------------------------------- traces
+
+/**
+ * Trace record (TRACE_RECORD = 24 bytes), see src/core/memory/abi.ts:
+ *   0 op (u32: size in bits 0..3, bit 4 = write)   4 address (u64, lo then hi)
+ *   12 value (u64)                                  20 status (u32, written by replay)
+ */
+export const TRACE_RECORD: usize = 24;
+
+/** Runs `count` trace records against address space `as`; returns how many failed. */
+export function asReplay(as: u32, records: usize, count: u32): u32 {
+  const ap = liveAs(as);
+  let failed: u32 = 0;
+  for (let i: u32 = 0; i < count; i++) {
+    const r = records + <usize>i * TRACE_RECORD;
+    const op = load<u32>(r);
+    const size = op & 15;
+    const addr = load<u64>(r, 4);
+    let st: u32;
+    if (ap == 0 || size == 0 || size > 8) {
+      st = MEMTX_DECODE_ERROR;
+    } else if ((op & 16) != 0) {
+      st = writeScalar(ap, addr, size, load<u64>(r, 12));
+    } else {
+      st = readScalar(ap, addr, size);
+      store<u64>(r, lastValue, 12);
+    }
+    store<u32>(r, st, 20);
+    if (st != 0) failed++;
+  }
+  return failed;
+}

@@ -1,0 +1,294 @@
+// MemoryEngine backed by build/core.wasm (assembly/memory). Host imports "mem_io_*" call the
+// device callbacks of I/O regions; everything else runs inside wasm.
+import { instantiateCore, type CoreBuild, type CoreRef, type HostImportFactory } from "../wasm.js";
+import { TRACE_WORDS } from "./abi.js";
+import type { EngineIoOps, EngineTrace, FlatRangeInfo, MemoryEngine, RegionInfo } from "./engine.js";
+
+const TWO_32 = 4294967296;
+const engines = new WeakMap<CoreRef, WasmMemoryEngine>();
+
+/**
+ * The memory subsystem's host imports. Each import finds the engine attached to its
+ * instance; the instance must be attached (WasmMemoryEngine.attach) before any access.
+ */
+export const memoryHostImports: HostImportFactory = (ref: CoreRef) => {
+  let engine: WasmMemoryEngine | undefined;
+  const get = () => (engine ??= engines.get(ref));
+  return {
+    mem_io_read: (region: number, offHi: number, offLo: number, size: number): number => get()!.ioRead(region, offHi, offLo, size),
+    mem_io_write: (region: number, offHi: number, offLo: number, size: number, lo: number, hi: number): number =>
+      get()!.ioWrite(region, offHi, offLo, size, lo, hi),
+    mem_io_accepts: (region: number, offHi: number, offLo: number, size: number, isWrite: number): number =>
+      get()!.ioAccepts(region, offHi, offLo, size, isWrite),
+  };
+};
+
+export class WasmMemoryEngine implements MemoryEngine {
+  readonly kind = "wasm" as const;
+  private readonly x: Record<string, any>;
+  private readonly memory: WebAssembly.Memory;
+  private buf: ArrayBuffer;
+  private u32: Uint32Array;
+  private u8: Uint8Array;
+  private readonly scratch: number; // u32 index of SCRATCH
+  private readonly info: number;
+  private readonly ops: (EngineIoOps | undefined)[] = [];
+  private ioError: unknown = undefined;
+  private bulkPtr = 0;
+  private bulkCap = 0;
+  private bulkDepth = 0;
+
+  // Hot entry points, bound once.
+  readonly asRead: (as: number, hi: number, lo: number, size: number) => number;
+  readonly asRead32: (as: number, hi: number, lo: number, size: number) => number;
+  readonly asWrite: (as: number, hi: number, lo: number, size: number, vlo: number, vhi: number) => number;
+
+  static create(build?: CoreBuild, imports: HostImportFactory[] = []): WasmMemoryEngine {
+    return WasmMemoryEngine.attach(instantiateCore([memoryHostImports, ...imports], build));
+  }
+
+  static attach(ref: CoreRef): WasmMemoryEngine {
+    const existing = engines.get(ref);
+    if (existing) return existing;
+    const e = new WasmMemoryEngine(ref);
+    engines.set(ref, e);
+    return e;
+  }
+
+  private constructor(ref: CoreRef) {
+    this.x = ref.exports;
+    this.memory = ref.memory;
+    this.x.mem_init();
+    this.buf = this.memory.buffer;
+    this.u32 = new Uint32Array(this.buf);
+    this.u8 = new Uint8Array(this.buf);
+    this.scratch = this.x.mem_scratch_ptr() >>> 2;
+    this.info = this.x.mem_info_ptr();
+    this.asRead = this.x.mem_as_read;
+    this.asRead32 = this.x.mem_as_read32;
+    this.asWrite = this.x.mem_as_write;
+  }
+
+  /** Re-creates the views when linear memory grew (memory.buffer changed identity). */
+  private views(): void {
+    if (this.memory.buffer !== this.buf) {
+      this.buf = this.memory.buffer;
+      this.u32 = new Uint32Array(this.buf);
+      this.u8 = new Uint8Array(this.buf);
+    }
+  }
+
+  // ---- host imports ----
+  ioRead(region: number, offHi: number, offLo: number, size: number): number {
+    try {
+      const v = this.ops[region]!.read(offHi * TWO_32 + offLo, size);
+      if (size === 8) {
+        const big = BigInt.asUintN(64, BigInt(v));
+        this.views();
+        this.u32[this.scratch + 2] = Number(big >> 32n);
+        return Number(big & 0xffffffffn);
+      }
+      return typeof v === "number" ? v >>> 0 : Number(BigInt.asUintN(32, v));
+    } catch (e) {
+      this.ioError = e;
+      return -1;
+    }
+  }
+
+  ioWrite(region: number, offHi: number, offLo: number, size: number, lo: number, hi: number): number {
+    try {
+      this.ops[region]!.write(offHi * TWO_32 + offLo, size, size === 8 ? (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0) : lo >>> 0);
+      return 0;
+    } catch (e) {
+      this.ioError = e;
+      return 1;
+    }
+  }
+
+  ioAccepts(region: number, offHi: number, offLo: number, size: number, isWrite: number): number {
+    try {
+      return this.ops[region]!.accepts!(offHi * TWO_32 + offLo, size, isWrite !== 0) ? 1 : 0;
+    } catch (e) {
+      this.ioError = e;
+      return 0;
+    }
+  }
+
+  // ---- topology ----
+  regionNew(kind: number, lastHi: number, lastLo: number): number {
+    return this.x.mem_region_new(kind, lastHi, lastLo);
+  }
+  regionSetIo(id: number, flags: number, vmin: number, vmax: number, imin: number, imax: number, guard: number): number {
+    return this.x.mem_region_set_io(id, flags, vmin, vmax, imin, imax, guard);
+  }
+  regionSetAlias(id: number, target: number, offHi: number, offLo: number): number {
+    return this.x.mem_region_set_alias(id, target, offHi, offLo);
+  }
+  regionAddSubregion(parent: number, child: number, hi: number, lo: number, priority: number): number {
+    return this.x.mem_region_add_subregion(parent, child, hi, lo, priority);
+  }
+  regionDelSubregion(parent: number, child: number): number {
+    return this.x.mem_region_del_subregion(parent, child);
+  }
+  regionSetAddress(id: number, hi: number, lo: number): number {
+    return this.x.mem_region_set_address(id, hi, lo);
+  }
+  regionSetEnabled(id: number, on: number): number {
+    return this.x.mem_region_set_enabled(id, on);
+  }
+  regionSetReadonly(id: number, on: number): number {
+    return this.x.mem_region_set_readonly(id, on);
+  }
+  regionSetAliasOffset(id: number, hi: number, lo: number): number {
+    return this.x.mem_region_set_alias_offset(id, hi, lo);
+  }
+  regionFree(id: number): number {
+    const st = this.x.mem_region_free(id);
+    if (st === 0) this.ops[id] = undefined;
+    return st;
+  }
+  regionInfo(id: number): RegionInfo | null {
+    if (!this.x.mem_region_info(id)) return null;
+    this.views();
+    const dv = new DataView(this.buf, this.info, 48);
+    const state = dv.getUint32(4, true);
+    return {
+      kind: dv.getUint32(0, true),
+      enabled: (state & 2) !== 0,
+      readonly: (state & 4) !== 0,
+      priority: dv.getInt32(8, true),
+      container: dv.getUint32(12, true),
+      size: dv.getBigUint64(16, true) + 1n,
+      address: dv.getBigUint64(24, true),
+      aliasOffset: dv.getBigUint64(32, true),
+      aliasTarget: dv.getUint32(40, true),
+    };
+  }
+  ramBytes(id: number): Uint8Array {
+    const ptr = this.x.mem_region_ram(id) >>> 0;
+    const info = this.regionInfo(id);
+    if (!ptr || !info) return new Uint8Array(0);
+    this.views();
+    return new Uint8Array(this.buf, ptr, Number(info.size));
+  }
+  setIoOps(id: number, ops: EngineIoOps | undefined): void {
+    this.ops[id] = ops;
+  }
+  takeIoError(): unknown {
+    const e = this.ioError;
+    this.ioError = undefined;
+    return e;
+  }
+  transactionBegin(): void {
+    this.x.mem_transaction_begin();
+  }
+  transactionCommit(): number {
+    return this.x.mem_transaction_commit();
+  }
+  transactionDepth(): number {
+    return this.x.mem_transaction_depth();
+  }
+  asNew(root: number): number {
+    return this.x.mem_as_new(root);
+  }
+  asFree(as: number): number {
+    return this.x.mem_as_free(as);
+  }
+  asFlatView(as: number): FlatRangeInfo[] {
+    const ptr = this.x.mem_as_flat_ptr(as) >>> 0;
+    const n = this.x.mem_as_flat_count(as) >>> 0;
+    this.views();
+    const dv = new DataView(this.buf);
+    const out: FlatRangeInfo[] = [];
+    for (let i = 0; i < n; i++) {
+      const p = ptr + i * 40;
+      out.push({
+        start: dv.getBigUint64(p, true),
+        last: dv.getBigUint64(p + 8, true),
+        offsetInRegion: dv.getBigUint64(p + 16, true),
+        region: dv.getUint32(p + 24, true),
+        readonly: (dv.getUint32(p + 28, true) & 16) !== 0,
+      });
+    }
+    return out;
+  }
+
+  // ---- access ----
+  resultLo(): number {
+    this.views();
+    return this.u32[this.scratch];
+  }
+  resultHi(): number {
+    this.views();
+    return this.u32[this.scratch + 1];
+  }
+
+  /** A linear-memory staging buffer; nested (re-entrant) calls get their own. */
+  private bulk(len: number): number {
+    if (this.bulkDepth > 0) return this.x.mem_alloc(Math.max(len, 1)) >>> 0;
+    if (len > this.bulkCap) {
+      if (this.bulkPtr) this.x.mem_free(this.bulkPtr);
+      this.bulkCap = Math.max(len, 4096);
+      this.bulkPtr = this.x.mem_alloc(this.bulkCap) >>> 0;
+    }
+    return this.bulkPtr;
+  }
+
+  asReadBytes(as: number, hi: number, lo: number, bytes: Uint8Array, offset: number, length: number): number {
+    const ptr = this.bulk(length);
+    const nested = this.bulkDepth++ > 0;
+    try {
+      const st = this.x.mem_as_rw(as, hi, lo, ptr, length, 0);
+      this.views();
+      bytes.set(this.u8.subarray(ptr, ptr + length), offset);
+      return st;
+    } finally {
+      this.bulkDepth--;
+      if (nested) this.x.mem_free(ptr);
+    }
+  }
+
+  asWriteBytes(as: number, hi: number, lo: number, bytes: Uint8Array, offset: number, length: number): number {
+    const ptr = this.bulk(length);
+    const nested = this.bulkDepth++ > 0;
+    try {
+      this.views();
+      this.u8.set(bytes.subarray(offset, offset + length), ptr);
+      return this.x.mem_as_rw(as, hi, lo, ptr, length, 1);
+    } finally {
+      this.bulkDepth--;
+      if (nested) this.x.mem_free(ptr);
+    }
+  }
+
+  traceNew(capacity: number): EngineTrace {
+    const bytes = capacity * TRACE_WORDS * 4;
+    let ptr = this.x.mem_alloc(bytes) >>> 0;
+    const engine = this;
+    let cached: Uint32Array | null = null;
+    let cachedBuf: ArrayBuffer | null = null;
+    return {
+      capacity,
+      get ptr() {
+        return ptr;
+      },
+      words(): Uint32Array {
+        if (!ptr) throw new Error("trace was freed");
+        engine.views();
+        if (cachedBuf !== engine.buf) {
+          cachedBuf = engine.buf;
+          cached = new Uint32Array(engine.buf, ptr, capacity * TRACE_WORDS);
+        }
+        return cached!;
+      },
+      free(): void {
+        if (ptr) engine.x.mem_free(ptr);
+        ptr = 0;
+      },
+    } as EngineTrace & { ptr: number };
+  }
+
+  asReplay(as: number, trace: EngineTrace, count: number): number {
+    return this.x.mem_as_replay(as, (trace as EngineTrace & { ptr: number }).ptr, count);
+  }
+}
