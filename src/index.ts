@@ -1,3 +1,4 @@
 // Package entry: `import { ... } from "wasmdev"`.
 export * from "./core/index.js";
 export * from "./transport/index.js";
+export * from "./vfio-user/client/index.js";

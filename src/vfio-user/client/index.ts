@@ -15,5 +15,5 @@ export { connectVfioUser, connectionChannel, enableIrqs, createSharedMemory, typ
 export type { ClientChannel } from "./channel.js";
 export { VfioUserClientError, type VfioUserClientErrorCode, type VfioUserClientErrorFields } from "./errors.js";
 export { PostedWritePolicy, type PostedWritePolicyOptions, type PostDecision, type RegionSpace } from "./posted-writes.js";
-export { DmaMemoryTable, type DmaMapping } from "./dma.js";
-export type { DeviceInfo, RegionInfo, SparseMmapArea, IrqInfo, ServerCapabilities } from "./protocol.js";
+export { DmaMemoryTable, type DmaMapping as ClientDmaMapping } from "./dma.js";
+export type { DeviceInfo, RegionInfo as VfioUserRegionInfo, SparseMmapArea, IrqInfo, ServerCapabilities } from "./protocol.js";
