@@ -10,7 +10,7 @@
 // output = (translated & ~mask) | (iova & mask), the length is clamped to the entry's end,
 // and a missing permission fails; we additionally tell "not mapped" from "no permission".
 import {
-  iotlbAlloc, iotlbClear, lookup, insert, invalidateRange, classOfMask,
+  E_MASK as E_MASK_OFF, iotlbAlloc, iotlbClear, lookup, insert, invalidateRange, classOfMask,
   entryMask, entryTranslated, entryPerm, entryTarget,
 } from "./iotlb";
 
@@ -46,6 +46,9 @@ export const MAX_CHAIN: u32 = 8;
 /** A region's offset field in a segment address (regions are at most 2^40 bytes). */
 export const SEGMENT_SHIFT: u64 = 40;
 export const MAX_REGION_MASK: u64 = (<u64>1 << SEGMENT_SHIFT) - 1;
+/** Largest region: 2^39 bytes, so offset + length < 2^40 and a segment address plus a
+ *  length never carries into the slot bits (contiguity is one 64-bit compare). */
+export const MAX_REGION_SIZE: u64 = <u64>1 << 39;
 export const MAX_SLOT: u32 = 0xff_ffff;
 
 @external("host", "iommu_miss")
@@ -57,17 +60,18 @@ declare function hostNotify(
   translatedLo: u32, translatedHi: u32, perm: u32,
 ): void;
 
-// Domain record (96 bytes):
+// Domain record (72 bytes):
 //   ┌──────┬────────┬──────┬───────┬────────┬──────┬─────────┬────────┬─────────┬──────┐
-//   │kind  │setMask │tlb   │clock  │classes │nReg  │regions  │regCap  │ counters (4×u64)│
+//   │kind  │setMask │tlb   │clock  │ (free) │nReg  │regions  │regCap  │ counters (4×u64)│
 //   │u32 0 │u32 4   │u32 8 │u32 12 │u32 16  │u32 20│u32 24   │u32 28  │ 32 40 48 56     │
 //   └──────┴────────┴──────┴───────┴────────┴──────┴─────────┴────────┴─────────────────┘
-//   counters: hits, misses, faults "not mapped", faults "no permission".
+//   counters: hits, misses, faults "not mapped", faults "no permission";
+//   then classes: u64 at 64 (bit k set when the IOTLB holds entries of 2^k bytes).
 @inline const D_KIND: usize = 0;
 @inline const D_SETMASK: usize = 4;
 @inline const D_TLB: usize = 8;
 @inline const D_CLOCK: usize = 12;
-@inline const D_CLASSES: usize = 16;
+@inline const D_CLASSES: usize = 64;
 @inline const D_NREG: usize = 20;
 @inline const D_REGIONS: usize = 24;
 @inline const D_REGCAP: usize = 28;
@@ -75,7 +79,7 @@ declare function hostNotify(
 @inline export const D_MISSES: usize = 40;
 @inline export const D_FAULT_UNMAPPED: usize = 48;
 @inline export const D_FAULT_PERM: usize = 56;
-const DOMAIN_SIZE: usize = 64;
+const DOMAIN_SIZE: usize = 72;
 
 // Region (map table) record, sorted by iova, non-overlapping (24 bytes):
 //   ┌────────────┬────────────┬──────────┬──────────┐
@@ -182,7 +186,7 @@ export function invalidate(d: usize, first: u64, last: u64): u32 {
 
 export function invalidateAll(d: usize): void {
   iotlbClear(load<usize>(d, D_TLB), load<u32>(d, D_SETMASK) + 1);
-  store<u32>(d, 0, D_CLASSES);
+  store<u64>(d, 0, D_CLASSES);
 }
 
 // ---------------------------------------------------------------- notifiers
@@ -277,7 +281,7 @@ export function regionAdd(domain: u32, iova: u64, last: u64, slot: u32, perm: u3
   const d = domainPtr(domain);
   if (!d) return S_NO_DOMAIN;
   if (load<u32>(d, D_KIND) != KIND_MAP_TABLE || last < iova || perm > 3 || slot > MAX_SLOT) return S_INVALID;
-  if (last - iova > MAX_REGION_MASK) return S_LIMIT;
+  if (last - iova >= MAX_REGION_SIZE) return S_LIMIT;
   const n = load<u32>(d, D_NREG);
   let regions = load<usize>(d, D_REGIONS);
   const at = findFloor(regions, n, iova);
@@ -421,8 +425,8 @@ function fill(d: usize, domain: u32, iova: u64, access: u32): usize {
   const setMask = load<u32>(d, D_SETMASK);
   const clock = load<u32>(d, D_CLOCK);
   store<u32>(d, clock + 1, D_CLOCK);
-  const e = insert(load<usize>(d, D_TLB), setMask, clock, iova & ~mask, mask, translated, perm, target);
-  store<u32>(d, load<u32>(d, D_CLASSES) | (<u32>1 << classOfMask(mask)), D_CLASSES);
+  const e = insert(load<usize>(d, D_TLB), setMask, clock, iova, iova & ~mask, mask, translated, perm, target);
+  store<u64>(d, load<u64>(d, D_CLASSES) | (<u64>1 << classOfMask(mask)), D_CLASSES);
   return e;
 }
 
@@ -442,7 +446,7 @@ export function translateOne(domain: u32, iova: u64, len: u32, access: u32): i32
   for (let depth: u32 = 0; depth < MAX_CHAIN; depth++) {
     const d = domainPtr(id);
     if (!d) return S_NO_DOMAIN;
-    let e = lookup(load<usize>(d, D_TLB), load<u32>(d, D_SETMASK), load<u32>(d, D_CLASSES), addr);
+    let e = lookup(load<usize>(d, D_TLB), load<u32>(d, D_SETMASK), load<u64>(d, D_CLASSES), addr);
     if (e) {
       store<u64>(d, load<u64>(d, D_HITS) + 1, D_HITS);
     } else {
@@ -473,54 +477,81 @@ export function translateOne(domain: u32, iova: u64, len: u32, access: u32): i32
 }
 
 /**
- * Translates a scatter/gather list. Input records (16 bytes): iovaLo, iovaHi, length, access.
- * Output records (16 bytes): slot, offsetLo, offsetHi, length — contiguous pieces of the
- * same region are merged. Returns the number of output records, or -status; on failure
- * io[IO_INDEX] holds the failing input index. S_OUT_FULL means outCap was too small.
+ * Translates a scatter/gather list. Input records (16 bytes): iova u64, length u32, access u32.
+ * Output records (16 bytes): segment address u64 (slot << 40 | offset), length u32, 0 —
+ * contiguous pieces of the same region are merged. Returns the number of output records, or
+ * -status; on failure io[IO_INDEX] holds the failing input index. S_OUT_FULL means outCap was
+ * too small.
+ *
+ * Fast path: an element that hits a terminal entry of the first domain (the entry of the
+ * previous element is tried before the hash probe) with the permission and fits inside it is
+ * handled with the domain's fields in locals; everything else (misses, chains, faults, pieces
+ * crossing an entry end) goes through translateOne.
  */
 export function translateList(domain: u32, input: usize, count: u32, output: usize, outCap: u32): i32 {
+  const d = domainPtr(domain);
+  if (!d) return -S_NO_DOMAIN;
+  const tlb = load<usize>(d, D_TLB);
+  const setMask = load<u32>(d, D_SETMASK);
+  let classes = load<u64>(d, D_CLASSES);
+  let hits: u64 = 0;
   let n: u32 = 0;
-  let prevSlot: u32 = 0xffff_ffff;
-  let prevEnd: u64 = 0;
-  for (let i: u32 = 0; i < count; i++) {
-    const rec = input + (<usize>i << 4);
-    let iova = (<u64>load<u32>(rec, 4) << 32) | <u64>load<u32>(rec, 0);
+  let prevEnd: u64 = 0xffff_ffff_ffff_ffff; // segment address after the last output piece
+  let prevLen: u32 = 0;
+  let last: usize = tlb; // most recently used entry (an empty way matches nothing)
+  const inEnd = input + (<usize>count << 4);
+  for (let rec = input; rec < inEnd; rec += 16) {
+    let iova = load<u64>(rec, 0);
     let len = load<u32>(rec, 8);
     const access = load<u32>(rec, 12);
-    if (len == 0 || access == 0 || access > 3 || <u64>(len - 1) > ~iova) {
-      store<u32>(io, i, IO_INDEX);
+    if (len == 0 || access - 1 > 2 || <u64>(len - 1) > ~iova) {
+      store<u32>(io, <u32>((rec - input) >> 4), IO_INDEX);
+      store<u64>(d, load<u64>(d, D_HITS) + hits, D_HITS);
       return -S_INVALID;
     }
     while (len) {
-      const st = translateOne(domain, iova, len, access);
-      if (st != S_OK) {
-        store<u32>(io, i, IO_INDEX);
-        return -st;
+      let addr: u64;
+      let piece: u32;
+      let e = last;
+      if ((iova & ~load<u64>(e, E_MASK_OFF)) != load<u64>(e, 0)) e = lookup(tlb, setMask, classes, iova);
+      const mask = e ? entryMask(e) : 0;
+      if (e && entryTarget(e) == TERMINAL && (entryPerm(e) & access) == access &&
+          <u64>(len - 1) <= mask - (iova & mask)) {
+        hits++;
+        last = e;
+        addr = entryTranslated(e) | (iova & mask);
+        piece = len;
+      } else {
+        const st = translateOne(domain, iova, len, access);
+        classes = load<u64>(d, D_CLASSES);
+        if (st != S_OK) {
+          store<u32>(io, <u32>((rec - input) >> 4), IO_INDEX);
+          store<u64>(d, load<u64>(d, D_HITS) + hits, D_HITS);
+          return -st;
+        }
+        addr = outAddr;
+        piece = outLen;
       }
-      const slot = <u32>(outAddr >> SEGMENT_SHIFT);
-      const offset = outAddr & MAX_REGION_MASK;
-      const piece = outLen;
-      if (slot == prevSlot && offset == prevEnd && n > 0 &&
-          <u64>load<u32>(output + (<usize>(n - 1) << 4), 12) + piece <= 0xffff_ffff) {
-        const last = output + (<usize>(n - 1) << 4);
-        store<u32>(last, load<u32>(last, 12) + piece, 12);
+      if (addr == prevEnd && <u64>prevLen + piece <= 0xffff_ffff) {
+        prevLen += piece;
+        store<u32>(output + (<usize>(n - 1) << 4), prevLen, 8);
       } else {
         if (n == outCap) {
-          store<u32>(io, i, IO_INDEX);
+          store<u32>(io, <u32>((rec - input) >> 4), IO_INDEX);
+          store<u64>(d, load<u64>(d, D_HITS) + hits, D_HITS);
           return -S_OUT_FULL;
         }
         const out = output + (<usize>n << 4);
-        store<u32>(out, slot, 0);
-        store<u32>(out, <u32>offset, 4);
-        store<u32>(out, <u32>(offset >> 32), 8);
-        store<u32>(out, piece, 12);
+        store<u64>(out, addr, 0);
+        store<u64>(out, <u64>piece, 8);
+        prevLen = piece;
         n++;
       }
-      prevSlot = slot;
-      prevEnd = offset + piece;
+      prevEnd = addr + piece;
       len -= piece;
       iova += piece;
     }
   }
+  store<u64>(d, load<u64>(d, D_HITS) + hits, D_HITS);
   return <i32>n;
 }

@@ -1,12 +1,11 @@
 // IOTLB: a set-associative cache of IOMMU entries in linear memory, one per domain.
 //
-// Mixed page sizes: an entry of size 2^k is indexed at granule 12 (4 KiB), 21 (2 MiB) or
-// 30 (1 GiB) — the largest granule not above its size (entries below 4 KiB use granule 12
-// and match only their own bytes through the tag). A lookup probes only the granule classes
-// that currently hold entries (bit set in `classes`), largest first, so the common case of
-// one page size is a single set probe. Entries larger than 1 GiB are indexed per 1 GiB
-// granule (a lookup elsewhere in them misses and refills another set; range invalidation
-// scans the whole cache, so every copy is dropped).
+// Mixed page sizes: an entry of 2^k bytes (any k; 4 KiB, 2 MiB, 1 GiB are k = 12, 21, 30)
+// belongs to size class k and sits in the set hash(iova >> k, k) — the same set for every
+// address it covers, so each entry is cached once. The domain keeps a 64-bit mask of the
+// classes that currently hold entries; a lookup probes only those, smallest first, so the
+// common case of one page size is a single set probe and mixed sizes cost one probe each.
+// (Class 64, a whole-space entry, is filed as class 63.)
 //
 // Cache (WAYS entries per set, sets × WAYS × 32 bytes):
 //   ┌──────────── set 0 ─────────────┬──────────── set 1 ────...
@@ -33,19 +32,15 @@ const SET_SHIFT: u32 = 7; // WAYS * ENTRY_SIZE = 128 bytes per set
 const EMPTY_BASE: u64 = 1;
 const EMPTY_MASK: u64 = 0xffff_ffff_ffff_ffff;
 
-/** Granule shift of a size class. */
-@inline export function classShift(cls: u32): u64 {
-  return cls == 2 ? 30 : cls == 1 ? 21 : 12;
-}
-
-/** Size class of an entry with mask 2^k - 1. */
+/** Size class of an entry with mask 2^k - 1: k (at most 63). */
 @inline export function classOfMask(mask: u64): u32 {
-  return mask >= 0x3fff_ffff ? 2 : mask >= 0x1f_ffff ? 1 : 0;
+  const k = <u32>popcnt<u64>(mask);
+  return k > 63 ? 63 : k;
 }
 
-/** The set holding `iova` for size class `cls`. Classes are spread to different sets. */
-@inline export function setIndex(iova: u64, cls: u32, setMask: u32): u32 {
-  return (<u32>(iova >> classShift(cls)) + cls * 0x9e37) & setMask;
+/** The set of `iova` in size class `k`: a multiplicative hash, so strided layouts spread. */
+@inline export function setIndex(iova: u64, k: u32, setMask: u32): u32 {
+  return (((<u32>(iova >> k) + k) * 0x9e3779b1) >>> 16) & setMask;
 }
 
 @inline export function entryBase(e: usize): u64 { return load<u64>(e, E_BASE); }
@@ -70,9 +65,9 @@ export function iotlbClear(tlb: usize, sets: u32): void {
   }
 }
 
-/** Probes one set of class `cls`; returns the matching entry or 0. */
-@inline export function probe(tlb: usize, setMask: u32, iova: u64, cls: u32): usize {
-  const set = tlb + (<usize>setIndex(iova, cls, setMask) << SET_SHIFT);
+/** Probes one set of class `k`; returns the matching entry or 0. */
+@inline export function probe(tlb: usize, setMask: u32, iova: u64, k: u32): usize {
+  const set = tlb + (<usize>setIndex(iova, k, setMask) << SET_SHIFT);
   if ((iova & ~load<u64>(set, E_MASK)) == load<u64>(set, E_BASE)) return set;
   if ((iova & ~load<u64>(set, 32 + E_MASK)) == load<u64>(set, 32 + E_BASE)) return set + 32;
   if ((iova & ~load<u64>(set, 64 + E_MASK)) == load<u64>(set, 64 + E_BASE)) return set + 64;
@@ -80,19 +75,16 @@ export function iotlbClear(tlb: usize, sets: u32): void {
   return 0;
 }
 
-/** Looks `iova` up in the classes present; returns the entry or 0 (miss). */
-@inline export function lookup(tlb: usize, setMask: u32, classes: u32, iova: u64): usize {
-  let e: usize = 0;
-  if (classes & 4) {
-    e = probe(tlb, setMask, iova, 2);
+/** Looks `iova` up in the classes present (bit k of `classes`), smallest first; returns the
+ *  entry or 0 (miss). */
+@inline export function lookup(tlb: usize, setMask: u32, classes: u64, iova: u64): usize {
+  let m = classes;
+  while (m) {
+    const e = probe(tlb, setMask, iova, <u32>ctz<u64>(m));
     if (e) return e;
+    m &= m - 1;
   }
-  if (classes & 2) {
-    e = probe(tlb, setMask, iova, 1);
-    if (e) return e;
-  }
-  if (classes & 1) e = probe(tlb, setMask, iova, 0);
-  return e;
+  return 0;
 }
 
 /**
@@ -100,10 +92,12 @@ export function iotlbClear(tlb: usize, sets: u32): void {
  * The caller ORs (1 << classOfMask(mask)) into the domain's `classes`.
  */
 export function insert(
-  tlb: usize, setMask: u32, clock: u32,
+  tlb: usize, setMask: u32, clock: u32, iova: u64,
   base: u64, mask: u64, translated: u64, perm: u32, target: u32,
 ): usize {
-  const set = tlb + (<usize>setIndex(base, classOfMask(mask), setMask) << SET_SHIFT);
+  // Filed by the requesting iova: the same set as base for k <= 63, and for a whole-space
+  // entry (filed as class 63) the set that iova's lookups probe.
+  const set = tlb + (<usize>setIndex(iova, classOfMask(mask), setMask) << SET_SHIFT);
   let e: usize = 0;
   for (let w: u32 = 0; w < WAYS; w++) {
     const c = set + (<usize>w << 5);

@@ -60,7 +60,7 @@ export interface DmaRegionSpec {
 }
 
 /** Largest single DMA region (the core encodes region slot and offset in 64 bits). */
-export const DMA_MAX_REGION_SIZE = 1n << 40n;
+export const DMA_MAX_REGION_SIZE = 1n << 39n;
 /** Most regions one table holds at once. */
 export const DMA_MAX_REGIONS = 65536;
 

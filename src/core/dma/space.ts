@@ -15,6 +15,7 @@ const U64_MAX = (1n << 64n) - 1n;
 const MAX_LEN = 0xffffffff;
 const TWO32 = 4294967296;
 const IN_RECORD = 16;
+// Output records of iommu_translate_list: segment address u64 (slot << 40 | offset), length u32.
 const OUT_RECORD = 16;
 
 export interface DmaSpaceOptions {
@@ -159,7 +160,7 @@ export class DmaSpace implements DmaApi {
   private requireShared(n: number, iova: bigint, length: number): void {
     const base = this.outPtr >>> 2;
     for (let i = 0; i < n; i++) {
-      if (!this.record(this.m32[base + i * 4]).bytes) {
+      if (!this.record(this.m32[base + i * 4 + 1] >>> 8).bytes) {
         throw new DmaError("DMA_NO_SHARED_MEMORY", "this DMA range includes a region without shared memory; use the async read/write", { iova, length });
       }
     }
@@ -175,9 +176,10 @@ export class DmaSpace implements DmaApi {
     const m = this.m32;
     const base = this.outPtr >>> 2;
     if (n === 1) {
-      const bytes = this.record(m[base]).bytes;
+      const hi = m[base + 1];
+      const bytes = this.record(hi >>> 8).bytes;
       if (!bytes) this.requireShared(n, iova, length);
-      const off = m[base + 2] * TWO32 + m[base + 1];
+      const off = (hi & 0xff) * TWO32 + m[base];
       dest.set(bytes!.subarray(off, off + length));
       return;
     }
@@ -185,9 +187,9 @@ export class DmaSpace implements DmaApi {
     let pos = 0;
     for (let i = 0; i < n; i++) {
       const r = base + i * 4;
-      const off = m[r + 2] * TWO32 + m[r + 1];
-      const len = m[r + 3];
-      dest.set(this.table.slots[m[r]]!.bytes!.subarray(off, off + len), pos);
+      const off = (m[r + 1] & 0xff) * TWO32 + m[r];
+      const len = m[r + 2];
+      dest.set(this.table.slots[m[r + 1] >>> 8]!.bytes!.subarray(off, off + len), pos);
       pos += len;
     }
   }
@@ -200,17 +202,18 @@ export class DmaSpace implements DmaApi {
     const m = this.m32;
     const base = this.outPtr >>> 2;
     if (n === 1) {
-      const bytes = this.record(m[base]).bytes;
+      const hi = m[base + 1];
+      const bytes = this.record(hi >>> 8).bytes;
       if (!bytes) this.requireShared(n, iova, length);
-      bytes!.set(src, m[base + 2] * TWO32 + m[base + 1]);
+      bytes!.set(src, (hi & 0xff) * TWO32 + m[base]);
       return;
     }
     this.requireShared(n, iova, length);
     let pos = 0;
     for (let i = 0; i < n; i++) {
       const r = base + i * 4;
-      const len = m[r + 3];
-      this.table.slots[m[r]]!.bytes!.set(src.subarray(pos, pos + len), m[r + 2] * TWO32 + m[r + 1]);
+      const len = m[r + 2];
+      this.table.slots[m[r + 1] >>> 8]!.bytes!.set(src.subarray(pos, pos + len), (m[r + 1] & 0xff) * TWO32 + m[r]);
       pos += len;
     }
   }
@@ -223,7 +226,7 @@ export class DmaSpace implements DmaApi {
     const out = [];
     for (let i = 0; i < n; i++) {
       const r = base + i * 4;
-      out.push({ rec: this.record(m[r]), offset: m[r + 2] * TWO32 + m[r + 1], length: m[r + 3] });
+      out.push({ rec: this.record(m[r + 1] >>> 8), offset: (m[r + 1] & 0xff) * TWO32 + m[r], length: m[r + 2] });
     }
     return out;
   }
@@ -281,9 +284,10 @@ export class DmaSpace implements DmaApi {
     if (n !== 1) return null;
     this.mem();
     const base = this.outPtr >>> 2;
-    const bytes = this.record(this.m32[base]).bytes;
+    const hi = this.m32[base + 1];
+    const bytes = this.record(hi >>> 8).bytes;
     if (!bytes) return null;
-    return { bytes, off: this.m32[base + 2] * TWO32 + this.m32[base + 1] };
+    return { bytes, off: (hi & 0xff) * TWO32 + this.m32[base] };
   }
 
   private loadWord(iova: bigint, size: number): Uint8Array {

@@ -1,6 +1,6 @@
 // Plain-TypeScript reference of the IOMMU core's MAP_TABLE translation and IOTLB: the same
-// data structure (sorted region table, set-associative cache with granule classes 4K/2M/1G,
-// 4 ways, the same set hash, victim clock and block-mask rule), written for clarity with
+// data structure (sorted region table, set-associative cache with one size class per log2
+// entry size, 4 ways, the same set hash, victim clock and block-mask rule), written for clarity with
 // 64-bit values as two u32 halves in typed arrays. It is the differential oracle of the tests
 // and the honest baseline of bench/iommu.bench.ts.
 
@@ -26,7 +26,9 @@ export class ReferenceIotlb {
   private readonly tlb: Uint32Array;
   private readonly setMask: number;
   private clock = 0;
-  private classes = 0;
+  /** Bit k set when entries of 2^k bytes are cached: k < 32 in classesLo, k >= 32 in classesHi. */
+  private classesLo = 0;
+  private classesHi = 0;
   hits = 0;
   misses = 0;
   faultsUnmapped = 0;
@@ -46,7 +48,7 @@ export class ReferenceIotlb {
 
   invalidateAll(): void {
     for (let e = 0; e < this.tlb.length; e += WORDS) this.empty(e);
-    this.classes = 0;
+    this.classesLo = this.classesHi = 0;
   }
 
   private empty(e: number): void {
@@ -123,27 +125,32 @@ export class ReferenceIotlb {
     return REF_OK;
   }
 
-  private setOf(lo: number, hi: number, cls: number): number {
-    const g = cls === 2 ? 30 : cls === 1 ? 21 : 12;
-    const idx = (lo >>> g) | (hi << (32 - g));
-    return ((idx + cls * 0x9e37) & this.setMask) >>> 0;
+  /** Same hash as the core: ((u32(iova >> k) + k) * 0x9e3779b1) >>> 16, masked. */
+  private setOf(lo: number, hi: number, k: number): number {
+    const x = k === 0 ? lo : k < 32 ? (lo >>> k) | (hi << (32 - k)) : hi >>> (k - 32);
+    return (Math.imul(x + k, 0x9e3779b1) >>> 16) & this.setMask;
   }
 
-  private probe(lo: number, hi: number, cls: number): number {
+  private probe(lo: number, hi: number, k: number): number {
     const t = this.tlb;
-    let e = this.setOf(lo, hi, cls) * WAYS * WORDS;
+    let e = this.setOf(lo, hi, k) * WAYS * WORDS;
     for (let w = 0; w < WAYS; w++, e += WORDS) {
       if (((lo & ~t[e + 2]) >>> 0) === t[e] && ((hi & ~t[e + 3]) >>> 0) === t[e + 1]) return e;
     }
     return -1;
   }
 
+  /** Probes the classes present, smallest first. */
   private lookup(lo: number, hi: number): number {
-    let e = -1;
-    if (this.classes & 4) { e = this.probe(lo, hi, 2); if (e >= 0) return e; }
-    if (this.classes & 2) { e = this.probe(lo, hi, 1); if (e >= 0) return e; }
-    if (this.classes & 1) e = this.probe(lo, hi, 0);
-    return e;
+    for (let m = this.classesLo; m !== 0; m &= m - 1) {
+      const e = this.probe(lo, hi, ctz32(m));
+      if (e >= 0) return e;
+    }
+    for (let m = this.classesHi; m !== 0; m &= m - 1) {
+      const e = this.probe(lo, hi, 32 + ctz32(m));
+      if (e >= 0) return e;
+    }
+    return -1;
   }
 
   /** Fills the cache for iova; returns the entry or -1 (not mapped). */
@@ -166,16 +173,18 @@ export class ReferenceIotlb {
     // offset = base - region iova (< 2^40), then translated = slot << 40 | offset.
     let oLo = bLo - rLo, oHi = bHi - rHi;
     if (oLo < 0) { oLo += 4294967296; oHi -= 1; }
-    const cls = mHi !== 0 || mLo >= 0x3fffffff ? 2 : mLo >= 0x1fffff ? 1 : 0;
+    const bits = mHi !== 0 ? 64 - Math.clz32(mHi) : 32 - Math.clz32(mLo); // popcount of 2^k - 1
+    const cls = bits > 63 ? 63 : bits;
     const t = this.tlb;
-    const set = this.setOf(bLo, bHi, cls) * WAYS * WORDS;
+    const set = this.setOf(lo, hi, cls) * WAYS * WORDS;
     let e = -1;
     for (let w = 0; w < WAYS; w++) if (this.isEmpty(set + w * WORDS)) { e = set + w * WORDS; break; }
     if (e < 0) e = set + (this.clock & (WAYS - 1)) * WORDS;
     this.clock = (this.clock + 1) >>> 0;
     t[e] = bLo; t[e + 1] = bHi; t[e + 2] = mLo; t[e + 3] = mHi;
     t[e + 4] = oLo; t[e + 5] = ((r[p + 4] << 8) + oHi) >>> 0; t[e + 6] = r[p + 5]; t[e + 7] = 0xffffffff;
-    this.classes |= 1 << cls;
+    if (cls < 32) this.classesLo = (this.classesLo | (1 << cls)) >>> 0;
+    else this.classesHi = (this.classesHi | (1 << (cls - 32))) >>> 0;
     return e;
   }
 
@@ -202,7 +211,8 @@ export class ReferenceIotlb {
     return REF_OK;
   }
 
-  /** Same records as the core's iommu_translate_list (16-byte in, 16-byte out). */
+  /** Same records as the core's iommu_translate_list: in (iova u64, length, access), out
+   *  (segment address u64, length, 0). */
   translateList(input: Uint32Array, count: number, output: Uint32Array, outCap: number): number {
     let n = 0, prevSlot = -1, prevEnd = -1;
     for (let i = 0; i < count; i++) {
@@ -218,12 +228,12 @@ export class ReferenceIotlb {
         const slot = this.outHi >>> 8;
         const offset = (this.outHi & 0xff) * 4294967296 + this.outLo;
         const piece = this.outLen;
-        if (slot === prevSlot && offset === prevEnd && n > 0 && output[(n - 1) * 4 + 3] + piece <= 0xffffffff) {
-          output[(n - 1) * 4 + 3] += piece;
+        if (slot === prevSlot && offset === prevEnd && output[(n - 1) * 4 + 2] + piece <= 0xffffffff) {
+          output[(n - 1) * 4 + 2] += piece;
         } else {
           if (n === outCap) { this.failIndex = i; return -REF_OUT_FULL; }
           const o = n * 4;
-          output[o] = slot; output[o + 1] = this.outLo; output[o + 2] = this.outHi & 0xff; output[o + 3] = piece;
+          output[o] = this.outLo; output[o + 1] = this.outHi; output[o + 2] = piece; output[o + 3] = 0;
           n++;
         }
         prevSlot = slot;
