@@ -2,3 +2,4 @@
 export * from "./core/index.js";
 export * from "./transport/index.js";
 export * from "./vfio-user/client/index.js";
+export * from "./devices/index.js";

@@ -1,0 +1,2 @@
+// Sample devices and the lspci-style config dump (issue #4).
+export * from "./edu.js";

@@ -1,0 +1,262 @@
+// The edu device against QEMU docs/specs/edu.rst, driven through the bus like a driver.
+import { describe, expect, it } from "vitest";
+import { createEdu, EDU_REG } from "../../src/devices/edu.js";
+import { createDmaContext, DMA_PERM_RW, PciError, type InterruptSink, type PciFunction } from "../../src/core/index.js";
+
+const BAR = 0xfe000000n;
+
+function setup(options: Parameters<typeof createEdu>[0] = {}) {
+  const errors: string[] = [];
+  const fn = createEdu({ dmaDelayMs: 1, onGuestError: (m) => errors.push(m), ...options });
+  const events: string[] = [];
+  const sink: InterruptSink = {
+    intx: (a) => events.push(`intx:${a ? 1 : 0}`),
+    vector: (k, v, m) => events.push(`${k}:${v}:${m.address.toString(16)}:${m.data.toString(16)}`),
+  };
+  fn.attachInterruptSink(sink);
+  fn.writeConfig(0x10, 4, Number(BAR));
+  fn.writeConfig(4, 2, 0x0006); // memory + bus master
+  const rd = (off: number, size: 4 | 8 = 4) => fn.busRead("mem", BAR + BigInt(off), size)!;
+  const wr = (off: number, v: bigint | number, size: 4 | 8 = 4) => expect(fn.busWrite("mem", BAR + BigInt(off), size, BigInt(v))).toBe(true);
+  return { fn, events, errors, rd, wr };
+}
+
+async function until(cond: () => boolean, ms = 2000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error("condition not reached");
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+function errCode(f: () => unknown) {
+  try {
+    f();
+  } catch (e) {
+    return (e as PciError).code;
+  }
+  return "no error";
+}
+
+describe("edu: PCI identity", () => {
+  it("matches QEMU's edu config header", () => {
+    const { fn } = setup();
+    expect(fn.readConfig(0, 4)).toBe(0x11e81234);
+    expect(fn.readConfig(8, 4)).toBe(0x00ff0010); // class 00ff, prog-if 0, rev 0x10
+    expect(fn.readConfig(0x2c, 4)).toBe(0x11001af4);
+    expect(fn.readConfig(0x3d, 1)).toBe(1);
+    expect(fn.readConfig(0x34, 1)).toBe(0x40);
+    expect(fn.readConfig(0x40, 1)).toBe(0x05); // MSI
+    expect(fn.readConfig(0x42, 2)).toBe(0x0080); // 64-bit, one vector, no masking
+    const fresh = createEdu();
+    fresh.writeConfig(0x10, 4, 0xffffffff);
+    expect(fresh.readConfig(0x10, 4)).toBe(0xfff00000); // 1 MiB, 32-bit, non-prefetchable
+    expect(fresh.regionInfo(0).size).toBe(1n << 20n);
+  });
+});
+
+describe("edu: registers", () => {
+  it("identifies itself as 0x010000ed", () => {
+    const { rd } = setup();
+    expect(rd(EDU_REG.ID)).toBe(0x010000edn);
+  });
+
+  it("allows only 4-byte accesses below 0x80", () => {
+    const { fn, rd } = setup();
+    expect(errCode(() => fn.busRead("mem", BAR, 1))).toBe("PCI_ACCESS_INVALID");
+    expect(errCode(() => fn.busRead("mem", BAR, 2))).toBe("PCI_ACCESS_INVALID");
+    expect(rd(EDU_REG.ID, 8)).toBe(0xffffffffffffffffn); // valid on the bus, refused by edu
+    expect(rd(0x10)).toBe(0xffffffffn); // unknown register
+  });
+
+  it("inverts the liveness value", () => {
+    const { rd, wr } = setup();
+    wr(EDU_REG.LIVENESS, 0x12345678);
+    expect(rd(EDU_REG.LIVENESS)).toBe(0xedcba987n);
+    wr(EDU_REG.LIVENESS, 0x12345678n, 8); // 8-byte write below 0x80 is ignored
+    expect(rd(EDU_REG.LIVENESS)).toBe(0xedcba987n);
+  });
+
+  it("computes factorials asynchronously behind the busy bit, ignoring writes while busy", async () => {
+    const { rd, wr } = setup({ factorialDelayMs: 5 });
+    wr(EDU_REG.FACTORIAL, 5);
+    expect(rd(EDU_REG.STATUS) & 1n).toBe(1n);
+    wr(EDU_REG.FACTORIAL, 7); // busy: ignored
+    await until(() => (rd(EDU_REG.STATUS) & 1n) === 0n);
+    expect(rd(EDU_REG.FACTORIAL)).toBe(120n);
+    wr(EDU_REG.FACTORIAL, 13);
+    await until(() => (rd(EDU_REG.STATUS) & 1n) === 0n);
+    expect(rd(EDU_REG.FACTORIAL)).toBe(6227020800n % 2n ** 32n); // 32-bit arithmetic
+    wr(EDU_REG.FACTORIAL, 0);
+    await until(() => (rd(EDU_REG.STATUS) & 1n) === 0n);
+    expect(rd(EDU_REG.FACTORIAL)).toBe(1n);
+  });
+
+  it("raises interrupt 0x1 after a factorial when status bit 0x80 is set", async () => {
+    const { rd, wr, events } = setup();
+    wr(EDU_REG.STATUS, 0x81); // bit 0 is read-only
+    expect(rd(EDU_REG.STATUS)).toBe(0x80n);
+    wr(EDU_REG.FACTORIAL, 4);
+    await until(() => events.length > 0);
+    expect(rd(EDU_REG.FACTORIAL)).toBe(24n);
+    expect(rd(EDU_REG.IRQ_STATUS)).toBe(1n);
+    expect(events).toEqual(["intx:1"]);
+    wr(EDU_REG.IRQ_ACK, 1);
+    expect(events).toEqual(["intx:1", "intx:0"]);
+    wr(EDU_REG.STATUS, 0);
+    expect(rd(EDU_REG.STATUS)).toBe(0n);
+  });
+
+  it("raises and acknowledges interrupts over INTx with level semantics", () => {
+    const { fn, rd, wr, events } = setup();
+    wr(EDU_REG.IRQ_RAISE, 0x10);
+    wr(EDU_REG.IRQ_RAISE, 0x02);
+    expect(rd(EDU_REG.IRQ_STATUS)).toBe(0x12n);
+    expect(events).toEqual(["intx:1"]);
+    expect(fn.readConfig(6, 2) & 0x8).toBe(0x8);
+    wr(EDU_REG.IRQ_ACK, 0x10);
+    expect(events).toEqual(["intx:1"]); // still 0x02 pending: line stays up
+    wr(EDU_REG.IRQ_ACK, 0x02);
+    expect(events).toEqual(["intx:1", "intx:0"]);
+    expect(rd(EDU_REG.IRQ_STATUS)).toBe(0n);
+  });
+
+  it("uses MSI once the driver enables it", () => {
+    const { fn, rd, wr, events } = setup();
+    fn.writeConfig(0x44, 4, 0xfee00000);
+    fn.writeConfig(0x48, 4, 0);
+    fn.writeConfig(0x4c, 2, 0x4041);
+    fn.writeConfig(0x42, 2, 0x0001);
+    wr(EDU_REG.IRQ_RAISE, 0x100);
+    expect(events).toEqual(["msi:0:fee00000:4041"]);
+    wr(EDU_REG.IRQ_ACK, 0x100); // MSI: nothing to lower
+    expect(events.length).toBe(1);
+    expect(rd(EDU_REG.IRQ_STATUS)).toBe(0n);
+  });
+
+  it("resets its registers with the function", () => {
+    const { fn, rd, wr } = setup();
+    wr(EDU_REG.LIVENESS, 0);
+    wr(EDU_REG.IRQ_RAISE, 4);
+    fn.reset();
+    expect(fn.barAddress(0)).toBeUndefined();
+    expect(fn.readRegion(0, EDU_REG.LIVENESS, 4)).toBe(0n);
+    expect(fn.readRegion(0, EDU_REG.IRQ_STATUS, 4)).toBe(0n);
+    expect(fn.irq.intxLevel).toBe(false);
+    void rd;
+  });
+});
+
+describe("edu: DMA engine", () => {
+  function withMemory(fn: PciFunction, size = 0x10000, iova = 0x100000n) {
+    const ctx = createDmaContext({ mapFd: () => { throw new Error("no fds in this test"); } });
+    const guest = new Uint8Array(size);
+    ctx.table.add({ iova, size: BigInt(size), perm: DMA_PERM_RW, backing: { kind: "memory", bytes: guest } });
+    fn.attachDma(ctx.dma);
+    return { guest, ctx };
+  }
+
+  it("runs the spec's example: RAM → buffer, then buffer → RAM, with interrupt 0x100", async () => {
+    const { fn, rd, wr, events } = setup();
+    const { guest, ctx } = withMemory(fn);
+    for (let i = 0; i < 100; i++) guest[0x200 + i] = (i * 7 + 3) & 0xff;
+    const addr = 0x100200n;
+    wr(EDU_REG.DMA_SRC, addr, 8);
+    wr(EDU_REG.DMA_DST, 0x40000n, 8);
+    wr(EDU_REG.DMA_CNT, 100);
+    wr(EDU_REG.DMA_CMD, 1);
+    expect(rd(EDU_REG.DMA_CMD) & 1n).toBe(1n);
+    wr(EDU_REG.DMA_CNT, 5); // frozen while the transfer runs
+    expect(rd(EDU_REG.DMA_CNT)).toBe(100n);
+    await until(() => (rd(EDU_REG.DMA_CMD) & 1n) === 0n);
+    wr(EDU_REG.DMA_SRC, 0x40000);
+    wr(EDU_REG.DMA_DST, addr + 100n, 8);
+    wr(EDU_REG.DMA_CNT, 100);
+    wr(EDU_REG.DMA_CMD, 3 | 4);
+    await until(() => (rd(EDU_REG.DMA_CMD) & 1n) === 0n);
+    expect([...guest.subarray(0x200 + 100, 0x200 + 200)]).toEqual([...guest.subarray(0x200, 0x200 + 100)]);
+    expect(rd(EDU_REG.IRQ_STATUS)).toBe(0x100n);
+    expect(events).toEqual(["intx:1"]);
+    expect(rd(EDU_REG.DMA_SRC, 8)).toBe(0x40000n);
+    ctx.close();
+  });
+
+  it("ignores a command write without the start bit", () => {
+    const { rd, wr } = setup();
+    wr(EDU_REG.DMA_CMD, 4);
+    expect(rd(EDU_REG.DMA_CMD)).toBe(0n);
+  });
+
+  it("refuses transfers outside its 4 KiB buffer and clamps addresses to the DMA mask", async () => {
+    const { fn, rd, wr, errors } = setup();
+    const { guest, ctx } = withMemory(fn);
+    guest.fill(0xee);
+    wr(EDU_REG.DMA_SRC, 0x40f00);
+    wr(EDU_REG.DMA_DST, 0x100000);
+    wr(EDU_REG.DMA_CNT, 0x200); // runs past 0x41000
+    wr(EDU_REG.DMA_CMD, 3);
+    await until(() => (rd(EDU_REG.DMA_CMD) & 1n) === 0n);
+    expect(guest[0]).toBe(0xee);
+    expect(errors.some((m) => m.includes("outside the buffer"))).toBe(true);
+    // 0x10100000 & (2^28 - 1) = 0x100000: the write lands at the clamped address
+    wr(EDU_REG.DMA_SRC, 0x40000);
+    wr(EDU_REG.DMA_DST, 0x10100000);
+    wr(EDU_REG.DMA_CNT, 4);
+    wr(EDU_REG.DMA_CMD, 3);
+    await until(() => (rd(EDU_REG.DMA_CMD) & 1n) === 0n);
+    expect([...guest.subarray(0, 4)]).toEqual([0, 0, 0, 0]);
+    expect(errors.some((m) => m.includes("clamping"))).toBe(true);
+    ctx.close();
+  });
+
+  it("completes (without data) when the address is not mapped, and reports it", async () => {
+    const { rd, wr, errors } = setup();
+    wr(EDU_REG.DMA_SRC, 0x1000);
+    wr(EDU_REG.DMA_DST, 0x40000);
+    wr(EDU_REG.DMA_CNT, 16);
+    wr(EDU_REG.DMA_CMD, 1 | 4);
+    await until(() => (rd(EDU_REG.DMA_CMD) & 1n) === 0n);
+    expect(errors.some((m) => m.includes("DMA failed"))).toBe(true);
+    expect(rd(EDU_REG.IRQ_STATUS)).toBe(0x100n);
+  });
+});
+
+describe("edu: migration", () => {
+  it("carries registers and the DMA buffer to a new instance", async () => {
+    const a = setup();
+    const { ctx } = (() => {
+      const c = createDmaContext({ mapFd: () => { throw new Error("no fds"); } });
+      const g = new Uint8Array(0x1000).fill(0x5c);
+      c.table.add({ iova: 0x100000n, size: 0x1000n, perm: DMA_PERM_RW, backing: { kind: "memory", bytes: g } });
+      a.fn.attachDma(c.dma);
+      return { ctx: c };
+    })();
+    a.wr(EDU_REG.LIVENESS, 1);
+    a.wr(EDU_REG.DMA_SRC, 0x100000);
+    a.wr(EDU_REG.DMA_DST, 0x40010);
+    a.wr(EDU_REG.DMA_CNT, 8);
+    a.wr(EDU_REG.DMA_CMD, 1);
+    await until(() => (a.rd(EDU_REG.DMA_CMD) & 1n) === 0n);
+    a.wr(EDU_REG.IRQ_RAISE, 0x8);
+    const state = a.fn.saveState();
+    const b = createEdu();
+    b.restoreState(state);
+    expect(b.barAddress(0)).toBe(BAR);
+    expect(b.busRead("mem", BAR + 4n, 4)).toBe(0xfffffffen);
+    expect(b.busRead("mem", BAR + 0x24n, 4)).toBe(8n);
+    expect(b.irq.intxLevel).toBe(true);
+    // the buffer travelled: DMA it back out of b into fresh memory
+    const c2 = createDmaContext({ mapFd: () => { throw new Error("no fds"); } });
+    const g2 = new Uint8Array(0x100);
+    c2.table.add({ iova: 0x200000n, size: 0x100n, perm: DMA_PERM_RW, backing: { kind: "memory", bytes: g2 } });
+    b.attachDma(c2.dma);
+    b.busWrite("mem", BAR + 0x80n, 4, 0x40010n);
+    b.busWrite("mem", BAR + 0x88n, 4, 0x200000n);
+    b.busWrite("mem", BAR + 0x90n, 4, 8n);
+    b.busWrite("mem", BAR + 0x98n, 4, 3n);
+    await until(() => ((b.busRead("mem", BAR + 0x98n, 4) ?? 1n) & 1n) === 0n, 3000);
+    expect([...g2.subarray(0, 8)]).toEqual(new Array(8).fill(0x5c));
+    ctx.close();
+    c2.close();
+  });
+});
