@@ -1,2 +1,3 @@
 // Sample devices and the lspci-style config dump (issue #4).
 export * from "./edu.js";
+export * from "./throughput.js";

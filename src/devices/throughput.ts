@@ -1,0 +1,131 @@
+// A device for throughput measurement: a RAM-backed data BAR (no device code on any access,
+// so benchmarks measure transport + dispatch) and a small register BAR with a doorbell.
+//
+//   BAR 0  memory, RAM-backed, `dataSize` bytes (default 1 MiB); optionally a caller-supplied
+//          buffer with an fd so a vfio-user client can mmap it.
+//   BAR 2  memory, 4 KiB registers (4-byte accesses; 8-byte ones are split):
+//     0x00 RO  identification 0x77647470 ("wdtp")
+//     0x04 WO  doorbell: counts the write, keeps the value, calls `onDoorbell`, and fires
+//              MSI-X vector 0 (or pulses INTx: assert, deasserted by IRQ_ACK) when
+//              bit 0 of CONTROL is set
+//     0x08 RO  doorbell count (low 32 bits)       } served from a shadow window: reads never
+//     0x0c RO  last doorbell value                 } reach the device (side-effect free)
+//     0x10 RW  scratch
+//     0x14 RW  control: bit 0 = interrupt on doorbell
+//     0x18 WO  interrupt acknowledge (deasserts INTx)
+//     0x800    MSI-X table (2 vectors)     0xc00 MSI-X PBA
+import { createPciFunction } from "../core/pci/function.js";
+import type { AccessSize, PciFunction } from "../core/pci/api.js";
+
+export const THROUGHPUT_VENDOR_ID = 0x1234;
+export const THROUGHPUT_DEVICE_ID = 0x5754;
+export const THROUGHPUT_ID_VALUE = 0x77647470;
+
+export const THROUGHPUT_REG = {
+  ID: 0x00,
+  DOORBELL: 0x04,
+  DOORBELL_COUNT: 0x08,
+  LAST_DOORBELL: 0x0c,
+  SCRATCH: 0x10,
+  CONTROL: 0x14,
+  IRQ_ACK: 0x18,
+} as const;
+export const THROUGHPUT_CONTROL_IRQ = 0x1;
+
+export interface ThroughputOptions {
+  /** Data BAR size, a power of two ≥ 4 KiB (default 1 MiB). */
+  dataSize?: number;
+  /** Caller-owned data memory (e.g. a memfd mapping) and the fd a client may mmap. */
+  data?: { bytes: Uint8Array; fd?: number; fdOffset?: bigint };
+  /** Called on every doorbell write with the value written. */
+  onDoorbell?: (value: number) => void;
+}
+
+export interface ThroughputDevice {
+  fn: PciFunction;
+  /** Doorbell writes seen since creation/reset. */
+  readonly doorbells: number;
+}
+
+export function createThroughputDevice(options: ThroughputOptions = {}): ThroughputDevice {
+  const dataSize = options.data?.bytes.length ?? options.dataSize ?? 1 << 20;
+  let doorbells = 0;
+  let scratch = 0;
+  let control = 0;
+
+  const mirror = () => {
+    // The shadow window covers 0x08..0x0f: count then last value.
+    const view = new DataView(fn.shadow(2).buffer, fn.shadow(2).byteOffset, 8);
+    view.setUint32(0, doorbells >>> 0, true);
+    view.setUint32(4, lastValue, true);
+  };
+  let lastValue = 0;
+
+  const read = (offset: number, _size: AccessSize): number => {
+    switch (offset) {
+      case THROUGHPUT_REG.ID:
+        return THROUGHPUT_ID_VALUE;
+      case THROUGHPUT_REG.SCRATCH:
+        return scratch;
+      case THROUGHPUT_REG.CONTROL:
+        return control;
+      default:
+        return 0;
+    }
+  };
+
+  const write = (offset: number, _size: AccessSize, value: number | bigint): void => {
+    const v = Number(value) >>> 0;
+    switch (offset) {
+      case THROUGHPUT_REG.DOORBELL:
+        doorbells++;
+        lastValue = v;
+        mirror();
+        options.onDoorbell?.(v);
+        if (control & THROUGHPUT_CONTROL_IRQ && !fn.irq.notify(0)) fn.irq.setIntx(true);
+        return;
+      case THROUGHPUT_REG.SCRATCH:
+        scratch = v;
+        return;
+      case THROUGHPUT_REG.CONTROL:
+        control = v & THROUGHPUT_CONTROL_IRQ;
+        return;
+      case THROUGHPUT_REG.IRQ_ACK:
+        fn.irq.setIntx(false);
+        return;
+    }
+  };
+
+  const fn = createPciFunction({
+    name: "throughput",
+    vendorId: THROUGHPUT_VENDOR_ID,
+    deviceId: THROUGHPUT_DEVICE_ID,
+    classCode: 0xff0000, // unassigned class: a test device
+    interruptPin: 1,
+    bars: [
+      { kind: "mem32", size: dataSize, name: "data", ram: options.data ?? true },
+      undefined,
+      {
+        kind: "mem32",
+        size: 4096,
+        name: "regs",
+        ops: { read, write, valid: { min: 4, max: 8 }, impl: { min: 4, max: 4 } },
+        shadow: [{ offset: THROUGHPUT_REG.DOORBELL_COUNT, size: 8 }],
+      },
+    ],
+    capabilities: [{ kind: "msix", vectors: 2, tableBar: 2, tableOffset: 0x800, pbaBar: 2, pbaOffset: 0xc00 }],
+    reset() {
+      doorbells = 0;
+      lastValue = 0;
+      scratch = 0;
+      control = 0;
+      mirror();
+    },
+  });
+  return {
+    fn,
+    get doorbells() {
+      return doorbells;
+    },
+  };
+}

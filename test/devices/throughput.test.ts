@@ -1,0 +1,49 @@
+import { describe, expect, it } from "vitest";
+import { createThroughputDevice, THROUGHPUT_REG as REG } from "../../src/devices/throughput.js";
+import type { InterruptSink } from "../../src/core/index.js";
+
+describe("throughput device", () => {
+  it("serves its data BAR from memory the caller can see", () => {
+    const bytes = new Uint8Array(1 << 16);
+    const { fn } = createThroughputDevice({ data: { bytes, fd: 42 } });
+    const chunk = new Uint8Array(4096).map((_, i) => i * 13);
+    fn.writeRegionBytes(0, 0x1000, chunk);
+    expect(bytes.subarray(0x1000, 0x2000)).toEqual(chunk);
+    const back = new Uint8Array(4096);
+    fn.readRegionBytes(0, 0x1000, back);
+    expect(back).toEqual(chunk);
+    expect(fn.regionInfo(0)).toMatchObject({ size: 1n << 16n, mmap: { fd: 42, offset: 0n } });
+  });
+
+  it("counts doorbells, mirrors count and value into a side-effect-free shadow", () => {
+    const seen: number[] = [];
+    const dev = createThroughputDevice({ onDoorbell: (v) => seen.push(v) });
+    const { fn } = dev;
+    expect(fn.readRegion(2, REG.ID, 4)).toBe(0x77647470n);
+    for (let i = 1; i <= 5; i++) fn.writeRegion(2, REG.DOORBELL, 4, BigInt(i * 100));
+    expect(dev.doorbells).toBe(5);
+    expect(seen).toEqual([100, 200, 300, 400, 500]);
+    expect(fn.readRegion(2, REG.DOORBELL_COUNT, 8)).toBe((500n << 32n) | 5n);
+    fn.writeRegion(2, REG.SCRATCH, 4, 0xabcdn);
+    expect(fn.readRegion(2, REG.SCRATCH, 4)).toBe(0xabcdn);
+    fn.reset();
+    expect(fn.readRegion(2, REG.DOORBELL_COUNT, 4)).toBe(0n);
+  });
+
+  it("interrupts on doorbell through MSI-X when enabled, else INTx", () => {
+    const { fn } = createThroughputDevice({ dataSize: 4096 });
+    const events: string[] = [];
+    const sink: InterruptSink = { intx: (a) => events.push(`intx:${+a}`), vector: (k, v) => events.push(`${k}:${v}`) };
+    fn.attachInterruptSink(sink);
+    fn.writeRegion(2, REG.CONTROL, 4, 1n);
+    fn.writeRegion(2, REG.DOORBELL, 4, 1n);
+    fn.writeRegion(2, REG.IRQ_ACK, 4, 0n);
+    expect(events).toEqual(["intx:1", "intx:0"]);
+    const cap = fn.readConfig(0x34, 1);
+    fn.writeRegion(2, 0x800, 4, 0xfee00000n);
+    fn.writeRegion(2, 0x80c, 4, 0n);
+    fn.writeConfig(cap + 2, 2, 0x8000);
+    fn.writeRegion(2, REG.DOORBELL, 4, 2n);
+    expect(events).toEqual(["intx:1", "intx:0", "msix:0"]);
+  });
+});
