@@ -281,23 +281,28 @@ export class SendBuffer {
     return this;
   }
   u16(value: number): this {
-    this.view.setUint16(this.reserve(2), value, true);
+    const at = this.reserve(2); // before reading this.view: reserve() may replace it
+    this.view.setUint16(at, value, true);
     return this;
   }
   u32(value: number): this {
-    this.view.setUint32(this.reserve(4), value, true);
+    const at = this.reserve(4); // before reading this.view: reserve() may replace it
+    this.view.setUint32(at, value, true);
     return this;
   }
   i32(value: number): this {
-    this.view.setInt32(this.reserve(4), value, true);
+    const at = this.reserve(4); // before reading this.view: reserve() may replace it
+    this.view.setInt32(at, value, true);
     return this;
   }
   u64(value: bigint): this {
-    this.view.setBigUint64(this.reserve(8), value, true);
+    const at = this.reserve(8); // before reading this.view: reserve() may replace it
+    this.view.setBigUint64(at, value, true);
     return this;
   }
   i64(value: bigint): this {
-    this.view.setBigInt64(this.reserve(8), value, true);
+    const at = this.reserve(8); // before reading this.view: reserve() may replace it
+    this.view.setBigInt64(at, value, true);
     return this;
   }
   /** Appends `count` zero bytes (padding). */

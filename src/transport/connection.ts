@@ -238,6 +238,7 @@ export class Connection extends EventEmitter {
   end(): void {
     if (this.closed || this.ending) return;
     this.ending = true;
+    this.updatePoll();
     if (this.queue.length === 0) this.shutdownWrite();
   }
 
@@ -330,7 +331,9 @@ export class Connection extends EventEmitter {
 
   private updatePoll(): void {
     if (this.poll === null) return;
-    const events = (this.receiver !== null && !this.paused ? POLL_READABLE : 0) | (this.queue.length !== 0 ? POLL_WRITABLE : 0);
+    // After end() the connection must see the peer's end of stream even without a receiver.
+    const reading = (this.receiver !== null && !this.paused) || this.ending;
+    const events = (reading ? POLL_READABLE : 0) | (this.queue.length !== 0 ? POLL_WRITABLE : 0);
     if (events === this.pollEvents) return;
     this.pollEvents = events;
     const r = this.n.pollSet(this.poll, events);
@@ -350,7 +353,7 @@ export class Connection extends EventEmitter {
     const buffer = this.receiveBuffer;
     const info = this.fdInfo;
     for (let reads = 0; reads < MAX_READS_PER_WAKEUP; reads++) {
-      if (this.closed || this.paused || this.receiver === null) return;
+      if (this.closed || (this.paused && !this.ending) || (this.receiver === null && !this.ending)) return;
       const tail = buffer.reserveTail(MIN_READ);
       if (tail.length === 0) {
         this.destroy(new TransportError(
@@ -388,8 +391,13 @@ export class Connection extends EventEmitter {
         return;
       }
       buffer.commit(got, fds);
+      if (this.receiver === null) {
+        // Ending with nobody to read: discard (closing any fds) while waiting for end of stream.
+        buffer.consume(buffer.available);
+        continue;
+      }
       try {
-        this.receiver!(buffer, this);
+        this.receiver(buffer, this);
       } catch (err) {
         this.destroy(err instanceof TransportError ? err : new TransportError(
           "ERR_RECEIVER_THREW",
