@@ -101,8 +101,13 @@ export function eventfdSignal(fd: number): void {
   if (c_write(fd, counterBuf, 8) !== 8) throw sysError("eventfd write");
 }
 
-/** Reads and clears an eventfd counter (event_notifier_test_and_clear); 0 when nothing pending. */
+/**
+ * Reads and clears an eventfd counter (event_notifier_test_and_clear); 0 when nothing pending.
+ * Polls first: O_NONBLOCK lives in the shared file description and QEMU switches every fd it
+ * receives over SCM_RIGHTS to blocking, so a bare read could block the event loop.
+ */
 export function eventfdDrain(fd: number): bigint {
+  if (!waitReadable(fd, 0)) return 0n;
   const n = c_read(fd, counterBuf, 8);
   if (n === 8) return counterBuf.readBigUInt64LE();
   const e = koffi.errno();
@@ -167,30 +172,48 @@ export function mapFd(fd: number, offset: bigint, length: number, writable = tru
 }
 
 /** Blocks up to `timeoutMs` (-1 = forever) for `fd` to become readable. */
+const pollfdBuf = Buffer.alloc(8);
+
 export function waitReadable(fd: number, timeoutMs: number): boolean {
-  const pfd = Buffer.alloc(8);
+  const pfd = pollfdBuf;
   pfd.writeInt32LE(fd, 0);
+  pfd.writeInt16LE(0, 6);
   pfd.writeInt16LE(POLLIN, 4);
   const r = c_poll(pfd, 1, timeoutMs);
   return r > 0;
 }
 
-/** Event-loop readiness: calls `onReadable` each time `fd` is readable (or hung up) until stop(). */
+/** Event-loop readiness of one fd (libuv poll; one watcher per fd). */
 export interface FdWatch {
+  /** Also (or no longer) report writability, e.g. while a send queue is blocked. */
+  wantWritable(on: boolean): void;
   stop(): void;
   /** Keeps (true) or stops (false) the watch from holding the process alive. */
   ref(on: boolean): void;
 }
 
-export function watchReadable(fd: number, onReadable: () => void): FdWatch {
-  const handle = koffi.node.poll(fd, { readable: true, disconnect: true }, ((status: number) => {
-    if (status < 0 || !closed) onReadable();
-  }) as any);
-  let closed = false;
+/**
+ * Calls `onReadable` whenever `fd` is readable or hung up, and `onWritable` when writable
+ * while wantWritable(true), until stop().
+ */
+export function watchFd(fd: number, onReadable: () => void, onWritable?: () => void): FdWatch {
+  let stopped = false;
+  let writable = false;
+  const handle = koffi.node.poll(fd, { readable: true, disconnect: true }, callback as any);
+  function callback(status: number, ev: { readable: boolean; writable: boolean; disconnect: boolean }) {
+    if (stopped) return;
+    if (status < 0 || ev.readable || ev.disconnect) onReadable();
+    if (!stopped && writable && ev?.writable) onWritable?.();
+  }
   return {
+    wantWritable(on: boolean) {
+      if (stopped || on === writable) return;
+      writable = on;
+      handle.start({ readable: true, disconnect: true, writable: on }, callback as any);
+    },
     stop() {
-      if (closed) return;
-      closed = true;
+      if (stopped) return;
+      stopped = true;
       handle.close();
     },
     ref(on: boolean) {
@@ -198,6 +221,11 @@ export function watchReadable(fd: number, onReadable: () => void): FdWatch {
       else handle.unref();
     },
   };
+}
+
+/** Readability only (eventfds). */
+export function watchReadable(fd: number, onReadable: () => void): FdWatch {
+  return watchFd(fd, onReadable);
 }
 
 const MAX_CMSG_FDS = 16;

@@ -1,0 +1,533 @@
+// The VMM side of mpqemu (QEMU 7.2 hw/remote/proxy.c's role), as a library class: starts or
+// adopts a remote device process, shares memfd-backed RAM (SYNC_SYSMEM), installs an INTx
+// irqfd pair (SET_IRQFD), forwards config and BAR accesses, probes and programs BARs, resets
+// the device, and watches liveness. Every wait is a promise on the event loop.
+//
+//   const proxy = await MpqemuProxy.start({ command: ["qemu-system-x86_64", "-machine", "x-remote",
+//     ..., "-object", "x-remote-object,id=r0,devid=d0,fd={fd}"] });
+//   const info = await proxy.probe();
+//   const bars = await proxy.programBars(info);
+//   const status = await proxy.barRead(0, 0x8, 4);
+//   await proxy.close();
+import { spawn, type ChildProcess } from "node:child_process";
+import { EventEmitter } from "node:events";
+import { MpqemuError } from "./errors.js";
+import {
+  Cmd, MpqemuEncoder, MpqemuParser, cmdName, type Encoded, type ParseEvent, type RetMsg,
+} from "./wire.js";
+import {
+  RawSocket, closeFd, eventfd, eventfdDrain, eventfdSignal, mapFd, memfdCreate, socketpair, watchFd, watchReadable,
+  type FdWatch, type Mapping,
+} from "./sys.js";
+
+export type AccessSize = 1 | 2 | 4 | 8;
+
+export interface MpqemuProxyOptions {
+  /** Command line of the remote; the argument text `{fd}` becomes the fd number the child
+   *  sees for its end of the socketpair. */
+  command?: readonly string[];
+  /** Adopt this connected socket instead (the proxy owns and closes it). */
+  fd?: number;
+  /** Bytes of memfd-backed guest RAM shared with SYNC_SYSMEM (default 16 MiB; 0 = none). */
+  ramSize?: number;
+  /** Guest-physical address of that RAM (default 0). */
+  ramGpa?: bigint;
+  /** A request without a reply for this long means the remote is lost (default 3000 ms). */
+  timeoutMs?: number;
+  /** Interval of the liveness probe while idle (default 1000 ms; 0 disables). */
+  heartbeatMs?: number;
+  /** What to do with the child's stderr (default "inherit"). */
+  stderr?: "inherit" | "ignore" | "pipe";
+  /** Diagnostics sink (default: none). */
+  log?: (line: string) => void;
+}
+
+export type BarKind = "io" | "mem32" | "mem64";
+
+export interface ProbedBar {
+  index: number;
+  kind: BarKind;
+  prefetchable: boolean;
+  /** Decoded size in bytes (the 7.2 proxy sizes only the low dword; we size 64-bit BARs fully). */
+  size: bigint;
+}
+
+export interface ProbeInfo {
+  vendorId: number;
+  deviceId: number;
+  revision: number;
+  /** 24-bit class code. */
+  classCode: number;
+  headerType: number;
+  subsystemVendorId: number;
+  subsystemId: number;
+  interruptPin: number;
+  bars: ProbedBar[];
+}
+
+export interface BarAssignment extends ProbedBar {
+  address: bigint;
+}
+
+interface Pending {
+  cmd: number;
+  sentAt: number;
+  resolve: (msg: RetMsg) => void;
+  reject: (err: MpqemuError) => void;
+}
+
+const CHILD_FD = 3;
+const PCI_COMMAND_IO = 0x1;
+const PCI_COMMAND_MEMORY = 0x2;
+const PCI_COMMAND_MASTER = 0x4;
+
+export class MpqemuProxy extends EventEmitter {
+  readonly child: ChildProcess | null;
+  /** The shared guest RAM (view of the memfd mapping), or null without RAM. */
+  readonly ram: Uint8Array | null;
+  readonly ramGpa: bigint;
+
+  private readonly sock: RawSocket;
+  private readonly watch: FdWatch;
+  private readonly parser: MpqemuParser<RetMsg>;
+  private readonly enc = new MpqemuEncoder();
+  private readonly pending: Pending[] = [];
+  private outQueue: { bytes: Uint8Array; fds: number[] }[] = [];
+  private readonly timeoutMs: number;
+  private readonly log: (line: string) => void;
+  private timeoutTimer: NodeJS.Timeout | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private failure: MpqemuError | null = null;
+  private closing = false;
+  private ramMapping: Mapping | null = null;
+  private ramFd = -1;
+  private irqfd = -1;
+  private resamplefd = -1;
+  private irqWatch: FdWatch | null = null;
+  private intxAsserted = false;
+  private childExited: Promise<void>;
+  private bars: BarAssignment[] = [];
+
+  private constructor(sockFd: number, child: ChildProcess | null, opts: MpqemuProxyOptions) {
+    super();
+    this.child = child;
+    this.timeoutMs = opts.timeoutMs ?? 3000;
+    this.log = opts.log ?? (() => {});
+    this.ramGpa = opts.ramGpa ?? 0n;
+    this.sock = new RawSocket(sockFd);
+    this.parser = new MpqemuParser<RetMsg>("proxy", closeFd);
+    this.watch = watchFd(sockFd, () => this.onReadable(), () => this.flush());
+    this.watch.ref(false);
+    const ramSize = opts.ramSize ?? 16 << 20;
+    this.ram = null;
+    if (ramSize > 0) {
+      this.ramFd = memfdCreate("wasmdev-guest-ram", BigInt(ramSize));
+      this.ramMapping = mapFd(this.ramFd, 0n, ramSize);
+      this.ram = this.ramMapping.bytes;
+    }
+    this.childExited = new Promise<void>((resolve) => {
+      if (!child) return resolve();
+      child.once("exit", (code, signal) => {
+        resolve();
+        if (!this.closing) this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: lost contact with device: remote process exited (${signal ?? `code ${code}`})`));
+      });
+    });
+    if (opts.heartbeatMs !== 0) {
+      this.heartbeatTimer = setInterval(() => this.heartbeat(), opts.heartbeatMs ?? 1000);
+      this.heartbeatTimer.unref();
+    }
+  }
+
+  /**
+   * Starts the remote (or adopts `fd`), shares RAM, installs the INTx irqfd pair and waits for
+   * the first config read to be answered, then resets the device (as QEMU's proxy does at
+   * machine reset). Rejects with MPQEMU_LOST_CONTACT if the remote never answers.
+   */
+  static async start(opts: MpqemuProxyOptions): Promise<MpqemuProxy> {
+    let sockFd: number;
+    let child: ChildProcess | null = null;
+    if (opts.command) {
+      if (opts.fd !== undefined) throw new MpqemuError("MPQEMU_BAD_ARGUMENT", "mpqemu: give either command or fd, not both");
+      if (opts.command.length === 0 || !opts.command.some((a) => a.includes("{fd}"))) {
+        throw new MpqemuError("MPQEMU_BAD_ARGUMENT", "mpqemu: the remote command must contain {fd} where the socket's fd number goes");
+      }
+      const [mine, theirs] = socketpair();
+      const argv = opts.command.map((a) => a.replaceAll("{fd}", String(CHILD_FD)));
+      try {
+        child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "ignore", opts.stderr ?? "inherit", theirs] });
+      } finally {
+        closeFd(theirs);
+      }
+      // A spawn failure (ENOENT) surfaces as an 'error' event; treat it as the remote exiting.
+      child.once("error", (err) => proxy?.fail(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: could not start the remote: ${err.message}`, { cause: err })));
+      sockFd = mine;
+    } else if (opts.fd !== undefined) {
+      sockFd = opts.fd;
+    } else {
+      throw new MpqemuError("MPQEMU_BAD_ARGUMENT", "mpqemu: MpqemuProxy.start needs a command or an fd");
+    }
+    let proxy: MpqemuProxy | undefined;
+    proxy = new MpqemuProxy(sockFd, child, opts);
+    try {
+      await proxy.setup();
+    } catch (err) {
+      await proxy.close();
+      throw err;
+    }
+    return proxy;
+  }
+
+  private async setup(): Promise<void> {
+    if (this.ramFd >= 0 && this.ram) {
+      this.send(this.enc.syncSysmem([{ gpa: this.ramGpa, size: BigInt(this.ram.length), offset: 0n, fd: this.ramFd }]));
+    }
+    this.irqfd = eventfd();
+    this.resamplefd = eventfd();
+    this.send(this.enc.setIrqfd(this.irqfd, this.resamplefd));
+    this.irqWatch = watchReadable(this.irqfd, () => this.onIrq());
+    this.irqWatch.ref(false);
+    // The first answer proves the remote is serving; QEMU's remote resets its machine right
+    // after it first drains the socket, so nothing stateful is sent before this reply.
+    await this.configRead(0, 2);
+    await this.reset();
+  }
+
+  /** Whether the remote currently has INTx asserted (as latched from the irqfd). */
+  get intx(): boolean {
+    return this.intxAsserted;
+  }
+
+  /** BAR assignments made by programBars(). */
+  get assignedBars(): readonly BarAssignment[] {
+    return this.bars;
+  }
+
+  /**
+   * End of interrupt: drops the latched INTx level and signals the resample fd; a remote that
+   * still asserts the line raises the irqfd again (level semantics).
+   */
+  eoi(): void {
+    if (this.resamplefd < 0) return;
+    if (this.intxAsserted) {
+      this.intxAsserted = false;
+      this.emit("intx", false);
+    }
+    eventfdSignal(this.resamplefd);
+  }
+
+  /** Resolves with the next INTx assertion (or immediately if asserted). */
+  waitIntx(timeoutMs = this.timeoutMs): Promise<void> {
+    if (this.intxAsserted) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.off("intx", on);
+        reject(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: no INTx within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const on = (level: boolean) => {
+        if (!level) return;
+        clearTimeout(t);
+        this.off("intx", on);
+        resolve();
+      };
+      this.on("intx", on);
+    });
+  }
+
+  private onIrq(): void {
+    if (eventfdDrain(this.irqfd) === 0n) return;
+    if (!this.intxAsserted) {
+      this.intxAsserted = true;
+      this.emit("intx", true);
+    }
+  }
+
+  // ---- requests ---------------------------------------------------------------------------
+
+  /** Config read of 1, 2 or 4 bytes. */
+  async configRead(offset: number, len: 1 | 2 | 4): Promise<number> {
+    checkConfig(offset, len);
+    const r = await this.request(this.enc.configRead(offset, len));
+    return Number(BigInt.asUintN(32, r.value ?? 0n)) >>> 0;
+  }
+
+  async configWrite(offset: number, len: 1 | 2 | 4, value: number): Promise<void> {
+    checkConfig(offset, len);
+    await this.request(this.enc.configWrite(offset, value >>> 0, len));
+  }
+
+  /** One access by bus address; reads return the low `size` bytes of the remote's answer. */
+  async busRead(space: "mem" | "io", address: bigint, size: AccessSize): Promise<bigint> {
+    checkSize(size);
+    const r = await this.request(this.enc.barRead(address, size, space === "mem"));
+    return BigInt.asUintN(size * 8, r.value ?? 0n);
+  }
+
+  async busWrite(space: "mem" | "io", address: bigint, size: AccessSize, value: bigint | number): Promise<void> {
+    checkSize(size);
+    await this.request(this.enc.barWrite(address, BigInt.asUintN(size * 8, BigInt(value)), size, space === "mem"));
+  }
+
+  /** Access at `offset` inside BAR `bar` as programmed by programBars(). */
+  barRead(bar: number, offset: number | bigint, size: AccessSize): Promise<bigint> {
+    const b = this.barFor(bar, offset, size);
+    return this.busRead(b.kind === "io" ? "io" : "mem", b.address + BigInt(offset), size);
+  }
+
+  barWrite(bar: number, offset: number | bigint, size: AccessSize, value: bigint | number): Promise<void> {
+    const b = this.barFor(bar, offset, size);
+    return this.busWrite(b.kind === "io" ? "io" : "mem", b.address + BigInt(offset), size, value);
+  }
+
+  private barFor(bar: number, offset: number | bigint, size: number): BarAssignment {
+    const b = this.bars.find((x) => x.index === bar);
+    if (!b) throw new MpqemuError("MPQEMU_BAD_ARGUMENT", `mpqemu: BAR ${bar} is not programmed (call programBars first)`);
+    const off = BigInt(offset);
+    if (off < 0n || off + BigInt(size) > b.size) {
+      throw new MpqemuError("MPQEMU_BAD_ARGUMENT", `mpqemu: access [${off}, +${size}) is outside BAR ${bar} (${b.size} bytes)`);
+    }
+    return b;
+  }
+
+  /** DEVICE_RESET; resolves when the remote acknowledged it. */
+  async reset(): Promise<void> {
+    await this.request(this.enc.deviceReset());
+  }
+
+  /** Reads the identity header and sizes every BAR (write all-ones, read back, restore). */
+  async probe(): Promise<ProbeInfo> {
+    const id = await this.configRead(0x00, 4);
+    const classRev = await this.configRead(0x08, 4);
+    const header = await this.configRead(0x0c, 4);
+    const subsys = await this.configRead(0x2c, 4);
+    const intr = await this.configRead(0x3c, 4);
+    const info: ProbeInfo = {
+      vendorId: id & 0xffff,
+      deviceId: id >>> 16,
+      revision: classRev & 0xff,
+      classCode: classRev >>> 8,
+      headerType: (header >>> 16) & 0xff,
+      subsystemVendorId: subsys & 0xffff,
+      subsystemId: subsys >>> 16,
+      interruptPin: (intr >>> 8) & 0xff,
+      bars: [],
+    };
+    // Decoding must be off while BARs hold all-ones (PCI spec: size with decode disabled).
+    const cmd = await this.configRead(0x04, 2);
+    await this.configWrite(0x04, 2, cmd & ~(PCI_COMMAND_IO | PCI_COMMAND_MEMORY));
+    for (let i = 0; i < 6; i++) {
+      const reg = 0x10 + 4 * i;
+      const orig = await this.configRead(reg, 4);
+      await this.configWrite(reg, 4, 0xffffffff);
+      const low = await this.configRead(reg, 4);
+      await this.configWrite(reg, 4, orig);
+      if (low === 0) continue;
+      if (low & 1) {
+        const mask = low & 0xfffffffc;
+        const size = BigInt((~mask + 1) >>> 0) & 0xffffn;
+        if (mask !== 0) info.bars.push({ index: i, kind: "io", prefetchable: false, size: size === 0n ? 0x10000n : size });
+        continue;
+      }
+      const type = (low >>> 1) & 3;
+      const prefetchable = (low & 8) !== 0;
+      if (type === 2 && i < 5) {
+        const origHi = await this.configRead(reg + 4, 4);
+        await this.configWrite(reg + 4, 4, 0xffffffff);
+        const high = await this.configRead(reg + 4, 4);
+        await this.configWrite(reg + 4, 4, origHi);
+        const mask = (BigInt(high >>> 0) << 32n) | BigInt((low & 0xfffffff0) >>> 0);
+        const size = BigInt.asUintN(64, ~mask + 1n);
+        if (mask !== 0n) info.bars.push({ index: i, kind: "mem64", prefetchable, size });
+        i++;
+        continue;
+      }
+      const mask = (low & 0xfffffff0) >>> 0;
+      if (mask !== 0) info.bars.push({ index: i, kind: "mem32", prefetchable, size: BigInt((~mask + 1) >>> 0 || 0x100000000) });
+    }
+    await this.configWrite(0x04, 2, cmd);
+    return info;
+  }
+
+  /**
+   * Assigns naturally aligned addresses (memory from `memBase`, I/O from `ioBase`), writes the
+   * BARs and enables I/O, memory and bus mastering in the command register.
+   */
+  async programBars(info: ProbeInfo, bases: { memBase?: bigint; ioBase?: bigint } = {}): Promise<BarAssignment[]> {
+    let mem = bases.memBase ?? 0xe000_0000n;
+    let io = bases.ioBase ?? 0xc000n;
+    const out: BarAssignment[] = [];
+    // Largest first keeps every BAR naturally aligned without holes growing too much.
+    for (const bar of [...info.bars].sort((a, b) => (a.size < b.size ? 1 : a.size > b.size ? -1 : 0))) {
+      const align = bar.size;
+      let addr: bigint;
+      if (bar.kind === "io") {
+        addr = (io + align - 1n) & ~(align - 1n);
+        io = addr + bar.size;
+      } else {
+        addr = (mem + align - 1n) & ~(align - 1n);
+        mem = addr + bar.size;
+      }
+      const reg = 0x10 + 4 * bar.index;
+      await this.configWrite(reg, 4, Number(addr & 0xffff_ffffn));
+      if (bar.kind === "mem64") await this.configWrite(reg + 4, 4, Number(addr >> 32n));
+      out.push({ ...bar, address: addr });
+    }
+    const cmd = await this.configRead(0x04, 2);
+    await this.configWrite(0x04, 2, cmd | PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    this.bars = out.sort((a, b) => a.index - b.index);
+    return this.bars;
+  }
+
+  /** Sends an arbitrary frame and resolves with the next reply (fault injection, tests). */
+  rawRequest(frame: Encoded): Promise<RetMsg> {
+    return this.request(frame);
+  }
+
+  private request(frame: Encoded): Promise<RetMsg> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closing) return Promise.reject(new MpqemuError("MPQEMU_CLOSED", "mpqemu: proxy is closed"));
+    return new Promise<RetMsg>((resolve, reject) => {
+      this.pending.push({ cmd: new DataView(frame.bytes.buffer, frame.bytes.byteOffset).getInt32(0, true), sentAt: Date.now(), resolve, reject });
+      this.send(frame);
+      this.armTimeout();
+    });
+  }
+
+  /** Queues `frame` (copied) and writes as much as the socket takes. */
+  private send(frame: Encoded): void {
+    if (this.failure) return;
+    this.outQueue.push({ bytes: frame.bytes.slice(), fds: frame.fds });
+    this.flush();
+  }
+
+  private flush(): void {
+    try {
+      while (this.outQueue.length > 0) {
+        const head = this.outQueue[0];
+        const n = this.sock.send(head.bytes, head.fds);
+        if (n === 0 && head.bytes.length > 0) break; // EAGAIN: wait for writability
+        if (n < head.bytes.length) {
+          head.bytes = head.bytes.subarray(n);
+          head.fds = []; // fds went with the first byte
+          break;
+        }
+        this.outQueue.shift();
+      }
+      this.watch.wantWritable(this.outQueue.length > 0);
+    } catch (err) {
+      this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: lost contact with device: ${(err as Error).message}`, { cause: err }));
+    }
+  }
+
+  private onReadable(): void {
+    for (;;) {
+      if (this.sock.isClosed) return;
+      let r;
+      try {
+        r = this.sock.recv();
+      } catch (err) {
+        this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: lost contact with device: ${(err as Error).message}`, { cause: err }));
+        return;
+      }
+      if (r.n < 0) return;
+      if (r.n === 0 && r.fds.length === 0) {
+        const trunc = this.parser.end();
+        this.fail(trunc ?? new MpqemuError("MPQEMU_LOST_CONTACT", "mpqemu: lost contact with device: the remote hung up"));
+        return;
+      }
+      this.parser.push(r.data, r.fds, (ev) => this.onReply(ev));
+    }
+  }
+
+  private onReply(ev: ParseEvent<RetMsg>): void {
+    if (!ev.ok) {
+      // A reply we cannot match breaks request/reply pairing for good.
+      this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: lost contact with device: invalid reply (${ev.error.message})`, { cause: ev.error, cmd: ev.cmd }));
+      return;
+    }
+    const p = this.pending.shift();
+    if (!p) {
+      this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", "mpqemu: lost contact with device: unsolicited RET from the remote"));
+      return;
+    }
+    this.armTimeout();
+    p.resolve(ev.message);
+  }
+
+  private armTimeout(): void {
+    if (this.timeoutTimer) {
+      clearTimeout(this.timeoutTimer);
+      this.timeoutTimer = null;
+    }
+    const head = this.pending[0];
+    if (!head || this.failure) return;
+    const left = Math.max(0, head.sentAt + this.timeoutMs - Date.now());
+    this.timeoutTimer = setTimeout(() => {
+      this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: lost contact with device: no reply to ${cmdName(head.cmd)} within ${this.timeoutMs} ms`, { cmd: head.cmd }));
+    }, left);
+  }
+
+  private heartbeat(): void {
+    if (this.pending.length > 0 || this.failure || this.closing) return;
+    // A harmless read; a dead or hung remote turns into a LOST_CONTACT failure via the timeout.
+    this.configRead(0, 2).catch(() => {});
+  }
+
+  private fail(err: MpqemuError): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.log(err.message);
+    if (this.timeoutTimer) clearTimeout(this.timeoutTimer);
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    for (const p of this.pending.splice(0)) p.reject(err);
+    this.outQueue = [];
+    this.watch.stop();
+    if (!this.sock.isClosed) this.sock.close();
+    if (!this.closing) this.emit("lost", err);
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
+  }
+
+  /** Why the connection failed, or null while healthy. */
+  get error(): MpqemuError | null {
+    return this.failure;
+  }
+
+  /**
+   * Hangs up (the remote exits on EOF), waits up to `graceMs` for the child, then kills it;
+   * releases RAM and eventfds. Idempotent.
+   */
+  async close(graceMs = 2000): Promise<void> {
+    if (!this.closing) {
+      this.closing = true;
+      if (this.timeoutTimer) clearTimeout(this.timeoutTimer);
+      if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+      const err = new MpqemuError("MPQEMU_CLOSED", "mpqemu: proxy closed");
+      for (const p of this.pending.splice(0)) p.reject(err);
+      this.watch.stop();
+      if (!this.sock.isClosed) this.sock.close();
+      this.irqWatch?.stop();
+      if (this.child && this.child.exitCode === null && this.child.signalCode === null) {
+        const kill = setTimeout(() => this.child?.kill("SIGKILL"), graceMs);
+        await this.childExited;
+        clearTimeout(kill);
+      }
+      this.ramMapping?.unmap();
+      closeFd(this.ramFd);
+      closeFd(this.irqfd);
+      closeFd(this.resamplefd);
+      this.ramFd = this.irqfd = this.resamplefd = -1;
+    }
+    await this.childExited;
+  }
+}
+
+function checkConfig(offset: number, len: number): void {
+  if (!(len === 1 || len === 2 || len === 4) || !Number.isInteger(offset) || offset < 0 || offset + len > 4096) {
+    throw new MpqemuError("MPQEMU_BAD_ARGUMENT", `mpqemu: config access of ${len} bytes at ${offset} is outside the 4 KiB config space`);
+  }
+}
+
+function checkSize(size: number): void {
+  if (size !== 1 && size !== 2 && size !== 4 && size !== 8) {
+    throw new MpqemuError("MPQEMU_BAD_ARGUMENT", `mpqemu: access size ${size} is not 1, 2, 4 or 8`);
+  }
+}
