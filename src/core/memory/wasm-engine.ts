@@ -81,7 +81,7 @@ export class WasmMemoryEngine implements MemoryEngine {
   // ---- host imports ----
   ioRead(region: number, offHi: number, offLo: number, size: number): number {
     try {
-      const v = this.ops[region]!.read(offHi * TWO_32 + offLo, size);
+      const v = this.ops[region]!.read((offHi >>> 0) * TWO_32 + (offLo >>> 0), size);
       if (size === 8) {
         const big = BigInt.asUintN(64, BigInt(v));
         this.views();
@@ -97,7 +97,7 @@ export class WasmMemoryEngine implements MemoryEngine {
 
   ioWrite(region: number, offHi: number, offLo: number, size: number, lo: number, hi: number): number {
     try {
-      this.ops[region]!.write(offHi * TWO_32 + offLo, size, size === 8 ? (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0) : lo >>> 0);
+      this.ops[region]!.write((offHi >>> 0) * TWO_32 + (offLo >>> 0), size, size === 8 ? (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0) : lo >>> 0);
       return 0;
     } catch (e) {
       this.ioError = e;
@@ -107,7 +107,7 @@ export class WasmMemoryEngine implements MemoryEngine {
 
   ioAccepts(region: number, offHi: number, offLo: number, size: number, isWrite: number): number {
     try {
-      return this.ops[region]!.accepts!(offHi * TWO_32 + offLo, size, isWrite !== 0) ? 1 : 0;
+      return this.ops[region]!.accepts!((offHi >>> 0) * TWO_32 + (offLo >>> 0), size, isWrite !== 0) ? 1 : 0;
     } catch (e) {
       this.ioError = e;
       return 0;
