@@ -1,5 +1,6 @@
 // Shared memory: memfd creation and zero-copy mappings of fds (guest RAM, DMA regions, BARs).
 
+import { constants as bufferConstants } from "node:buffer";
 import { native } from "./native.js";
 import { TransportError, syscallError } from "./errors.js";
 import { DEFAULT_MAX_MAPPED_BYTES } from "./limits.js";
@@ -49,6 +50,8 @@ export interface MapOptions {
   /** Budget to charge (default: defaultMapBudget). */
   budget?: MapBudget;
 }
+
+const MAX_LENGTH = bufferConstants.MAX_LENGTH;
 
 // Mappings dropped without unmap() are unmapped by the addon's finalizer; refund their budget.
 const unreclaimed = new FinalizationRegistry<{ budget: MapBudget; length: number }>((held) => {
@@ -113,6 +116,7 @@ export class MappedRegion {
 /**
  * Maps `length` bytes of `fd` starting at `offset` (any offset: page alignment is handled
  * inside) as shared memory. Checks, in order: length > 0, offset/length are safe integers,
+ * length ≤ buffer.constants.MAX_LENGTH (4 GiB on Node 20: map larger files in pieces),
  * offset + length ≤ the file's size (fstat; ERR_MAP_OUT_OF_BOUNDS), the budget
  * (ERR_MAP_LIMIT). The fd is borrowed, not taken.
  */
@@ -125,6 +129,13 @@ export function mmapFd(fd: number, offset: number | bigint, length: number, opti
   }
   if (!Number.isSafeInteger(start) || start < 0 || !Number.isSafeInteger(length) || length <= 0) {
     throw new TransportError("ERR_INVALID_ARGUMENT", `cannot map offset ${offset} length ${length}`, { fd });
+  }
+  if (length > MAX_LENGTH) {
+    throw new TransportError(
+      "ERR_INVALID_ARGUMENT",
+      `one mapping is limited to ${MAX_LENGTH} bytes (the largest ArrayBuffer Node allows); map ${length} bytes in pieces`,
+      { fd, limit: MAX_LENGTH, actual: length },
+    );
   }
   const size = fileSize(fd);
   if (start + length > size) {
