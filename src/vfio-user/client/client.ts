@@ -46,6 +46,9 @@ import {
 } from "./protocol.js";
 import {
   MessageWriter,
+  WireError,
+  decodeRegionReadReply,
+  joinU64,
   encodeMigDeviceState,
   writeDeviceFeatureRequest,
   writeDeviceInfoRequest,
@@ -130,8 +133,8 @@ export interface RegionMapper {
 interface Pending {
   msgId: number;
   command: number;
-  /** Human description for errors: "REGION_READ region 0 offset 0x10 (4 bytes)". */
-  what: string;
+  /** Human description for errors: "REGION_READ region 0 offset 0x10 (4 bytes)" (built lazily). */
+  readonly what: string;
   deadline: number;
   onReply(payload: Uint8Array, fds: number[], header: Header): void;
   fail(error: VfioUserClientError): void;
@@ -345,14 +348,13 @@ export class VfioUserClient extends EventEmitter {
       parts.push(
         this.request(
           Command.REGION_READ,
-          `REGION_READ region ${region} offset ${hex(at)} (${count} bytes)`,
+          () => `REGION_READ region ${region} offset ${hex(at)} (${count} bytes)`,
           (w, id) => writeRegionReadRequest(w, id, lo32(at), hi32(at), region, count),
           (payload) => {
-            const r = decodeRegionAccessReply(payload, true);
-            if (!r.ok) throw protocolError(Command.REGION_READ, r.problem, region, at, count);
-            const reply = r.value;
-            if (reply.region !== region || reply.offset !== at) {
-              throw protocolError(Command.REGION_READ, `reply is for region ${reply.region} offset ${hex(reply.offset)}, asked region ${region} offset ${hex(at)}`, region, at, count);
+            const reply = decodeRegionReadReply(payload);
+            if (reply instanceof WireError) throw protocolError(Command.REGION_READ, reply.message, region, at, count);
+            if (reply.region !== region || reply.offsetLo !== lo32(at) || reply.offsetHi !== hi32(at)) {
+              throw protocolError(Command.REGION_READ, `reply is for region ${reply.region} offset ${hex(joinU64(reply.offsetLo, reply.offsetHi))}, asked region ${region} offset ${hex(at)}`, region, at, count);
             }
             if (reply.count > count) {
               throw new VfioUserClientError("ERR_REPLY_TOO_BIG", `REGION_READ reply carries ${reply.count} bytes, ${count} were asked (region ${region} offset ${hex(at)})`, {
@@ -366,7 +368,7 @@ export class VfioUserClient extends EventEmitter {
         ),
       );
     }
-    const counts = await Promise.all(parts);
+    const counts = parts.length === 1 ? [await parts[0]] : await Promise.all(parts);
     let transferred = 0;
     for (let i = 0; i < counts.length; i++) {
       const asked = Math.min(max, size - i * max);
@@ -411,7 +413,7 @@ export class VfioUserClient extends EventEmitter {
       parts.push(
         this.request(
           Command.REGION_WRITE,
-          `REGION_WRITE region ${region} offset ${hex(at)} (${count} bytes)`,
+          () => `REGION_WRITE region ${region} offset ${hex(at)} (${count} bytes)`,
           (w, id) => writeRegionWriteRequest(w, id, lo32(at), hi32(at), region, chunk, false),
           (payload) => {
             const r = decodeRegionAccessReply(payload, false);
@@ -428,7 +430,7 @@ export class VfioUserClient extends EventEmitter {
         ),
       );
     }
-    const counts = await Promise.all(parts);
+    const counts = parts.length === 1 ? [await parts[0]] : await Promise.all(parts);
     let transferred = 0;
     for (let i = 0; i < counts.length; i++) {
       const asked = Math.min(max, data.length - i * max);
@@ -741,7 +743,7 @@ export class VfioUserClient extends EventEmitter {
    */
   private request<T>(
     command: number,
-    what: string,
+    what: string | (() => string),
     encode: (writer: MessageWriter, msgId: number) => void,
     decode: (payload: Uint8Array, fds: number[]) => T,
     options: RequestOptions,
@@ -763,7 +765,9 @@ export class VfioUserClient extends EventEmitter {
       const p: Pending = {
         msgId,
         command,
-        what,
+        get what() {
+          return typeof what === "string" ? what : what();
+        },
         deadline: timeoutMs > 0 ? performance.now() + timeoutMs : Infinity,
         onReply: (payload, fds) => {
           if (!takesFds) this.closeFds(fds);
@@ -771,7 +775,7 @@ export class VfioUserClient extends EventEmitter {
           try {
             value = decode(payload, takesFds ? fds : []);
           } catch (err) {
-            reject(err instanceof VfioUserClientError ? withRequest(err, p) : protocolError(command, `${what}: ${(err as Error).message}`));
+            reject(err instanceof VfioUserClientError ? withRequest(err, p) : protocolError(command, `${p.what}: ${(err as Error).message}`));
             return;
           }
           resolve(value);

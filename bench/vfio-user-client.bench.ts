@@ -1,0 +1,242 @@
+// vfio-user client benchmarks (issue #7): what the client library adds on top of the transport.
+//
+// A responder child process (this same file with --responder) answers REGION_READ with a
+// precomputed reply and swallows NO_REPLY writes, doing as little as possible so the figures
+// are the client's. In the same run, the baseline is the bare ping-pong over the same transport
+// with the very same bytes, sent and matched by hand (no client library):
+//   - 4-byte REGION_READ latency (median, p99) vs bare ping-pong of the same request/reply;
+//   - posted-write throughput (N NO_REPLY writes then one read that flushes them) vs the same
+//     bytes sent raw;
+//   - 4 KiB REGION_READ throughput vs bare ping-pong of the same 4 KiB replies.
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { connect, listen, type Connection } from "../src/transport/index.js";
+import { VfioUserClient } from "../src/vfio-user/client/client.js";
+import { connectionChannel } from "../src/vfio-user/client/connect.js";
+import { percentiles, report, result, type BenchResult } from "./lib/harness.js";
+
+const REGION_READ = 9;
+const REGION_WRITE = 10;
+
+function header(view: DataView, msgId: number, command: number, size: number, flags: number): void {
+  view.setUint16(0, msgId, true);
+  view.setUint16(2, command, true);
+  view.setUint32(4, size, true);
+  view.setUint32(8, flags, true);
+  view.setUint32(12, 0, true);
+}
+
+// ------------------------------------------------------------------------------------------
+// Responder (child process)
+
+function responder(path: string): void {
+  const server = listen(path);
+  server.on("connection", (conn: Connection) => {
+    const replies = new Map<number, Uint8Array>();
+    const replyFor = (count: number): Uint8Array => {
+      let r = replies.get(count);
+      if (!r) {
+        r = new Uint8Array(32 + count);
+        replies.set(count, r);
+      }
+      return r;
+    };
+    let pending = new Uint8Array(0);
+    conn.onData((chunk) => {
+      let data = chunk;
+      if (pending.length > 0) {
+        data = new Uint8Array(pending.length + chunk.length);
+        data.set(pending);
+        data.set(chunk, pending.length);
+      }
+      const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
+      let p = 0;
+      const out: Uint8Array[] = [];
+      while (p + 16 <= data.length) {
+        const size = v.getUint32(p + 4, true);
+        if (p + size > data.length) break;
+        const msgId = v.getUint16(p, true);
+        const command = v.getUint16(p + 2, true);
+        const flags = v.getUint32(p + 8, true);
+        if ((flags & 0x10) === 0) {
+          if (command === 1) {
+            const json = new TextEncoder().encode('{"capabilities":{"max_msg_fds":8,"max_data_xfer_size":1048576}}');
+            const r = new Uint8Array(16 + 4 + json.length + 1);
+            header(new DataView(r.buffer), msgId, 1, r.length, 1);
+            r[16] = 0;
+            r[18] = 1;
+            r.set(json, 20);
+            out.push(r);
+          } else if (command === REGION_READ) {
+            const count = v.getUint32(p + 28, true);
+            const r = replyFor(count);
+            const rv = new DataView(r.buffer);
+            header(rv, msgId, REGION_READ, r.length, 1);
+            r.set(data.subarray(p + 16, p + 32), 16); // echo offset, region, count
+            out.push(r.slice());
+          } else {
+            const r = new Uint8Array(16);
+            header(new DataView(r.buffer), msgId, command, 16, 1 | 0x20);
+            new DataView(r.buffer).setUint32(12, 38, true);
+            out.push(r);
+          }
+        }
+        p += size;
+      }
+      pending = p < data.length ? data.slice(p) : new Uint8Array(0);
+      if (out.length === 1) conn.send(out[0]);
+      else if (out.length > 1) conn.send(out);
+    });
+  });
+  process.on("SIGTERM", () => {
+    server.close();
+    process.exit(0);
+  });
+  process.send?.("ready");
+}
+
+// ------------------------------------------------------------------------------------------
+// Driver
+
+/** Bare ping-pong: sends `request`, resolves when `replySize` bytes came back. */
+class RawPingPong {
+  private got = 0;
+  private want = 0;
+  private done: (() => void) | null = null;
+  constructor(private readonly conn: Connection) {
+    conn.onData((chunk) => {
+      this.got += chunk.length;
+      if (this.done && this.got >= this.want) {
+        const d = this.done;
+        this.done = null;
+        d();
+      }
+    });
+  }
+  roundTrip(request: Uint8Array, replySize: number): Promise<void> {
+    this.got = 0;
+    this.want = replySize;
+    return new Promise((resolve) => {
+      this.done = resolve;
+      this.conn.send(request);
+    });
+  }
+  send(bytes: Uint8Array): void {
+    this.conn.send(bytes);
+  }
+}
+
+function readRequest(msgId: number, count: number): Uint8Array {
+  const r = new Uint8Array(32);
+  const v = new DataView(r.buffer);
+  header(v, msgId, REGION_READ, 32, 0);
+  v.setUint32(28, count, true);
+  return r;
+}
+
+function postedWrite(msgId: number): Uint8Array {
+  const r = new Uint8Array(36);
+  const v = new DataView(r.buffer);
+  header(v, msgId, REGION_WRITE, 36, 0x10);
+  v.setUint32(28, 4, true);
+  v.setUint32(32, 0xdeadbeef, true);
+  return r;
+}
+
+async function latencySamples(n: number, op: () => Promise<unknown>): Promise<number[]> {
+  for (let i = 0; i < Math.min(2000, n); i++) await op(); // warm-up
+  const samples: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = process.hrtime.bigint();
+    await op();
+    samples.push(Number(process.hrtime.bigint() - t0) / 1000);
+  }
+  return samples;
+}
+
+/** Best of `rounds` of `fn()` returning elapsed ns for `ops` operations → ops per second. */
+async function bestRate(rounds: number, ops: number, fn: () => Promise<void>): Promise<number> {
+  await fn();
+  let best = 0;
+  for (let r = 0; r < rounds; r++) {
+    const t0 = process.hrtime.bigint();
+    await fn();
+    const s = Number(process.hrtime.bigint() - t0) / 1e9;
+    best = Math.max(best, ops / s);
+  }
+  return best;
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "vfu-client-bench-"));
+  const path = join(dir, "responder.sock");
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), "--responder", path], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  await new Promise<void>((resolve, reject) => {
+    child.once("message", () => resolve());
+    child.once("exit", (code) => reject(new Error(`responder exited with ${code}`)));
+  });
+  const results: BenchResult[] = [];
+  try {
+    const rawConn = await connect(path);
+    const raw = new RawPingPong(rawConn);
+    const client = new VfioUserClient(connectionChannel(await connect(path)), { timeoutMs: 60_000 });
+    await client.negotiate();
+    client.postedWrites.setRegionSpace(0, "memory");
+
+    // 4-byte read latency. Interleave rounds of each so machine noise hits both alike.
+    const N = 20_000;
+    const req4 = readRequest(1, 4);
+    const rawSamples: number[] = [];
+    const clientSamples: number[] = [];
+    for (let round = 0; round < 4; round++) {
+      rawSamples.push(...(await latencySamples(N / 4, () => raw.roundTrip(req4, 36))));
+      clientSamples.push(...(await latencySamples(N / 4, () => client.readRegion(0, 0, 4))));
+    }
+    const rawLat = percentiles(rawSamples);
+    const cliLat = percentiles(clientSamples);
+    results.push(result("read-latency/4B/median", cliLat.median, "us", rawLat.median));
+    results.push(result("read-latency/4B/p99", cliLat.p99, "us", rawLat.p99));
+
+    // Posted-write throughput: W writes then one flushing read.
+    const W = 20_000;
+    const writes = Array.from({ length: W }, (_, i) => postedWrite(i & 0xffff));
+    const rawPosted = await bestRate(5, W, async () => {
+      for (const w of writes) raw.send(w);
+      await raw.roundTrip(req4, 36);
+    });
+    const value = Uint8Array.of(0xef, 0xbe, 0xad, 0xde);
+    const cliPosted = await bestRate(5, W, async () => {
+      for (let i = 0; i < W; i++) await client.writeRegion(0, 0, value);
+      await client.readRegion(0, 0, 4);
+    });
+    results.push(result("posted-write/4B/throughput", cliPosted, "ops/s", rawPosted));
+
+    // 4 KiB read throughput (sequential round trips).
+    const R = 5_000;
+    const req4k = readRequest(2, 4096);
+    const rawBw = await bestRate(3, R, async () => {
+      for (let i = 0; i < R; i++) await raw.roundTrip(req4k, 32 + 4096);
+    });
+    const cliBw = await bestRate(3, R, async () => {
+      for (let i = 0; i < R; i++) await client.readRegion(0, 0, 4096);
+    });
+    results.push(result("read-throughput/4KiB", (cliBw * 4096) / 1e6, "MB/s", (rawBw * 4096) / 1e6));
+
+    client.close();
+    rawConn.destroy();
+  } finally {
+    child.kill("SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  }
+  report("vfio-user-client", results);
+}
+
+if (process.argv[2] === "--responder") responder(process.argv[3]);
+else
+  main().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
