@@ -147,6 +147,7 @@ interface QueuedSend {
 }
 
 const MSG_ID_SPACE = 0x10000;
+const POSTED: WriteResult = Object.freeze({ posted: true, viaMapping: false });
 const REGION_INFO_ARGSZ = 1024;
 const REGION_INFO_ARGSZ_LIMIT = 64 * 1024;
 const MIG_CHUNK = 64 * 1024;
@@ -388,6 +389,21 @@ export class VfioUserClient extends EventEmitter {
    * count below the chunk is ERR_SHORT_TRANSFER, above it ERR_REPLY_TOO_BIG.
    */
   async writeRegion(region: number, offset: bigint | number, data: Uint8Array, options: WriteOptions = {}): Promise<WriteResult> {
+    // Fast path of the common posted store: numeric offset, one message, nothing mapped.
+    if (
+      typeof offset === "number" &&
+      this.mappings.size === 0 &&
+      data.length !== 0 &&
+      data.length <= this.maxTransfer &&
+      options.posted !== false &&
+      this.postedWrites.shouldPost(region) &&
+      this.fitsRegion(region, offset, data.length, "write")
+    ) {
+      const lo = offset % 0x1_0000_0000;
+      const hi = (offset - lo) / 0x1_0000_0000;
+      this.post((w, id) => writeRegionWriteRequest(w, id, lo, hi, region, data, true));
+      return POSTED;
+    }
     const start = this.checkAccess(region, offset, data.length, "write");
     const mapped = this.mappedView(region, start, data.length);
     if (mapped) {
@@ -1002,6 +1018,14 @@ export class VfioUserClient extends EventEmitter {
 
   private closeFds(fds: readonly number[]): void {
     for (const fd of fds) this.channel.closeFd(fd);
+  }
+
+  /** True when a numeric access is certainly valid (else checkAccess() says why not). */
+  private fitsRegion(region: number, offset: number, size: number, kind: "read" | "write"): boolean {
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(offset + size)) return false;
+    const info = this.regions.get(region);
+    if (!info) return Number.isInteger(region) && region >= 0 && region <= 0xffffffff;
+    return offset + size <= Number(info.size) && (kind === "read" ? info.readable : info.writable);
   }
 
   private checkAccess(region: number, offset: bigint | number, size: number, kind: "read" | "write"): bigint {
