@@ -1,0 +1,294 @@
+// Property tests: random region trees and random access streams run on the wasm core and
+// on the reference model must agree byte for byte, status for status, callback for callback.
+// The rendered flat view is also checked against a brute-force resolver written here from
+// the memory.rst rules (highest priority first, newest first among equals, containers
+// transparent, aliases windowed, readonly inherited), independent of both engines.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { MemoryCore, type AddressSpace, type IoOps, type MemoryRegion } from "../../../src/core/memory/index.js";
+
+const U64 = 1n << 64n;
+const HIGH = 0xffffffffffff0000n; // a window at the top of the 64-bit space
+const MID = 0xfffff000n; // straddles 4 GiB
+
+type Desc = {
+  name: string;
+  kind: "container" | "ram" | "rom" | "io" | "alias";
+  size: bigint;
+  enabled: boolean;
+  readonly: boolean;
+  addr: bigint;
+  priority: number;
+  seq: number; // insertion order into the container (newest wins among equal priorities)
+  parent: Desc | null;
+  children: Desc[];
+  target?: Desc;
+  aliasOffset: bigint;
+};
+
+/** Brute-force: which region and offset show at `off` of `d`? */
+function resolve(d: Desc, off: bigint, ro: boolean): { name: string; offset: bigint; readonly: boolean } | null {
+  if (!d.enabled) return null;
+  const r = ro || d.readonly;
+  if (d.kind === "alias") {
+    const t = off + d.aliasOffset;
+    if (!d.target || t >= d.target.size) return null;
+    return resolve(d.target, t, r);
+  }
+  const kids = [...d.children].sort((a, b) => b.priority - a.priority || b.seq - a.seq);
+  for (const c of kids) {
+    if (off >= c.addr && off < c.addr + c.size) {
+      const hit = resolve(c, off - c.addr, r);
+      if (hit) return hit;
+    }
+  }
+  if (d.kind === "container") return null;
+  return { name: d.name, offset: off, readonly: r };
+}
+
+/** One device per engine with a byte register file, so every split sees consistent bytes. */
+function device(log: string[], name: string, variant: number): IoOps {
+  const regs = new Map<number, number>();
+  const byteAt = (o: number) => regs.get(o) ?? ((o * 31 + variant) & 0xff);
+  const sizes = [undefined, 1, 2, 4, 8] as const;
+  const impl = variant % 5;
+  const valid = (variant >> 3) % 5;
+  return {
+    read(offset, size) {
+      log.push(`${name} r ${offset}/${size}`);
+      let v = 0n;
+      for (let k = size - 1; k >= 0; k--) v = (v << 8n) | BigInt(byteAt(offset + k));
+      return size === 8 ? v : Number(v);
+    },
+    write(offset, size, value) {
+      log.push(`${name} w ${offset}/${size}=${value}`);
+      let v = BigInt(value);
+      for (let k = 0; k < size; k++, v >>= 8n) regs.set(offset + k, Number(v & 0xffn));
+    },
+    accepts: variant % 7 === 3 ? (offset, size) => (offset & 0x30) !== 0x30 || size === 1 : undefined,
+    endianness: variant % 3 === 1 ? "big" : "little",
+    impl: { min: variant % 11 === 2 ? 2 : undefined, max: sizes[impl] === undefined ? undefined : Math.max(sizes[impl]!, variant % 11 === 2 ? 2 : 1) as 1 | 2 | 4 | 8, unaligned: variant % 13 === 5 },
+    valid: { max: sizes[valid], unaligned: variant % 13 === 5 || variant % 4 === 1 },
+  };
+}
+
+type TopoOp = [number, number, number, number, number];
+type AccessOp = [number, number, number, number];
+
+interface World {
+  mem: MemoryCore;
+  regions: MemoryRegion[];
+  as: AddressSpace;
+  log: string[];
+}
+
+function pickAddr(sel: number, descs: Desc[]): bigint {
+  const bases = [0n, 0x1000n, 0x2000n, 0x3ff0n, MID, HIGH, U64 - 0x10n];
+  // Half of the addresses land near a region boundary.
+  if (sel & 1 && descs.length) {
+    const d = descs[(sel >>> 1) % descs.length];
+    const edge = (sel >>> 8) % 2 ? d.addr : d.addr + d.size;
+    return BigInt.asUintN(64, edge + BigInt(((sel >>> 10) % 17) - 8));
+  }
+  return BigInt.asUintN(64, bases[(sel >>> 1) % bases.length] + BigInt((sel >>> 4) % 0x2100));
+}
+
+function build(engine: "wasm" | "reference", ops: TopoOp[]): { w: World; descs: Desc[]; errors: string[]; root: Desc } {
+  const mem = MemoryCore.create({ engine });
+  const log: string[] = [];
+  const errors: string[] = [];
+  const rootDesc: Desc = { name: "root", kind: "container", size: U64, enabled: true, readonly: false, addr: 0n, priority: 0, seq: 0, parent: null, children: [], aliasOffset: 0n };
+  const root = mem.container("root", U64);
+  const regions: MemoryRegion[] = [root];
+  const descs: Desc[] = [rootDesc];
+  let seq = 1;
+  const as = mem.addressSpace("as", root);
+  const tryOp = (fn: () => void) => {
+    try {
+      fn();
+      errors.push("ok");
+    } catch (e) {
+      errors.push((e as { code?: string }).code ?? String(e));
+    }
+  };
+  const sizes = [0x10n, 0x40n, 0x100n, 0x1000n, 0x2000n, 0x3n, 0x801n, 0x10000n];
+  mem.begin();
+  for (const [kind, a, b, c, prio] of ops) {
+    const name = `r${regions.length}`;
+    const size = sizes[a % sizes.length];
+    const pick = (n: number) => (regions.length ? n % regions.length : 0);
+    switch (kind) {
+      case 0:
+      case 1:
+      case 2:
+      case 3:
+      case 4: {
+        // create a region and map it into some container
+        const k = (["ram", "rom", "io", "container", "alias"] as const)[kind];
+        let r: MemoryRegion;
+        const d: Desc = { name, kind: k, size, enabled: true, readonly: false, addr: 0n, priority: prio, seq: 0, parent: null, children: [], aliasOffset: 0n };
+        if (k === "ram") r = mem.ram(name, size, new Uint8Array(Number(size)).map((_, i) => (i * 7 + a) & 0xff));
+        else if (k === "rom") r = mem.rom(name, size, new Uint8Array(Number(size)).map((_, i) => (i * 5 + b) & 0xff));
+        else if (k === "io") r = mem.io(name, size, device(log, name, b));
+        else if (k === "container") r = mem.container(name, size * 4n);
+        else {
+          const t = descs[pick(b)];
+          d.target = t;
+          d.aliasOffset = BigInt((c >>> 3) % 0x3000);
+          r = mem.alias(name, regions[pick(b)], d.aliasOffset, size);
+        }
+        if (k === "container") d.size = size * 4n;
+        regions.push(r);
+        descs.push(d);
+        const parentIdx = [0, 0, pick(c)][c % 3];
+        const parent = descs[parentIdx];
+        const addr = parentIdx === 0 ? pickAddr(c >>> 2, []) : BigInt((c >>> 2) % 0x3000);
+        tryOp(() => regions[parentIdx].addSubregion(addr, r, prio));
+        if (errors.at(-1) === "ok") {
+          d.parent = parent;
+          d.addr = addr;
+          d.seq = seq++;
+          parent.children.push(d);
+        }
+        break;
+      }
+      case 5: {
+        // move a mapped region (QEMU set_address re-adds it: newest among equals)
+        const i = pick(a);
+        if (i === 0) break;
+        const addr = descs[i].parent === rootDesc ? pickAddr(b, []) : BigInt(b % 0x3000);
+        tryOp(() => regions[i].setAddress(addr));
+        if (errors.at(-1) === "ok" && descs[i].addr !== addr) {
+          descs[i].addr = addr;
+          if (descs[i].parent) descs[i].seq = seq++;
+        }
+        break;
+      }
+      case 6: {
+        const i = pick(a);
+        const on = b % 3 !== 0;
+        if (c % 2) {
+          tryOp(() => regions[i].setEnabled(on));
+          descs[i].enabled = on;
+        } else {
+          tryOp(() => regions[i].setReadonly(!on));
+          descs[i].readonly = !on;
+        }
+        break;
+      }
+      case 7: {
+        // add an existing region under another (may be a cycle, or already mapped)
+        const i = pick(a);
+        const p = pick(b);
+        const addr = BigInt(c % 0x3000);
+        tryOp(() => regions[p].addSubregion(addr, regions[i], prio));
+        if (errors.at(-1) === "ok") {
+          descs[i].parent = descs[p];
+          descs[i].addr = addr;
+          descs[i].priority = prio;
+          descs[i].seq = seq++;
+          descs[p].children.push(descs[i]);
+        }
+        break;
+      }
+    }
+    if (c % 5 === 0) {
+      mem.commit();
+      mem.begin();
+    }
+  }
+  mem.commit();
+  return { w: { mem, regions, as, log }, descs, errors, root: rootDesc };
+}
+
+function runAccesses(w: World, descs: Desc[], ops: AccessOp[]): string[] {
+  const out: string[] = [];
+  const sizes = [1, 2, 4, 8] as const;
+  const trace = w.mem.createTrace(Math.max(1, ops.length));
+  for (const [op, sel, sz, value] of ops) {
+    const addr = pickAddr(sel, descs.slice(1));
+    const size = sizes[sz % 4];
+    switch (op % 5) {
+      case 0:
+        out.push(`r ${w.as.tryRead(addr, size)} ${w.as.valueLo} ${size === 8 ? w.as.valueHi : 0}`);
+        break;
+      case 1:
+        out.push(`w ${w.as.tryWrite(addr, size, BigInt(value) * 0x10001n)}`);
+        break;
+      case 2: {
+        const buf = new Uint8Array((value % 70) + 1);
+        out.push(`rb ${w.as.tryReadBytes(addr, buf)} ${Buffer.from(buf).toString("hex")}`);
+        break;
+      }
+      case 3: {
+        const buf = new Uint8Array((value % 40) + 1).map((_, i) => i + value);
+        out.push(`wb ${w.as.tryWriteBytes(addr, buf)}`);
+        break;
+      }
+      case 4:
+        if (value & 1) trace.write(addr, size, BigInt(value) * 3n);
+        else trace.read(addr, size);
+        break;
+    }
+  }
+  if (trace.length) {
+    const r = w.as.replay(trace);
+    out.push(`trace ${r.failed}`);
+    for (let i = 0; i < trace.length; i++) out.push(`t ${trace.status(i)} ${trace.value64(i)}`);
+  }
+  return out;
+}
+
+function flatNames(as: AddressSpace): string[] {
+  return as.flatView().map((r) => `${r.start}-${r.last} ${r.region?.name}+${r.offsetInRegion}${r.readonly ? " ro" : ""}`);
+}
+
+const topoArb = fc.array(fc.tuple(fc.nat(7), fc.nat(), fc.nat(), fc.nat(), fc.integer({ min: -2, max: 2 })), { minLength: 1, maxLength: 24 });
+const accessArb = fc.array(fc.tuple(fc.nat(4), fc.nat(), fc.nat(3), fc.nat(0xffff)), { minLength: 1, maxLength: 80 });
+
+describe("wasm core vs reference model", () => {
+  it("same topology errors, same flat view, same bytes, statuses and device callbacks", () => {
+    fc.assert(
+      fc.property(topoArb, accessArb, (topo, accesses) => {
+        const a = build("wasm", topo);
+        const b = build("reference", topo);
+        expect(a.errors).toEqual(b.errors);
+        expect(flatNames(a.w.as)).toEqual(flatNames(b.w.as));
+        const ra = runAccesses(a.w, a.descs, accesses);
+        const rb = runAccesses(b.w, b.descs, accesses);
+        expect(ra).toEqual(rb);
+        expect(a.w.log).toEqual(b.w.log);
+        // RAM contents agree afterwards.
+        a.w.regions.forEach((r, i) => {
+          if (r.kind === "ram" || r.kind === "rom") expect(Buffer.from(r.ramBytes()).equals(Buffer.from(b.w.regions[i].ramBytes()))).toBe(true);
+        });
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it("the rendered flat view matches a brute-force resolver at every boundary", () => {
+    fc.assert(
+      fc.property(topoArb, (topo) => {
+        const { w, root, descs } = build("wasm", topo);
+        const view = w.as.flatView();
+        const probes = new Set<bigint>([0n, U64 - 1n]);
+        for (const r of view) for (const p of [r.start - 1n, r.start, r.last, r.last + 1n]) if (p >= 0n && p < U64) probes.add(p);
+        for (const d of descs) for (const p of [d.addr, d.addr + d.size - 1n, d.addr + d.size]) if (p < U64) probes.add(p);
+        for (const addr of probes) {
+          const expected = resolve(root, addr, false);
+          const hit = view.find((r) => r.start <= addr && addr <= r.last);
+          const got = hit ? { name: hit.region!.name, offset: hit.offsetInRegion + (addr - hit.start), readonly: hit.readonly } : null;
+          expect(got, `address 0x${addr.toString(16)}`).toEqual(expected);
+        }
+        // adjacent ranges never continue each other (flatview_simplify ran)
+        for (let i = 1; i < view.length; i++) {
+          const [p, q] = [view[i - 1], view[i]];
+          const continues = p.region === q.region && p.last + 1n === q.start && p.offsetInRegion + (p.last - p.start + 1n) === q.offsetInRegion && p.readonly === q.readonly;
+          expect(continues).toBe(false);
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
