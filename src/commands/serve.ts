@@ -1,5 +1,201 @@
-// `wasmdev serve`: not implemented yet (see the open issues).
-export async function run(_argv: string[]): Promise<number> {
-  process.stderr.write("wasmdev serve: not implemented yet\n");
-  return 1;
+// `wasmdev serve`: serve a sample device out of process until SIGINT/SIGTERM.
+//
+// Protocols register in PROTOCOLS below. vfio-user is built in; the mpqemu engineer adds
+// `mpqemu` by filling in its entry (a function taking ServeOptions and resolving to the exit
+// code once the server stopped) — nothing else here needs to change.
+import { lstatSync } from "node:fs";
+import { resolve } from "node:path";
+import type { PciFunction } from "../core/pci/api.js";
+import { createEdu } from "../devices/edu.js";
+import { createThroughputDevice } from "../devices/throughput.js";
+import { VfioUserServer } from "../vfio-user/server/server.js";
+
+export const USAGE = `usage: wasmdev serve [--protocol vfio-user] [--socket PATH] [--device edu] [options]
+
+Serves a sample PCI device to one VMM at a time until interrupted (SIGINT or SIGTERM), then
+removes the socket and exits 0.
+
+options:
+  --protocol NAME   wire protocol: vfio-user (default)
+  --socket PATH     UNIX socket to listen on (default ./wasmdev.sock), created with mode 0600
+                    and removed on exit; a stale socket there is replaced, any other file is not
+  --device NAME     device to serve: edu (default; QEMU's educational device) or throughput
+                    (a RAM-backed data BAR plus a doorbell register, for benchmarks)
+  --max-xfer BYTES  vfio-user max_data_xfer_size to offer (default 1048576)
+  --quiet           log errors only (default: one line per connection and per error)
+  -h, --help        show this help
+
+exit status: 0 after a clean stop, 1 when the server cannot start, 2 on a usage error.`;
+
+/** What a protocol runner gets. */
+export interface ServeOptions {
+  socketPath: string;
+  device: PciFunction;
+  deviceName: string;
+  maxDataXferSize: number;
+  /** One line per connection and per error. */
+  log: (line: string) => void;
+  /** Resolves when SIGINT/SIGTERM arrives: the runner then stops and resolves its promise. */
+  stopSignal: Promise<string>;
+}
+
+type ProtocolRunner = (options: ServeOptions) => Promise<number>;
+
+const PROTOCOLS: Record<string, ProtocolRunner | undefined> = {
+  "vfio-user": serveVfioUser,
+  // mpqemu: hook for issue #8 — set to the mpqemu remote's runner.
+  mpqemu: undefined,
+};
+
+const DEVICES: Record<string, () => PciFunction> = {
+  edu: () => createEdu(),
+  throughput: () => createThroughputDevice().fn,
+};
+
+class UsageError extends Error {}
+
+interface ParsedArgs {
+  protocol: string;
+  socketPath: string;
+  deviceName: string;
+  maxDataXferSize: number;
+  quiet: boolean;
+  help: boolean;
+}
+
+function parse(argv: string[]): ParsedArgs {
+  const out: ParsedArgs = { protocol: "vfio-user", socketPath: "./wasmdev.sock", deviceName: "edu", maxDataXferSize: 1 << 20, quiet: false, help: false };
+  for (let i = 0; i < argv.length; i++) {
+    let arg = argv[i];
+    let value: string | undefined;
+    const eq = arg.indexOf("=");
+    if (arg.startsWith("--") && eq > 0) {
+      value = arg.slice(eq + 1);
+      arg = arg.slice(0, eq);
+    }
+    const takeValue = (): string => {
+      if (value !== undefined) return value;
+      const next = argv[++i];
+      if (next === undefined || next.startsWith("--")) throw new UsageError(`${arg} needs a value`);
+      return next;
+    };
+    switch (arg) {
+      case "-h":
+      case "--help":
+        out.help = true;
+        break;
+      case "--quiet":
+        out.quiet = true;
+        break;
+      case "--protocol":
+        out.protocol = takeValue();
+        if (!(out.protocol in PROTOCOLS)) throw new UsageError(`unknown protocol '${out.protocol}' (known: ${Object.keys(PROTOCOLS).join(", ")})`);
+        break;
+      case "--socket":
+        out.socketPath = takeValue();
+        if (out.socketPath === "") throw new UsageError("--socket needs a path");
+        break;
+      case "--device":
+        out.deviceName = takeValue();
+        if (!(out.deviceName in DEVICES)) throw new UsageError(`unknown device '${out.deviceName}' (known: ${Object.keys(DEVICES).join(", ")})`);
+        break;
+      case "--max-xfer": {
+        const v = takeValue();
+        const n = /^(0x[0-9a-f]+|[0-9]+)$/i.test(v) ? Number(v) : NaN;
+        if (!Number.isSafeInteger(n) || n < 4096 || n > 64 * 1024 * 1024) throw new UsageError("--max-xfer must be a byte count between 4096 and 67108864");
+        out.maxDataXferSize = n;
+        break;
+      }
+      default:
+        throw new UsageError(`unexpected argument '${argv[i]}'`);
+    }
+  }
+  return out;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  let args: ParsedArgs;
+  try {
+    args = parse(argv);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`wasmdev serve: ${err.message}\n\n${USAGE}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (args.help) {
+    process.stdout.write(USAGE + "\n");
+    return 0;
+  }
+  const runner = PROTOCOLS[args.protocol];
+  if (!runner) {
+    process.stderr.write(`wasmdev serve: protocol '${args.protocol}' is not available in this build\n`);
+    return 1;
+  }
+  const stamp = () => new Date().toISOString();
+  const log = (line: string) => process.stderr.write(`${stamp()} wasmdev serve: ${line}\n`);
+  const quietLog = (line: string) => {
+    // Connection lines are informational; everything else is an error worth seeing.
+    if (!/\b(connected|disconnected|listening|stopping)\b/.test(line)) log(line);
+  };
+  let device: PciFunction;
+  try {
+    device = DEVICES[args.deviceName]();
+  } catch (err) {
+    process.stderr.write(`wasmdev serve: cannot create device '${args.deviceName}': ${(err as Error).message}\n`);
+    return 1;
+  }
+  let onSignal: (name: string) => void = () => {};
+  const stopSignal = new Promise<string>((resolveStop) => (onSignal = resolveStop));
+  const handler = (name: NodeJS.Signals) => onSignal(name);
+  process.once("SIGINT", handler);
+  process.once("SIGTERM", handler);
+  try {
+    return await runner({
+      socketPath: args.socketPath,
+      device,
+      deviceName: args.deviceName,
+      maxDataXferSize: args.maxDataXferSize,
+      log: args.quiet ? quietLog : log,
+      stopSignal,
+    });
+  } finally {
+    process.off("SIGINT", handler);
+    process.off("SIGTERM", handler);
+  }
+}
+
+/** The vfio-user runner: listen, serve clients one at a time, stop on the signal. */
+export async function serveVfioUser(options: ServeOptions): Promise<number> {
+  const path = resolve(options.socketPath);
+  try {
+    // Replace a stale socket, never a regular file or directory someone put there.
+    const st = lstatSync(path, { throwIfNoEntry: false });
+    if (st && !st.isSocket()) {
+      process.stderr.write(`wasmdev serve: ${path} exists and is not a socket; refusing to replace it\n`);
+      return 1;
+    }
+  } catch (err) {
+    process.stderr.write(`wasmdev serve: cannot inspect ${path}: ${(err as Error).message}\n`);
+    return 1;
+  }
+  let server: VfioUserServer;
+  try {
+    server = VfioUserServer.listen({
+      device: options.device,
+      socketPath: path,
+      replaceExisting: true,
+      maxDataXferSize: options.maxDataXferSize,
+      log: options.log,
+    });
+  } catch (err) {
+    process.stderr.write(`wasmdev serve: ${(err as Error).message}\n`);
+    return 1;
+  }
+  options.log(`listening on ${path} (vfio-user, device ${options.deviceName})`);
+  const signal = await options.stopSignal;
+  options.log(`stopping on ${signal}`);
+  await server.close();
+  return 0;
 }

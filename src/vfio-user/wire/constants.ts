@@ -122,6 +122,7 @@ export const Errno = {
   EEXIST: 17,
   ENODEV: 19,
   EINVAL: 22,
+  EFBIG: 27,
   ENOSPC: 28,
   ERANGE: 34,
   ENOSYS: 38,
