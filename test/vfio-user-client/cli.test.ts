@@ -74,12 +74,14 @@ describe("wasmdev lspci", () => {
     expect(r.err).toBe("");
     expect(r.code).toBe(0);
     const lines = r.out.split("\n");
-    expect(lines[0]).toBe(`${server.path}: Unclassified device [00ff]: Device 1234:11e8 (rev 10)`);
+    expect(lines[0]).toBe(`${server.path} Unclassified device [00ff]: Device 1234:11e8 (rev 10)`);
     expect(lines).toContain("\tSubsystem: Device 1af4:1100");
     expect(lines).toContain("\tControl: I/O- Mem+ BusMaster- SpecCycle- MemWINV- VGASnoop- ParErr- Stepping- SERR- FastB2B- DisINTx-");
     expect(lines).toContain("\tInterrupt: pin A routed to IRQ 11");
-    expect(lines).toContain("\tRegion 0: Memory at fea00000 (32-bit, non-prefetchable) [size=1M] {rw}");
-    expect(lines).toContain("\tRegion 1: I/O ports at c000 [disabled] [size=256] {rw}");
+    expect(lines).toContain("\tRegion 0: Memory at fea00000 (32-bit, non-prefetchable) [size=1M]");
+    expect(lines).toContain("\tRegion 1: I/O ports at c000 [disabled] [size=256]");
+    expect(lines).toContain("\tvfio-user region 0 (BAR0): [size=1M] {rw}");
+    expect(lines).toContain("\tvfio-user region 7 (config space): [size=256] {rw}");
     expect(lines).toContain("\tCapabilities: [40] MSI: Enable- Count=1/1 Maskable- 64bit+");
     expect(lines).toContain("\tInterrupts INTx: count=1 (eventfd, maskable)");
     expect(lines.some((l) => /vfio-user: version 0\.1, max_data_xfer_size=1048576/.test(l))).toBe(true);
