@@ -66,6 +66,7 @@ export interface TraceResult {
 }
 
 const TWO_32 = 4294967296;
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 const U64_MAX = (1n << 64n) - 1n;
 
 function toBigAddress(a: Address, what: string): bigint {
@@ -406,10 +407,14 @@ export class AddressSpace {
 
   /** Reads 1, 2 or 4 bytes; throws MemoryError (DECODE_ERROR / ACCESS_ERROR / DEVICE_ERROR). */
   read(addr: Address, size: 1 | 2 | 4): number {
-    if (typeof addr === "number" && addr >>> 0 === addr && (size === 1 || size === 2 || size === 4) && !this.destroyed) {
-      const r = this.core.engine.asRead32(this.id, 0, addr, size);
-      if (r >= 0) return r;
-      throw this.fail(-r, "read", addr, size);
+    if (typeof addr === "number" && addr >= 0 && addr <= MAX_SAFE && (size === 1 || size === 2 || size === 4) && !this.destroyed) {
+      const lo = addr >>> 0;
+      const hi = (addr - lo) / TWO_32; // an integer exactly when addr is one
+      if (hi >>> 0 === hi) {
+        const r = this.core.engine.asRead32(this.id, hi, lo, size);
+        if (r >= 0) return r;
+        throw this.fail(-r, "read", addr, size);
+      }
     }
     const st = this.tryRead(addr, size);
     if (st !== 0) throw this.fail(st, "read", addr, size);
@@ -434,8 +439,10 @@ export class AddressSpace {
     if (size !== 1 && size !== 2 && size !== 4 && size !== 8) throw new MemoryError("BAD_ARGUMENT", `access size must be 1, 2, 4 or 8: got ${size}`);
     const e = this.core.engine;
     let st: number;
-    if (typeof addr === "number" && addr >>> 0 === addr && (size === 1 || size === 2 || size === 4 || size === 8) && !this.destroyed) {
-      st = e.asRead(this.id, 0, addr, size);
+    const alo = typeof addr === "number" ? addr >>> 0 : 0;
+    const ahi = typeof addr === "number" ? (addr - alo) / TWO_32 : -1;
+    if (ahi >>> 0 === ahi && addr >= 0 && addr <= MAX_SAFE && !this.destroyed) {
+      st = e.asRead(this.id, ahi, alo, size);
     } else {
       const a = this.checkAccess(addr, size);
       st = e.asRead(this.id, hiOf(a), loOf(a), size);
@@ -461,8 +468,10 @@ export class AddressSpace {
       hi = Number(v >> 32n);
     }
     const e = this.core.engine;
-    if (typeof addr === "number" && addr >>> 0 === addr && (size === 1 || size === 2 || size === 4 || size === 8) && !this.destroyed) {
-      return e.asWrite(this.id, 0, addr, size, lo, hi);
+    const alo = typeof addr === "number" ? addr >>> 0 : 0;
+    const ahi = typeof addr === "number" ? (addr - alo) / TWO_32 : -1;
+    if (ahi >>> 0 === ahi && addr >= 0 && addr <= MAX_SAFE && !this.destroyed) {
+      return e.asWrite(this.id, ahi, alo, size, lo, hi);
     }
     const a = this.checkAccess(addr, size);
     return e.asWrite(this.id, hiOf(a), loOf(a), size, lo, hi);

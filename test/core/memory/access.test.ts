@@ -227,6 +227,25 @@ for (const engine of ENGINES) {
       expect(as.flatView().map((r) => r.region?.name)).toEqual(["low", "top"]);
     });
 
+    it("number addresses above 4 GiB take the fast path; fractional or unsafe numbers are refused", () => {
+      const mem = newCore(engine);
+      const sys = mem.container("sys", 1n << 64n);
+      const ram = mem.ram("ram", 0x1000);
+      sys.addSubregion(0x500000000n, ram);
+      const as = mem.addressSpace("as", sys);
+      as.write(0x500000010, 4, 0x12345678);
+      expect(as.read(0x500000010, 4)).toBe(0x12345678);
+      expect(as.tryRead(0x500000012, 2)).toBe(0);
+      expect(as.valueLo).toBe(0x1234);
+      expect(ram.ramBytes()[0x10]).toBe(0x78);
+      for (const bad of [1.5, -4, 2 ** 53 + 2, NaN]) {
+        expect(() => as.read(bad, 4)).toThrowError(expect.objectContaining({ code: "BAD_ARGUMENT" }));
+        expect(() => as.tryWrite(bad, 4, 0)).toThrowError(expect.objectContaining({ code: "BAD_ARGUMENT" }));
+      }
+      expect(() => as.write(0x500000010, 4, 1.5)).toThrowError(expect.objectContaining({ code: "BAD_ARGUMENT" }));
+      expect(() => as.tryRead(0, 3 as 4)).toThrowError(expect.objectContaining({ code: "BAD_ARGUMENT" }));
+    });
+
     it("readBytes/writeBytes of any length across many regions match per-byte reads", () => {
       const mem = newCore(engine);
       const sys = mem.container("sys", 1n << 32n);
