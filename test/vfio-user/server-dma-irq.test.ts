@@ -1,0 +1,434 @@
+// End-to-end over a real socket: interrupts over eventfds, the edu DMA engine through a
+// DMA_MAP'ed memfd and through fd-less regions (DMA_READ/DMA_WRITE to the client), dirty-page
+// logging, migration between two servers, and resource release on disconnect.
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { VfioUserServer } from "../../src/vfio-user/server/index.js";
+import {
+  Command,
+  Errno,
+  IrqSetFlag,
+  PciIrq,
+  DeviceFeature,
+  DeviceFeatureFlag,
+  MigrationState,
+  MigrationFlag,
+  DmaMapFlag,
+  DmaUnmapFlag,
+  MessageWriter,
+  WireError,
+  decodeRegionReadReply,
+  decodeDmaWriteRequest,
+  decodeDmaReadRequest,
+  decodeDeviceFeature,
+  decodeMigDeviceState,
+  decodeMigrationFeature,
+  decodeDmaLoggingReport,
+  decodeMigDataReadReply,
+  decodeDmaUnmapReply,
+  writeIrqSetRequest,
+  writeRegionReadRequest,
+  writeRegionWriteRequest,
+  writeDmaMapRequest,
+  writeDmaUnmapRequest,
+  writeDmaWriteReply,
+  writeDmaReadReply,
+  writeDeviceFeatureRequest,
+  writeMigDataReadRequest,
+  writeMigDataWriteRequest,
+  encodeMigDeviceState,
+  encodeDmaLoggingControl,
+  encodeDmaLoggingReport,
+  writeErrorReply,
+} from "../../src/vfio-user/wire/index.js";
+import { createEdu, EDU_REG, EDU_DMA_START, EDU_ID_VALUE } from "../../src/devices/edu.js";
+import { createThroughputDevice, THROUGHPUT_REG } from "../../src/devices/throughput.js";
+import { memfdCreate, mmapFd, type MappedRegion } from "../../src/transport/shm.js";
+import { closeFd } from "../../src/transport/fd.js";
+import { EventFd } from "../../src/transport/eventfd.js";
+import type { PciFunction } from "../../src/core/pci/api.js";
+import { RawClient, sleep, openFdCount, expectFdCount, type ReceivedFrame } from "./raw-client.js";
+
+let seq = 0;
+const socketPath = () => join(tmpdir(), `wasmdev-vfu-dma-${process.pid}-${++seq}.sock`);
+
+function ok(f: ReceivedFrame): ReceivedFrame {
+  expect(f.flags & 0x20, `unexpected error reply ${f.error}`).toBe(0);
+  return f;
+}
+function err(f: ReceivedFrame, errno: number): void {
+  expect(f.flags & 0x20).toBe(0x20);
+  expect(f.error).toBe(errno);
+}
+
+async function rd(c: RawClient, region: number, offset: number, size: 4 | 8 = 4): Promise<bigint> {
+  writeRegionReadRequest(c.w, c.id(), offset, 0, region, size);
+  const r = decodeRegionReadReply(ok(await c.request(c.w.take())).body);
+  if (r instanceof WireError) throw r;
+  const dv = new DataView(r.data.buffer, r.data.byteOffset, size);
+  return size === 4 ? BigInt(dv.getUint32(0, true)) : dv.getBigUint64(0, true);
+}
+async function wr(c: RawClient, region: number, offset: number, value: bigint | number, size: 4 | 8 = 4): Promise<void> {
+  const b = new Uint8Array(size);
+  const dv = new DataView(b.buffer);
+  if (size === 4) dv.setUint32(0, Number(value) >>> 0, true);
+  else dv.setBigUint64(0, BigInt(value), true);
+  writeRegionWriteRequest(c.w, c.id(), offset, 0, region, b);
+  ok(await c.request(c.w.take()));
+}
+async function setIrqs(c: RawClient, index: number, flags: number, start: number, count: number, fds: number[] = [], data?: Uint8Array): Promise<ReceivedFrame> {
+  writeIrqSetRequest(c.w, c.id(), { flags, index, start, count, data });
+  return c.request(c.w.take(), fds);
+}
+/** Waits for an eventfd's counter to become non-zero; returns it (0 on timeout). */
+async function waitSignal(e: EventFd, ms = 1000): Promise<number> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const n = e.read();
+    if (n > 0 || Date.now() > deadline) return n;
+    await sleep(2);
+  }
+}
+async function eduDma(c: RawClient, src: bigint, dst: bigint, count: number, cmd: number): Promise<void> {
+  await wr(c, 0, EDU_REG.DMA_SRC, src, 8);
+  await wr(c, 0, EDU_REG.DMA_DST, dst, 8);
+  await wr(c, 0, EDU_REG.DMA_CNT, count, 8);
+  await wr(c, 0, EDU_REG.DMA_CMD, cmd, 8);
+  for (let i = 0; i < 500; i++) {
+    if (((await rd(c, 0, EDU_REG.DMA_CMD, 8)) & 1n) === 0n) return;
+    await sleep(2);
+  }
+  throw new Error("edu DMA did not finish");
+}
+async function feature(c: RawClient, flags: number, data?: Uint8Array, argsz?: number): Promise<ReceivedFrame> {
+  writeDeviceFeatureRequest(c.w, c.id(), flags, data, argsz);
+  return c.request(c.w.take());
+}
+
+const IOVA = 0x100000n;
+const RAM = 0x100000;
+
+describe("edu over vfio-user: interrupts, DMA, dirty logging", () => {
+  let server: VfioUserServer;
+  let path: string;
+  let device: PciFunction;
+  let client: RawClient;
+  let memfd: number;
+  let ram: MappedRegion;
+  let logs: string[];
+
+  beforeEach(async () => {
+    path = socketPath();
+    logs = [];
+    device = createEdu({ dmaDelayMs: 1 });
+    server = VfioUserServer.listen({ device, socketPath: path, log: (l) => logs.push(l) });
+    client = await RawClient.negotiated(path, { maxMsgFds: 8, migration: { pgsize: 4096 } });
+    memfd = memfdCreate("guest-ram", RAM);
+    ram = mmapFd(memfd, 0, RAM, { writable: true });
+  });
+
+  afterEach(async () => {
+    client.close();
+    await server.close();
+    ram.unmap();
+    closeFd(memfd);
+  });
+
+  async function mapRam(): Promise<void> {
+    writeDmaMapRequest(client.w, client.id(), { flags: DmaMapFlag.READ | DmaMapFlag.WRITE, offset: 0n, address: IOVA, size: BigInt(RAM) });
+    ok(await client.request(client.w.take(), [memfd]));
+  }
+
+  it("INTx: eventfd trigger, automask, re-signal on unmask while still asserted", async () => {
+    const e = EventFd.create();
+    ok(await setIrqs(client, PciIrq.INTX, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 1, [e.fd]));
+    await wr(client, 0, EDU_REG.IRQ_RAISE, 1);
+    expect(await waitSignal(e)).toBe(1);
+    // Automasked: lowering and raising again does not signal until the client unmasks.
+    await wr(client, 0, EDU_REG.IRQ_ACK, 1);
+    await wr(client, 0, EDU_REG.IRQ_RAISE, 2);
+    expect(await waitSignal(e, 30)).toBe(0);
+    ok(await setIrqs(client, PciIrq.INTX, IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK, 0, 1));
+    expect(await waitSignal(e)).toBe(1);
+    // Deasserted at unmask: no signal.
+    await wr(client, 0, EDU_REG.IRQ_ACK, 2);
+    ok(await setIrqs(client, PciIrq.INTX, IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK, 0, 1));
+    expect(await waitSignal(e, 30)).toBe(0);
+    // The client can trigger it itself.
+    ok(await setIrqs(client, PciIrq.INTX, IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, 0, 1));
+    expect(await waitSignal(e)).toBe(1);
+    e.close();
+  });
+
+  it("MSI: enabling the vector switches edu to MSI; masked interrupts are pending until unmask", async () => {
+    const e = EventFd.create();
+    ok(await setIrqs(client, PciIrq.MSI, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 1, [e.fd]));
+    expect(device.irq.msiEnabled).toBe(true);
+    await wr(client, 0, EDU_REG.IRQ_RAISE, 1);
+    expect(await waitSignal(e)).toBe(1);
+    ok(await setIrqs(client, PciIrq.MSI, IrqSetFlag.DATA_BOOL | IrqSetFlag.ACTION_MASK, 0, 1, [], Uint8Array.of(1)));
+    await wr(client, 0, EDU_REG.IRQ_RAISE, 1);
+    expect(await waitSignal(e, 30)).toBe(0);
+    ok(await setIrqs(client, PciIrq.MSI, IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK, 0, 1));
+    expect(await waitSignal(e)).toBe(1);
+    // count 0 + DATA_NONE + TRIGGER disables the index: edu falls back to INTx.
+    ok(await setIrqs(client, PciIrq.MSI, IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, 0, 0));
+    expect(device.irq.msiEnabled).toBe(false);
+    e.close();
+  });
+
+  it("SET_IRQS validation: index, range, flag combinations, fd count", async () => {
+    const e = EventFd.create();
+    err(await setIrqs(client, 5, IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, 0, 1), Errno.EINVAL);
+    err(await setIrqs(client, PciIrq.MSI, IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, 0, 2), Errno.EINVAL);
+    err(await setIrqs(client, PciIrq.MSI, IrqSetFlag.DATA_NONE | IrqSetFlag.DATA_BOOL | IrqSetFlag.ACTION_TRIGGER, 0, 1, [], Uint8Array.of(1)), Errno.EINVAL);
+    err(await setIrqs(client, PciIrq.MSI, IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER | IrqSetFlag.ACTION_MASK, 0, 1), Errno.EINVAL);
+    err(await setIrqs(client, PciIrq.ERR, IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_MASK, 0, 1), Errno.EINVAL);
+    err(await setIrqs(client, PciIrq.INTX, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 1, [e.fd, e.fd]), Errno.EINVAL);
+    // ERR and REQ take a trigger eventfd.
+    ok(await setIrqs(client, PciIrq.REQ, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 1, [e.fd]));
+    server.current!.irqs.requestRelease();
+    expect(await waitSignal(e)).toBe(1);
+    e.close();
+  });
+
+  it("edu DMA through a DMA_MAP'ed memfd, both directions, with the DMA interrupt", async () => {
+    await mapRam();
+    const e = EventFd.create();
+    ok(await setIrqs(client, PciIrq.INTX, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 1, [e.fd]));
+    const pattern = Uint8Array.from({ length: 256 }, (_, i) => (i * 7 + 3) & 0xff);
+    ram.bytes().set(pattern, 0x2000);
+    await eduDma(client, IOVA + 0x2000n, BigInt(EDU_DMA_START), 256, 1); // RAM -> edu
+    await eduDma(client, BigInt(EDU_DMA_START), IOVA + 0x8000n, 256, 1 | 2 | 4); // edu -> RAM, irq
+    expect(Array.from(ram.bytes().subarray(0x8000, 0x8100))).toEqual(Array.from(pattern));
+    expect(await waitSignal(e)).toBe(1);
+    expect(await rd(client, 0, EDU_REG.IRQ_STATUS)).toBe(0x100n);
+    e.close();
+  });
+
+  it("DMA_MAP / DMA_UNMAP errors: EEXIST for overlapping or identical ranges, ENOENT for unknown ones", async () => {
+    await mapRam();
+    const map = (address: bigint, size: bigint, fds: number[] = []) => {
+      writeDmaMapRequest(client.w, client.id(), { flags: 3, offset: 0n, address, size });
+      return client.request(client.w.take(), fds);
+    };
+    err(await map(IOVA, BigInt(RAM), [memfd]), Errno.EEXIST);
+    err(await map(IOVA + 0x1000n, 0x1000n), Errno.EEXIST);
+    err(await map(IOVA - 0x1000n, 0x2000n), Errno.EEXIST);
+    ok(await map(IOVA + BigInt(RAM), 0x1000n)); // adjacent, no fd
+    err(await map(0x10n, 0x1000n), Errno.EINVAL); // unaligned
+    err(await map(0xffff_ffff_ffff_f000n, 0x2000n), Errno.EINVAL); // wraps
+    writeDmaMapRequest(client.w, client.id(), { flags: 0, offset: 0n, address: 0x4000_0000n, size: 0x1000n });
+    err(await client.request(client.w.take()), Errno.EINVAL); // no permissions
+    // a memfd too small for the mapping
+    const small = memfdCreate("small", 4096);
+    err(await map(0x8000_0000n, 0x10000n, [small]), Errno.EINVAL);
+    closeFd(small);
+    const unmap = (address: bigint, size: bigint) => {
+      writeDmaUnmapRequest(client.w, client.id(), { flags: 0, address, size });
+      return client.request(client.w.take());
+    };
+    err(await unmap(0x7000_0000n, 0x1000n), Errno.ENOENT);
+    err(await unmap(IOVA, 0x1000n), Errno.ENOENT); // partial
+    const r = ok(await unmap(IOVA, BigInt(RAM)));
+    expect(decodeDmaUnmapReply(r.body)).toMatchObject({ address: IOVA, size: BigInt(RAM) });
+    expect(server.current!.dmaRegions().length).toBe(1);
+    writeDmaUnmapRequest(client.w, client.id(), { flags: DmaUnmapFlag.ALL, address: 0n, size: 0n });
+    ok(await client.request(client.w.take()));
+    expect(server.current!.dmaRegions().length).toBe(0);
+  });
+
+  it("DMA to fd-less regions goes through DMA_READ / DMA_WRITE requests to the client", async () => {
+    const base = 0x20_0000n;
+    const memory = new Uint8Array(0x10000);
+    for (let i = 0; i < 128; i++) memory[0x400 + i] = 0xa0 ^ i;
+    const seen: number[] = [];
+    client.onServerRequest = (f) => {
+      seen.push(f.command);
+      if (f.command === Command.DMA_WRITE) {
+        const req = decodeDmaWriteRequest(f.body);
+        if (req instanceof WireError) throw req;
+        memory.set(req.data, Number(req.address - base));
+        writeDmaWriteReply(client.w, f.msgId, req.address, req.count);
+      } else {
+        const req = decodeDmaReadRequest(f.body);
+        if (req instanceof WireError) throw req;
+        const at = Number(req.address - base);
+        writeDmaReadReply(client.w, f.msgId, req.address, memory.subarray(at, at + req.count));
+      }
+      client.send(client.w.take());
+    };
+    writeDmaMapRequest(client.w, client.id(), { flags: 3, offset: 0n, address: base, size: BigInt(memory.length) });
+    ok(await client.request(client.w.take()));
+    await eduDma(client, base + 0x400n, BigInt(EDU_DMA_START), 128, 1);
+    await eduDma(client, BigInt(EDU_DMA_START), base + 0x8000n, 128, 1 | 2);
+    expect(seen).toEqual([Command.DMA_READ, Command.DMA_WRITE]);
+    expect(Array.from(memory.subarray(0x8000, 0x8080))).toEqual(Array.from(memory.subarray(0x400, 0x480)));
+
+    // An error reply from the client fails the device's DMA (edu logs and completes).
+    client.onServerRequest = (f) => {
+      writeErrorReply(client.w, f.msgId, f.command, Errno.EFAULT);
+      client.send(client.w.take());
+    };
+    memory.fill(0, 0x9000, 0x9080);
+    await eduDma(client, BigInt(EDU_DMA_START), base + 0x9000n, 128, 1 | 2);
+    expect(memory.subarray(0x9000, 0x9080).every((b) => b === 0)).toBe(true);
+  });
+
+  it("dirty-page logging: DMA_LOGGING_START / REPORT (clears) / STOP, and the dirty bitmap on DMA_UNMAP", async () => {
+    await mapRam();
+    const reportReq = (iova: bigint, length: bigint, page: bigint) =>
+      feature(client, DeviceFeatureFlag.GET | DeviceFeature.DMA_LOGGING_REPORT, encodeDmaLoggingReport(iova, length, page), 8 + 24 + 64);
+    err(await reportReq(IOVA, 0x10000n, 4096n), Errno.EINVAL); // not started
+    ok(await feature(client, DeviceFeatureFlag.SET | DeviceFeature.DMA_LOGGING_START, encodeDmaLoggingControl(4096n, [])));
+    err(await feature(client, DeviceFeatureFlag.SET | DeviceFeature.DMA_LOGGING_START, encodeDmaLoggingControl(4096n, [])), Errno.EBUSY);
+    await eduDma(client, BigInt(EDU_DMA_START), IOVA + 0x3000n + 0xf80n, 0x100, 1 | 2); // straddles pages 3 and 4
+    const bits = async () => {
+      const f = decodeDeviceFeature(ok(await reportReq(IOVA, 0x10000n, 4096n)).body);
+      if (f instanceof WireError) throw f;
+      const r = decodeDmaLoggingReport(f.data);
+      if (r instanceof WireError) throw r;
+      return Array.from(r.bitmap);
+    };
+    expect(await bits()).toEqual([0x18, 0, 0, 0, 0, 0, 0, 0]);
+    expect(await bits()).toEqual([0, 0, 0, 0, 0, 0, 0, 0]); // reading cleared it
+
+    await eduDma(client, BigInt(EDU_DMA_START), IOVA + 0x5000n, 16, 1 | 2);
+    writeDmaUnmapRequest(client.w, client.id(), { flags: 0, address: IOVA, size: BigInt(RAM), bitmap: { pgsize: 4096n, size: 32n } });
+    const u = decodeDmaUnmapReply(ok(await client.request(client.w.take())).body);
+    if (u instanceof WireError) throw u;
+    expect(u.bitmap?.size).toBe(32n);
+    expect(u.bitmap?.data[0]).toBe(0x20);
+    expect(Array.from(u.bitmap!.data.subarray(1)).every((b) => b === 0)).toBe(true);
+    ok(await feature(client, DeviceFeatureFlag.SET | DeviceFeature.DMA_LOGGING_STOP));
+    err(await feature(client, DeviceFeatureFlag.SET | DeviceFeature.DMA_LOGGING_STOP), Errno.EINVAL);
+  });
+
+  it("DEVICE_FEATURE probing and unsupported features", async () => {
+    ok(await feature(client, DeviceFeatureFlag.PROBE | DeviceFeatureFlag.GET | DeviceFeature.MIGRATION));
+    err(await feature(client, DeviceFeatureFlag.PROBE | DeviceFeatureFlag.SET | DeviceFeature.MIGRATION), Errno.EOPNOTSUPP);
+    err(await feature(client, DeviceFeatureFlag.GET | 3), Errno.EOPNOTSUPP);
+    err(await feature(client, DeviceFeatureFlag.GET | DeviceFeatureFlag.SET | DeviceFeature.MIG_DEVICE_STATE), Errno.EINVAL);
+    const m = decodeDeviceFeature(ok(await feature(client, DeviceFeatureFlag.GET | DeviceFeature.MIGRATION)).body);
+    if (m instanceof WireError) throw m;
+    expect(decodeMigrationFeature(m.data)).toEqual({ flags: MigrationFlag.STOP_COPY });
+  });
+
+  it("a client disconnect releases its DMA mappings and irq fds; the next client is accepted", async () => {
+    client.close();
+    await sleep(30);
+    const baseline = openFdCount();
+    client = await RawClient.negotiated(path);
+    await mapRam();
+    const fds = [EventFd.create(), EventFd.create()];
+    ok(await setIrqs(client, PciIrq.INTX, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 1, [fds[0].fd]));
+    ok(await setIrqs(client, PciIrq.ERR, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 1, [fds[1].fd]));
+    expect(server.current!.dmaRegions().length).toBe(1);
+    for (const e of fds) e.close();
+    client.close();
+    // Our own client socket is gone too, so the count returns exactly to the baseline.
+    expect(await expectFdCount(baseline)).toBe(baseline);
+    client = await RawClient.negotiated(path);
+    expect(server.current!.dmaRegions().length).toBe(0);
+    expect(await rd(client, 0, EDU_REG.ID)).toBe(BigInt(EDU_ID_VALUE));
+  });
+});
+
+describe("migration v2 between two servers", () => {
+  it("saves edu state from one server (STOP_COPY + MIG_DATA_READ) and loads it into another (RESUMING + MIG_DATA_WRITE)", async () => {
+    const pathA = socketPath();
+    const pathB = socketPath();
+    const a = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }), socketPath: pathA, maxDataXferSize: 1024 });
+    const b = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }), socketPath: pathB });
+    const ca = await RawClient.negotiated(pathA);
+    const cb = await RawClient.negotiated(pathB);
+    try {
+      await wr(ca, 0, EDU_REG.LIVENESS, 0x1234);
+      await wr(ca, 0, EDU_REG.STATUS, 0x80);
+      await wr(ca, 0, EDU_REG.DMA_SRC, 0xabcdefn, 8);
+      await wr(ca, 7, 0x04, 0x0006); // command register: memory + bus master
+      const setState = async (c: RawClient, s: number) => {
+        const r = decodeDeviceFeature(ok(await feature(c, DeviceFeatureFlag.SET | DeviceFeature.MIG_DEVICE_STATE, encodeMigDeviceState(s))).body);
+        if (r instanceof WireError) throw r;
+        return decodeMigDeviceState(r.data);
+      };
+      writeMigDataReadRequest(ca.w, ca.id(), 512);
+      err(await ca.request(ca.w.take()), Errno.EINVAL); // not in STOP_COPY
+      expect(await setState(ca, MigrationState.STOP_COPY)).toEqual({ deviceState: MigrationState.STOP_COPY, dataFd: -1 });
+      writeMigDataReadRequest(ca.w, ca.id(), 4096);
+      err(await ca.request(ca.w.take()), Errno.E2BIG); // above max_data_xfer_size
+      const chunks: Uint8Array[] = [];
+      for (;;) {
+        writeMigDataReadRequest(ca.w, ca.id(), 1000);
+        const r = decodeMigDataReadReply(ok(await ca.request(ca.w.take())).body);
+        if (r instanceof WireError) throw r;
+        chunks.push(r.data);
+        if (r.size < 1000) break;
+      }
+      expect(chunks.length).toBeGreaterThan(2);
+      await setState(ca, MigrationState.RUNNING);
+
+      expect(await setState(cb, MigrationState.RESUMING)).toMatchObject({ deviceState: MigrationState.RESUMING });
+      for (const ch of chunks) {
+        writeMigDataWriteRequest(cb.w, cb.id(), ch);
+        ok(await cb.request(cb.w.take()));
+      }
+      expect(await setState(cb, MigrationState.RUNNING)).toMatchObject({ deviceState: MigrationState.RUNNING });
+      expect(await rd(cb, 0, EDU_REG.LIVENESS)).toBe(BigInt(~0x1234 >>> 0));
+      expect(await rd(cb, 0, EDU_REG.STATUS)).toBe(0x80n);
+      expect(await rd(cb, 0, EDU_REG.DMA_SRC, 8)).toBe(0xabcdefn);
+      expect((await rd(cb, 7, 0x04)) & 0xffffn).toBe(0x0006n);
+
+      // Garbage data: the load fails with EINVAL, the state becomes ERROR, reset recovers.
+      await setState(cb, MigrationState.RESUMING);
+      writeMigDataWriteRequest(cb.w, cb.id(), Uint8Array.of(1, 2, 3));
+      ok(await cb.request(cb.w.take()));
+      err(await feature(cb, DeviceFeatureFlag.SET | DeviceFeature.MIG_DEVICE_STATE, encodeMigDeviceState(MigrationState.RUNNING)), Errno.EINVAL);
+      const g = decodeDeviceFeature(ok(await feature(cb, DeviceFeatureFlag.GET | DeviceFeature.MIG_DEVICE_STATE)).body);
+      expect(decodeMigDeviceState((g as { data: Uint8Array }).data)).toMatchObject({ deviceState: MigrationState.ERROR });
+      err(await feature(cb, DeviceFeatureFlag.SET | DeviceFeature.MIG_DEVICE_STATE, encodeMigDeviceState(MigrationState.STOP)), Errno.EINVAL);
+      ok(await cb.request(new Uint8Array([1, 0, Command.DEVICE_RESET, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])));
+      expect(await setState(cb, MigrationState.STOP)).toMatchObject({ deviceState: MigrationState.STOP });
+      err(await feature(cb, DeviceFeatureFlag.SET | DeviceFeature.MIG_DEVICE_STATE, encodeMigDeviceState(MigrationState.PRE_COPY)), Errno.EINVAL);
+    } finally {
+      ca.close();
+      cb.close();
+      await a.close();
+      await b.close();
+    }
+  });
+});
+
+describe("MSI-X over eventfds (throughput device)", () => {
+  it("a doorbell fires MSI-X vector 0 once the client enabled it; masking holds it pending", async () => {
+    const tp = createThroughputDevice({ dataSize: 4096 });
+    const path = socketPath();
+    const server = VfioUserServer.listen({ device: tp.fn, socketPath: path });
+    const c = await RawClient.negotiated(path);
+    const v0 = EventFd.create();
+    const v1 = EventFd.create();
+    try {
+      ok(await setIrqs(c, PciIrq.MSIX, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 2, [v0.fd, v1.fd]));
+      expect(tp.fn.irq.msixEnabled).toBe(true);
+      await wr(c, 2, THROUGHPUT_REG.CONTROL, 1);
+      await wr(c, 2, THROUGHPUT_REG.DOORBELL, 42);
+      expect(await waitSignal(v0)).toBe(1);
+      expect(v1.read()).toBe(0);
+      ok(await setIrqs(c, PciIrq.MSIX, IrqSetFlag.DATA_BOOL | IrqSetFlag.ACTION_MASK, 0, 2, [], Uint8Array.of(1, 0)));
+      await wr(c, 2, THROUGHPUT_REG.DOORBELL, 43);
+      expect(await waitSignal(v0, 30)).toBe(0);
+      ok(await setIrqs(c, PciIrq.MSIX, IrqSetFlag.DATA_BOOL | IrqSetFlag.ACTION_UNMASK, 0, 2, [], Uint8Array.of(1, 1)));
+      expect(await waitSignal(v0)).toBe(1);
+      // Deassigning vector 0's eventfd (DATA_EVENTFD with no fds) leaves vector 1 enabled.
+      ok(await setIrqs(c, PciIrq.MSIX, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 1));
+      expect(server.current!.irqs.hasTrigger(PciIrq.MSIX, 0)).toBe(false);
+      expect(server.current!.irqs.hasTrigger(PciIrq.MSIX, 1)).toBe(true);
+    } finally {
+      v0.close();
+      v1.close();
+      c.close();
+      await server.close();
+    }
+  });
+});
