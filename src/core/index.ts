@@ -3,4 +3,5 @@ export { instantiateCore, coreWasmPath } from "./wasm.js";
 export type { CoreRef, CoreBuild, HostImportFactory } from "./wasm.js";
 export * from "./memory/index.js";
 export * from "./dma/index.js";
+export * from "./iommu/index.js";
 export * from "./pci/index.js";
