@@ -2,4 +2,5 @@
 export * from "./core/index.js";
 export * from "./transport/index.js";
 export * from "./vfio-user/client/index.js";
+export * from "./vfio-user/server/index.js";
 export * from "./devices/index.js";

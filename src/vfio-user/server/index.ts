@@ -20,7 +20,7 @@
 // Posted (NO_REPLY) requests that fail are not lost: the next request that wants a reply is
 // answered with that failure's errno instead of being performed, and the client may retry it.
 export { VfioUserServer, type VfioUserServerOptions } from "./server.js";
-export { Session, type SessionConfig } from "./session.js";
+export { Session as VfioUserSession, type SessionConfig as VfioUserSessionConfig } from "./session.js";
 export { VfioUserServerError, type VfioUserServerErrorCode, type VfioUserServerErrorFields } from "./errors.js";
 export { IrqTable } from "./irqs.js";
 export { DirtyLog, trackDirtyPages } from "./dirty.js";
