@@ -582,3 +582,91 @@ describe("reset and migration", () => {
     expect(errCode(() => a.restoreState(new Uint8Array(3)))).toBe("PCI_STATE_FORMAT");
   });
 });
+
+describe("BARs in the memory core", () => {
+  it("maps each enabled BAR into the bus address space, moves and unmaps it on config writes", () => {
+    const r = recorder(0x1000);
+    const fn = createPciFunction({ ...base, bars: [{ kind: "mem32", size: 0x1000, ops: r.ops }, { kind: "io", size: 16, ram: true }] });
+    const memSpace = fn.busAddressSpace("mem");
+    const ioSpace = fn.busAddressSpace("io");
+    const mapped = () => memSpace.flatView().map((f) => [f.start, f.last]);
+    expect(mapped()).toEqual([]);
+    fn.writeConfig(0x10, 4, 0xfebf0000);
+    fn.writeConfig(0x14, 4, 0xc000);
+    fn.writeConfig(4, 2, 0x0003);
+    expect(mapped()).toEqual([[0xfebf0000n, 0xfebf0fffn]]);
+    r.mem[8] = 0x77;
+    expect(memSpace.read(0xfebf0008, 1)).toBe(0x77);
+    ioSpace.write(0xc004, 2, 0x1234);
+    expect(fn.readRegion(1, 4, 2)).toBe(0x1234n);
+    fn.writeConfig(0x10, 4, 0xfe800000);
+    expect(mapped()).toEqual([[0xfe800000n, 0xfe800fffn]]);
+    fn.writeConfig(4, 2, 0x0001);
+    expect(mapped()).toEqual([]);
+    expect(ioSpace.flatView().map((f) => f.start)).toEqual([0xc000n]);
+    fn.dispose();
+    expect(errCode(() => fn.readRegion(0, 0, 4))).toBe("PCI_REGION_INDEX");
+    expect(fn.busRead("io", 0xc004n, 2)).toBeUndefined();
+  });
+
+  it("maps into containers the caller provides (a VMM's shared bus)", async () => {
+    const { MemoryCore } = await import("../../src/core/memory/index.js");
+    const { defaultPciCore } = await import("../../src/core/pci/index.js");
+    const mem = MemoryCore.attach(defaultPciCore());
+    const system = mem.container("system", 2n ** 64n);
+    const io = mem.container("io", 0x10000);
+    const ram = mem.ram("guest-ram", 0x100000);
+    system.addSubregion(0, ram);
+    const as = mem.addressSpace("system", system);
+    const a = createPciFunction({ ...base, name: "a", bars: [{ kind: "mem32", size: 0x1000, ram: true }] }, { bus: { memory: system, io } });
+    const b = createPciFunction({ ...base, name: "b", bars: [{ kind: "mem32", size: 0x1000, ram: true }] }, { bus: { memory: system, io } });
+    a.writeConfig(0x10, 4, 0xfe000000);
+    b.writeConfig(0x10, 4, 0xfe001000);
+    a.writeConfig(4, 2, 2);
+    b.writeConfig(4, 2, 2);
+    as.write(0xfe000010, 4, 0xaaaa5555);
+    as.write(0xfe001010, 4, 0x12345678);
+    as.write(0x10, 4, 0x99);
+    expect(a.readRegion(0, 0x10, 4)).toBe(0xaaaa5555n);
+    expect(b.readRegion(0, 0x10, 4)).toBe(0x12345678n);
+    expect(as.read(0x10, 4)).toBe(0x99);
+    a.dispose();
+    expect(as.tryRead(0xfe000010, 4)).not.toBe(0); // unmapped: decode error
+    expect(as.read(0xfe001010, 4)).toBe(0x12345678);
+    b.dispose();
+  });
+
+  it("reports a throwing device callback as PCI_DEVICE_ERROR with the cause", () => {
+    const boom = new Error("device on fire");
+    const fn = createPciFunction({ ...base, bars: [{ kind: "mem32", size: 0x100, ops: { read: () => { throw boom; }, write: () => {} } }] });
+    try {
+      fn.readRegion(0, 0, 4);
+      expect.unreachable();
+    } catch (e) {
+      expect((e as PciError).code).toBe("PCI_DEVICE_ERROR");
+      expect((e as PciError).errno).toBe(5);
+      let c: unknown = e;
+      while (c instanceof Error && c !== boom) c = c.cause;
+      expect(c).toBe(boom);
+    }
+  });
+
+  it("frees its core memory: creating and disposing many functions does not grow the core", async () => {
+    const { defaultPciCore } = await import("../../src/core/pci/index.js");
+    let warm = 0;
+    for (let i = 0; i < 120; i++) {
+      if (i === 30) warm = defaultPciCore().memory.buffer.byteLength;
+      const fn = createPciFunction({
+        ...base,
+        bars: [{ kind: "mem32", size: 0x1000, ram: true }, { kind: "mem32", size: 0x1000, ops: recorder(0x1000).ops, shadow: [{ offset: 0, size: 8 }] }],
+        capabilities: [{ kind: "msix", vectors: 2, tableBar: 0, tableOffset: 0x800, pbaBar: 0, pbaOffset: 0xc00 }],
+        rom: { bytes: new Uint8Array(16) },
+      });
+      fn.writeConfig(0x10, 4, 0xfe000000);
+      fn.writeConfig(4, 2, 2);
+      fn.busRead("mem", 0xfe000000n, 4);
+      fn.dispose();
+    }
+    expect(defaultPciCore().memory.buffer.byteLength).toBe(warm);
+  });
+});

@@ -22,6 +22,7 @@
 //   fn.writeConfig(0x10, 4, 0xfebf0000); fn.writeConfig(0x04, 2, 0x0002);
 //   fn.busRead("mem", 0xfebf0000n, 4);   // → the device's read(0, 4)
 import type { DmaApi } from "../dma/api.js";
+import type { AddressSpace } from "../memory/api.js";
 
 /** Access sizes in bytes. */
 export type AccessSize = 1 | 2 | 4 | 8;
@@ -349,6 +350,12 @@ export interface PciFunction {
   busWrite(space: "mem" | "io", address: bigint, size: AccessSize, value: bigint): boolean;
   /** Current decoded bus address of a region, or undefined while unmapped. */
   barAddress(index: number): bigint | undefined;
+  /**
+   * The memory-core address space of the bus the BARs are mapped into (the function's own
+   * bus unless CreatePciFunctionOptions.bus was given): enabled BARs appear at their
+   * programmed addresses, as QEMU's pci_update_mappings places them.
+   */
+  busAddressSpace(space: "mem" | "io"): AddressSpace;
 
   /** Device-side view of shadow window `window` (default 0) of BAR `bar`; byte 0 is the
    *  window's first byte. Refetch after any call that may run device code; do not cache. */
@@ -375,6 +382,10 @@ export interface PciFunction {
   /** Loads saveState output from a function built from the same spec. Throws
    *  PCI_STATE_FORMAT on a mismatch; the function is unchanged in that case. */
   restoreState(state: Uint8Array): void;
+
+  /** Unmaps and frees the function's regions and tables in the core. Idempotent; region and
+   *  bus accesses afterwards fail / decode nothing. */
+  dispose(): void;
 }
 
 /** Stable error codes of the PCI layer. */
@@ -386,5 +397,6 @@ export type PciErrorCode =
   | "PCI_REGION_RANGE" // offset + size past the region end (or wrapping)
   | "PCI_ACCESS_SIZE" // size not 1/2/4/8
   | "PCI_ACCESS_INVALID" // the region's `valid` constraints reject the access
+  | "PCI_DEVICE_ERROR" // the device's callback threw (the error is the cause)
   | "PCI_STATE_FORMAT" // saved state does not match this function
   | "PCI_NO_DMA"; // device tried DMA with no DMA API attached

@@ -10,6 +10,7 @@ const ERRNO: Record<PciErrorCode, number> = {
   PCI_REGION_RANGE: 22, // EINVAL
   PCI_ACCESS_SIZE: 22, // EINVAL
   PCI_ACCESS_INVALID: 5, // EIO (a master abort on the bus)
+  PCI_DEVICE_ERROR: 5, // EIO
   PCI_STATE_FORMAT: 22, // EINVAL
   PCI_NO_DMA: 5, // EIO
 };

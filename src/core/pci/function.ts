@@ -18,9 +18,11 @@ import type {
 import { PCI_ROM_REGION } from "./api.js";
 import type { DmaApi } from "../dma/api.js";
 import { instantiateCore, type CoreRef } from "../wasm.js";
+import { MemoryCore, MemoryRegion, AddressSpace, type IoOps } from "../memory/api.js";
+import { MemoryError } from "../memory/errors.js";
+import { MAX_RAM_REGION_SIZE } from "../memory/abi.js";
 import { PciError } from "./errors.js";
 import { layoutCapabilities, type CapabilityLayout, type BarFacts } from "./caps.js";
-import { ACCESS_INVALID, BarRegion, buildSections, normaliseOps, type Section, type SectionOps } from "./region.js";
 import * as R from "./regs.js";
 
 // Mirrors of assembly/pci/config.ts constants.
@@ -38,16 +40,25 @@ const BLOCK_W1CMASK = 8192;
 export const PCI_MAX_BAR_SIZE = 2 ** 52;
 
 let sharedCore: CoreRef | undefined;
-/** The core instance functions use unless given one (one per process is enough: a function
- *  block is 12.5 KiB of linear memory). */
+/** The core instance functions use unless given one: one wasm instance holding the memory
+ *  core and the pci tables (a function block is 12.5 KiB of linear memory). */
 export function defaultPciCore(): CoreRef {
-  sharedCore ??= instantiateCore();
+  sharedCore ??= instantiateCore([MemoryCore.hostImports]);
   return sharedCore;
 }
 
 export interface CreatePciFunctionOptions {
-  /** Core instance holding the function's tables (default: a shared one). */
+  /**
+   * Core instance holding the function's tables and BAR regions (default: a shared one). It
+   * must have been instantiated with MemoryCore.hostImports among its factories.
+   */
   core?: CoreRef;
+  /**
+   * Containers (of that core's MemoryCore) the BARs are mapped into when the guest enables
+   * them — e.g. a VMM's system memory and I/O space. Default: the function's own, 2^64 bytes
+   * of memory space and 2^32 of I/O space (see PciFunction.busAddressSpace).
+   */
+  bus?: { memory: MemoryRegion; io: MemoryRegion };
 }
 
 interface BarState {
@@ -55,8 +66,18 @@ interface BarState {
   kind: "io" | "mem32" | "mem64" | "rom";
   size: number;
   prefetchable: boolean;
-  region: BarRegion;
-  ram?: Uint8Array;
+  /** Root of the BAR (offset 0 = BAR offset 0): device region plus overlays. */
+  container: MemoryRegion;
+  /** Region-relative access path (vfio-user REGION_READ/WRITE). */
+  view: AddressSpace;
+  /** Alias of the container that is mapped into the bus while the BAR decodes. */
+  busAlias: MemoryRegion;
+  /** Every region this BAR created, for dispose(). */
+  owned: MemoryRegion[];
+  /** Core RAM/ROM region holding the BAR's bytes (ram: true, ROM). */
+  coreRam?: MemoryRegion;
+  /** Caller-supplied RAM bytes. */
+  externalRam?: Uint8Array;
   mmap?: { fd: number; offset: bigint };
   shadows: Uint8Array[];
   spec?: BarSpec;
@@ -116,6 +137,13 @@ class PciFunctionImpl implements PciFunction {
   private w1cView!: Uint8Array;
 
   private readonly bars: (BarState | undefined)[] = new Array(7);
+  private readonly declared: ({ kind: BarState["kind"]; size: number; spec?: BarSpec } | undefined)[] = new Array(7);
+  private readonly mem: MemoryCore;
+  private readonly busRoots: { memory: MemoryRegion; io: MemoryRegion };
+  private busSpaces: { memory?: AddressSpace; io?: AddressSpace } = {};
+  /** Regions and spaces this function created for its own bus (dispose()). */
+  private readonly ownBus: boolean;
+  private disposed = false;
   private readonly caps: CapabilityLayout;
   private readonly initialConfig: Uint8Array;
   /** Slot → decoded bus address (undefined = unmapped), mirrored from the core. */
@@ -148,6 +176,7 @@ class PciFunctionImpl implements PciFunction {
 
     this.core = options.core ?? defaultPciCore();
     this.x = this.core.exports;
+    this.mem = MemoryCore.attach(this.core);
     this.fnPtr = this.x.pciFunctionCreate(configSize) >>> 0;
     if (this.fnPtr === 0) throw new PciError("PCI_INVALID_SPEC", "the core refused the config size", { field: "configSize" });
     try {
@@ -166,8 +195,8 @@ class PciFunctionImpl implements PciFunction {
       this.refresh();
       const facts: BarFacts[] = [];
       for (let i = 0; i < 6; i++) {
-        const b = this.bars[i];
-        facts.push({ present: !!b && b.kind !== "rom", io: b?.kind === "io", size: b?.size ?? 0 });
+        const d = this.declared[i];
+        facts.push({ present: !!d, io: d?.kind === "io", size: d?.size ?? 0 });
       }
       this.caps = layoutCapabilities(spec.capabilities ?? [], spec.extendedCapabilities ?? [], configSize, facts, this.cfgView, this.wmaskView, this.w1cView);
     } catch (e) {
@@ -178,7 +207,22 @@ class PciFunctionImpl implements PciFunction {
     this.msixTable = new Uint8Array(msix ? msix.tableSize : 0);
     this.msixPba = new Uint8Array(msix ? msix.pbaSize : 0);
     this.msixResetTable();
-    this.buildRegions();
+    this.ownBus = !options.bus;
+    if (options.bus) this.busRoots = options.bus;
+    else {
+      const memory = this.mem.container(`${this.name}.bus-memory`, 2n ** 64n);
+      const io = this.mem.container(`${this.name}.bus-io`, 2n ** 32n);
+      this.busRoots = { memory, io };
+      // Address spaces over them are created on first busAddressSpace() call: every space
+      // in the core is re-rendered at each commit, so idle ones are not free.
+    }
+    try {
+      this.buildRegions(spec);
+    } catch (e) {
+      this.dispose();
+      throw e;
+    }
+    this.refresh();
     this.initialConfig = this.cfgView.slice(0, configSize);
     this.interruptInfo = { intx: pin !== 0, msiVectors: this.caps.msi?.vectors ?? 0, msixVectors: msix?.vectors ?? 0 };
     this.irq = this.makeInterrupts();
@@ -221,70 +265,97 @@ class PciFunctionImpl implements PciFunction {
       if (b.kind === "mem64" && list[i + 1]) throw new PciError("PCI_INVALID_SPEC", `bars[${i + 1}]: slot is the upper half of the 64-bit BAR ${i}`, { field: `bars[${i + 1}]` });
       if (b.kind === "io" && b.prefetchable) throw new PciError("PCI_INVALID_SPEC", `${field}.prefetchable: I/O BARs cannot be prefetchable`, { field: `${field}.prefetchable` });
       if (!!b.ops === !!b.ram) throw new PciError("PCI_INVALID_SPEC", `${field}: give exactly one of ops (callbacks) or ram`, { field });
-      let ram: Uint8Array | undefined;
-      let mmap: BarState["mmap"];
-      if (b.ram === true) ram = new Uint8Array(size);
-      else if (b.ram) {
-        if (!(b.ram.bytes instanceof Uint8Array) || b.ram.bytes.length !== size) throw new PciError("PCI_INVALID_SPEC", `${field}.ram.bytes must be a Uint8Array of exactly ${size} bytes`, { field: `${field}.ram.bytes` });
-        ram = b.ram.bytes;
-        if (b.ram.fd !== undefined) mmap = { fd: b.ram.fd, offset: b.ram.fdOffset ?? 0n };
-      }
+      if (b.ram === true && size > MAX_RAM_REGION_SIZE) throw new PciError("PCI_INVALID_SPEC", `${field}.ram: core RAM regions hold at most ${MAX_RAM_REGION_SIZE} bytes; supply ram.bytes for larger BARs`, { field: `${field}.ram` });
+      if (b.ram && b.ram !== true && (!(b.ram.bytes instanceof Uint8Array) || b.ram.bytes.length !== size))
+        throw new PciError("PCI_INVALID_SPEC", `${field}.ram.bytes must be a Uint8Array of exactly ${size} bytes`, { field: `${field}.ram.bytes` });
       if (b.shadow?.length && !b.ops) throw new PciError("PCI_INVALID_SPEC", `${field}.shadow: shadow windows need a callback BAR`, { field: `${field}.shadow` });
+      if (b.ops) {
+        for (const c of [b.ops.valid, b.ops.impl]) {
+          if (!c) continue;
+          for (const v of [c.min, c.max]) if (v !== undefined && v !== 1 && v !== 2 && v !== 4 && v !== 8) throw new PciError("PCI_INVALID_SPEC", `${field}.ops: access sizes must be 1, 2, 4 or 8`, { field: `${field}.ops` });
+          if (c.min !== undefined && c.max !== undefined && c.min > c.max) throw new PciError("PCI_INVALID_SPEC", `${field}.ops: min access size exceeds max`, { field: `${field}.ops` });
+        }
+        if (b.ops.impl?.unaligned && !b.ops.valid?.unaligned) throw new PciError("PCI_INVALID_SPEC", `${field}.ops: impl.unaligned needs valid.unaligned`, { field: `${field}.ops` });
+      }
       const flags = (b.kind === "io" ? BAR_FLAG_IO : 0) | (b.kind === "mem64" ? BAR_FLAG_MEM64 : 0) | (b.prefetchable ? BAR_FLAG_PREFETCH : 0);
-      const lo = Number(sizeBig & 0xffffffffn);
-      const hi = Number(sizeBig >> 32n);
-      if (this.x.pciBarRegister(this.fnPtr, i, lo, hi, flags) !== 0) throw new PciError("PCI_INVALID_SPEC", `${field}: the core rejected the BAR declaration`, { field });
-      const placeholder = new BarRegion(size, [{ start: 0, end: size, memoryBase: 0, opsBase: 0 }]);
-      this.bars[i] = { index: i, kind: b.kind, size, prefetchable: !!b.prefetchable, region: placeholder, ram, mmap, shadows: [], spec: b };
+      if (this.x.pciBarRegister(this.fnPtr, i, Number(sizeBig & 0xffffffffn), Number(sizeBig >> 32n), flags) !== 0)
+        throw new PciError("PCI_INVALID_SPEC", `${field}: the core rejected the BAR declaration`, { field });
+      this.declared[i] = { kind: b.kind, size, spec: b };
     }
     if (spec.rom) {
       const bytes = spec.rom.bytes;
       if (!(bytes instanceof Uint8Array) || bytes.length === 0) throw new PciError("PCI_INVALID_SPEC", "rom.bytes must be a non-empty Uint8Array", { field: "rom.bytes" });
-      let size = spec.rom.size ?? Math.max(2048, 2 ** Math.ceil(Math.log2(bytes.length)));
-      if (!isPow2(size) || size < 2048 || size < bytes.length || size > 2 ** 31) throw new PciError("PCI_INVALID_SPEC", `rom.size must be a power of two ≥ 2048 and ≥ rom.bytes.length`, { field: "rom.size" });
+      const size = spec.rom.size ?? Math.max(2048, 2 ** Math.ceil(Math.log2(bytes.length)));
+      if (!isPow2(size) || size < 2048 || size < bytes.length || size > Math.min(2 ** 31, MAX_RAM_REGION_SIZE))
+        throw new PciError("PCI_INVALID_SPEC", `rom.size must be a power of two ≥ 2048, ≥ rom.bytes.length and ≤ 1 GiB`, { field: "rom.size" });
       if (this.x.pciBarRegister(this.fnPtr, 6, size >>> 0, 0, BAR_FLAG_ROM) !== 0) throw new PciError("PCI_INVALID_SPEC", "the core rejected the ROM declaration", { field: "rom" });
-      const image = new Uint8Array(size);
-      image.set(bytes);
-      const region = new BarRegion(size, [{ start: 0, end: size, readMemory: image, memoryBase: 0, writeIgnored: true, opsBase: 0 }]);
-      this.bars[6] = { index: 6, kind: "rom", size, prefetchable: false, region, ram: image, shadows: [] };
+      this.declared[6] = { kind: "rom", size };
     }
   }
 
-  /** Builds each BAR's section list: device ops / RAM, MSI-X table and PBA, shadows. */
-  private buildRegions(): void {
+  /**
+   * Builds each BAR in the memory core: a container (the BAR's own address space for
+   * region-relative access) holding the device region — I/O callbacks, core RAM, caller RAM
+   * or ROM — with the MSI-X table, PBA and shadow windows overlaid at priority 1 (QEMU
+   * msix_init overlays table and PBA the same way), and an alias that pci_update_mappings
+   * maps into the bus.
+   */
+  private buildRegions(spec: PciFunctionSpec): void {
+    const mem = this.mem;
     const msix = this.caps.msix;
-    for (let i = 0; i < 6; i++) {
-      const b = this.bars[i];
-      if (!b || !b.spec) continue;
-      const spec = b.spec;
-      const overlays: Section[] = [];
-      let mainOps: SectionOps | undefined;
-      if (spec.ops) {
-        for (const s of [spec.ops.valid, spec.ops.impl]) {
-          if (!s) continue;
-          for (const v of [s.min, s.max]) if (v !== undefined && v !== 1 && v !== 2 && v !== 4 && v !== 8) throw new PciError("PCI_INVALID_SPEC", `bars[${i}].ops: access sizes must be 1, 2, 4 or 8`, { field: `bars[${i}].ops` });
-          if (s.min !== undefined && s.max !== undefined && s.min > s.max) throw new PciError("PCI_INVALID_SPEC", `bars[${i}].ops: min access size exceeds max`, { field: `bars[${i}].ops` });
+    const owner = {};
+    mem.transaction(() => {
+      for (let i = 0; i <= 6; i++) {
+        const d = this.declared[i];
+        if (!d) continue;
+        const owned: MemoryRegion[] = [];
+        const track = (r: MemoryRegion) => (owned.push(r), r);
+        const tag = `${this.name}.bar${i}`;
+        const container = track(mem.container(tag, d.size));
+        const st: BarState = { index: i, kind: d.kind, size: d.size, prefetchable: !!d.spec?.prefetchable, container, view: undefined as unknown as AddressSpace, busAlias: undefined as unknown as MemoryRegion, owned, shadows: [], spec: d.spec };
+        const b = d.spec;
+        if (d.kind === "rom") {
+          const image = new Uint8Array(d.size);
+          image.set(spec.rom!.bytes);
+          st.coreRam = track(mem.rom(`${this.name}.rom`, d.size, image));
+          container.addSubregion(0, st.coreRam);
+        } else if (b!.ram === true) {
+          st.coreRam = track(mem.ram(`${tag}.ram`, d.size));
+          container.addSubregion(0, st.coreRam);
+        } else if (b!.ram) {
+          st.externalRam = b!.ram.bytes;
+          if (b!.ram.fd !== undefined) st.mmap = { fd: b!.ram.fd, offset: b!.ram.fdOffset ?? 0n };
+          container.addSubregion(0, track(mem.io(`${tag}.ram`, d.size, bytesOps(b!.ram.bytes, owner))));
+        } else {
+          container.addSubregion(0, track(mem.io(`${tag}.mmio`, d.size, { ...b!.ops!, read: b!.ops!.read, write: b!.ops!.write, owner })));
         }
-        if (spec.ops.impl?.unaligned && !spec.ops.valid?.unaligned) throw new PciError("PCI_INVALID_SPEC", `bars[${i}].ops: impl.unaligned needs valid.unaligned`, { field: `bars[${i}].ops` });
-        mainOps = normaliseOps(spec.ops);
+        const overlays: { start: number; end: number }[] = [];
+        if (msix && msix.tableBar === i) {
+          container.addSubregion(msix.tableOffset, track(mem.io(`${tag}.msix-table`, msix.tableSize, this.msixTableOps(owner))), 1);
+          overlays.push({ start: msix.tableOffset, end: msix.tableOffset + msix.tableSize });
+        }
+        if (msix && msix.pbaBar === i) {
+          container.addSubregion(msix.pbaOffset, track(mem.io(`${tag}.msix-pba`, msix.pbaSize, this.msixPbaOps(owner))), 1);
+          overlays.push({ start: msix.pbaOffset, end: msix.pbaOffset + msix.pbaSize });
+        }
+        const windows = b?.shadow ?? [];
+        for (let w = 0; w < windows.length; w++) {
+          const win = windows[w];
+          const field = `bars[${i}].shadow[${w}]`;
+          if (!Number.isInteger(win.offset) || !Number.isInteger(win.size) || win.size <= 0 || win.offset < 0 || win.offset + win.size > d.size)
+            throw new PciError("PCI_INVALID_SPEC", `${field}: window must lie inside the BAR (${d.size} bytes)`, { field });
+          for (const o of overlays)
+            if (win.offset < o.end && o.start < win.offset + win.size) throw new PciError("PCI_INVALID_SPEC", `${field}: window overlaps another shadow window or the MSI-X table/PBA`, { field });
+          overlays.push({ start: win.offset, end: win.offset + win.size });
+          const bytes = new Uint8Array(win.size);
+          st.shadows.push(bytes);
+          container.addSubregion(win.offset, track(mem.io(`${tag}.shadow${w}`, win.size, shadowOps(bytes, win.offset, b!.ops!, owner))), 1);
+        }
+        st.busAlias = track(mem.alias(`${tag}@bus`, container, 0, d.size));
+        this.bars[i] = st;
       }
-      if (msix && msix.tableBar === i) overlays.push({ start: msix.tableOffset, end: msix.tableOffset + msix.tableSize, memoryBase: 0, ops: this.msixTableOps(), opsBase: msix.tableOffset });
-      if (msix && msix.pbaBar === i) overlays.push({ start: msix.pbaOffset, end: msix.pbaOffset + msix.pbaSize, memoryBase: 0, ops: this.msixPbaOps(), opsBase: msix.pbaOffset });
-      const windows = [...(spec.shadow ?? [])];
-      for (let w = 0; w < windows.length; w++) {
-        const win = windows[w];
-        const field = `bars[${i}].shadow[${w}]`;
-        if (!Number.isInteger(win.offset) || !Number.isInteger(win.size) || win.size <= 0 || win.offset < 0 || win.offset + win.size > b.size)
-          throw new PciError("PCI_INVALID_SPEC", `${field}: window must lie inside the BAR (${b.size} bytes)`, { field });
-        for (const o of overlays)
-          if (win.offset < o.end && o.start < win.offset + win.size) throw new PciError("PCI_INVALID_SPEC", `${field}: window overlaps another shadow window or the MSI-X table/PBA`, { field });
-        const mem = new Uint8Array(win.size);
-        b.shadows.push(mem);
-        overlays.push({ start: win.offset, end: win.offset + win.size, readMemory: mem, memoryBase: win.offset, ops: mainOps, opsBase: 0 });
-      }
-      const base: Omit<Section, "start" | "end"> = b.ram ? { readMemory: b.ram, writeMemory: b.ram, memoryBase: 0, opsBase: 0 } : { ops: mainOps, memoryBase: 0, opsBase: 0 };
-      b.region = new BarRegion(b.size, buildSections(b.size, base, overlays));
-    }
+    });
+    for (const b of this.bars) if (b) b.view = b.container.view();
   }
 
   // ---- config space --------------------------------------------------------------------
@@ -365,17 +436,46 @@ class PciFunctionImpl implements PciFunction {
 
   // ---- BARs ----------------------------------------------------------------------------
 
+  /**
+   * Mirrors the core's decoded BAR addresses and (re)maps each changed BAR's alias in the
+   * bus containers (QEMU pci_update_mappings: unmap at the old address, map at the new one
+   * with priority 1), all in one memory-core transaction.
+   */
   private refreshMappings(): void {
+    let changed = false;
+    const next: (bigint | undefined)[] = new Array(7);
     for (let i = 0; i < 7; i++) {
       if (!this.bars[i]) continue;
       const lo = this.x.pciBarAddressLo(this.fnPtr, i) >>> 0;
       const hi = this.x.pciBarAddressHi(this.fnPtr, i) >>> 0;
-      this.mapped[i] = lo === 0xffffffff && hi === 0xffffffff ? undefined : (BigInt(hi) << 32n) | BigInt(lo);
+      next[i] = lo === 0xffffffff && hi === 0xffffffff ? undefined : (BigInt(hi) << 32n) | BigInt(lo);
+      if (next[i] !== this.mapped[i]) changed = true;
     }
+    if (!changed) return;
+    this.mem.transaction(() => {
+      for (let i = 0; i < 7; i++) {
+        const b = this.bars[i];
+        if (!b || next[i] === this.mapped[i]) continue;
+        const root = b.kind === "io" ? this.busRoots.io : this.busRoots.memory;
+        if (this.mapped[i] !== undefined) root.removeSubregion(b.busAlias);
+        this.mapped[i] = next[i];
+        if (next[i] !== undefined) root.addSubregion(next[i]!, b.busAlias, 1);
+      }
+    });
   }
 
   barAddress(index: number): bigint | undefined {
     return this.mapped[index];
+  }
+
+  busAddressSpace(space: "mem" | "io"): AddressSpace {
+    const key = space === "io" ? "io" : "memory";
+    let as = this.busSpaces[key];
+    if (!as) {
+      as = this.mem.addressSpace(`${this.name}.${key}`, this.busRoots[key]);
+      this.busSpaces[key] = as;
+    }
+    return as;
   }
 
   regionInfo(index: number): PciRegionInfo {
@@ -387,6 +487,7 @@ class PciFunctionImpl implements PciFunction {
   }
 
   private bar(index: number): BarState {
+    if (this.disposed) throw new PciError("PCI_REGION_INDEX", `${this.name} was disposed`, { region: index });
     const b = Number.isInteger(index) && index >= 0 && index <= 6 ? this.bars[index] : undefined;
     if (!b) throw new PciError("PCI_REGION_INDEX", `region ${index} is not implemented by ${this.name}`, { region: index });
     return b;
@@ -397,8 +498,37 @@ class PciFunctionImpl implements PciFunction {
       throw new PciError("PCI_REGION_RANGE", `region ${b.index}: ${length} bytes at 0x${offset.toString(16)} pass the end of the ${b.size}-byte region`, { region: b.index, offset, size: length });
   }
 
-  private invalid(b: BarState, offset: number, size: number): PciError {
-    return new PciError("PCI_ACCESS_INVALID", `region ${b.index}: a ${size}-byte access at 0x${offset.toString(16)} is not valid for this region`, { region: b.index, offset, size });
+  /** Converts the memory core's failure into the PCI layer's error. */
+  private failed(b: BarState, offset: number, size: number, e: unknown): never {
+    if (e instanceof MemoryError) {
+      if (e.code === "DEVICE_ERROR")
+        throw new PciError("PCI_DEVICE_ERROR", `region ${b.index}: the device failed a ${size}-byte access at 0x${offset.toString(16)}`, { region: b.index, offset, size, cause: e.cause ?? e });
+      if (e.code === "DECODE_ERROR" || e.code === "ACCESS_ERROR")
+        throw new PciError(
+          "PCI_ACCESS_INVALID",
+          e.code === "ACCESS_ERROR"
+            ? `region ${b.index}: re-entrant ${size}-byte access at 0x${offset.toString(16)} refused (the device is already in a callback)`
+            : `region ${b.index}: a ${size}-byte access at 0x${offset.toString(16)} is not valid for this region`,
+          { region: b.index, offset, size, cause: e },
+        );
+    }
+    throw e;
+  }
+
+  private read(b: BarState, off: number, size: AccessSize): bigint {
+    try {
+      return size === 8 ? b.view.read64(off) : BigInt(b.view.read(off, size));
+    } catch (e) {
+      this.failed(b, off, size, e);
+    }
+  }
+
+  private write(b: BarState, off: number, size: AccessSize, value: bigint): void {
+    try {
+      b.view.write(off, size, size === 8 ? BigInt.asUintN(64, value) : Number(BigInt.asUintN(size * 8, value)));
+    } catch (e) {
+      this.failed(b, off, size, e);
+    }
   }
 
   readRegion(index: number, offset: number | bigint, size: AccessSize): bigint {
@@ -406,9 +536,7 @@ class PciFunctionImpl implements PciFunction {
     const b = this.bar(index);
     const off = offsetNumber(offset, index);
     this.checkRegion(b, off, size);
-    const v = b.region.read(off, size);
-    if (b.region.status === ACCESS_INVALID) throw this.invalid(b, off, size);
-    return typeof v === "bigint" ? v : BigInt(v);
+    return this.read(b, off, size);
   }
 
   writeRegion(index: number, offset: number | bigint, size: AccessSize, value: bigint): void {
@@ -416,25 +544,34 @@ class PciFunctionImpl implements PciFunction {
     const b = this.bar(index);
     const off = offsetNumber(offset, index);
     this.checkRegion(b, off, size);
-    b.region.write(off, size, size === 8 ? BigInt.asUintN(64, value) : Number(BigInt.asUintN(size * 8, value)));
-    if (b.region.status === ACCESS_INVALID) throw this.invalid(b, off, size);
+    this.write(b, off, size, value);
   }
 
   readRegionBytes(index: number, offset: number | bigint, dest: Uint8Array): void {
     const b = this.bar(index);
     const off = offsetNumber(offset, index);
     this.checkRegion(b, off, dest.length);
-    if (b.region.readBytes(off, dest) === ACCESS_INVALID) throw this.invalid(b, off, dest.length);
+    if (dest.length === 0) return;
+    try {
+      b.view.readBytes(off, dest);
+    } catch (e) {
+      this.failed(b, off, dest.length, e);
+    }
   }
 
   writeRegionBytes(index: number, offset: number | bigint, src: Uint8Array): void {
     const b = this.bar(index);
     const off = offsetNumber(offset, index);
     this.checkRegion(b, off, src.length);
-    if (b.region.writeBytes(off, src) === ACCESS_INVALID) throw this.invalid(b, off, src.length);
+    if (src.length === 0) return;
+    try {
+      b.view.writeBytes(off, src);
+    } catch (e) {
+      this.failed(b, off, src.length, e);
+    }
   }
 
-  /** BAR decode in the core: slot and offset for [address, address + size), or -1. */
+  /** BAR decode in the pci core: the slot decoding [address, address + size), or -1. */
   private decode(space: "mem" | "io", address: bigint, size: number): number {
     if (typeof address !== "bigint" || address < 0n || address > 0xffffffffffffffffn) return -1;
     return this.x.pciBarDecode(this.fnPtr, space === "io" ? 1 : 0, Number(address & 0xffffffffn), Number(address >> 32n), size);
@@ -446,23 +583,16 @@ class PciFunctionImpl implements PciFunction {
 
   busRead(space: "mem" | "io", address: bigint, size: AccessSize): bigint | undefined {
     checkAccessSize(size);
-    const slot = this.decode(space, address, size);
+    const slot = this.disposed ? -1 : this.decode(space, address, size);
     if (slot < 0) return undefined;
-    const b = this.bars[slot]!;
-    const off = this.decodedOffset();
-    const v = b.region.read(off, size);
-    if (b.region.status === ACCESS_INVALID) throw this.invalid(b, off, size);
-    return typeof v === "bigint" ? v : BigInt(v);
+    return this.read(this.bars[slot]!, this.decodedOffset(), size);
   }
 
   busWrite(space: "mem" | "io", address: bigint, size: AccessSize, value: bigint): boolean {
     checkAccessSize(size);
-    const slot = this.decode(space, address, size);
+    const slot = this.disposed ? -1 : this.decode(space, address, size);
     if (slot < 0) return false;
-    const b = this.bars[slot]!;
-    const off = this.decodedOffset();
-    b.region.write(off, size, size === 8 ? BigInt.asUintN(64, value) : Number(BigInt.asUintN(size * 8, value)));
-    if (b.region.status === ACCESS_INVALID) throw this.invalid(b, off, size);
+    this.write(this.bars[slot]!, this.decodedOffset(), size, value);
     return true;
   }
 
@@ -471,6 +601,39 @@ class PciFunctionImpl implements PciFunction {
     const mem = b.shadows[window];
     if (!mem) throw new PciError("PCI_REGION_INDEX", `region ${bar} has no shadow window ${window}`, { region: bar });
     return mem;
+  }
+
+  /** Unmaps and frees every region and table of this function; later calls fail. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.sink = null;
+    this.mem.transaction(() => {
+      for (let i = 0; i < 7; i++) {
+        const b = this.bars[i];
+        if (b && this.mapped[i] !== undefined) (b.kind === "io" ? this.busRoots.io : this.busRoots.memory).removeSubregion(b.busAlias);
+        this.mapped[i] = undefined;
+      }
+    });
+    for (const b of this.bars) {
+      if (!b) continue;
+      b.view?.destroy();
+      // children first: the alias, then overlays and the device region, then the container
+      b.busAlias?.destroy();
+      for (const r of b.owned.slice(1).reverse()) {
+        if (r === b.busAlias) continue;
+        b.container.removeSubregion(r);
+        r.destroy();
+      }
+      b.container.destroy();
+    }
+    if (this.ownBus) {
+      this.busSpaces.memory?.destroy();
+      this.busSpaces.io?.destroy();
+      this.busRoots.memory.destroy();
+      this.busRoots.io.destroy();
+    }
+    this.x.pciFunctionFree(this.fnPtr);
   }
 
   // ---- interrupts ----------------------------------------------------------------------
@@ -672,44 +835,39 @@ class PciFunctionImpl implements PciFunction {
     for (let v = 0; v < msix.vectors; v++) this.msixMaskUpdate(v, this.msixVectorMasked(v, wasMasked));
   }
 
-  private msixTableOps(): SectionOps {
+  /** The MSI-X table as an I/O region (QEMU msix_table_mmio_ops: 4- and 8-byte accesses,
+   *  implemented as 4-byte ones). */
+  private msixTableOps(owner: object): IoOps {
     const self = this;
     return {
-      read(offset, size) {
-        const t = self.msixTable;
-        return size === 4 ? u32(t, offset) : size === 2 ? u16(t, offset) : t[offset];
+      read(offset) {
+        return u32(self.msixTable, offset);
       },
       write(offset, _size, value) {
         const vector = offset >> 4;
         const wasMasked = self.msixVectorMasked(vector, self.msixFunctionMasked);
-        put32(self.msixTable, offset & ~3, Number(value) >>> 0);
+        put32(self.msixTable, offset, Number(value) >>> 0);
         self.msixMaskUpdate(vector, wasMasked);
       },
-      // QEMU msix_table_mmio_ops: 4- and 8-byte accesses, implemented as 4-byte ones.
-      validMin: 4,
-      validMax: 8,
-      validUnaligned: false,
-      implMin: 4,
-      implMax: 4,
-      implUnaligned: false,
+      valid: { min: 4, max: 8 },
+      impl: { min: 4, max: 4 },
+      owner,
+      // Unmasking a vector may deliver it, and a sink may touch the device again.
+      reentrancyGuard: false,
     };
   }
 
-  private msixPbaOps(): SectionOps {
+  /** The PBA: read-only pending bits (QEMU msix_pba_mmio_ops). */
+  private msixPbaOps(owner: object): IoOps {
     const self = this;
     return {
       read(offset) {
         return u32(self.msixPba, offset);
       },
-      write() {
-        // The PBA is read-only.
-      },
-      validMin: 4,
-      validMax: 8,
-      validUnaligned: false,
-      implMin: 4,
-      implMax: 4,
-      implUnaligned: false,
+      write() {},
+      valid: { min: 4, max: 8 },
+      impl: { min: 4, max: 4 },
+      owner,
     };
   }
 
@@ -737,6 +895,12 @@ class PciFunctionImpl implements PciFunction {
     this.spec.reset?.();
   }
 
+  /** A BAR's RAM contents (fresh view each call: core memory may have grown). */
+  private ramOf(b: BarState): Uint8Array | undefined {
+    if (b.kind === "rom") return undefined;
+    return b.externalRam ?? b.coreRam?.ramBytes();
+  }
+
   // ---- migration -----------------------------------------------------------------------
 
   saveState(): Uint8Array {
@@ -756,7 +920,7 @@ class PciFunctionImpl implements PciFunction {
     blob(this.msixPba);
     for (let i = 0; i < 6; i++) {
       const b = this.bars[i];
-      blob(b?.ram ?? new Uint8Array(0));
+      blob((b && this.ramOf(b)) ?? new Uint8Array(0));
       const shadows = b?.shadows ?? [];
       blob(new Uint8Array([shadows.length]));
       for (const s of shadows) blob(s);
@@ -800,7 +964,7 @@ class PciFunctionImpl implements PciFunction {
     const barData: { ram: Uint8Array; shadows: Uint8Array[] }[] = [];
     for (let i = 0; i < 6; i++) {
       const b = this.bars[i];
-      const ram = take(b?.ram ? b.ram.length : 0);
+      const ram = take(b ? (this.ramOf(b)?.length ?? 0) : 0);
       const shadowCount = take(1)[0];
       if (shadowCount !== (b?.shadows.length ?? 0)) fail(`BAR ${i} shadow window count differs`);
       const shadows: Uint8Array[] = [];
@@ -823,7 +987,7 @@ class PciFunctionImpl implements PciFunction {
     for (let i = 0; i < 6; i++) {
       const b = this.bars[i];
       if (!b) continue;
-      if (b.ram && b.kind !== "rom") b.ram.set(barData[i].ram);
+      this.ramOf(b)?.set(barData[i].ram);
       barData[i].shadows.forEach((s, k) => b.shadows[k].set(s));
     }
     const msix = this.caps.msix;
@@ -836,6 +1000,49 @@ class PciFunctionImpl implements PciFunction {
     this.intxLevelValue = intx;
     this.updateIntxOutput();
   }
+}
+
+/** I/O-region callbacks over caller-owned bytes (a RAM BAR whose memory lives outside the
+ *  core, e.g. a memfd mapping a vfio-user client may also mmap). */
+function bytesOps(bytes: Uint8Array, owner: object): IoOps {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return {
+    read(offset, size) {
+      if (size === 1) return dv.getUint8(offset);
+      if (size === 2) return dv.getUint16(offset, true);
+      if (size === 4) return dv.getUint32(offset, true);
+      return dv.getBigUint64(offset, true);
+    },
+    write(offset, size, value) {
+      if (size === 1) dv.setUint8(offset, Number(value));
+      else if (size === 2) dv.setUint16(offset, Number(value), true);
+      else if (size === 4) dv.setUint32(offset, Number(value), true);
+      else dv.setBigUint64(offset, BigInt(value), true);
+    },
+    valid: { min: 1, max: 8, unaligned: true },
+    impl: { min: 1, max: 8, unaligned: true },
+    owner,
+  };
+}
+
+/** A shadow window: reads come from `bytes` without calling the device; writes are handed
+ *  to the device's own write callback at the BAR offset, under the device's constraints. */
+function shadowOps(bytes: Uint8Array, base: number, device: IoOps | import("./api.js").RegionOps, owner: object): IoOps {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return {
+    read(offset, size) {
+      if (size === 1) return dv.getUint8(offset);
+      if (size === 2) return dv.getUint16(offset, true);
+      if (size === 4) return dv.getUint32(offset, true);
+      return dv.getBigUint64(offset, true);
+    },
+    write(offset, size, value) {
+      device.write(base + offset, size, value);
+    },
+    valid: device.valid,
+    impl: device.impl,
+    owner,
+  };
 }
 
 /** Largest dword-contained piece at `at` of at most `len` bytes, naturally aligned. */
