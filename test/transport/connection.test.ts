@@ -225,6 +225,28 @@ describe("backpressure and close", () => {
     receiver.destroy();
   });
 
+  test("a burst of sends in one tick is coalesced, stays in order, and an fd keeps its message", async () => {
+    const [a, b] = socketpair();
+    const sender = adoptFd(a);
+    const receiver = adoptFd(b);
+    const memfd = memfdCreate("in-burst", 0);
+    for (let i = 0; i < 300; i++) {
+      expect(sender.send(frame([i & 0xff, i >> 8]), i === 150 ? [memfd] : undefined)).toBe(true);
+    }
+    expect(sender.writableLength).toBeGreaterThan(0); // held in this tick's batch
+    await Promise.resolve();
+    expect(sender.writableLength).toBe(0); // written when the tick's microtasks ran
+    closeFd(memfd);
+    const got: Framed[] = [];
+    receiver.setReceiver(lengthPrefixedFramer((m) => got.push(m)));
+    await until(() => got.length === 300);
+    expect(got.map((m) => m.payload[0] | (m.payload[1] << 8))).toEqual(Array.from({ length: 300 }, (_, i) => i));
+    expect(got.map((m, i) => [i, m.fds.length]).filter(([, n]) => n !== 0)).toEqual([[150, 1]]);
+    closeFd(got[150].fds[0]);
+    sender.destroy();
+    receiver.destroy();
+  });
+
   test("end() flushes queued bytes, then the peer sees end of stream; both close cleanly", async () => {
     const [a, b] = socketpair();
     const sender = adoptFd(a);
