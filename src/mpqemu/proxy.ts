@@ -268,12 +268,12 @@ export class MpqemuProxy extends EventEmitter {
   }
 
   /** Access at `offset` inside BAR `bar` as programmed by programBars(). */
-  barRead(bar: number, offset: number | bigint, size: AccessSize): Promise<bigint> {
+  async barRead(bar: number, offset: number | bigint, size: AccessSize): Promise<bigint> {
     const b = this.barFor(bar, offset, size);
     return this.busRead(b.kind === "io" ? "io" : "mem", b.address + BigInt(offset), size);
   }
 
-  barWrite(bar: number, offset: number | bigint, size: AccessSize, value: bigint | number): Promise<void> {
+  async barWrite(bar: number, offset: number | bigint, size: AccessSize, value: bigint | number): Promise<void> {
     const b = this.barFor(bar, offset, size);
     return this.busWrite(b.kind === "io" ? "io" : "mem", b.address + BigInt(offset), size, value);
   }
