@@ -218,6 +218,12 @@ export function createEdu(options: EduOptions = {}): PciFunction {
       dma.src = dma.dst = dma.cnt = dma.cmd = 0n;
       buffer.fill(0);
     },
+    dispose() {
+      epoch++;
+      if (factTimer) clearTimeout(factTimer);
+      if (dmaTimer) clearTimeout(dmaTimer);
+      factTimer = dmaTimer = undefined;
+    },
     saveState() {
       // Busy bits are saved as they are; the destination restarts a factorial or transfer
       // that was in flight (QEMU's own edu has no migration support).

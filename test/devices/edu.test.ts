@@ -260,3 +260,17 @@ describe("edu: migration", () => {
     c2.close();
   });
 });
+
+describe("edu: dispose", () => {
+  it("stops pending work: a started DMA never completes into a disposed function", async () => {
+    const { fn, wr, events } = setup({ dmaDelayMs: 5 });
+    wr(EDU_REG.DMA_SRC, 0x40000);
+    wr(EDU_REG.DMA_DST, 0x1000);
+    wr(EDU_REG.DMA_CNT, 4);
+    wr(EDU_REG.DMA_CMD, 1 | 2 | 4);
+    fn.dispose();
+    await new Promise((r) => setTimeout(r, 30));
+    expect(events).toEqual([]);
+    expect(fn.busRead("mem", BAR, 4)).toBeUndefined();
+  });
+});

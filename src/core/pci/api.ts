@@ -214,6 +214,8 @@ export interface PciFunctionSpec {
   extendedCapabilities?: ExtendedCapabilitySpec[];
   /** Device reset (after the library reset config space, BAR mappings and interrupts). */
   reset?(): void;
+  /** Called once by PciFunction.dispose(): stop timers, release resources. */
+  dispose?(): void;
   /**
    * Called after the library applied a config write (masks, BAR remap, MSI/MSI-X state),
    * once per register-contained piece — QEMU devices' config_write after

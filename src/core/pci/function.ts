@@ -361,6 +361,7 @@ class PciFunctionImpl implements PciFunction {
   // ---- config space --------------------------------------------------------------------
 
   private checkConfig(offset: number, size: number): void {
+    if (this.disposed) throw new PciError("PCI_CONFIG_RANGE", `${this.name} was disposed`, { offset, size });
     if (size !== 1 && size !== 2 && size !== 4) throw new PciError("PCI_CONFIG_ALIGN", `config access size ${size} is not 1, 2 or 4`, { offset, size });
     if (!Number.isInteger(offset) || offset < 0 || offset + size > this.configSize)
       throw new PciError("PCI_CONFIG_RANGE", `config access of ${size} bytes at 0x${offset.toString(16)} is outside the ${this.configSize}-byte config space`, { offset, size });
@@ -426,11 +427,13 @@ class PciFunctionImpl implements PciFunction {
   }
 
   private checkConfigRange(offset: number, length: number): void {
+    if (this.disposed) throw new PciError("PCI_CONFIG_RANGE", `${this.name} was disposed`, { offset, size: length });
     if (!Number.isInteger(offset) || offset < 0 || !Number.isInteger(length) || length < 0 || offset + length > this.configSize)
       throw new PciError("PCI_CONFIG_RANGE", `config access of ${length} bytes at 0x${offset.toString(16)} is outside the ${this.configSize}-byte config space`, { offset, size: length });
   }
 
   configSnapshot(): Uint8Array {
+    if (this.disposed) throw new PciError("PCI_CONFIG_RANGE", `${this.name} was disposed`);
     return this.cfg().slice(0, this.configSize);
   }
 
@@ -608,6 +611,8 @@ class PciFunctionImpl implements PciFunction {
     if (this.disposed) return;
     this.disposed = true;
     this.sink = null;
+    this.dmaApi = null;
+    this.spec.dispose?.();
     this.mem.transaction(() => {
       for (let i = 0; i < 7; i++) {
         const b = this.bars[i];
@@ -682,7 +687,7 @@ class PciFunctionImpl implements PciFunction {
 
   /** QEMU pci_set_irq / pci_irq_handler: level-triggered, status bit mirrors the level. */
   private setIntxLevel(level: boolean): void {
-    if (this.interruptInfo.intx === false) return;
+    if (this.interruptInfo.intx === false || this.disposed) return;
     if (level === this.intxLevelValue) return;
     this.intxLevelValue = level;
     const cfg = this.cfg();
@@ -733,6 +738,7 @@ class PciFunctionImpl implements PciFunction {
 
   /** QEMU msi_notify. */
   private msiNotify(vector: number): void {
+    if (this.disposed) return;
     const msi = this.caps.msi;
     if (this.delivery === "peer") {
       if (this.peer.kind === "msi" && vector >= 0 && vector < this.peer.count) this.sink?.vector("msi", vector, msi ? this.msiMessage(vector) : { address: 0n, data: 0 });
@@ -798,6 +804,7 @@ class PciFunctionImpl implements PciFunction {
 
   /** QEMU msix_notify: masked (entry, function mask, or disabled) → PBA bit. */
   private msixNotify(vector: number): void {
+    if (this.disposed) return;
     const msix = this.caps.msix;
     if (this.delivery === "peer") {
       if (this.peer.kind === "msix" && vector >= 0 && vector < this.peer.count) this.sink?.vector("msix", vector, msix && vector < msix.vectors ? this.msixMessage(vector) : { address: 0n, data: 0 });
@@ -884,6 +891,7 @@ class PciFunctionImpl implements PciFunction {
   // ---- reset ---------------------------------------------------------------------------
 
   reset(): void {
+    if (this.disposed) return;
     const cfg = this.cfg();
     cfg.set(this.initialConfig);
     this.msixResetTable();
