@@ -168,12 +168,8 @@ export class MemoryCore {
       this.regions.delete(r.id);
       throw topologyError(st, `io region "${name}"`, { region: name });
     }
-    const engineOps: EngineIoOps = {
-      read: ops.read.bind(ops) as EngineIoOps["read"],
-      write: ops.write.bind(ops) as EngineIoOps["write"],
-      accepts: ops.accepts ? (ops.accepts.bind(ops) as EngineIoOps["accepts"]) : undefined,
-    };
-    this.engine.setIoOps(r.id, engineOps);
+    // Called as methods of `ops` (no bound wrappers on the hot path).
+    this.engine.setIoOps(r.id, ops as EngineIoOps);
     return r;
   }
 

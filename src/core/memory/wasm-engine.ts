@@ -12,14 +12,20 @@ const engines = new WeakMap<CoreRef, WasmMemoryEngine>();
  * instance; the instance must be attached (WasmMemoryEngine.attach) before any access.
  */
 export const memoryHostImports: HostImportFactory = (ref: CoreRef) => {
+  // Resolved on first call (the engine attaches after instantiation), then called directly.
   let engine: WasmMemoryEngine | undefined;
-  const get = () => (engine ??= engines.get(ref));
+  const bound = () => {
+    engine = engines.get(ref);
+    if (!engine) throw new Error("wasmdev memory core: instance not attached (use MemoryCore.attach(ref))");
+    return engine;
+  };
   return {
-    mem_io_read: (region: number, offHi: number, offLo: number, size: number): number => get()!.ioRead(region, offHi, offLo, size),
+    mem_io_read: (region: number, offHi: number, offLo: number, size: number): number =>
+      (engine ?? bound()).ioRead(region, offHi, offLo, size),
     mem_io_write: (region: number, offHi: number, offLo: number, size: number, lo: number, hi: number): number =>
-      get()!.ioWrite(region, offHi, offLo, size, lo, hi),
+      (engine ?? bound()).ioWrite(region, offHi, offLo, size, lo, hi),
     mem_io_accepts: (region: number, offHi: number, offLo: number, size: number, isWrite: number): number =>
-      get()!.ioAccepts(region, offHi, offLo, size, isWrite),
+      (engine ?? bound()).ioAccepts(region, offHi, offLo, size, isWrite),
   };
 };
 

@@ -1,0 +1,130 @@
+// Memory-core dispatch: the wasm core against the TypeScript reference model (same
+// algorithms: render into a flat view, 5-level page table, QEMU splitting), in one run.
+//   (a) per-call: one 4-byte access per call from JS through AddressSpace.read/write
+//   (b) trace-replay: 1e6 accesses replayed inside the engine by AddressSpace.replay
+//   (c) bulk-4k: 4 KiB readBytes/writeBytes, split at region boundaries and, in I/O regions,
+//       into 4-byte device callbacks (memory_access_size)
+// each with 8, 64 and 1024 regions, RAM-heavy (7 RAM : 1 I/O) and I/O-heavy (1 RAM : 7 I/O).
+// The same 512 KiB window above 4 GiB is cut into N equal regions, so every configuration
+// runs the *same* address stream over the same bytes: only the number of regions (flat
+// ranges, page-table entries) changes. 3/4 reads, 1/4 writes.
+// value = wasm, baseline = reference model, ratio = value / baseline (ns: lower is better).
+// flatness/* rows: value = wasm cost at 1024 regions, baseline = wasm cost at 8 regions.
+// (bulk-4k is left out of flatness: more regions mean more pieces per 4 KiB by definition.)
+import { MemoryCore, type AddressSpace, type AccessTrace } from "../src/core/memory/index.js";
+import { nsPerOp, report, result, type BenchResult } from "./lib/harness.js";
+
+const SPAN = 512 * 1024;
+const BASE = 0x100000000; // above 4 GiB: addresses carry a high half
+const ACCESSES = 1 << 16; // per-call address pool (power of two)
+const TRACE_LEN = 1_000_000;
+
+type Mix = "ram-heavy" | "io-heavy";
+
+interface Setup {
+  as: AddressSpace;
+  addrs: Float64Array; // 4-byte aligned addresses for (a)
+  trace: AccessTrace;
+  bulkAddrs: Float64Array;
+}
+
+/** Deterministic PRNG (xorshift32) so both engines get the same addresses. */
+function rng(seed: number) {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 4294967296;
+  };
+}
+
+function setup(engine: "wasm" | "reference", regions: number, mix: Mix): Setup {
+  const mem = MemoryCore.create({ engine });
+  const sys = mem.container("system", 2n ** 64n);
+  const size = SPAN / regions;
+  const regs = new Uint32Array(1024);
+  const ops = {
+    read: (offset: number) => regs[(offset >>> 2) & 1023],
+    write: (offset: number, _size: number, value: number | bigint) => {
+      regs[(offset >>> 2) & 1023] = Number(value);
+    },
+  };
+  mem.transaction(() => {
+    for (let i = 0; i < regions; i++) {
+      const isIo = mix === "ram-heavy" ? i % 8 === 7 : i % 8 !== 0;
+      const r = isIo ? mem.io(`io${i}`, size, ops) : mem.ram(`ram${i}`, size);
+      sys.addSubregion(BASE + i * size, r);
+    }
+  });
+  const as = mem.addressSpace("memory", sys);
+  const rand = rng(mix === "io-heavy" ? 2 : 1); // same stream for every region count
+  const addrs = new Float64Array(ACCESSES);
+  for (let i = 0; i < ACCESSES; i++) addrs[i] = BASE + Math.floor(rand() * (SPAN / 4)) * 4;
+  const bulkAddrs = new Float64Array(256);
+  for (let i = 0; i < bulkAddrs.length; i++) bulkAddrs[i] = BASE + Math.floor(rand() * (SPAN / 4096)) * 4096;
+  const trace = mem.createTrace(TRACE_LEN);
+  for (let i = 0; i < TRACE_LEN; i++) {
+    const a = addrs[i & (ACCESSES - 1)];
+    if (i % 4 === 3) trace.write(a, 4, i);
+    else trace.read(a, 4);
+  }
+  return { as, addrs, trace, bulkAddrs };
+}
+
+function perCall(s: Setup): number {
+  const { as, addrs } = s;
+  let sink = 0;
+  const ns = nsPerOp((n) => {
+    for (let i = 0; i < n; i++) {
+      const a = addrs[i & (ACCESSES - 1)];
+      if ((i & 3) === 3) as.write(a, 4, i);
+      else sink ^= as.read(a, 4);
+    }
+  }, 400_000);
+  if (sink === 0.5) console.log(sink);
+  return ns;
+}
+
+function replay(s: Setup): number {
+  const perTrace = nsPerOp(() => {
+    const r = s.as.replay(s.trace);
+    if (r.failed !== 0) throw new Error(`trace replay: ${r.failed} failed accesses`);
+  }, 1, 5);
+  return perTrace / TRACE_LEN;
+}
+
+function bulk(s: Setup): number {
+  const buf = new Uint8Array(4096);
+  return nsPerOp((n) => {
+    for (let i = 0; i < n; i++) {
+      const a = s.bulkAddrs[i & 255];
+      if (i & 1) s.as.writeBytes(a, buf);
+      else s.as.readBytes(a, buf);
+    }
+  }, 2_000, 5);
+}
+
+const results: BenchResult[] = [];
+const flat: Record<string, Record<string, number>> = {};
+for (const mix of ["ram-heavy", "io-heavy"] as Mix[]) {
+  for (const regions of [8, 64, 1024]) {
+    const w = setup("wasm", regions, mix);
+    const m = setup("reference", regions, mix);
+    const tag = `${regions}-regions/${mix}`;
+    const rows: [string, number, number][] = [
+      ["per-call", perCall(w), perCall(m)],
+      ["trace-replay", replay(w), replay(m)],
+      ["bulk-4k", bulk(w), bulk(m)],
+    ];
+    for (const [kind, wv, mv] of rows) {
+      results.push(result(`${kind}/${tag}`, wv, kind === "bulk-4k" ? "ns/4KiB" : "ns/op", mv));
+      (flat[`${kind}/${mix}`] ??= {})[regions] = wv;
+    }
+  }
+}
+for (const [key, byRegions] of Object.entries(flat)) {
+  if (key.startsWith("bulk")) continue;
+  results.push(result(`flatness/${key}/1024-vs-8-regions`, byRegions[1024], key.startsWith("bulk") ? "ns/4KiB" : "ns/op", byRegions[8]));
+}
+report("dispatch", results);
