@@ -352,6 +352,56 @@ describe("listen / connect / adopt", () => {
     closeFd(memfd);
   });
 
+  test("connect() gives up with ERR_CONNECT_TIMEOUT while the backlog stays full", async () => {
+    const path = tempSocketPath();
+    const fd = native().listen(path, 0, 0o600); // listening, never accepting
+    const waiting: Connection[] = [];
+    let error: TransportError | undefined;
+    for (let i = 0; i < 8 && error === undefined; i++) {
+      try {
+        waiting.push(await connect(path, { timeoutMs: 30 }));
+      } catch (e) {
+        error = e as TransportError;
+      }
+    }
+    expect(error?.code).toBe("ERR_CONNECT_TIMEOUT");
+    expect(error?.path).toBe(path);
+    waiting.forEach((c) => c.destroy());
+    native().close(fd);
+  });
+
+  test("a server without a 'connection' listener closes accepted connections", async () => {
+    const path = tempSocketPath();
+    const server = listen(path);
+    const client = await connect(path);
+    client.onData(() => {});
+    const r = await closed(client);
+    expect(r.kind).toBe("eof");
+    server.close();
+  });
+
+  test("pause() stops delivery until resume(); a receiver that throws closes the connection", async () => {
+    const [a, b] = socketpair();
+    const sender = adoptFd(a);
+    const receiver = adoptFd(b);
+    const got: Framed[] = [];
+    receiver.setReceiver(lengthPrefixedFramer((m) => {
+      got.push(m);
+      if (m.payload[0] === 3) throw new Error("device model bug");
+    }));
+    receiver.pause();
+    sender.send(frame([1]));
+    await tick();
+    expect(got.length).toBe(0);
+    receiver.resume();
+    await until(() => got.length === 1);
+    sender.send(frame([3]));
+    const r = await closed(receiver);
+    expect(r.error?.code).toBe("ERR_RECEIVER_THREW");
+    expect((r.error?.cause as Error).message).toBe("device model bug");
+    sender.destroy();
+  });
+
   test("thousands of open/close cycles leave no fd behind", async () => {
     const path = tempSocketPath();
     const server = listen(path, { backlog: 64 });
