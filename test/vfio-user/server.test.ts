@@ -526,4 +526,26 @@ describe("vfio-user server with a RAM-backed BAR (throughput device)", () => {
       closeFd(fd);
     }
   });
+
+  it("stops reading while replies pile up for a client that does not read them, then catches up", async () => {
+    const tp = createThroughputDevice({ dataSize: 1 << 20 });
+    const path = socketPath();
+    const server = VfioUserServer.listen({ device: tp.fn, socketPath: path });
+    const client = await RawClient.negotiated(path);
+    try {
+      client.conn.pause(); // the client stops reading
+      const n = 800; // 800 x 64 KiB = 50 MiB of replies
+      const w = new MessageWriter();
+      for (let i = 0; i < n; i++) writeRegionReadRequest(w, i, 0, 0, 0, 64 * 1024);
+      client.send(w.take());
+      await sleep(300);
+      const queued = server.current!.connection.writableLength;
+      expect(queued).toBeLessThan(24 * 1024 * 1024);
+      client.conn.resume();
+      for (let i = 0; i < n; i++) expect((await client.next(5000)).msgId).toBe(i);
+    } finally {
+      client.close();
+      await server.close();
+    }
+  });
 });

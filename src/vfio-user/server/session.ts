@@ -97,6 +97,15 @@ const U64_END = 1n << 64n;
 const SAFE_HI_LIMIT = 0x20_0000;
 /** Smallest DMA page the server maps (the only one it advertises in pgsizes). */
 const DMA_PAGE = 4096n;
+/**
+ * Backpressure: while more than this many reply bytes wait for a client that does not read them,
+ * further requests are set aside (copied, in order) and reading stops; they are handled when the
+ * queue drains. A client that pipelines requests without reading cannot grow our memory beyond
+ * this plus one receive buffer of requests.
+ */
+const MAX_QUEUED_REPLY_BYTES = 16 * 1024 * 1024;
+/** Replies are flushed mid-chunk once this many bytes accumulate. */
+const FLUSH_THRESHOLD = 1024 * 1024;
 
 /** What the server gives every session. */
 export interface SessionConfig {
@@ -150,7 +159,12 @@ export class Session {
   private readonly regionSizes: number[] = [];
   private readonly regionWritable: boolean[] = [];
   private readonly scratch = new Uint8Array(8);
-  private readonly onEvent = (ev: ParseEvent) => this.handleEvent(ev);
+  /** Requests set aside while the client is not reading its replies (see MAX_QUEUED_REPLY_BYTES). */
+  private backlog: ParseEvent[] = [];
+  private readonly onEvent = (ev: ParseEvent) => {
+    if (this.backlog.length > 0 || this.congested()) this.setAside(ev);
+    else this.handleEvent(ev);
+  };
 
   constructor(
     private readonly config: SessionConfig,
@@ -182,6 +196,7 @@ export class Session {
     this.device.attachDma(trackDirtyPages(this.dma.dma, this.dirty));
     this.device.attachInterruptSink(this.irqs, "peer");
     connection.on("close", (reason: CloseReason) => this.close(reason));
+    connection.on("drain", () => this.drainBacklog());
     connection.onData((chunk, fds) => {
       this.parser.parse(chunk, fds, this.onEvent);
       this.flush();
@@ -326,7 +341,25 @@ export class Session {
   private flush(): void {
     if (this.out.length === 0) return;
     const bytes = this.out.take();
-    if (!this.connection.isClosed && !this.ending) this.connection.send(bytes);
+    if (this.connection.isClosed || this.ending) return;
+    this.connection.send(bytes);
+  }
+
+  private congested(): boolean {
+    if (this.out.length >= FLUSH_THRESHOLD) this.flush();
+    return this.connection.writableLength > MAX_QUEUED_REPLY_BYTES;
+  }
+
+  private setAside(ev: ParseEvent): void {
+    this.backlog.push(ev.kind === "frame" ? { ...ev, body: ev.body.slice() } : ev);
+    this.connection.pause();
+  }
+
+  /** Handles set-aside requests once the client has read its replies; then reads again. */
+  private drainBacklog(): void {
+    while (this.backlog.length > 0 && !this.closed && !this.congested()) this.handleEvent(this.backlog.shift()!);
+    this.flush();
+    if (this.backlog.length === 0 && !this.closed) this.connection.resume();
   }
 
   /** Sends `write`'s message with `fds`: alone in its sendmsg, after the replies before it. */
@@ -820,6 +853,8 @@ export class Session {
       p.reject(new VfioUserServerError("VFIO_USER_DISCONNECTED", "the client disconnected before answering", { errno: Errno.ECONNRESET, command: p.command }));
     }
     this.pending.clear();
+    for (const ev of this.backlog) if (ev.kind === "frame") for (const fd of ev.fds) closeFdQuietly(fd);
+    this.backlog = [];
     // Spec, "Client Disconnection": unmap the client's memory, close its irq fds, keep the
     // device state.
     try {
