@@ -26,7 +26,7 @@ interface FdBatch {
 }
 
 export interface ReceiveBufferOptions {
-  /** Starting capacity in bytes (default 64 KiB, never above maxMessageSize... unless smaller). */
+  /** Starting capacity in bytes (default 64 KiB; at least 64 bytes, at most maxMessageSize). */
   initialCapacity?: number;
   /** Largest message a framer may declare with need(); the buffer never grows past it. */
   maxMessageSize?: number;

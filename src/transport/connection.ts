@@ -35,6 +35,8 @@ const ENFILE = 23;
 const MIN_READ = 4096;
 /** Reads per wake-up before yielding to the event loop (keeps timers and signals responsive). */
 const MAX_READS_PER_WAKEUP = 16;
+/** Most chunks one send() passes to sendmsg() as separate iovecs (MAX_IOV in the addon). */
+const MAX_IOV = 64;
 /** Bytes coalesced from sends of one tick before they are written without waiting. */
 const BATCH_LIMIT = 64 * 1024;
 
@@ -220,6 +222,16 @@ export class Connection extends EventEmitter {
       total = 0;
       for (const chunk of data) total += chunk.length;
       single = data.length === 1 ? data[0] : null;
+      if (data.length > MAX_IOV) {
+        // More chunks than one sendmsg takes (the addon's iovec limit): send one joined copy.
+        single = new Uint8Array(total);
+        let at = 0;
+        for (const chunk of data) {
+          single.set(chunk, at);
+          at += chunk.length;
+        }
+        data = single;
+      }
     }
     if (total === 0) {
       if (withFds !== null) throw new TransportError("ERR_INVALID_ARGUMENT", "fds need at least one byte to travel with");

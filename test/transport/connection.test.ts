@@ -253,6 +253,8 @@ describe("backpressure and close", () => {
     const receiver = adoptFd(b);
     const payload = new Uint8Array(200000).fill(3);
     sender.send(frame(payload.subarray(0, 100000)));
+    const pieces = Array.from(frame(payload.subarray(0, 99)), (byte) => new Uint8Array([byte]));
+    sender.send(pieces); // 103 chunks: more than one sendmsg's iovec limit
     sender.send([frame(payload.subarray(0, 50000)), frame([1, 2])]);
     sender.end();
     expect(() => sender.send(frame([1]))).toThrow(expect.objectContaining({ code: "ERR_CLOSED" }));
@@ -260,7 +262,7 @@ describe("backpressure and close", () => {
     receiver.setReceiver(lengthPrefixedFramer((m) => got.push(m)));
     // The receiver closes when it reads end of stream; that in turn ends the sender's wait.
     const [rr, sr] = await Promise.all([closed(receiver), closed(sender)]);
-    expect(got.map((m) => m.payload.length)).toEqual([100000, 50000, 2]);
+    expect(got.map((m) => m.payload.length)).toEqual([100000, 99, 50000, 2]);
     expect(rr.kind).toBe("eof");
     expect(sr.kind).toBe("local");
   });
