@@ -9,6 +9,7 @@ import { formatLspci, type FunctionSnapshot } from "../vfio-user/client/lspci-fo
 import { UsageError, parseArgs, parseU64 } from "../vfio-user/client/cli-support.js";
 
 export const USAGE = `usage: wasmdev lspci --socket PATH [--timeout MS]
+       wasmdev lspci --mpqemu [--timeout MS] -- <remote command with {fd}>
 
 Connects to the vfio-user server at PATH and prints the function's configuration space
 (decoded header, BARs with sizes and types, capabilities), its regions and interrupts, in the
@@ -26,6 +27,8 @@ const SWITCHES = ["help"];
 const IRQ_NAMES = ["INTx", "MSI", "MSI-X", "ERR", "REQ"];
 
 export async function run(argv: string[]): Promise<number> {
+  // mpqemu: start a remote from a command line and probe it (see: wasmdev lspci --mpqemu --help).
+  if (argv.includes("--mpqemu")) return (await import("../mpqemu/cli.js")).lspciMpqemu(argv);
   let socketPath: string;
   let timeoutMs = 5000;
   try {

@@ -114,6 +114,10 @@ function parse(argv: string[]): ParsedArgs {
 }
 
 export async function run(argv: string[]): Promise<number> {
+  // mpqemu adopts the socket its VMM passed (--fd N) instead of listening; its entry parses its own options.
+  if (argv.some((a, i) => a === "--protocol=mpqemu" || (a === "--protocol" && argv[i + 1] === "mpqemu"))) {
+    return (await import("../mpqemu/cli.js")).serveMpqemu(argv);
+  }
   let args: ParsedArgs;
   try {
     args = parse(argv);

@@ -5,7 +5,8 @@ import type { PciFunction } from "../core/pci/api.js";
 import { createEdu } from "../devices/edu.js";
 import { createThroughputDevice } from "../devices/throughput.js";
 import { MpqemuError } from "./errors.js";
-import { MpqemuProxy, type ProbeInfo } from "./proxy.js";
+import { formatConfigSpace } from "../devices/lspci.js";
+import { MpqemuProxy } from "./proxy.js";
 import { MpqemuRemote } from "./remote.js";
 import { fdIsOpen } from "./sys.js";
 
@@ -105,7 +106,15 @@ export async function lspciMpqemu(argv: string[]): Promise<number> {
   try {
     proxy = await MpqemuProxy.start({ command, timeoutMs, heartbeatMs: 0, stderr: "ignore", ramSize: 0 });
     const info = await proxy.probe();
-    process.stdout.write(formatProbe(info));
+    // Dword reads only: QEMU's remote exits on a narrower access near the end of the space.
+    const config = new Uint8Array(256);
+    const view = new DataView(config.buffer);
+    for (let off = 0; off < 256; off += 4) view.setUint32(off, await proxy.configRead(off, 4), true);
+    const barSizes: (bigint | undefined)[] = [];
+    for (const b of info.bars) barSizes[b.index] = b.size;
+    const lines = [formatConfigSpace(config, { address: "00:00.0", barSizes })];
+    lines.push(`\tmpqemu: remote pid ${proxy.child?.pid ?? "?"}, ${info.bars.length} BARs proxied (the ROM BAR is not part of the protocol)`);
+    process.stdout.write(lines.join("\n") + "\n");
     return 0;
   } catch (err) {
     process.stderr.write(`wasmdev lspci: ${(err as Error).message}\n`);
@@ -113,30 +122,4 @@ export async function lspciMpqemu(argv: string[]): Promise<number> {
   } finally {
     await proxy?.close();
   }
-}
-
-function hex(v: number | bigint, width: number): string {
-  return v.toString(16).padStart(width, "0");
-}
-
-/** lspci-style summary of a probed function. */
-export function formatProbe(info: ProbeInfo): string {
-  const lines = [
-    `00:00.0 Class ${hex(info.classCode >> 8, 4)}: Device ${hex(info.vendorId, 4)}:${hex(info.deviceId, 4)} (rev ${hex(info.revision, 2)})`,
-    `\tSubsystem: ${hex(info.subsystemVendorId, 4)}:${hex(info.subsystemId, 4)}`,
-    `\tProgramming interface: ${hex(info.classCode & 0xff, 2)}, header type ${hex(info.headerType & 0x7f, 2)}`,
-  ];
-  if (info.interruptPin) lines.push(`\tInterrupt: pin ${String.fromCharCode(0x40 + info.interruptPin)}`);
-  for (const b of info.bars) {
-    const what = b.kind === "io" ? "I/O ports" : `Memory (${b.kind === "mem64" ? "64-bit" : "32-bit"}, ${b.prefetchable ? "prefetchable" : "non-prefetchable"})`;
-    lines.push(`\tRegion ${b.index}: ${what} [size=${sizeText(b.size)}]`);
-  }
-  return lines.join("\n") + "\n";
-}
-
-function sizeText(size: bigint): string {
-  for (const [unit, shift] of [["G", 30n], ["M", 20n], ["K", 10n]] as const) {
-    if (size >= 1n << shift && size % (1n << shift) === 0n) return `${size >> shift}${unit}`;
-  }
-  return String(size);
 }

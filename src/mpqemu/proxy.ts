@@ -127,6 +127,8 @@ export class MpqemuProxy extends EventEmitter {
     }
     this.childExited = new Promise<void>((resolve) => {
       if (!child) return resolve();
+      // A failed spawn (ENOENT, EACCES) emits 'error' and never 'exit'.
+      child.once("error", () => resolve());
       child.once("exit", (code, signal) => {
         resolve();
         if (!this.closing) this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: lost contact with device: remote process exited (${signal ?? `code ${code}`})`));
