@@ -30,11 +30,16 @@
 //                    `shift` is the coarsest granule that keeps every boundary in the page
 //                    (QEMU uses per-byte subpages; the cost is the same single extra load).
 //
-// Lookup cost is at most 5 loads + 2 for a subpage, whatever the number of regions.
+// Lookup cost is at most 5 loads + 2 for a subpage, whatever the number of regions; a
+// one-entry cache of the level-2 entry for the last high half (addr >> 32) skips levels 0-2
+// while accesses stay inside one 4 GiB window.
 //
-// Address-space record (AS_SIZE = 32 bytes):
+// Address-space record (AS_SIZE = 48 bytes):
 //   0 root region (0 = free)   4 flat ptr    8 flat count    12 flat capacity (records)
 //   16 arena ptr              20 arena used  24 arena capacity (bytes)   28 MRU flat index
+//   32 high-half key (u32)    36 level-2 entry for that key: the walk of levels 0-2 for the
+//                                last 4 GiB window used, so most lookups start at level 3
+//   40 (reserved)
 import {
   IO_UNASSIGNED, KIND_ALIAS, KIND_CONTAINER, KIND_IO, KIND_ROM,
   MAX_ADDRESS_SPACES, TOPO_NO_SUCH_ADDRESS_SPACE, TOPO_NO_SUCH_REGION, TOPO_OK, TOPO_TOO_MANY,
@@ -65,7 +70,7 @@ export const MODE_IO: u32 = 3; // device callbacks (or unassigned)
 export const FLAT_READONLY: u32 = 16;
 export const MODE_MASK: u32 = 15;
 
-export const AS_SIZE: usize = 32;
+export const AS_SIZE: usize = 48;
 // @ts-ignore: decorator
 @inline export const A_ROOT: usize = 0;
 // @ts-ignore: decorator
@@ -82,6 +87,10 @@ export const AS_SIZE: usize = 32;
 @inline export const A_ARENA_CAP: usize = 24;
 // @ts-ignore: decorator
 @inline export const A_MRU: usize = 28;
+// @ts-ignore: decorator
+@inline export const A_HI_KEY: usize = 32;
+// @ts-ignore: decorator
+@inline export const A_HI_ENTRY: usize = 36;
 
 const ROOT_ENTRIES: u32 = 4096;
 const NODE_ENTRIES: u32 = 1024;
@@ -406,23 +415,38 @@ function buildPageTable(ap: usize): void {
     const p = <usize>load<u32>(ap, A_FLAT) + <usize>i * FLAT_SIZE;
     mapRange(ap, root, 0, 0, load<u64>(p, F_START), load<u64>(p, F_LAST), i);
   }
+  store<u32>(ap, 0, A_HI_KEY);
+  store<u32>(ap, walkTop(<usize>load<u32>(ap, A_ARENA), 0), A_HI_ENTRY);
+}
+
+/** Levels 0-2 of the walk: the entry covering the 4 GiB window of `addr` (leaf or level-3 node). */
+// @ts-ignore: decorator
+@inline function walkTop(arena: usize, addr: u64): u32 {
+  let e = load<u32>(arena + (<usize>(addr >> 52) << 2));
+  if ((e & 3) == 0) {
+    e = load<u32>(arena + <usize>e + (<usize>((addr >> 42) & 1023) << 2));
+    if ((e & 3) == 0) e = load<u32>(arena + <usize>e + (<usize>((addr >> 32) & 1023) << 2));
+  }
+  return e;
 }
 
 /** Flat index of `addr`: the page-table walk (cost independent of the number of regions). */
 // @ts-ignore: decorator
 @inline export function pageLookup(ap: usize, addr: u64): u32 {
   const arena = <usize>load<u32>(ap, A_ARENA);
-  let e = load<u32>(arena + (<usize>(addr >> 52) << 2));
+  const hi = <u32>(addr >> 32);
+  let e: u32;
+  if (hi == load<u32>(ap, A_HI_KEY)) {
+    e = load<u32>(ap, A_HI_ENTRY);
+  } else {
+    e = walkTop(arena, addr);
+    store<u32>(ap, hi, A_HI_KEY);
+    store<u32>(ap, e, A_HI_ENTRY);
+  }
   if ((e & 3) == 0) {
-    e = load<u32>(arena + <usize>e + (<usize>((addr >> 42) & 1023) << 2));
+    e = load<u32>(arena + <usize>e + (<usize>((<u32>addr >>> 22) & 1023) << 2));
     if ((e & 3) == 0) {
-      e = load<u32>(arena + <usize>e + (<usize>((addr >> 32) & 1023) << 2));
-      if ((e & 3) == 0) {
-        e = load<u32>(arena + <usize>e + (<usize>((addr >> 22) & 1023) << 2));
-        if ((e & 3) == 0) {
-          e = load<u32>(arena + <usize>e + (<usize>((addr >> 12) & 1023) << 2));
-        }
-      }
+      e = load<u32>(arena + <usize>e + (<usize>((<u32>addr >>> 12) & 1023) << 2));
     }
   }
   if ((e & 3) == 2) {

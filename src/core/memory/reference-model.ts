@@ -56,6 +56,8 @@ class ModelAddressSpace {
   arena = new Uint32Array(0);
   arenaUsed = 0; // bytes
   mru = 0;
+  hiKey = 0; // high half of the last address walked, and its level-2 entry (see flatview.ts)
+  hiEntry = 0;
   constructor(root: number) {
     this.root = root;
   }
@@ -540,21 +542,34 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     s.arenaUsed = 0;
     const root = this.newNode(s, 4096, 1);
     all.forEach((r, i) => this.mapRange(s, all, root, 0, 0n, r.start, r.last, i));
+    s.hiKey = 0;
+    s.hiEntry = this.walkTop(s, 0);
+  }
+
+  /** Levels 0-2: the entry covering the 4 GiB window whose high half is `hi`. */
+  private walkTop(s: ModelAddressSpace, hi: number): number {
+    const a = s.arena;
+    let e = a[hi >>> 20];
+    if ((e & 3) === 0) {
+      e = a[(e >>> 2) + ((hi >>> 10) & 1023)];
+      if ((e & 3) === 0) e = a[(e >>> 2) + (hi & 1023)];
+    }
+    return e;
   }
 
   /** Page-table walk with the address as u32 halves. */
   private lookup(s: ModelAddressSpace, hi: number, lo: number): number {
     const a = s.arena;
-    let e = a[hi >>> 20];
+    let e: number;
+    if (hi === s.hiKey) e = s.hiEntry;
+    else {
+      e = this.walkTop(s, hi);
+      s.hiKey = hi;
+      s.hiEntry = e;
+    }
     if ((e & 3) === 0) {
-      e = a[(e >>> 2) + ((hi >>> 10) & 1023)];
-      if ((e & 3) === 0) {
-        e = a[(e >>> 2) + (hi & 1023)];
-        if ((e & 3) === 0) {
-          e = a[(e >>> 2) + (lo >>> 22)];
-          if ((e & 3) === 0) e = a[(e >>> 2) + ((lo >>> 12) & 1023)];
-        }
-      }
+      e = a[(e >>> 2) + (lo >>> 22)];
+      if ((e & 3) === 0) e = a[(e >>> 2) + ((lo >>> 12) & 1023)];
     }
     if ((e & 3) === 2) {
       const sp = e >>> 2;
