@@ -47,7 +47,8 @@ export let lastValue: u64 = 0;
 }
 
 /** QEMU memory_access_size: the largest piece an I/O region takes at region offset `addr1`. */
-export function memoryAccessSize(region: u32, len: u32, addr1: u64): u32 {
+// @ts-ignore: decorator
+@inline export function memoryAccessSize(region: u32, len: u32, addr1: u64): u32 {
   const p = regionPtr(region);
   let max = <u32>load<u8>(p, R_VMAX);
   if (max == 0) max = 4;
@@ -61,7 +62,8 @@ export function memoryAccessSize(region: u32, len: u32, addr1: u64): u32 {
 }
 
 /** QEMU memory_region_access_valid. */
-export function accessValid(region: u32, addr1: u64, size: u32, isWrite: bool): bool {
+// @ts-ignore: decorator
+@inline export function accessValid(region: u32, addr1: u64, size: u32, isWrite: bool): bool {
   const p = regionPtr(region);
   const flags = <u32>load<u8>(p, R_IOFLAGS);
   if ((flags & IO_UNASSIGNED) != 0) return false; // unassigned_mem_accepts

@@ -25,10 +25,11 @@
 //
 //   entry & 3 == 1 : leaf, flat index = entry >> 2 (the whole span of the entry is one range)
 //   entry & 3 == 0 : child node at arena offset `entry`
-//   entry & 3 == 2 : subpage at arena offset `entry & ~3` (level 4 only), for a page shared by
-//                    several ranges: [u32 shift][(4096 >> shift) x u32 flat index], where
-//                    `shift` is the coarsest granule that keeps every boundary in the page
-//                    (QEMU uses per-byte subpages; the cost is the same single extra load).
+//   entry & 3 == 2 : subpage (level 4 only) for a page shared by several ranges: at arena
+//                    offset `entry & ~63` (64-byte aligned), (4096 >> shift) x u32 flat index,
+//                    shift = (entry >> 2) & 15 is the coarsest granule that keeps every
+//                    boundary in the page (QEMU uses per-byte subpages; the cost is the same
+//                    single extra load).
 //
 // Lookup cost is at most 5 loads + 2 for a subpage, whatever the number of regions; a
 // one-entry cache of the level-2 entry for the last high half (addr >> 32) skips levels 0-2
@@ -361,9 +362,10 @@ function buildSubpage(ap: usize, page: u64): u32 {
     i++;
   }
   const entries: u32 = 4096 >>> shift;
-  const off = arenaAlloc(ap, 4 + (entries << 2));
+  // 64-byte alignment leaves the low 6 bits of the entry for the tag and the shift.
+  const pad = (64 - (load<u32>(ap, A_ARENA_USED) & 63)) & 63;
+  const off = arenaAlloc(ap, pad + (entries << 2)) + pad;
   const base = <usize>load<u32>(ap, A_ARENA) + off;
-  store<u32>(base, shift);
   i = first;
   while (i < count) {
     const p = flat + <usize>i * FLAT_SIZE;
@@ -372,10 +374,10 @@ function buildSubpage(ap: usize, page: u64): u32 {
     const l = load<u64>(p, F_LAST);
     const from: u32 = s <= page ? 0 : <u32>((s - page) >> shift);
     const to: u32 = l >= pageLast ? entries - 1 : <u32>((l - page) >> shift);
-    for (let j = from; j <= to; j++) store<u32>(base + 4 + (<usize>j << 2), i);
+    for (let j = from; j <= to; j++) store<u32>(base + (<usize>j << 2), i);
     i++;
   }
-  return off | 2;
+  return off | (shift << 2) | 2;
 }
 
 /** Maps flat range `idx` = [start, last] into the node at arena offset `node` (level `level`). */
@@ -450,9 +452,7 @@ function buildPageTable(ap: usize): void {
     }
   }
   if ((e & 3) == 2) {
-    const sp = arena + <usize>(e & ~3);
-    const shift = load<u32>(sp);
-    return load<u32>(sp + 4 + (<usize>((<u32>addr & 4095) >>> shift) << 2));
+    return load<u32>(arena + <usize>(e & ~63) + (<usize>((<u32>addr & 4095) >>> ((e >>> 2) & 15)) << 2));
   }
   return e >>> 2;
 }

@@ -500,15 +500,15 @@ export class ReferenceMemoryEngine implements MemoryEngine {
       }
     }
     const entries = 4096 >>> shift;
-    const off = this.arenaAlloc(s, 4 + entries * 4);
+    const pad = (64 - (s.arenaUsed & 63)) & 63; // low 6 bits of the entry: tag and shift
+    const off = this.arenaAlloc(s, pad + entries * 4) + pad;
     const base = off / 4;
-    s.arena[base] = shift;
     for (let i = first; i < all.length && all[i].start <= pageLast; i++) {
       const from = all[i].start <= page ? 0 : Number((all[i].start - page) >> BigInt(shift));
       const to = all[i].last >= pageLast ? entries - 1 : Number((all[i].last - page) >> BigInt(shift));
-      s.arena.fill(i, base + 1 + from, base + 1 + to + 1);
+      s.arena.fill(i, base + from, base + to + 1);
     }
-    return off | 2;
+    return off | (shift << 2) | 2;
   }
 
   private mapRange(s: ModelAddressSpace, all: TmpRange[], node: number, level: number, nodeBase: bigint, start: bigint, last: bigint, idx: number): void {
@@ -571,10 +571,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
       e = a[(e >>> 2) + (lo >>> 22)];
       if ((e & 3) === 0) e = a[(e >>> 2) + ((lo >>> 12) & 1023)];
     }
-    if ((e & 3) === 2) {
-      const sp = e >>> 2;
-      return a[sp + 1 + ((lo & 4095) >>> a[sp])];
-    }
+    if ((e & 3) === 2) return a[((e & ~63) >>> 2) + ((lo & 4095) >>> ((e >>> 2) & 15))];
     return e >>> 2;
   }
 
