@@ -603,15 +603,33 @@ export class AccessTrace {
   private push(addr: Address, size: AccessSize, isWrite: boolean, value: number | bigint): this {
     if (this.length >= this.engineTrace.capacity) throw new MemoryError("TOO_MANY", `trace is full (${this.engineTrace.capacity} records)`);
     if (size !== 1 && size !== 2 && size !== 4 && size !== 8) throw new MemoryError("BAD_ARGUMENT", `access size must be 1, 2, 4 or 8: got ${size}`);
-    const a = toBigAddress(addr, "trace address");
-    const v = typeof value === "bigint" ? BigInt.asUintN(64, value) : BigInt.asUintN(64, BigInt(value));
+    let aLo: number, aHi: number, vLo: number, vHi: number;
+    const lo = typeof addr === "number" ? addr >>> 0 : 0;
+    const hi = typeof addr === "number" ? (addr - lo) / TWO_32 : -1;
+    if (hi >>> 0 === hi && addr <= MAX_SAFE && addr >= 0) {
+      aLo = lo;
+      aHi = hi;
+    } else {
+      const a = toBigAddress(addr, "trace address");
+      aLo = loOf(a);
+      aHi = hiOf(a);
+    }
+    if (typeof value === "number" && value >>> 0 === value) {
+      vLo = value;
+      vHi = 0;
+    } else {
+      if (typeof value === "number" && !Number.isSafeInteger(value)) throw new MemoryError("BAD_ARGUMENT", `value must be a safe integer or a bigint: got ${value}`);
+      const v = BigInt.asUintN(64, BigInt(value));
+      vLo = Number(v & 0xffffffffn);
+      vHi = Number(v >> 32n);
+    }
     const w = this.engineTrace.words();
     const k = this.length * TRACE_WORDS;
     w[k] = size | (isWrite ? TRACE_OP_WRITE : 0);
-    w[k + 1] = loOf(a);
-    w[k + 2] = hiOf(a);
-    w[k + 3] = Number(v & 0xffffffffn);
-    w[k + 4] = Number(v >> 32n);
+    w[k + 1] = aLo;
+    w[k + 2] = aHi;
+    w[k + 3] = vLo;
+    w[k + 4] = vHi;
     w[k + 5] = 0;
     this.length++;
     return this;
