@@ -1,6 +1,5 @@
 // Exports of the memory subsystem (see assembly/index.ts). 64-bit values cross as (hi, lo)
 // u32 halves; region sizes as `last = size - 1`. The host side is src/core/memory/wasm-engine.ts.
-export const MEMORY_ABI_VERSION: u32 = 1;
 import {
   R_ADDR, R_ALIAS_OFFSET, R_ALIAS_TARGET, R_CONTAINER, R_KIND, R_LAST, R_PRIORITY, R_STATE,
   regionAddSubregion, regionAlive, regionDelSubregion, regionFree, regionNewLast, regionPtr, regionRam,

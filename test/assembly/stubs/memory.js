@@ -1,4 +1,43 @@
-// Test doubles for the "host" imports of assembly/memory.
-export function memoryStubs(_ref) {
-  return {};
+// Test doubles for the "host" imports of assembly/memory: every I/O region behaves as a
+// byte-addressed register file whose byte at offset o reads as (o + region) & 0xff until
+// written, and every callback is logged in `memoryStubLog` (as "r|w region offset size").
+export const memoryStubLog = [];
+const written = new Map(); // `${region}:${offset}` -> byte
+
+function byteAt(region, offset) {
+  return written.get(`${region}:${offset}`) ?? ((offset + region) & 0xff);
+}
+
+export function memoryStubs(ref) {
+  return {
+    mem_io_read(region, offHi, offLo, size) {
+      const offset = (offHi >>> 0) * 4294967296 + (offLo >>> 0);
+      memoryStubLog.push(`r ${region} ${offset} ${size}`);
+      let lo = 0;
+      let hi = 0;
+      for (let k = 0; k < size; k++) {
+        const b = byteAt(region, offset + k);
+        if (k < 4) lo |= b << (k * 8);
+        else hi |= b << ((k - 4) * 8);
+      }
+      if (size === 8) {
+        // high half goes to SCRATCH + 8 (see assembly/memory/dispatch.ts)
+        const scratch = ref.instance.exports.mem_scratch_ptr ? ref.instance.exports.mem_scratch_ptr() : 0;
+        if (scratch) new Uint32Array(ref.instance.exports.memory.buffer, scratch + 8, 1)[0] = hi >>> 0;
+      }
+      return lo >>> 0;
+    },
+    mem_io_write(region, offHi, offLo, size, lo, hi) {
+      const offset = (offHi >>> 0) * 4294967296 + (offLo >>> 0);
+      memoryStubLog.push(`w ${region} ${offset} ${size}`);
+      for (let k = 0; k < size; k++) {
+        const b = k < 4 ? (lo >>> (k * 8)) & 0xff : (hi >>> ((k - 4) * 8)) & 0xff;
+        written.set(`${region}:${offset + k}`, b);
+      }
+      return 0;
+    },
+    mem_io_accepts() {
+      return 1;
+    },
+  };
 }
