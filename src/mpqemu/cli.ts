@@ -15,7 +15,7 @@ export const MPQEMU_DEVICES: Record<string, () => PciFunction> = {
   throughput: () => createThroughputDevice().fn,
 };
 
-const SERVE_USAGE = `usage: wasmdev serve --protocol mpqemu --fd N [--device ${Object.keys(MPQEMU_DEVICES).join("|")}] [--no-burst]
+const SERVE_USAGE = `usage: wasmdev serve --protocol mpqemu --fd N [--device ${Object.keys(MPQEMU_DEVICES).join("|")}]
 
 Serves one device as a QEMU multi-process remote on the already-connected socket N (the
 VMM's x-pci-proxy-dev holds the other end). Exits 0 when the VMM hangs up.`;
@@ -24,7 +24,6 @@ VMM's x-pci-proxy-dev holds the other end). Exits 0 when the VMM hangs up.`;
 export async function serveMpqemu(argv: string[]): Promise<number> {
   let fd: number | undefined;
   let device = "edu";
-  let burst = true;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -38,7 +37,6 @@ export async function serveMpqemu(argv: string[]): Promise<number> {
     else if (a.startsWith("--device=")) device = a.slice(9);
     else if (a === "--protocol") value();
     else if (a.startsWith("--protocol=")) continue;
-    else if (a === "--no-burst") burst = false;
     else if (a === "--help" || a === "-h") {
       process.stdout.write(SERVE_USAGE + "\n");
       return 0;
@@ -60,7 +58,7 @@ export async function serveMpqemu(argv: string[]): Promise<number> {
     process.stderr.write(`wasmdev serve: unknown device '${device}' (known: ${Object.keys(MPQEMU_DEVICES).join(", ")})\n`);
     return 2;
   }
-  const remote = new MpqemuRemote({ fd, fn: make(), burst: burst ? undefined : false }).start();
+  const remote = new MpqemuRemote({ fd, fn: make() }).start();
   const stop = () => remote.close();
   process.once("SIGTERM", stop);
   process.once("SIGINT", stop);

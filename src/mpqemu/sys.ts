@@ -20,7 +20,6 @@ const c_eventfd = libc.func("int eventfd(unsigned int, int)");
 const c_read = libc.func("long read(int, void *buf, unsigned long)");
 const c_write = libc.func("long write(int, void *buf, unsigned long)");
 const c_poll = libc.func("int poll(void *fds, unsigned long nfds, int timeout)");
-const c_ppoll = libc.func("int ppoll(void *fds, unsigned long nfds, void *ts, void *sigmask)");
 const c_memfd_create = libc.func("int memfd_create(const char *name, unsigned int flags)");
 const c_ftruncate = libc.func("int ftruncate(int, int64_t)");
 const c_lseek = libc.func("int64_t lseek(int, int64_t, int)");
@@ -246,8 +245,8 @@ export interface Received {
 }
 
 /**
- * A stream socket driven with raw sendmsg/recvmsg. Non-blocking; the owner decides when to
- * wait (event loop via watchReadable, or a bounded blocking poll).
+ * A stream socket driven with raw sendmsg/recvmsg. Non-blocking; the owner waits on the event
+ * loop (watchFd).
  */
 export class RawSocket {
   readonly fd: number;
@@ -256,12 +255,9 @@ export class RawSocket {
   private readonly bytes: Uint8Array;
   private readonly base: bigint;
   private readonly dataCapacity: number;
+  private readonly cmsgAddrLo: number;
+  private readonly cmsgAddrHi: number;
   private closed = false;
-  // Two pollfds (16 bytes) and a timespec (16 bytes) for waitReadable's ppoll.
-  private readonly pollBlock: any;
-  private readonly timespecBlock: any;
-  private readonly pollMem: DataView;
-  private readonly timespecMem: DataView;
 
   constructor(fd: number, recvCapacity = 64 * 1024) {
     this.fd = fd;
@@ -276,15 +272,19 @@ export class RawSocket {
     this.mem.setBigUint64(OFF_MSGHDR + 16, this.base + BigInt(OFF_IOV), true);
     this.mem.setBigUint64(OFF_MSGHDR + 24, 1n, true);
     this.mem.setBigUint64(OFF_IOV, this.base + BigInt(OFF_DATA), true);
-    this.pollBlock = koffi.alloc("uint8_t", 16);
-    this.timespecBlock = koffi.alloc("uint8_t", 16);
-    this.pollMem = new DataView(koffi.view(this.pollBlock, 16));
-    this.timespecMem = new DataView(koffi.view(this.timespecBlock, 16));
+    const cmsgAddr = this.base + BigInt(OFF_CMSG);
+    this.cmsgAddrLo = Number(cmsgAddr & 0xffffffffn);
+    this.cmsgAddrHi = Number(cmsgAddr >> 32n);
     setNonBlocking(fd, true);
   }
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** Largest chunk one recv() returns; a shorter chunk means the socket was drained then. */
+  get recvCapacity(): number {
+    return this.dataCapacity;
   }
 
   /**
@@ -299,7 +299,8 @@ export class RawSocket {
     }
     if (fds.length > MAX_CMSG_FDS) throw new MpqemuError("MPQEMU_BAD_ARGUMENT", `mpqemu: at most ${MAX_CMSG_FDS} fds per message`);
     this.bytes.set(bytes, OFF_DATA);
-    this.mem.setBigUint64(OFF_IOV + 8, BigInt(bytes.length), true);
+    this.mem.setUint32(OFF_IOV + 8, bytes.length, true);
+    this.mem.setUint32(OFF_IOV + 12, 0, true);
     this.setControl(fds);
     const n = Number(c_sendmsg(this.fd, this.block, MSG_NOSIGNAL | MSG_DONTWAIT));
     if (n < 0) {
@@ -312,8 +313,11 @@ export class RawSocket {
 
   private setControl(fds: readonly number[]): void {
     if (fds.length === 0) {
-      this.mem.setBigUint64(OFF_MSGHDR + 32, 0n, true);
-      this.mem.setBigUint64(OFF_MSGHDR + 40, 0n, true);
+      // msg_control = NULL, msg_controllen = 0
+      this.mem.setUint32(OFF_MSGHDR + 32, 0, true);
+      this.mem.setUint32(OFF_MSGHDR + 36, 0, true);
+      this.mem.setUint32(OFF_MSGHDR + 40, 0, true);
+      this.mem.setUint32(OFF_MSGHDR + 44, 0, true);
       return;
     }
     const len = 16 + 4 * fds.length;
@@ -329,10 +333,14 @@ export class RawSocket {
   /** One non-blocking recvmsg (received fds are close-on-exec). */
   recv(): Received {
     if (this.closed) throw new MpqemuError("MPQEMU_CLOSED", "mpqemu: socket is closed");
-    this.mem.setBigUint64(OFF_IOV + 8, BigInt(this.dataCapacity), true);
-    this.mem.setBigUint64(OFF_MSGHDR + 32, this.base + BigInt(OFF_CMSG), true);
-    this.mem.setBigUint64(OFF_MSGHDR + 40, BigInt(CMSG_SPACE_MAX), true);
-    this.mem.setInt32(OFF_MSGHDR + 48, 0, true);
+    const m = this.mem;
+    m.setUint32(OFF_IOV + 8, this.dataCapacity, true);
+    m.setUint32(OFF_IOV + 12, 0, true);
+    m.setUint32(OFF_MSGHDR + 32, this.cmsgAddrLo, true);
+    m.setUint32(OFF_MSGHDR + 36, this.cmsgAddrHi, true);
+    m.setUint32(OFF_MSGHDR + 40, CMSG_SPACE_MAX, true);
+    m.setUint32(OFF_MSGHDR + 44, 0, true);
+    m.setInt32(OFF_MSGHDR + 48, 0, true);
     const n = Number(c_recvmsg(this.fd, this.block, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
     if (n < 0) {
       const e = koffi.errno();
@@ -340,7 +348,7 @@ export class RawSocket {
       throw sysError("recvmsg", e);
     }
     let fds = NO_FDS;
-    const controllen = Number(this.mem.getBigUint64(OFF_MSGHDR + 40, true));
+    const controllen = m.getUint32(OFF_MSGHDR + 40, true);
     if (controllen >= 16) {
       // Walk the cmsg list (normally one SCM_RIGHTS entry).
       let off = 0;
@@ -361,32 +369,11 @@ export class RawSocket {
     return { n, data: this.bytes.subarray(OFF_DATA, OFF_DATA + n), fds, truncatedFds: (flags & MSG_CTRUNC) !== 0 };
   }
 
-  /**
-   * Blocks up to `timeoutUs` microseconds for the socket (and optionally one more fd) to
-   * become readable. Returns a bitmask: 1 = socket readable/hung up, 2 = extra fd readable.
-   */
-  waitReadable(timeoutUs: number, extraFd = -1): number {
-    const m = this.pollMem;
-    m.setInt32(0, this.fd, true);
-    m.setInt16(4, POLLIN, true);
-    m.setInt16(6, 0, true);
-    m.setInt32(8, extraFd, true);
-    m.setInt16(12, POLLIN, true);
-    m.setInt16(14, 0, true);
-    this.timespecMem.setBigInt64(0, BigInt(Math.floor(timeoutUs / 1e6)), true);
-    this.timespecMem.setBigInt64(8, BigInt(Math.floor(timeoutUs % 1e6) * 1000), true);
-    const r = c_ppoll(this.pollBlock, extraFd >= 0 ? 2 : 1, this.timespecBlock, null);
-    if (r <= 0) return 0;
-    return (m.getInt16(6, true) !== 0 ? 1 : 0) | (extraFd >= 0 && m.getInt16(14, true) !== 0 ? 2 : 0);
-  }
-
   close(): void {
     if (this.closed) return;
     this.closed = true;
     c_close(this.fd);
     koffi.free(this.block);
-    koffi.free(this.pollBlock);
-    koffi.free(this.timespecBlock);
   }
 }
 

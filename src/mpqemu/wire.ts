@@ -126,6 +126,9 @@ export class MpqemuParser<M extends MpqemuMsg = MpqemuMsg> {
   private discardLeft = 0;
   /** fds that arrived on a data-less recvmsg; they go to the next message to start. */
   private pendingFds: number[] = [];
+  /** DataView over the last chunk's buffer (receive buffers are reused, so this rarely changes). */
+  private chunkBuffer: ArrayBufferLike | null = null;
+  private chunkView: DataView | null = null;
 
   constructor(
     private readonly role: ParserRole,
@@ -142,6 +145,21 @@ export class MpqemuParser<M extends MpqemuMsg = MpqemuMsg> {
     if (this.phase === Phase.Broken) {
       if (fds) for (const fd of fds) this.closeFd(fd);
       return;
+    }
+    const n0 = chunk.length;
+    if (this.phase === Phase.Header && this.headerFill === 0 && n0 >= HEADER_SIZE && this.pendingFds.length === 0) {
+      // Fast path: the chunk is exactly one whole message (the request/reply steady state).
+      if (chunk.buffer !== this.chunkBuffer) {
+        this.chunkBuffer = chunk.buffer;
+        this.chunkView = new DataView(chunk.buffer);
+      }
+      const v = this.chunkView!;
+      const base = chunk.byteOffset;
+      const size = v.getUint32(base + 8, true);
+      if (v.getUint32(base + 12, true) === 0 && size <= MAX_PAYLOAD && n0 === HEADER_SIZE + size) {
+        emit(this.decodeAt(v.getInt32(base, true), size, size > 0 ? v : null, base + HEADER_SIZE, fds && fds.length > 0 ? fds.slice() : NO_FDS_IN));
+        return;
+      }
     }
     const done: Frame[] = [];
     // The message that started last in this chunk (completed or still in progress).
@@ -250,86 +268,112 @@ export class MpqemuParser<M extends MpqemuMsg = MpqemuMsg> {
     this.phase = Phase.Header;
   }
 
-  private reject(frame: Frame, code: MpqemuError["code"], message: string): ParseEvent<M> {
-    for (const fd of frame.fds) this.closeFd(fd);
-    return { ok: false, error: new MpqemuError(code, message, { cmd: frame.cmd, size: frame.size, fds: frame.fds.length }), cmd: frame.cmd, fatal: false };
+  private reject(cmd: number, size: number, fds: number[], code: MpqemuError["code"], message: string): ParseEvent<M> {
+    for (const fd of fds) this.closeFd(fd);
+    return { ok: false, error: new MpqemuError(code, message, { cmd, size, fds: fds.length }), cmd, fatal: false };
   }
 
   private decode(frame: Frame): ParseEvent<M> {
-    const { cmd, size } = frame;
-    const nfds = frame.fds.length;
-    const name = cmdName(cmd);
-    if (frame.payload === null && size > MAX_PAYLOAD) {
-      return this.reject(frame, "MPQEMU_OVERSIZED", `mpqemu: ${name} with a ${size}-byte payload exceeds the ${MAX_PAYLOAD}-byte maximum; skipped`);
+    const p = frame.payload;
+    const view = p && p.length > 0 ? new DataView(p.buffer, p.byteOffset, p.byteLength) : null;
+    return this.decodeAt(frame.cmd, frame.size, view, 0, frame.fds);
+  }
+
+  /** Validates and decodes one message whose payload starts at `view[at]` (view null: none). */
+  private decodeAt(cmd: number, size: number, view: DataView | null, at: number, fds: number[]): ParseEvent<M> {
+    const nfds = fds.length;
+    if (view === null && size > MAX_PAYLOAD) {
+      return this.reject(cmd, size, fds, "MPQEMU_OVERSIZED", `mpqemu: ${cmdName(cmd)} with a ${size}-byte payload exceeds the ${MAX_PAYLOAD}-byte maximum; skipped`);
     }
     if (cmd < 0 || cmd > Cmd.DEVICE_RESET) {
-      return this.reject(frame, "MPQEMU_UNKNOWN_COMMAND", `mpqemu: unknown command ${cmd} (size ${size}, ${nfds} fds)`);
+      return this.reject(cmd, size, fds, "MPQEMU_UNKNOWN_COMMAND", `mpqemu: unknown command ${cmd} (size ${size}, ${nfds} fds)`);
     }
     if ((cmd === Cmd.RET) !== (this.role === "proxy")) {
-      return this.reject(frame, "MPQEMU_UNEXPECTED_COMMAND", `mpqemu: ${name} is not valid in this direction (received by the ${this.role})`);
+      return this.reject(cmd, size, fds, "MPQEMU_UNEXPECTED_COMMAND", `mpqemu: ${cmdName(cmd)} is not valid in this direction (received by the ${this.role})`);
     }
-    const expectSize = (want: number) => this.reject(frame, "MPQEMU_BAD_SIZE", `mpqemu: ${name} needs a ${want}-byte payload, got ${size}`);
-    const expectFds = (want: string) => this.reject(frame, "MPQEMU_BAD_FDS", `mpqemu: ${name} needs ${want} fds, got ${nfds}`);
-    const p = frame.payload;
-    const view = p ? new DataView(p.buffer, p.byteOffset, p.byteLength) : null;
+    let wantSize: number;
+    let wantFds: string;
+    let fdsOk: boolean;
     switch (cmd) {
-      case Cmd.RET: {
-        if (size !== 0 && size !== RET_PAYLOAD) return expectSize(RET_PAYLOAD);
-        if (nfds !== 0) return expectFds("0");
-        return ok({ cmd, value: view ? view.getBigUint64(0, true) : null } as RetMsg);
-      }
+      case Cmd.RET:
+        wantSize = size === 0 ? 0 : RET_PAYLOAD;
+        wantFds = "0";
+        fdsOk = nfds === 0;
+        break;
       case Cmd.PCI_CFGREAD:
-      case Cmd.PCI_CFGWRITE: {
-        if (size !== CONFIG_PAYLOAD) return expectSize(CONFIG_PAYLOAD);
-        if (nfds !== 0) return expectFds("0");
-        const addr = view!.getUint32(0, true);
-        const len = view!.getInt32(8, true);
-        if (cmd === Cmd.PCI_CFGREAD) return ok({ cmd, addr, len } as ConfigReadMsg);
-        return ok({ cmd, addr, value: view!.getUint32(4, true), len } as ConfigWriteMsg);
-      }
+      case Cmd.PCI_CFGWRITE:
+        wantSize = CONFIG_PAYLOAD;
+        wantFds = "0";
+        fdsOk = nfds === 0;
+        break;
       case Cmd.BAR_READ:
-      case Cmd.BAR_WRITE: {
-        if (size !== BAR_PAYLOAD) return expectSize(BAR_PAYLOAD);
-        if (nfds !== 0) return expectFds("0");
-        const addr = view!.getBigUint64(0, true);
-        const accessSize = view!.getUint32(16, true);
-        const memory = view!.getUint8(20) !== 0;
-        if (cmd === Cmd.BAR_READ) return ok({ cmd, addr, size: accessSize, memory } as BarReadMsg);
-        return ok({ cmd, addr, value: view!.getBigUint64(8, true), size: accessSize, memory } as BarWriteMsg);
-      }
-      case Cmd.SET_IRQFD: {
-        if (size !== 0) return expectSize(0);
-        if (nfds !== 2) return expectFds("2 (irqfd, resample fd)");
-        return ok({ cmd, irqfd: frame.fds[0], resamplefd: frame.fds[1] } as SetIrqfdMsg);
-      }
-      case Cmd.DEVICE_RESET: {
-        if (size !== 0) return expectSize(0);
-        if (nfds !== 0) return expectFds("0");
-        return ok({ cmd } as DeviceResetMsg);
-      }
-      case Cmd.SYNC_SYSMEM: {
-        if (size !== SYSMEM_PAYLOAD) return expectSize(SYSMEM_PAYLOAD);
-        if (nfds < 1 || nfds > MAX_FDS) return expectFds(`1 to ${MAX_FDS}`);
+      case Cmd.BAR_WRITE:
+        wantSize = BAR_PAYLOAD;
+        wantFds = "0";
+        fdsOk = nfds === 0;
+        break;
+      case Cmd.SET_IRQFD:
+        wantSize = 0;
+        wantFds = "2 (irqfd, resample fd)";
+        fdsOk = nfds === 2;
+        break;
+      case Cmd.DEVICE_RESET:
+        wantSize = 0;
+        wantFds = "0";
+        fdsOk = nfds === 0;
+        break;
+      default: // SYNC_SYSMEM
+        wantSize = SYSMEM_PAYLOAD;
+        wantFds = `1 to ${MAX_FDS}`;
+        fdsOk = nfds >= 1 && nfds <= MAX_FDS;
+    }
+    if (size !== wantSize) {
+      return this.reject(cmd, size, fds, "MPQEMU_BAD_SIZE", `mpqemu: ${cmdName(cmd)} needs a ${wantSize}-byte payload, got ${size}`);
+    }
+    if (!fdsOk) return this.reject(cmd, size, fds, "MPQEMU_BAD_FDS", `mpqemu: ${cmdName(cmd)} needs ${wantFds} fds, got ${nfds}`);
+    let message: MpqemuMsg;
+    const v = view!;
+    switch (cmd) {
+      case Cmd.RET:
+        message = { cmd, value: size === 0 ? null : v.getBigUint64(at, true) };
+        break;
+      case Cmd.PCI_CFGREAD:
+        message = { cmd, addr: v.getUint32(at, true), len: v.getInt32(at + 8, true) };
+        break;
+      case Cmd.PCI_CFGWRITE:
+        message = { cmd, addr: v.getUint32(at, true), value: v.getUint32(at + 4, true), len: v.getInt32(at + 8, true) };
+        break;
+      case Cmd.BAR_READ:
+        message = { cmd, addr: v.getBigUint64(at, true), size: v.getUint32(at + 16, true), memory: v.getUint8(at + 20) !== 0 };
+        break;
+      case Cmd.BAR_WRITE:
+        message = { cmd, addr: v.getBigUint64(at, true), value: v.getBigUint64(at + 8, true), size: v.getUint32(at + 16, true), memory: v.getUint8(at + 20) !== 0 };
+        break;
+      case Cmd.SET_IRQFD:
+        message = { cmd, irqfd: fds[0], resamplefd: fds[1] };
+        break;
+      case Cmd.DEVICE_RESET:
+        message = { cmd };
+        break;
+      default: {
         const regions: SysmemRegion[] = [];
         for (let i = 0; i < nfds; i++) {
-          const gpa = view!.getBigUint64(i * 8, true);
-          const rsize = view!.getBigUint64(64 + i * 8, true);
-          const offset = view!.getBigInt64(128 + i * 8, true);
+          const gpa = v.getBigUint64(at + i * 8, true);
+          const rsize = v.getBigUint64(at + 64 + i * 8, true);
+          const offset = v.getBigInt64(at + 128 + i * 8, true);
           if (rsize === 0n || gpa + rsize > 1n << 64n || offset < 0n || offset + rsize > 1n << 63n) {
-            return this.reject(frame, "MPQEMU_BAD_FIELD", `mpqemu: SYNC_SYSMEM region ${i} is invalid (gpa 0x${gpa.toString(16)}, size 0x${rsize.toString(16)}, offset ${offset})`);
+            return this.reject(cmd, size, fds, "MPQEMU_BAD_FIELD", `mpqemu: SYNC_SYSMEM region ${i} is invalid (gpa 0x${gpa.toString(16)}, size 0x${rsize.toString(16)}, offset ${offset})`);
           }
-          regions.push({ gpa, size: rsize, offset, fd: frame.fds[i] });
+          regions.push({ gpa, size: rsize, offset, fd: fds[i] });
         }
-        return ok({ cmd, regions } as SyncSysmemMsg);
+        message = { cmd: Cmd.SYNC_SYSMEM, regions };
       }
     }
-    return this.reject(frame, "MPQEMU_UNKNOWN_COMMAND", `mpqemu: unknown command ${cmd}`);
-
-    function ok(message: MpqemuMsg): ParseEvent<M> {
-      return { ok: true, message: message as M };
-    }
+    return { ok: true, message: message as M };
   }
 }
+
+const NO_FDS_IN: number[] = [];
 
 /** Marker: a header started in this chunk but is still incomplete (its fds wait in pendingFds). */
 const PARTIAL_HEADER: Frame = { cmd: -1, size: 0, payload: null, fds: [] };

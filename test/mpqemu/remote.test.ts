@@ -131,7 +131,7 @@ describe("malformed and truncated requests to our remote", () => {
   function start() {
     const [a, b] = socketpair();
     const logs: string[] = [];
-    const remote = new MpqemuRemote({ fd: b, fn: createEdu(), log: (l) => logs.push(l), burst: false }).start();
+    const remote = new MpqemuRemote({ fd: b, fn: createEdu(), log: (l) => logs.push(l) }).start();
     const peer = new RawPeer(a, "proxy");
     cleanups.push(() => remote.close(), () => peer.sock.close());
     return { remote, peer, logs };

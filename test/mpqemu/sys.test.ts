@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { readdirSync } from "node:fs";
 import {
-  RawSocket, socketpair, closeFd, eventfd, eventfdSignal, eventfdDrain, memfdCreate, mapFd, watchReadable, fdIsOpen,
+  RawSocket, socketpair, closeFd, eventfd, eventfdSignal, eventfdDrain, memfdCreate, mapFd, watchReadable, fdIsOpen, waitReadable,
 } from "../../src/mpqemu/sys.js";
 
 const openFds = () => readdirSync("/proc/self/fd").length;
@@ -57,20 +57,13 @@ describe("mpqemu sys layer", () => {
     expect(fdIsOpen(efd)).toBe(false);
   });
 
-  it("waitReadable honours its timeout and reports which fd is ready", () => {
-    const [a, b] = socketpair();
-    const sa = new RawSocket(a);
-    const sb = new RawSocket(b);
+  it("waitReadable honours its timeout", () => {
     const efd = eventfd();
     const t0 = process.hrtime.bigint();
-    expect(sb.waitReadable(2000, efd)).toBe(0);
+    expect(waitReadable(efd, 2)).toBe(false);
     expect(Number(process.hrtime.bigint() - t0)).toBeGreaterThanOrEqual(1_500_000);
     eventfdSignal(efd);
-    expect(sb.waitReadable(100_000, efd)).toBe(2);
-    sa.send(Uint8Array.of(1));
-    expect(sb.waitReadable(100_000, efd)).toBe(3);
-    sa.close();
-    sb.close();
+    expect(waitReadable(efd, 100)).toBe(true);
     closeFd(efd);
   });
 
