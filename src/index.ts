@@ -4,3 +4,4 @@ export * from "./transport/index.js";
 export * from "./vfio-user/client/index.js";
 export * from "./vfio-user/server/index.js";
 export * from "./devices/index.js";
+export * from "./mpqemu/index.js";

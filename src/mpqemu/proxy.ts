@@ -11,6 +11,7 @@
 //   await proxy.close();
 import { spawn, type ChildProcess } from "node:child_process";
 import { EventEmitter } from "node:events";
+import type { AccessSize, BarKind } from "../core/pci/api.js";
 import { MpqemuError } from "./errors.js";
 import {
   Cmd, MpqemuEncoder, MpqemuParser, cmdName, type Encoded, type ParseEvent, type RetMsg,
@@ -20,7 +21,6 @@ import {
   type FdWatch, type Mapping,
 } from "./sys.js";
 
-export type AccessSize = 1 | 2 | 4 | 8;
 
 export interface MpqemuProxyOptions {
   /** Command line of the remote; the argument text `{fd}` becomes the fd number the child
@@ -41,8 +41,6 @@ export interface MpqemuProxyOptions {
   /** Diagnostics sink (default: none). */
   log?: (line: string) => void;
 }
-
-export type BarKind = "io" | "mem32" | "mem64";
 
 export interface ProbedBar {
   index: number;
