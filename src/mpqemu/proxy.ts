@@ -115,7 +115,6 @@ export class MpqemuProxy extends EventEmitter {
     this.sock = new RawSocket(sockFd);
     this.parser = new MpqemuParser<RetMsg>("proxy", closeFd);
     this.watch = watchFd(sockFd, () => this.onReadable(), () => this.flush());
-    this.watch.ref(false);
     const ramSize = opts.ramSize ?? 16 << 20;
     this.ram = null;
     if (ramSize > 0) {
@@ -185,7 +184,6 @@ export class MpqemuProxy extends EventEmitter {
     this.resamplefd = eventfd();
     this.send(this.enc.setIrqfd(this.irqfd, this.resamplefd));
     this.irqWatch = watchReadable(this.irqfd, () => this.onIrq());
-    this.irqWatch.ref(false);
     // The first answer proves the remote is serving; QEMU's remote resets its machine right
     // after it first drains the socket, so nothing stateful is sent before this reply.
     await this.configRead(0, 2);
@@ -483,7 +481,16 @@ export class MpqemuProxy extends EventEmitter {
     this.watch.stop();
     if (!this.sock.isClosed) this.sock.close();
     if (!this.closing) this.emit("lost", err);
-    if (this.child && this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
+    if (this.childRunning()) this.child!.kill("SIGKILL");
+  }
+
+  /**
+   * A child that failed to spawn has no pid, and ChildProcess.kill() on it would end up as
+   * kill(0, sig): the whole process group, including us. Only signal a real, live child.
+   */
+  private childRunning(): boolean {
+    const c = this.child;
+    return c !== null && c.pid !== undefined && c.exitCode === null && c.signalCode === null;
   }
 
   /** Why the connection failed, or null while healthy. */
@@ -505,8 +512,8 @@ export class MpqemuProxy extends EventEmitter {
       this.watch.stop();
       if (!this.sock.isClosed) this.sock.close();
       this.irqWatch?.stop();
-      if (this.child && this.child.exitCode === null && this.child.signalCode === null) {
-        const kill = setTimeout(() => this.child?.kill("SIGKILL"), graceMs);
+      if (this.childRunning()) {
+        const kill = setTimeout(() => this.childRunning() && this.child!.kill("SIGKILL"), graceMs);
         await this.childExited;
         clearTimeout(kill);
       }

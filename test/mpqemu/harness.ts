@@ -19,7 +19,8 @@ export async function killAllQemu(): Promise<void> {
     [...children].map(
       (c) =>
         new Promise<void>((resolve) => {
-          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          // No pid: never spawned (and kill() would signal our own process group).
+          if (c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return resolve();
           c.once("exit", () => resolve());
           c.kill("SIGKILL");
         }),
