@@ -14,6 +14,7 @@
 // Latency: requests are served straight from the event loop's readiness callback with raw
 // recvmsg/sendmsg into preallocated memory. (A blocking ppoll for the next request after each
 // reply was tried and measured ~5 µs slower per access here than waiting in the event loop.)
+import { fstatSync } from "node:fs";
 import type { InterruptSink, PciFunction } from "../core/pci/api.js";
 import { createDmaContext, type DmaContext } from "../core/dma/context.js";
 import { DMA_PERM_RW, type FdMapper } from "../core/dma/api.js";
@@ -48,13 +49,17 @@ export interface RemoteStats {
   requests: number;
   rejected: number;
   failedAccesses: number;
+  /** SYNC_SYSMEMs that replaced guest RAM. */
+  sysmemSwaps: number;
+  /** SYNC_SYSMEMs identical to the current layout (kept as is). */
+  sysmemResends: number;
 }
 
 export class MpqemuRemote {
   readonly fn: PciFunction;
   /** Resolves when serving stops. */
   readonly ended: Promise<RemoteEnd>;
-  readonly stats: RemoteStats = { requests: 0, rejected: 0, failedAccesses: 0 };
+  readonly stats: RemoteStats = { requests: 0, rejected: 0, failedAccesses: 0, sysmemSwaps: 0, sysmemResends: 0 };
 
   private readonly sock: RawSocket;
   private readonly parser: MpqemuParser<RequestMsg>;
@@ -65,6 +70,8 @@ export class MpqemuRemote {
   private watch: FdWatch | null = null;
   private outQueue: { bytes: Uint8Array }[] = [];
   private dmaCtx: DmaContext | null = null;
+  /** The mapped set, by file identity, to recognise QEMU's identical resends. */
+  private sysmemKeys: string[] = [];
   private irqfd = -1;
   private resamplefd = -1;
   private resampleWatch: FdWatch | null = null;
@@ -294,6 +301,14 @@ export class MpqemuRemote {
   // ---- guest RAM ----------------------------------------------------------------------------
 
   private syncSysmem(regions: SysmemRegion[]): void {
+    // QEMU's proxy resends the RAM layout after every memory topology change (each BAR
+    // programmed, PAM toggled...), usually unchanged: keep the current mapping then.
+    const keys = regions.map(sysmemKey);
+    if (keys.length === this.sysmemKeys.length && keys.every((k, i) => k !== null && k === this.sysmemKeys[i])) {
+      for (const r of regions) closeFd(r.fd);
+      this.stats.sysmemResends++;
+      return;
+    }
     // Build the whole new set first; only a complete set replaces the current one.
     const ctx = createDmaContext(this.mapFd ? { mapFd: this.mapFd } : {});
     let added = 0;
@@ -310,6 +325,8 @@ export class MpqemuRemote {
     }
     const old = this.dmaCtx;
     this.dmaCtx = ctx;
+    this.sysmemKeys = keys.map((k) => k ?? "");
+    this.stats.sysmemSwaps++;
     this.fn.attachDma(ctx.dma);
     old?.close();
   }
@@ -358,6 +375,16 @@ export class MpqemuRemote {
       return;
     }
     if (this.intxLevel) this.raise();
+  }
+}
+
+/** gpa/size/offset plus the file's identity (an fd number says nothing: each resend is a new fd). */
+function sysmemKey(r: SysmemRegion): string | null {
+  try {
+    const st = fstatSync(r.fd, { bigint: true });
+    return `${r.gpa}:${r.size}:${r.offset}:${st.dev}:${st.ino}`;
+  } catch {
+    return null;
   }
 }
 

@@ -110,6 +110,7 @@ describe.skipIf(!haveQemu)("QEMU's proxy against our remote", () => {
 
     it("QEMU sizes the BAR and the address it programs reaches our BAR decoder", async () => {
       const { vm, fn } = rig;
+      const resendsBefore = rig.remote.stats.sysmemResends;
       expect(await vm.barSize(SLOT, 0)).toBe(1 << 20);
       // QEMU's proxy registered a 1 MiB BAR from our answers during realize.
       expect(await vm.cmd("info pci")).toMatch(/BAR0: 32 bit memory at 0x[0-9a-f]+ \[0x000ffffe\]/);
@@ -117,6 +118,9 @@ describe.skipIf(!haveQemu)("QEMU's proxy against our remote", () => {
       await vm.cfgWrite(SLOT, 0x04, 2, 0x0006);
       expect(await vm.cfgRead(SLOT, 0x10)).toBe(0xfe000000);
       expect(fn.barAddress(0)).toBe(0xfe000000n);
+      // Mapping the BAR changed QEMU's memory topology, so its proxy resent the RAM layout;
+      // the remote recognised it as unchanged and kept its mapping.
+      expect(rig.remote.stats.sysmemResends).toBeGreaterThan(resendsBefore);
       expect(await vm.cmd("info pci")).toMatch(/BAR0: 32 bit memory at 0xfe000000 \[0xfe0fffff\]/);
     });
 

@@ -3,6 +3,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { readdirSync } from "node:fs";
 import { createEdu, EDU_REG, EDU_DMA_RUN, EDU_DMA_TO_RAM, EDU_ID_VALUE, EDU_STATUS_COMPUTING } from "../../src/devices/edu.js";
+import { createPciFunction } from "../../src/core/pci/function.js";
 import { MpqemuProxy } from "../../src/mpqemu/proxy.js";
 import { MpqemuRemote } from "../../src/mpqemu/remote.js";
 import { Cmd, MpqemuEncoder, MpqemuParser, type Encoded, type MpqemuMsg, type RequestMsg } from "../../src/mpqemu/wire.js";
@@ -80,6 +81,34 @@ describe("our proxy driving our remote (edu)", () => {
     expect(remote.fn.barAddress(0)).toBeUndefined();
     await proxy.programBars(await proxy.probe());
     expect(await proxy.barRead(0, EDU_REG.LIVENESS, 4)).toBe(0n);
+  });
+
+  it("64-bit BARs: sized across both dwords, placed above 4 GiB, decoded by the remote", async () => {
+    const seen: number[] = [];
+    const fn = createPciFunction({
+      vendorId: 0x1b36,
+      deviceId: 0x64b1,
+      classCode: 0xff0000,
+      bars: [
+        { kind: "io", size: 16, ops: { read: () => 0x5a, write: () => {}, valid: { min: 1, max: 4 } } },
+        { kind: "mem64", size: 1n << 33n, prefetchable: true, ops: { read: (off) => (seen.push(off), Math.floor(off / 16) >>> 0), write: () => {}, valid: { min: 4, max: 8 } } },
+      ],
+    });
+    const [a, b] = socketpair();
+    const remote = new MpqemuRemote({ fd: b, fn, log: () => {} }).start();
+    const proxy = await MpqemuProxy.start({ fd: a, ramSize: 0, heartbeatMs: 0 });
+    cleanups.push(() => proxy.close(), () => remote.close());
+    const info = await proxy.probe();
+    expect(info.bars).toEqual([
+      { index: 0, kind: "io", prefetchable: false, size: 16n },
+      { index: 1, kind: "mem64", prefetchable: true, size: 1n << 33n },
+    ]);
+    const bars = await proxy.programBars(info);
+    expect(bars[1].address).toBe(1n << 33n); // naturally aligned, above 4 GiB
+    expect(fn.barAddress(1)).toBe(1n << 33n);
+    expect(await proxy.barRead(1, 0x1_2345_6780, 4)).toBe(0x12345678n);
+    expect(seen.at(-1)).toBe(0x1_2345_6780);
+    expect(await proxy.barRead(0, 3, 1)).toBe(0x5an);
   });
 
   it("the remote ends cleanly when the proxy hangs up, releasing RAM and irqfds", async () => {
@@ -197,6 +226,16 @@ describe("malformed and truncated requests to our remote", () => {
     peer.send(enc.syncSysmem([{ gpa: 0n, size: 1n << 20n, offset: 0n, fd: ram1 }]));
     await expectServing(peer);
     expect(remote.sysmem).toEqual([{ gpa: 0n, size: 1n << 20n }]);
+    expect(remote.stats.sysmemSwaps).toBe(1);
+    // The same layout again (QEMU resends it after every topology change): kept, no remap,
+    // and a device mapping of guest RAM stays live.
+    let invalidated = 0;
+    const live = remote.fn.dma!.map(0x1000n, 16, "bidirectional", () => invalidated++);
+    peer.send(enc.syncSysmem([{ gpa: 0n, size: 1n << 20n, offset: 0n, fd: ram1 }]));
+    await expectServing(peer);
+    expect(remote.stats.sysmemSwaps).toBe(1);
+    expect(invalidated).toBe(0);
+    live.release();
     // Second set: two regions, the second past the end of its memfd -> whole set refused.
     const small = memfdCreate("small", 4096n);
     peer.send(enc.syncSysmem([
@@ -214,6 +253,7 @@ describe("malformed and truncated requests to our remote", () => {
     ]));
     await expectServing(peer);
     expect(remote.sysmem).toEqual([{ gpa: 0n, size: 1n << 20n }, { gpa: 1n << 32n, size: 1n << 20n }]);
+    expect(remote.stats.sysmemSwaps).toBe(2);
     remote.fn.dma!.writeU32((1n << 32n) + 8n, 0xabcdef01);
     closeFd(ram1);
     closeFd(small);
