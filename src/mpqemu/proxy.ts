@@ -105,6 +105,7 @@ export class MpqemuProxy extends EventEmitter {
   private intxAsserted = false;
   private childExited: Promise<void>;
   private bars: BarAssignment[] = [];
+  private readonly onReplyEvent = (ev: ParseEvent<RetMsg>) => this.onReply(ev);
 
   private constructor(sockFd: number, child: ChildProcess | null, opts: MpqemuProxyOptions) {
     super();
@@ -390,9 +391,23 @@ export class MpqemuProxy extends EventEmitter {
     });
   }
 
-  /** Queues `frame` (copied) and writes as much as the socket takes. */
+  /** Writes `frame` now if nothing is queued; whatever the socket does not take is queued (copied). */
   private send(frame: Encoded): void {
     if (this.failure) return;
+    if (this.outQueue.length === 0) {
+      let n: number;
+      try {
+        n = this.sock.send(frame.bytes, frame.fds);
+      } catch (err) {
+        this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: lost contact with device: ${(err as Error).message}`, { cause: err }));
+        return;
+      }
+      if (n === frame.bytes.length) return;
+      // fds went with the first byte if anything was sent.
+      this.outQueue.push({ bytes: frame.bytes.slice(n), fds: n > 0 ? [] : frame.fds });
+      this.watch.wantWritable(true);
+      return;
+    }
     this.outQueue.push({ bytes: frame.bytes.slice(), fds: frame.fds });
     this.flush();
   }
@@ -432,7 +447,9 @@ export class MpqemuProxy extends EventEmitter {
         this.fail(trunc ?? new MpqemuError("MPQEMU_LOST_CONTACT", "mpqemu: lost contact with device: the remote hung up"));
         return;
       }
-      this.parser.push(r.data, r.fds, (ev) => this.onReply(ev));
+      this.parser.push(r.data, r.fds, this.onReplyEvent);
+      // A short read took everything queued (the poll is level-triggered for later data).
+      if (r.n < this.sock.recvCapacity && r.fds.length === 0) return;
     }
   }
 

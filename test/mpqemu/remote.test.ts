@@ -83,6 +83,15 @@ describe("our proxy driving our remote (edu)", () => {
     expect(await proxy.barRead(0, EDU_REG.LIVENESS, 4)).toBe(0n);
   });
 
+  it("pipelined requests beyond the socket buffers: queued, written when writable, answered in order", async () => {
+    const { proxy } = await pair();
+    const n = 20_000; // ~800 KB of requests, far beyond a socketpair's buffer
+    const reads = Array.from({ length: n }, (_, i) => proxy.barRead(0, i % 2 ? 0x00 : 0x04, 4));
+    const values = await Promise.all(reads);
+    expect(values.every((v, i) => v === (i % 2 ? BigInt(EDU_ID_VALUE) : 0n))).toBe(true);
+    expect(await proxy.configRead(0, 4)).toBe(0x11e81234);
+  });
+
   it("64-bit BARs: sized across both dwords, placed above 4 GiB, decoded by the remote", async () => {
     const seen: number[] = [];
     const fn = createPciFunction({
