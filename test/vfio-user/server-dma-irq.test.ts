@@ -49,6 +49,7 @@ import { closeFd } from "../../src/transport/fd.js";
 import { EventFd } from "../../src/transport/eventfd.js";
 import type { PciFunction } from "../../src/core/pci/api.js";
 import { RawClient, sleep, openFdCount, expectFdCount, type ReceivedFrame } from "./raw-client.js";
+import { Bytes, message, toHex } from "./bytes.js";
 
 let seq = 0;
 const socketPath = () => join(tmpdir(), `wasmdev-vfu-dma-${process.pid}-${++seq}.sock`);
@@ -276,6 +277,39 @@ describe("edu over vfio-user: interrupts, DMA, dirty logging", () => {
     expect(memory.subarray(0x9000, 0x9080).every((b) => b === 0)).toBe(true);
   });
 
+  it("accepts every DMA_WRITE reply shape peers send (16-byte, the spec's 12-byte, QEMU's header-only) and rejects a mismatched one", async () => {
+    // Own server: edu's guest-error hook is the observable for a failed DMA.
+    const guestErrors: string[] = [];
+    const p2 = socketPath();
+    const s2 = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1, onGuestError: (m) => guestErrors.push(m) }), socketPath: p2, log: () => undefined });
+    const c2 = await RawClient.negotiated(p2, { maxMsgFds: 8 });
+    const base = 0x20_0000n;
+    try {
+      writeDmaMapRequest(c2.w, c2.id(), { flags: 3, offset: 0n, address: base, size: 0x10000n });
+      ok(await c2.request(c2.w.take()));
+      const shapes: [string, (id: number, address: bigint, count: number) => Uint8Array][] = [
+        ["u64 count (libvfio-user)", (id, a, n) => message(id, Command.DMA_WRITE, 1, new Bytes().u64(a).u64(n))],
+        ["u32 count (spec table)", (id, a, n) => message(id, Command.DMA_WRITE, 1, new Bytes().u64(a).u32(n))],
+        ["header only (QEMU)", (id) => message(id, Command.DMA_WRITE, 1)],
+        ["count that does not match", (id, a, n) => message(id, Command.DMA_WRITE, 1, new Bytes().u64(a).u64(n - 1))],
+      ];
+      for (const [name, reply] of shapes) {
+        c2.onServerRequest = (f) => {
+          const req = decodeDmaWriteRequest(f.body);
+          if (req instanceof WireError) throw req;
+          c2.send(reply(f.msgId, req.address, req.count));
+        };
+        guestErrors.length = 0;
+        await eduDma(c2, BigInt(EDU_DMA_START), base + 0x1000n, 64, 1 | 2);
+        if (name.startsWith("count")) expect(guestErrors.join("\n"), name).toMatch(/DMA failed/);
+        else expect(guestErrors, name).toEqual([]);
+      }
+    } finally {
+      c2.close();
+      await s2.close();
+    }
+  });
+
   it("dirty-page logging: DMA_LOGGING_START / REPORT (clears) / STOP, and the dirty bitmap on DMA_UNMAP", async () => {
     await mapRam();
     const reportReq = (iova: bigint, length: bigint, page: bigint) =>
@@ -293,6 +327,10 @@ describe("edu over vfio-user: interrupts, DMA, dirty logging", () => {
     };
     expect(await bits()).toEqual([0x18, 0, 0, 0, 0, 0, 0, 0]);
     expect(await bits()).toEqual([0, 0, 0, 0, 0, 0, 0, 0]); // reading cleared it
+    // libvfio-user's client leaves the bitmap out of argsz; the reply's argsz adds it.
+    const small = ok(await feature(client, DeviceFeatureFlag.GET | DeviceFeature.DMA_LOGGING_REPORT, encodeDmaLoggingReport(IOVA, 0x10000n, 4096n), 8 + 24));
+    expect(toHex(small.body)).toBe(toHex(new Bytes().u32(8 + 24 + 8).u32(DeviceFeatureFlag.GET | 8).u64(IOVA).u64(0x10000).u64(4096).u64(0).build()));
+    err(await feature(client, DeviceFeatureFlag.GET | DeviceFeature.DMA_LOGGING_REPORT, encodeDmaLoggingReport(IOVA, 0x10000n, 4096n), 8 + 23), Errno.EINVAL);
 
     await eduDma(client, BigInt(EDU_DMA_START), IOVA + 0x5000n, 16, 1 | 2);
     writeDmaUnmapRequest(client.w, client.id(), { flags: 0, address: IOVA, size: BigInt(RAM), bitmap: { pgsize: 4096n, size: 32n } });
@@ -308,6 +346,13 @@ describe("edu over vfio-user: interrupts, DMA, dirty logging", () => {
   it("DEVICE_FEATURE probing and unsupported features", async () => {
     ok(await feature(client, DeviceFeatureFlag.PROBE | DeviceFeatureFlag.GET | DeviceFeature.MIGRATION));
     err(await feature(client, DeviceFeatureFlag.PROBE | DeviceFeatureFlag.SET | DeviceFeature.MIGRATION), Errno.EOPNOTSUPP);
+    // Spec: SET and PROBE replies repeat the request payload, argsz included.
+    const probeFlags = DeviceFeatureFlag.PROBE | DeviceFeatureFlag.GET | DeviceFeature.MIGRATION;
+    const probe = ok(await feature(client, probeFlags, Uint8Array.of(1, 2, 3, 4), 40));
+    expect(toHex(probe.body)).toBe(toHex(new Bytes().u32(40).u32(probeFlags).raw([1, 2, 3, 4]).build()));
+    const setFlags = DeviceFeatureFlag.SET | DeviceFeature.MIG_DEVICE_STATE;
+    const set = ok(await feature(client, setFlags, encodeMigDeviceState(MigrationState.RUNNING), 64));
+    expect(toHex(set.body)).toBe(toHex(new Bytes().u32(64).u32(setFlags).u32(MigrationState.RUNNING).u32(0xffff_ffff).build()));
     err(await feature(client, DeviceFeatureFlag.GET | 3), Errno.EOPNOTSUPP);
     err(await feature(client, DeviceFeatureFlag.GET | DeviceFeatureFlag.SET | DeviceFeature.MIG_DEVICE_STATE), Errno.EINVAL);
     const m = decodeDeviceFeature(ok(await feature(client, DeviceFeatureFlag.GET | DeviceFeature.MIGRATION)).body);

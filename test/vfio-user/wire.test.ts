@@ -402,7 +402,7 @@ const fixtures: Fixture[] = [
     bytes: message(16, 12, REPLY, new Bytes().u64(0x2000).u64(3)),
     write: (w) => writeDmaWriteReply(w, 16, 0x2000n, 3),
     decode: decodeDmaWriteReply,
-    decoded: { address: 0x2000n, count: 3, data: new Uint8Array(0) },
+    decoded: { address: 0x2000n, count: 3 },
   },
   {
     name: "DEVICE_RESET request",
@@ -693,6 +693,16 @@ describe("structural decode errors carry errnos", () => {
       expect((r as WireError).errno).toBeGreaterThan(0);
     });
   }
+});
+
+describe("reply shapes other implementations send", () => {
+  it("DMA_WRITE reply: 16-byte (u64 count), 12-byte (the spec table's u32 count) and header-only (QEMU) are accepted", () => {
+    expect(decodeDmaWriteReply(new Bytes().u64(0x2000).u64(3).build())).toEqual({ address: 0x2000n, count: 3 });
+    expect(decodeDmaWriteReply(new Bytes().u64(0x2000).u32(3).build())).toEqual({ address: 0x2000n, count: 3 });
+    expect(decodeDmaWriteReply(new Uint8Array(0))).toEqual({});
+    expect(decodeDmaWriteReply(new Uint8Array(8))).toBeInstanceOf(WireError);
+    expect(decodeDmaWriteReply(new Uint8Array(20))).toBeInstanceOf(WireError);
+  });
 });
 
 describe("VERSION capabilities", () => {

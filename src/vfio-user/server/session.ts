@@ -84,6 +84,7 @@ import {
   encodeDmaLoggingReport,
   regionInfoReplySize,
   type RegionCap,
+  type DmaAccess,
 } from "../wire/messages.js";
 import { maxMessageSizeFor } from "../wire/index.js";
 import { VfioUserServerError, badRequest } from "./errors.js";
@@ -707,10 +708,12 @@ export class Session {
     if (!s || (get && !s.get) || (set && !s.set)) {
       throw badRequest(Errno.EOPNOTSUPP, `device feature ${feature}${get ? " GET" : ""}${set ? " SET" : ""} is not supported`);
     }
+    // Spec, VFIO_USER_DEVICE_FEATURE Reply: SET and PROBE replies repeat the request payload
+    // (argsz included); a GET reply carries the feature data and argsz counts it.
     const reply = (payload: Uint8Array = data) => {
-      if (wantsReply(f.flags)) writeDeviceFeatureReply(this.out, f.msgId, flags, payload);
+      if (wantsReply(f.flags)) writeDeviceFeatureReply(this.out, f.msgId, flags, payload, get && !probe ? undefined : req.argsz);
     };
-    if (probe) return reply(new Uint8Array(0));
+    if (probe) return reply();
     switch (feature) {
       case DeviceFeature.MIGRATION:
         return reply(encodeMigrationFeature(MigrationFlag.STOP_COPY));
@@ -739,7 +742,10 @@ export class Session {
         const bytes = DirtyLog.bitmapBytes(r.length, r.pageSize);
         const limit = Math.min(this.maxBitmapBytes, this.config.maxDataXferSize);
         if (bytes > BigInt(limit)) throw badRequest(Errno.E2BIG, `a ${bytes}-byte bitmap exceeds the ${limit}-byte limit; report a smaller range`);
-        if (BigInt(req.argsz) < 8n + 24n + bytes) throw badRequest(Errno.EINVAL, `DEVICE_FEATURE argsz ${req.argsz} cannot hold the ${bytes}-byte bitmap`);
+        // argsz need not count the bitmap: libvfio-user's client sizes it for the fixed part
+        // only and expects the bitmap added (reply argsz = request argsz + bitmap bytes). The
+        // bitmap is bounded by the limits above instead.
+        if (req.argsz < 8 + 24) throw badRequest(Errno.EINVAL, `DEVICE_FEATURE argsz ${req.argsz} is below the 32-byte DMA_LOGGING_REPORT request`);
         return reply(encodeDmaLoggingReport(r.iova, r.length, r.pageSize, this.dirty.report(r.iova, r.length, r.pageSize, Number(bytes))));
       }
     }
@@ -837,8 +843,9 @@ export class Session {
     if (hasError(f.flags)) return fail(`the client answered ${errnoName(f.error)}`, f.error || Errno.EIO);
     const r = p.command === Command.DMA_READ ? decodeDmaReadReply(f.body) : decodeDmaWriteReply(f.body);
     if (r instanceof WireError) return fail(r.message, r.errno);
-    if (r.address !== p.address || r.count !== p.count) return fail(`reply for ${r.count} bytes at 0x${r.address.toString(16)} does not match the request`, Errno.EIO);
-    p.resolve(p.command === Command.DMA_READ ? r.data.slice() : new Uint8Array(0));
+    // A header-only DMA_WRITE acknowledgement echoes nothing to compare.
+    if (r.address !== undefined && (r.address !== p.address || r.count !== p.count)) return fail(`reply for ${r.count} bytes at 0x${r.address.toString(16)} does not match the request`, Errno.EIO);
+    p.resolve(p.command === Command.DMA_READ ? (r as DmaAccess).data.slice() : new Uint8Array(0));
   }
 
   // -------------------------------------------------------------------------------------------

@@ -660,13 +660,23 @@ export function decodeDmaWriteRequest(body: Uint8Array): DmaAccess | WireError {
 export function decodeDmaReadReply(body: Uint8Array): DmaAccess | WireError {
   return decodeDmaHead(Command.DMA_READ, "reply", body, true);
 }
+/** What a DMA_WRITE reply says; both fields are absent in a header-only acknowledgement. */
+export interface DmaWriteReply {
+  address?: bigint;
+  count?: number;
+}
+
 /**
- * DMA_WRITE reply: address u64 then count. libvfio-user sends count as a u64 (16 bytes); the
- * QEMU spec's table shows a 4-byte count (12 bytes). Both are accepted.
+ * DMA_WRITE reply: address u64 then count. Three shapes exist in the wild and all are accepted:
+ * libvfio-user sends (and checks) count as a u64 (16 bytes, what writeDmaWriteReply sends); the
+ * spec's reply table ("VFIO_USER_DMA_WRITE", Reply) gives count 4 bytes (12 bytes); QEMU's client
+ * (hw/vfio-user/pci.c, vfio_user_dma_write) answers with the header alone.
  */
-export function decodeDmaWriteReply(body: Uint8Array): DmaAccess | WireError {
-  if (body.length === 12) return { address: readU64(body, 0), count: readU32(body, 8), data: body.subarray(12) };
-  return decodeDmaHead(Command.DMA_WRITE, "reply", body, false);
+export function decodeDmaWriteReply(body: Uint8Array): DmaWriteReply | WireError {
+  if (body.length === 0) return {};
+  if (body.length === 12) return { address: readU64(body, 0), count: readU32(body, 8) };
+  const r = decodeDmaHead(Command.DMA_WRITE, "reply", body, false);
+  return r instanceof WireError ? r : { address: r.address, count: r.count };
 }
 
 export function writeDmaReadRequest(w: MessageWriter, msgId: number, address: bigint, count: number): void {
@@ -711,9 +721,12 @@ export function writeDeviceFeatureRequest(w: MessageWriter, msgId: number, flags
   w.begin(msgId, Command.DEVICE_FEATURE, REQUEST).u32(argsz ?? DEVICE_FEATURE_SIZE + data.length).u32(flags).bytes(data).end();
 }
 
-/** Reply: the request's flags, argsz = 8 + data length, then the feature data. */
-export function writeDeviceFeatureReply(w: MessageWriter, msgId: number, flags: number, data: Uint8Array = new Uint8Array(0)): void {
-  w.begin(msgId, Command.DEVICE_FEATURE, REPLY).u32(DEVICE_FEATURE_SIZE + data.length).u32(flags).bytes(data).end();
+/**
+ * Reply: argsz, the request's flags, then the feature data. argsz defaults to 8 + data length
+ * (a GET reply); SET and PROBE replies repeat the request's argsz.
+ */
+export function writeDeviceFeatureReply(w: MessageWriter, msgId: number, flags: number, data: Uint8Array = new Uint8Array(0), argsz = DEVICE_FEATURE_SIZE + data.length): void {
+  w.begin(msgId, Command.DEVICE_FEATURE, REPLY).u32(argsz).u32(flags).bytes(data).end();
 }
 
 /** MIGRATION feature data: flags u64 (MigrationFlag). */
