@@ -36,7 +36,10 @@ export interface MpqemuProxyOptions {
   timeoutMs?: number;
   /** Interval of the liveness probe while idle (default 1000 ms; 0 disables). */
   heartbeatMs?: number;
-  /** What to do with the child's stderr (default "inherit"). */
+  /** Quiet time after the first reply before device state is touched (default 50 ms; see setup()). */
+  settleMs?: number;
+  /** What to do with the child's stderr (default "inherit"); "pipe" keeps its last 4 KiB in
+   *  `stderrTail` and quotes it in lost-contact errors. */
   stderr?: "inherit" | "ignore" | "pipe";
   /** Diagnostics sink (default: none). */
   log?: (line: string) => void;
@@ -92,6 +95,7 @@ export class MpqemuProxy extends EventEmitter {
   private readonly pending: Pending[] = [];
   private outQueue: { bytes: Uint8Array; fds: number[] }[] = [];
   private readonly timeoutMs: number;
+  private readonly settleMs: number;
   private readonly log: (line: string) => void;
   private timeoutTimer: NodeJS.Timeout | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
@@ -105,12 +109,15 @@ export class MpqemuProxy extends EventEmitter {
   private intxAsserted = false;
   private childExited: Promise<void>;
   private bars: BarAssignment[] = [];
+  /** Last 4 KiB of the child's stderr when started with stderr: "pipe". */
+  stderrTail = "";
   private readonly onReplyEvent = (ev: ParseEvent<RetMsg>) => this.onReply(ev);
 
   private constructor(sockFd: number, child: ChildProcess | null, opts: MpqemuProxyOptions) {
     super();
     this.child = child;
     this.timeoutMs = opts.timeoutMs ?? 3000;
+    this.settleMs = opts.settleMs ?? 50;
     this.log = opts.log ?? (() => {});
     this.ramGpa = opts.ramGpa ?? 0n;
     this.sock = new RawSocket(sockFd);
@@ -123,13 +130,20 @@ export class MpqemuProxy extends EventEmitter {
       this.ramMapping = mapFd(this.ramFd, 0n, ramSize);
       this.ram = this.ramMapping.bytes;
     }
+    child?.stderr?.setEncoding("utf8");
+    child?.stderr?.on("data", (d: string) => {
+      this.stderrTail = (this.stderrTail + d).slice(-4096);
+    });
     this.childExited = new Promise<void>((resolve) => {
       if (!child) return resolve();
       // A failed spawn (ENOENT, EACCES) emits 'error' and never 'exit'.
       child.once("error", () => resolve());
       child.once("exit", (code, signal) => {
         resolve();
-        if (!this.closing) this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: lost contact with device: remote process exited (${signal ?? `code ${code}`})`));
+        if (!this.closing) {
+          // Let the last stderr lines arrive before quoting them.
+          setImmediate(() => this.fail(this.lost(`remote process exited (${signal ?? `code ${code}`})`)));
+        }
       });
     });
     if (opts.heartbeatMs !== 0) {
@@ -185,9 +199,13 @@ export class MpqemuProxy extends EventEmitter {
     this.resamplefd = eventfd();
     this.send(this.enc.setIrqfd(this.irqfd, this.resamplefd));
     this.irqWatch = watchReadable(this.irqfd, () => this.onIrq());
-    // The first answer proves the remote is serving; QEMU's remote resets its machine right
-    // after it first drains the socket, so nothing stateful is sent before this reply.
+    // The first answer proves the remote is serving. QEMU's remote starts its message loop
+    // from a machine-init-done notifier and runs qemu_system_reset once that loop first finds
+    // the socket empty (qdev_machine_creation_done); requests that keep arriving before then
+    // are served pre-reset and whatever they programmed (BARs, command) is wiped. So go quiet
+    // for settleMs before touching device state.
     await this.configRead(0, 2);
+    if (this.settleMs > 0) await new Promise((r) => setTimeout(r, this.settleMs));
     await this.reset();
   }
 
@@ -399,7 +417,7 @@ export class MpqemuProxy extends EventEmitter {
       try {
         n = this.sock.send(frame.bytes, frame.fds);
       } catch (err) {
-        this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: lost contact with device: ${(err as Error).message}`, { cause: err }));
+        this.fail(this.lost((err as Error).message, err));
         return;
       }
       if (n === frame.bytes.length) return;
@@ -427,7 +445,7 @@ export class MpqemuProxy extends EventEmitter {
       }
       this.watch.wantWritable(this.outQueue.length > 0);
     } catch (err) {
-      this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: lost contact with device: ${(err as Error).message}`, { cause: err }));
+      this.fail(this.lost((err as Error).message, err));
     }
   }
 
@@ -438,13 +456,13 @@ export class MpqemuProxy extends EventEmitter {
       try {
         r = this.sock.recv();
       } catch (err) {
-        this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: lost contact with device: ${(err as Error).message}`, { cause: err }));
+        this.fail(this.lost((err as Error).message, err));
         return;
       }
       if (r.n < 0) return;
       if (r.n === 0 && r.fds.length === 0) {
         const trunc = this.parser.end();
-        this.fail(trunc ?? new MpqemuError("MPQEMU_LOST_CONTACT", "mpqemu: lost contact with device: the remote hung up"));
+        this.fail(trunc ?? this.lost("the remote hung up"));
         return;
       }
       this.parser.push(r.data, r.fds, this.onReplyEvent);
@@ -456,12 +474,12 @@ export class MpqemuProxy extends EventEmitter {
   private onReply(ev: ParseEvent<RetMsg>): void {
     if (!ev.ok) {
       // A reply we cannot match breaks request/reply pairing for good.
-      this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: lost contact with device: invalid reply (${ev.error.message})`, { cause: ev.error, cmd: ev.cmd }));
+      this.fail(this.lost(`invalid reply (${ev.error.message})`, ev.error, ev.cmd));
       return;
     }
     const p = this.pending.shift();
     if (!p) {
-      this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", "mpqemu: lost contact with device: unsolicited RET from the remote"));
+      this.fail(this.lost("unsolicited RET from the remote"));
       return;
     }
     this.armTimeout();
@@ -477,7 +495,7 @@ export class MpqemuProxy extends EventEmitter {
     if (!head || this.failure) return;
     const left = Math.max(0, head.sentAt + this.timeoutMs - Date.now());
     this.timeoutTimer = setTimeout(() => {
-      this.fail(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: lost contact with device: no reply to ${cmdName(head.cmd)} within ${this.timeoutMs} ms`, { cmd: head.cmd }));
+      this.fail(this.lost(`no reply to ${cmdName(head.cmd)} within ${this.timeoutMs} ms`, undefined, head.cmd));
     }, left);
   }
 
@@ -499,6 +517,16 @@ export class MpqemuProxy extends EventEmitter {
     if (!this.sock.isClosed) this.sock.close();
     if (!this.closing) this.emit("lost", err);
     if (this.childRunning()) this.child!.kill("SIGKILL");
+  }
+
+  /** A LOST_CONTACT error, quoting the remote's stderr when it is captured. */
+  private lost(what: string, cause?: unknown, cmd?: number): MpqemuError {
+    return new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: lost contact with device: ${what}${this.stderrNote()}`, { cause, cmd });
+  }
+
+  private stderrNote(): string {
+    const t = this.stderrTail.trim();
+    return t ? `; remote stderr: ${t.split("\n").slice(-5).join(" | ")}` : "";
   }
 
   /**

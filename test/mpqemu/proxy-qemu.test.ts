@@ -19,7 +19,7 @@ describe.skipIf(!haveQemu)("our proxy against QEMU's remote", () => {
   const proxies: MpqemuProxy[] = [];
 
   async function startProxy(device: string, extra: Partial<Parameters<typeof MpqemuProxy.start>[0]> = {}) {
-    const p = await MpqemuProxy.start({ command: qemuRemoteCommand(device), stderr: "ignore", ...extra });
+    const p = await MpqemuProxy.start({ command: qemuRemoteCommand(device), stderr: "pipe", ...extra });
     proxies.push(p);
     return p;
   }
@@ -165,6 +165,17 @@ describe.skipIf(!haveQemu)("our proxy against QEMU's remote", () => {
     expect((await lost).message).toMatch(/no reply to PCI_CFGREAD within 300 ms/);
     await expect(proxy.configRead(0, 2)).rejects.toMatchObject({ code: "MPQEMU_LOST_CONTACT" });
     proxy.child!.kill("SIGCONT");
+  });
+
+  it("QEMU's remote answers all-ones to an access no BAR decodes, then exits: reported as lost contact", async () => {
+    const proxy = await startProxy("pci-testdev");
+    await proxy.programBars(await proxy.probe());
+    const lost = new Promise<Error>((r) => proxy.once("lost", r));
+    expect(await proxy.busRead("mem", 0xdead0000n, 4)).toBe(0xffffffffn);
+    expect((await lost).message).toMatch(/lost contact with device/);
+    await expect(proxy.configRead(0, 4)).rejects.toMatchObject({ code: "MPQEMU_LOST_CONTACT" });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(proxy.stderrTail).toMatch(/Bad address dead0000 for mem read/);
   });
 
   it("an idle remote that dies is noticed by the heartbeat", async () => {
