@@ -17,10 +17,10 @@ import {
   Command,
   HeaderFlag,
   DEFAULT_MAX_DATA_XFER_SIZE,
+  DEFAULT_PGSIZES,
   PROTOCOL_MAJOR,
   PROTOCOL_MINOR,
   PciRegion,
-  RegionInfoFlag,
   IrqSetFlag,
   DmaMapFlag,
   DeviceFeatureFlag,
@@ -287,7 +287,9 @@ export class VfioUserClient extends EventEmitter {
         options,
         true,
       );
-      if (info.argsz > argsz && info.argsz <= REGION_INFO_ARGSZ_LIMIT && (info.flags & RegionInfoFlag.CAPS) !== 0 && info.capabilities.length === 0) {
+      // Spec, "Message sizes": a reply argsz above ours means the payload was cut. Servers
+      // differ on keeping the CAPS flag in a cut reply (libvfio-user drops it), so argsz decides.
+      if (info.argsz > argsz && info.argsz <= REGION_INFO_ARGSZ_LIMIT && info.capabilities.length === 0) {
         if (info.fd !== undefined) this.channel.closeFd(info.fd);
         argsz = info.argsz;
         continue;
@@ -556,6 +558,13 @@ export class VfioUserClient extends EventEmitter {
     };
     const problem = this.dma.checkAdd(m);
     if (problem) throw argumentError(problem);
+    // Spec, VERSION "pgsizes": the page sizes the server supports for DMA maps; a range must be
+    // built of the smallest one.
+    const pgsizes = this.capabilities?.pgsizes ?? DEFAULT_PGSIZES;
+    const page = pgsizes & -pgsizes;
+    if (page > 0n && (m.iova % page !== 0n || m.size % page !== 0n)) {
+      throw argumentError(`DMA mapping at iova ${hex(m.iova)} of size ${hex(m.size)} is not aligned to the server's ${page}-byte page (pgsizes ${hex(pgsizes)})`);
+    }
     const flags = (m.readable ? DmaMapFlag.READ : 0) | (m.writable ? DmaMapFlag.WRITE : 0);
     // Serve DMA to the range as soon as the server may use it (it may start before replying).
     this.dma.add(m);

@@ -48,6 +48,7 @@ export {
   MigrationFlag,
   MigrationState,
   DEFAULT_MAX_DATA_XFER_SIZE,
+  DEFAULT_PGSIZES,
   commandName,
 } from "../wire/index.js";
 import type { MigrationState } from "../wire/index.js";
