@@ -160,6 +160,15 @@ const fixtures: Fixture[] = [
     decoded: { argsz: 24, flags: 0, address: 0xffff_ffff_ffff_f000n, size: 0x1000n },
   },
   {
+    // Spec, VFIO_USER_DMA_UNMAP Reply: the server answers with the original entry, argsz as sent.
+    name: "DMA_UNMAP reply echoes the request's entry",
+    header: { msgId: 3, command: 3, flags: REPLY },
+    bytes: message(3, 3, REPLY, new Bytes().u32(64).u32(0).u64(0xffff_ffff_ffff_f000n).u64(0x1000)),
+    write: (w) => writeDmaUnmapReply(w, 3, { argsz: 64, flags: 0, address: 0xffff_ffff_ffff_f000n, size: 0x1000n }),
+    decode: decodeDmaUnmapReply,
+    decoded: { argsz: 64, flags: 0, address: 0xffff_ffff_ffff_f000n, size: 0x1000n },
+  },
+  {
     name: "DMA_UNMAP request with dirty bitmap",
     header: { msgId: 4, command: 3, flags: REQ },
     bytes: message(4, 3, REQ, new Bytes().u32(24 + 16 + 8).u32(1).u64(0x10000).u64(0x40000).u64(4096).u64(8)),

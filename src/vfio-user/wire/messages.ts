@@ -183,11 +183,13 @@ export interface DmaUnmapReply {
   bitmap?: { pgsize: bigint; size: bigint; data: Uint8Array };
 }
 
-/** Echoes the request; with GET_DIRTY_BITMAP the bitmap header and `bitmapData` follow. */
+/**
+ * Echoes the request's entry, argsz included (spec, VFIO_USER_DMA_UNMAP Reply: "the original DMA
+ * entry"); with GET_DIRTY_BITMAP the bitmap header and `bitmapData` follow.
+ */
 export function writeDmaUnmapReply(w: MessageWriter, msgId: number, req: DmaUnmap, bitmapData?: Uint8Array): void {
-  const extra = req.bitmap ? BITMAP_HEADER_SIZE + (bitmapData?.length ?? 0) : 0;
   w.begin(msgId, Command.DMA_UNMAP, REPLY);
-  w.u32(DMA_UNMAP_SIZE + extra).u32(req.flags).u64(req.address).u64(req.size);
+  w.u32(req.argsz).u32(req.flags).u64(req.address).u64(req.size);
   if (req.bitmap) {
     w.u64(req.bitmap.pgsize).u64(BigInt(bitmapData?.length ?? 0));
     if (bitmapData) w.bytes(bitmapData);
