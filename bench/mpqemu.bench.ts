@@ -16,7 +16,7 @@ import { serveMpqemu } from "../src/mpqemu/cli.js";
 import { closeFd, socketpair } from "../src/mpqemu/sys.js";
 
 const N = 1000;
-const ROUNDS = Number(process.env.MPQEMU_BENCH_ROUNDS ?? 15);
+const ROUNDS = Number(process.env.MPQEMU_BENCH_ROUNDS ?? 31);
 const PROXY_READS = 4000;
 const CPU = process.env.MPQEMU_BENCH_CPU ?? "0";
 const canPin = spawnSync("taskset", ["-c", CPU, "true"]).status === 0;

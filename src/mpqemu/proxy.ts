@@ -82,6 +82,15 @@ const PCI_COMMAND_IO = 0x1;
 const PCI_COMMAND_MEMORY = 0x2;
 const PCI_COMMAND_MASTER = 0x4;
 
+/**
+ * The VMM side of one remote PCI function. Create with MpqemuProxy.start(); requests return
+ * promises and may be issued concurrently (they are pipelined and answered in order).
+ *
+ * Events: 'intx' (asserted: boolean) when the latched INTx level changes (irqfd raised, or
+ * eoi()); 'lost' (error: MpqemuError) once, when the remote dies, hangs up, stops answering
+ * within `timeoutMs` or sends something that is not a valid reply. After 'lost' every request
+ * rejects with that error; close() still releases everything.
+ */
 export class MpqemuProxy extends EventEmitter {
   readonly child: ChildProcess | null;
   /** The shared guest RAM (view of the memfd mapping), or null without RAM. */
@@ -181,7 +190,13 @@ export class MpqemuProxy extends EventEmitter {
       throw new MpqemuError("MPQEMU_BAD_ARGUMENT", "mpqemu: MpqemuProxy.start needs a command or an fd");
     }
     let proxy: MpqemuProxy | undefined;
-    proxy = new MpqemuProxy(sockFd, child, opts);
+    try {
+      proxy = new MpqemuProxy(sockFd, child, opts);
+    } catch (err) {
+      closeFd(sockFd);
+      if (child?.pid !== undefined) child.kill("SIGKILL");
+      throw err;
+    }
     try {
       await proxy.setup();
     } catch (err) {
