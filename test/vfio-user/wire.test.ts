@@ -594,6 +594,24 @@ describe("fd attachment", () => {
     }
   });
 
+  it("a callback that ends the parser (connection closing) stops delivery; held fds are closed", () => {
+    for (const kind of ["frame", "error"] as const) {
+      const closed: number[] = [];
+      const parser = new MessageParser({ maxMessageSize: kind === "frame" ? 1024 : 40, closeFd: (fd) => closed.push(fd) });
+      const first = kind === "frame" ? a : message(3, Command.REGION_WRITE, REQ, new Bytes().u64(0).u32(0).u32(64).zeros(64));
+      const seen: string[] = [];
+      parser.parse(concat(first, b, a), [80], (ev) => {
+        seen.push(ev.kind);
+        parser.dispose();
+      });
+      expect(seen, kind).toEqual([kind]);
+      expect(closed, kind).toEqual([80]);
+      // The parser starts over: a whole message in the next chunk is framed from its first byte.
+      parser.parse(a, [], (ev) => seen.push(ev.kind === "frame" ? `frame ${ev.msgId}` : ev.kind));
+      expect(seen, kind).toEqual([kind, "frame 1"]);
+    }
+  });
+
   it("end() inside a message closes its fds and reports the truncation", () => {
     const { parser, closed } = feed([{ bytes: b.subarray(0, 20), fds: [60, 61] }]);
     const err = parser.end();

@@ -42,11 +42,13 @@ import {
   type MigrationStateValue,
   type RegionInfo,
   type ServerCapabilities,
-  type Header,
 } from "./protocol.js";
 import {
+  MessageParser,
   MessageWriter,
   WireError,
+  type Frame,
+  type ParseEvent,
   decodeRegionReadReply,
   joinU64,
   encodeMigDeviceState,
@@ -67,7 +69,6 @@ import {
   writeRegionWriteRequest,
   writeVersionRequest,
 } from "../wire/index.js";
-import { MessageReader, type FrameEvent } from "./reader.js";
 
 export interface VfioUserClientOptions {
   /** Default per-request timeout in ms (default 10 000). 0 disables timeouts. */
@@ -136,7 +137,7 @@ interface Pending {
   /** Human description for errors: "REGION_READ region 0 offset 0x10 (4 bytes)" (built lazily). */
   readonly what: string;
   deadline: number;
-  onReply(payload: Uint8Array, fds: number[], header: Header): void;
+  onReply(payload: Uint8Array, fds: number[]): void;
   fail(error: VfioUserClientError): void;
 }
 
@@ -170,7 +171,8 @@ export class VfioUserClient extends EventEmitter {
   regionMapper?: RegionMapper;
 
   private readonly channel: ClientChannel;
-  private readonly reader: MessageReader;
+  /** Framing of the server's byte stream (the wire module's parser, as the server uses). */
+  private readonly parser: MessageParser;
   private readonly pending = new Map<number, Pending>();
   /** Ids of timed-out requests whose late replies must be dropped. */
   private readonly zombies = new Set<number>();
@@ -196,9 +198,13 @@ export class VfioUserClient extends EventEmitter {
     };
     this.postedWrites = new PostedWritePolicy(options.postedWrites);
     this.channel = channel;
-    this.reader = new MessageReader(this.options.maxMessageSize, (ev) => this.onFrame(ev), (fd) => channel.closeFd(fd));
+    this.parser = new MessageParser({ maxMessageSize: this.options.maxMessageSize, closeFd: (fd) => channel.closeFd(fd) });
+    const onEvent = (ev: ParseEvent) => this.onEvent(ev);
     channel.start(
-      (chunk, fds) => this.reader.push(chunk, fds),
+      (chunk, fds) => {
+        if (this.closedError) this.closeFds(fds);
+        else this.parser.parse(chunk, fds, onEvent);
+      },
       (err) => this.shutdown(err === undefined ? "the server closed the connection" : `the connection failed: ${err.message}`, err),
     );
   }
@@ -874,58 +880,65 @@ export class VfioUserClient extends EventEmitter {
     return true;
   }
 
-  private onFrame(ev: FrameEvent): void {
-    if (ev.kind === "fatal") {
-      const err = new VfioUserClientError("ERR_PROTOCOL", `the server sent an unframeable message: ${ev.problem}`);
-      this.emit("protocolError", err);
-      this.shutdown(`the connection was closed after a framing error: ${ev.problem}`, err);
+  private onEvent(ev: ParseEvent): void {
+    if (ev.kind === "error") {
+      if (ev.fatal) {
+        const err = new VfioUserClientError("ERR_PROTOCOL", `the server sent an unframeable message: ${ev.error.message}`, { cause: ev.error });
+        this.emit("protocolError", err);
+        this.shutdown(`the connection was closed after a framing error: ${ev.error.message}`, err);
+        return;
+      }
+      // Oversized: the parser skipped its body (unbuffered) and closed its fds.
+      this.onOversized(ev.msgId!, ev.command!, ev.flags!, ev.error);
       return;
     }
-    const h = ev.header;
-    const type = h.flags & HeaderFlag.TYPE_MASK;
-    if (type === HeaderFlag.TYPE_REPLY) {
-      const p = this.pending.get(h.msgId);
-      if (!p) {
-        if (ev.kind === "message") this.closeFds(ev.fds);
-        if (this.zombies.delete(h.msgId)) return; // late reply to a timed-out request
-        this.emit("protocolError", new VfioUserClientError("ERR_PROTOCOL", `reply with msg_id ${h.msgId} (${commandName(h.command)}) matches no request in flight; dropped`, { msgId: h.msgId, command: h.command }));
-        return;
-      }
-      this.settle(p);
-      if (ev.kind === "oversized") {
-        p.fail(withRequest(new VfioUserClientError("ERR_REPLY_TOO_BIG", `reply of ${h.size} bytes exceeds the client's limit of ${this.options.maxMessageSize} bytes; discarded`, { errno: Errno.E2BIG }), p));
-        return;
-      }
-      if (h.command !== p.command) {
-        this.closeFds(ev.fds);
-        p.fail(withRequest(protocolError(p.command, `reply carries command ${commandName(h.command)}, the request was ${commandName(p.command)}`), p));
-        return;
-      }
-      if ((h.flags & HeaderFlag.ERROR) !== 0) {
-        this.closeFds(ev.fds);
-        p.fail(
-          withRequest(new VfioUserClientError("ERR_REMOTE", `server failed ${p.what}: ${describeErrno(h.error)}`, { errno: h.error }), p),
-        );
-        return;
-      }
-      p.onReply(ev.payload, ev.fds, h);
+    const type = ev.flags & HeaderFlag.TYPE_MASK;
+    if (type === HeaderFlag.TYPE_REPLY) return this.onReply(ev);
+    this.closeFds(ev.fds);
+    if (type === HeaderFlag.TYPE_COMMAND) return this.serveCommand(ev);
+    this.emit("protocolError", new VfioUserClientError("ERR_PROTOCOL", `message with unknown type ${type} (${commandName(ev.command)}, msg_id ${ev.msgId}); dropped`, { msgId: ev.msgId, command: ev.command }));
+  }
+
+  /** The pending request a reply answers, settled; undefined (reported) when there is none. */
+  private claimReply(msgId: number, command: number): Pending | undefined {
+    const p = this.pending.get(msgId);
+    if (!p) {
+      if (this.zombies.delete(msgId)) return undefined; // late reply to a timed-out request
+      this.emit("protocolError", new VfioUserClientError("ERR_PROTOCOL", `reply with msg_id ${msgId} (${commandName(command)}) matches no request in flight; dropped`, { msgId, command }));
+      return undefined;
+    }
+    this.settle(p);
+    return p;
+  }
+
+  private onOversized(msgId: number, command: number, flags: number, error: WireError): void {
+    const type = flags & HeaderFlag.TYPE_MASK;
+    if (type === HeaderFlag.TYPE_COMMAND) return this.replyError({ msgId, command, flags }, Errno.EMSGSIZE);
+    if (type !== HeaderFlag.TYPE_REPLY) return;
+    const p = this.claimReply(msgId, command);
+    if (!p) return;
+    p.fail(withRequest(new VfioUserClientError("ERR_REPLY_TOO_BIG", `reply of ${error.actual} bytes exceeds the client's limit of ${this.options.maxMessageSize} bytes; discarded`, { errno: Errno.E2BIG, cause: error }), p));
+  }
+
+  private onReply(f: Frame): void {
+    const p = this.claimReply(f.msgId, f.command);
+    if (!p) return this.closeFds(f.fds);
+    if (f.command !== p.command) {
+      this.closeFds(f.fds);
+      p.fail(withRequest(protocolError(p.command, `reply carries command ${commandName(f.command)}, the request was ${commandName(p.command)}`), p));
       return;
     }
-    if (type === HeaderFlag.TYPE_COMMAND) {
-      if (ev.kind === "oversized") {
-        this.replyError(h, Errno.EMSGSIZE);
-        return;
-      }
-      this.closeFds(ev.fds);
-      this.serveCommand(h, ev.payload);
+    if ((f.flags & HeaderFlag.ERROR) !== 0) {
+      this.closeFds(f.fds);
+      p.fail(withRequest(new VfioUserClientError("ERR_REMOTE", `server failed ${p.what}: ${describeErrno(f.error)}`, { errno: f.error }), p));
       return;
     }
-    if (ev.kind === "message") this.closeFds(ev.fds);
-    this.emit("protocolError", new VfioUserClientError("ERR_PROTOCOL", `message with unknown type ${type} (${commandName(h.command)}, msg_id ${h.msgId}); dropped`, { msgId: h.msgId, command: h.command }));
+    p.onReply(f.body, f.fds);
   }
 
   /** The server's own commands: DMA_READ / DMA_WRITE against dmaMap()'d memory. */
-  private serveCommand(h: Header, payload: Uint8Array): void {
+  private serveCommand(h: Frame): void {
+    const payload = h.body;
     if (h.command === Command.DMA_READ || h.command === Command.DMA_WRITE) {
       const write = h.command === Command.DMA_WRITE;
       const r = decodeDmaAccessRequest(payload, write);
@@ -946,7 +959,7 @@ export class VfioUserClient extends EventEmitter {
     this.replyError(h, Errno.ENOSYS);
   }
 
-  private replyError(h: Header, errno: number): void {
+  private replyError(h: { msgId: number; command: number; flags: number }, errno: number): void {
     if ((h.flags & HeaderFlag.NO_REPLY) !== 0) return;
     this.sendReply((w) => writeErrorReply(w, h.msgId, h.command, errno));
   }
@@ -1009,7 +1022,7 @@ export class VfioUserClient extends EventEmitter {
     for (const info of this.regions.values()) if (info.fd !== undefined) this.channel.closeFd(info.fd);
     this.regions.clear();
     this.dma.clear();
-    this.reader.reset();
+    this.parser.dispose();
     for (const c of this.cleanups.splice(0)) {
       try {
         c();

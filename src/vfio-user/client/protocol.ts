@@ -8,7 +8,6 @@ import {
   DEFAULT_MAX_MSG_FDS,
   DEFAULT_PGSIZES,
   DeviceInfoFlag,
-  HEADER_SIZE,
   IrqInfoFlag,
   RegionCapId,
   RegionInfoFlag,
@@ -24,8 +23,6 @@ import {
   decodeRegionWriteReply,
   decodeVersion,
   joinU64,
-  readU16,
-  readU32,
   type RegionCap,
 } from "../wire/index.js";
 
@@ -58,24 +55,6 @@ export type Decoded<T> = { ok: true; value: T } | { ok: false; problem: string }
 const ok = <T>(value: T): Decoded<T> => ({ ok: true, value });
 const bad = <T>(problem: string): Decoded<T> => ({ ok: false, problem });
 const U64_LIMIT = 1n << 64n;
-
-export interface Header {
-  msgId: number;
-  command: number;
-  size: number;
-  flags: number;
-  error: number;
-}
-
-export function readHeader(bytes: Uint8Array, at = 0): Header {
-  return {
-    msgId: readU16(bytes, at),
-    command: readU16(bytes, at + 2),
-    size: readU32(bytes, at + 4),
-    flags: readU32(bytes, at + 8),
-    error: readU32(bytes, at + 12),
-  };
-}
 
 export interface ServerCapabilities {
   major: number;
@@ -253,4 +232,3 @@ export function hex(value: bigint | number): string {
   return "0x" + value.toString(16);
 }
 
-export { HEADER_SIZE as MESSAGE_HEADER_SIZE };

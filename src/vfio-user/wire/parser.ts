@@ -104,6 +104,8 @@ export class MessageParser {
   private currentFds: number[] | null = null;
   private pending: PendingFds[] = [];
   private failed = false;
+  /** Bumped by dispose(): a parse() whose callback ended the parser stops at once. */
+  private generation = 0;
 
   constructor(options: ParserOptions) {
     this.maxSize = options.maxMessageSize;
@@ -131,14 +133,16 @@ export class MessageParser {
 
   /**
    * Feeds one received chunk and the fds that arrived with it. Calls `onMessage` for every message
-   * (or framing error) the chunk completes, in order, before returning. `onMessage` must not throw.
+   * (or framing error) the chunk completes, in order, before returning. `onMessage` must not throw;
+   * it may call end() or dispose() (the connection is closing), which drops the rest of the chunk.
    */
   parse(chunk: Uint8Array, fds: readonly number[] | null | undefined, onMessage: (event: ParseEvent) => void): void {
     if (this.failed) {
       if (fds) for (const fd of fds) this.closeFd(fd);
       return;
     }
-    const chunkStart = this.streamPos;
+    const generation = this.generation;
+    const live = () => this.generation === generation;
     if (fds && fds.length > 0) this.assignFds(chunk, fds.slice());
 
     let p = 0;
@@ -155,6 +159,7 @@ export class MessageParser {
     // Complete a message begun in an earlier chunk.
     if (this.buffered > 0 && p < n) {
       p = this.continueBuffered(chunk, p, onMessage);
+      if (!live()) return;
     }
 
     // Fast path: whole messages straight out of the chunk, no copy.
@@ -171,6 +176,7 @@ export class MessageParser {
       if (size < HEADER_SIZE || size > this.maxSize) {
         this.beginMessage(start);
         p = this.rejectSize(chunk, p, size, avail, onMessage);
+        if (!live()) return;
         continue;
       }
       if (size > avail) {
@@ -183,6 +189,7 @@ export class MessageParser {
       const frameFds = this.takeFdsFor(start);
       p += size;
       onMessage(makeFrame(chunk, p - size, size, frameFds));
+      if (!live()) return;
     }
 
     this.streamPos += n;
@@ -218,6 +225,7 @@ export class MessageParser {
     this.skipping = 0;
     this.streamPos = 0;
     this.failed = false;
+    this.generation++;
   }
 
   // --- internals ---
