@@ -7,7 +7,7 @@ import {
   regionSetReadonly, transactionBegin, transactionCommit, getTransactionDepth, initRegions,
 } from "./regions";
 import { A_COUNT, A_FLAT, asFree, asNew, liveAs } from "./flatview";
-import { SCRATCH, TRACE_RECORD, asAccessBuffer, asRead, asReplay, asWrite, lastValue } from "./dispatch";
+import { SCRATCH, TRACE_RECORD, asAccessBuffer, asRead, asReplay, asWrite, lastValue, setIoFailed } from "./dispatch";
 
 // @ts-ignore: decorator
 @inline function u64of(hi: u32, lo: u32): u64 {
@@ -142,4 +142,9 @@ export function mem_trace_record_size(): u32 {
 }
 export function mem_as_replay(as: u32, records: usize, count: u32): u32 {
   return asReplay(as, records, count);
+}
+
+/** Called by the host from inside a device callback that threw (see dispatch.ts ioFailed). */
+export function mem_io_fail(): void {
+  setIoFailed();
 }

@@ -6,7 +6,7 @@
 //
 //   0        1        2        3        4        5        6        7
 //   +--------+--------+--------+--------+--------+--------+--------+--------+
-//   | kind   | state  | ioflags| vmin   | vmax   | imin   | imax   |  -     |
+//   | kind   | state  | ioflags| vmin   | vmax   | imin   | imax   | fast   |
 //   +--------+--------+--------+--------+--------+--------+--------+--------+
 //   8  priority (i32)                   12 container id (u32, 0 = none)
 //   16 last = size - 1 (u64)
@@ -17,9 +17,13 @@
 //   56 re-entrancy guard slot (u32)     60 number of aliases targeting this region (u32)
 //   64 visit mark (u32, cycle checks)   68 next free id (u32, when not alive)
 //   72 (reserved)
+//
+// fast: bit (1 << s) set when an aligned s-byte access (s = 1, 2, 4) is one device callback
+// of s bytes as it stands (valid, not split or widened, no byte swap, no accepts hook); the
+// access path then skips the general splitting code (dispatch.ts fastIoRead/fastIoWrite).
 import {
   KIND_ALIAS, KIND_CONTAINER, KIND_IO, KIND_RAM, KIND_ROM,
-  IO_IMPL_UNALIGNED, IO_UNASSIGNED, IO_VALID_UNALIGNED,
+  IO_ACCEPTS, IO_BIG_ENDIAN, IO_IMPL_UNALIGNED, IO_UNASSIGNED, IO_VALID_UNALIGNED,
   MAX_GUARD_SLOTS, MAX_IO_REGION_LAST, MAX_RAM_REGION_SIZE, MAX_REGIONS,
   TOPO_ALREADY_MAPPED, TOPO_BAD_ACCESS_SIZES, TOPO_CYCLE, TOPO_IMPL_UNALIGNED_WITHOUT_VALID,
   TOPO_IN_USE, TOPO_IO_TOO_LARGE, TOPO_NOT_A_SUBREGION, TOPO_NO_SUCH_REGION, TOPO_NO_TRANSACTION,
@@ -43,6 +47,8 @@ export const REGION_SIZE: usize = 80;
 @inline export const R_IMIN: usize = 5;
 // @ts-ignore: decorator
 @inline export const R_IMAX: usize = 6;
+// @ts-ignore: decorator
+@inline export const R_FAST: usize = 7;
 // @ts-ignore: decorator
 @inline export const R_PRIORITY: usize = 8;
 // @ts-ignore: decorator
@@ -242,8 +248,29 @@ export function regionSetIo(id: u32, flags: u32, vmin: u32, vmax: u32, imin: u32
   store<u8>(p, <u8>vmax, R_VMAX);
   store<u8>(p, <u8>imin, R_IMIN);
   store<u8>(p, <u8>imax, R_IMAX);
+  store<u8>(p, <u8>fastSizes(flags, vmin, vmax, imin, imax), R_FAST);
   store<u32>(p, guard, R_GUARD);
   return TOPO_OK;
+}
+
+/**
+ * The R_FAST mask: sizes s (1, 2, 4) for which an aligned s-byte access passes
+ * memory_region_access_valid without a hook, is not cut by memory_access_size (s <= valid.max,
+ * default 4), is not split or widened by access_with_adjusted_size (impl.min <= s <= impl.max,
+ * defaults 1 and 4) and needs no byte swap.
+ */
+function fastSizes(flags: u32, vmin: u32, vmax: u32, imin: u32, imax: u32): u32 {
+  if ((flags & (IO_UNASSIGNED | IO_ACCEPTS)) != 0) return 0;
+  const cap = vmax == 0 ? <u32>4 : vmax;
+  const lo = imin == 0 ? <u32>1 : imin;
+  const hi = imax == 0 ? <u32>4 : imax;
+  let mask: u32 = 0;
+  for (let s: u32 = 1; s <= 4; s <<= 1) {
+    if (s > cap || (vmax != 0 && s < vmin) || s < lo || s > hi) continue;
+    if (s > 1 && (flags & IO_BIG_ENDIAN) != 0) continue;
+    mask |= <u32>1 << s;
+  }
+  return mask;
 }
 
 /** Makes `id` (an alias region) a window onto `target` at `offset` (QEMU memory_region_init_alias). */

@@ -8,11 +8,32 @@ const TWO_32 = 4294967296;
 const engines = new WeakMap<CoreRef, WasmMemoryEngine>();
 
 /**
- * The memory subsystem's host imports. Each import finds the engine attached to its
- * instance; the instance must be attached (WasmMemoryEngine.attach) before any access.
+ * Device callbacks of one instance, shared by its host imports and its engine: the hot
+ * imports reach a region's ops with one array load, without going through the engine.
+ */
+class IoCallbacks {
+  readonly ops: (EngineIoOps | undefined)[] = [];
+  /** The exception a device callback threw during the last failing access. */
+  error: unknown = undefined;
+}
+const callbacks = new WeakMap<CoreRef, IoCallbacks>();
+
+/**
+ * The memory subsystem's host imports (see assembly/memory/dispatch.ts). `key` is
+ * region << 4 | size. The two hot ones take (key, offset) with a 32-bit offset and return
+ * or take 32-bit values; the *_wide ones handle 8-byte accesses and offsets >= 2^32. A
+ * throwing callback is reported with mem_io_fail() (the access then carries MemTx.ERROR).
+ * The instance must be attached (WasmMemoryEngine.attach) before any access.
  */
 export const memoryHostImports: HostImportFactory = (ref: CoreRef) => {
-  // Resolved on first call (the engine attaches after instantiation), then called directly.
+  const io = new IoCallbacks();
+  callbacks.set(ref, io);
+  const ops = io.ops;
+  const fail = (e: unknown): void => {
+    io.error = e;
+    ref.exports.mem_io_fail();
+  };
+  // The wide imports need the engine (scratch memory for the high half of 8-byte reads).
   let engine: WasmMemoryEngine | undefined;
   const bound = () => {
     engine = engines.get(ref);
@@ -20,12 +41,53 @@ export const memoryHostImports: HostImportFactory = (ref: CoreRef) => {
     return engine;
   };
   return {
-    mem_io_read: (region: number, offHi: number, offLo: number, size: number): number =>
-      (engine ?? bound()).ioRead(region, offHi, offLo, size),
-    mem_io_write: (region: number, offHi: number, offLo: number, size: number, lo: number, hi: number): number =>
-      (engine ?? bound()).ioWrite(region, offHi, offLo, size, lo, hi),
-    mem_io_accepts: (region: number, offHi: number, offLo: number, size: number, isWrite: number): number =>
-      (engine ?? bound()).ioAccepts(region, offHi, offLo, size, isWrite),
+    mem_io_read: (key: number, offset: number): number => {
+      try {
+        const v = ops[key >>> 4]!.read(offset >>> 0, key & 15);
+        return typeof v === "number" ? v | 0 : Number(BigInt.asIntN(32, v));
+      } catch (e) {
+        fail(e);
+        return 0;
+      }
+    },
+    mem_io_write: (key: number, offset: number, value: number): void => {
+      try {
+        ops[key >>> 4]!.write(offset >>> 0, key & 15, value >>> 0);
+      } catch (e) {
+        fail(e);
+      }
+    },
+    mem_io_read_wide: (key: number, offHi: number, offLo: number): number => {
+      try {
+        const size = key & 15;
+        const v = ops[key >>> 4]!.read((offHi >>> 0) * TWO_32 + (offLo >>> 0), size);
+        if (size === 8) {
+          const big = BigInt.asUintN(64, BigInt(v));
+          (engine ?? bound()).setScratchHigh(Number(big >> 32n));
+          return Number(big & 0xffffffffn) | 0;
+        }
+        return typeof v === "number" ? v | 0 : Number(BigInt.asIntN(32, v));
+      } catch (e) {
+        fail(e);
+        return 0;
+      }
+    },
+    mem_io_write_wide: (key: number, offHi: number, offLo: number, lo: number, hi: number): void => {
+      try {
+        const size = key & 15;
+        ops[key >>> 4]!.write((offHi >>> 0) * TWO_32 + (offLo >>> 0), size, size === 8 ? (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0) : lo >>> 0);
+      } catch (e) {
+        fail(e);
+      }
+    },
+    mem_io_accepts: (region: number, offHi: number, offLo: number, size: number, isWrite: number): number => {
+      try {
+        return ops[region]!.accepts!((offHi >>> 0) * TWO_32 + (offLo >>> 0), size, isWrite !== 0) ? 1 : 0;
+      } catch (e) {
+        io.error = e;
+        return 0;
+      }
+    },
   };
 };
 
@@ -38,8 +100,7 @@ export class WasmMemoryEngine implements MemoryEngine {
   private u8: Uint8Array;
   private readonly scratch: number; // u32 index of SCRATCH
   private readonly info: number;
-  private readonly ops: (EngineIoOps | undefined)[] = [];
-  private ioError: unknown = undefined;
+  private readonly io: IoCallbacks;
   private bulkPtr = 0;
   private bulkCap = 0;
   private bulkDepth = 0;
@@ -64,6 +125,8 @@ export class WasmMemoryEngine implements MemoryEngine {
   private constructor(ref: CoreRef) {
     this.x = ref.exports;
     this.memory = ref.memory;
+    // An instance built without memoryHostImports has no device callbacks to reach.
+    this.io = callbacks.get(ref) ?? new IoCallbacks();
     this.x.mem_init();
     this.buf = this.memory.buffer;
     this.u32 = new Uint32Array(this.buf);
@@ -84,40 +147,10 @@ export class WasmMemoryEngine implements MemoryEngine {
     }
   }
 
-  // ---- host imports ----
-  ioRead(region: number, offHi: number, offLo: number, size: number): number {
-    try {
-      const v = this.ops[region]!.read((offHi >>> 0) * TWO_32 + (offLo >>> 0), size);
-      if (size === 8) {
-        const big = BigInt.asUintN(64, BigInt(v));
-        this.views();
-        this.u32[this.scratch + 2] = Number(big >> 32n);
-        return Number(big & 0xffffffffn);
-      }
-      return typeof v === "number" ? v >>> 0 : Number(BigInt.asUintN(32, v));
-    } catch (e) {
-      this.ioError = e;
-      return -1;
-    }
-  }
-
-  ioWrite(region: number, offHi: number, offLo: number, size: number, lo: number, hi: number): number {
-    try {
-      this.ops[region]!.write((offHi >>> 0) * TWO_32 + (offLo >>> 0), size, size === 8 ? (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0) : lo >>> 0);
-      return 0;
-    } catch (e) {
-      this.ioError = e;
-      return 1;
-    }
-  }
-
-  ioAccepts(region: number, offHi: number, offLo: number, size: number, isWrite: number): number {
-    try {
-      return this.ops[region]!.accepts!((offHi >>> 0) * TWO_32 + (offLo >>> 0), size, isWrite !== 0) ? 1 : 0;
-    } catch (e) {
-      this.ioError = e;
-      return 0;
-    }
+  /** @internal the high half of an 8-byte device read (read by the core after the import returns). */
+  setScratchHigh(hi: number): void {
+    this.views();
+    this.u32[this.scratch + 2] = hi;
   }
 
   // ---- topology ----
@@ -150,7 +183,7 @@ export class WasmMemoryEngine implements MemoryEngine {
   }
   regionFree(id: number): number {
     const st = this.x.mem_region_free(id);
-    if (st === 0) this.ops[id] = undefined;
+    if (st === 0) this.io.ops[id] = undefined;
     return st;
   }
   regionInfo(id: number): RegionInfo | null {
@@ -178,11 +211,11 @@ export class WasmMemoryEngine implements MemoryEngine {
     return new Uint8Array(this.buf, ptr, Number(info.size));
   }
   setIoOps(id: number, ops: EngineIoOps | undefined): void {
-    this.ops[id] = ops;
+    this.io.ops[id] = ops;
   }
   takeIoError(): unknown {
-    const e = this.ioError;
-    this.ioError = undefined;
+    const e = this.io.error;
+    this.io.error = undefined;
     return e;
   }
   transactionBegin(): void {

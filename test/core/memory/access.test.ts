@@ -161,6 +161,56 @@ for (const engine of ENGINES) {
       expect(as.read(0x1000, 4)).toBe(5);
     });
 
+    it("a device error inside a nested access fails only that access; a throwing write is a device error too", () => {
+      const mem = newCore(engine);
+      const sys = mem.container("sys", 0x10000);
+      let inner = -1;
+      let as!: ReturnType<typeof mem.addressSpace>;
+      const broken = mem.io("broken", 0x10, {
+        read: () => {
+          throw new Error("broken read");
+        },
+        write: () => {
+          throw new Error("broken write");
+        },
+      });
+      const outer = mem.io("outer", 0x10, {
+        read: () => {
+          inner = as.tryRead(0x200, 4);
+          return 0x5a;
+        },
+        write: () => {},
+      });
+      mem.transaction(() => {
+        sys.addSubregion(0x100, outer);
+        sys.addSubregion(0x200, broken);
+      });
+      as = mem.addressSpace("as", sys);
+      expect(as.tryRead(0x100, 4)).toBe(MemTx.OK);
+      expect(as.valueLo).toBe(0x5a);
+      expect(inner).toBe(MemTx.ERROR);
+      expect(as.tryWrite(0x200, 2, 1)).toBe(MemTx.ERROR);
+      expect(String(mem.engine.takeIoError())).toContain("broken write");
+      expect(as.tryWrite(0x100, 4, 1)).toBe(MemTx.OK);
+    });
+
+    it("device offsets above 4 GiB and values with bit 31 set cross exactly, in every access size", () => {
+      const mem = newCore(engine);
+      const sys = mem.container("sys", 1n << 64n);
+      const dev = loggingDevice((o, size) => (size === 8 ? 0xfedcba9876543210n : 0xdeadbeef), { valid: { max: 8 }, impl: { max: 8 } });
+      const io = mem.io("wide", 1n << 34n, dev.ops);
+      sys.addSubregion(1n << 40n, io);
+      const as = mem.addressSpace("as", sys);
+      const base = (1n << 40n) + (1n << 33n) + 0x10n;
+      expect(as.read(base, 4)).toBe(0xdeadbeef);
+      expect(as.read64(base + 8n)).toBe(0xfedcba9876543210n);
+      as.write(base, 4, 0xfeedface);
+      as.write(base + 8n, 8, 0x8000000000000001n);
+      expect(as.read((1n << 40n) + 4n, 4)).toBe(0xdeadbeef);
+      const off = Number((1n << 33n) + 0x10n);
+      expect(dev.fmt()).toEqual([`r@${off}/4`, `r@${off + 8}/8`, `w@${off}/4=0xfeedface`, `w@${off + 8}/8=0x8000000000000001`, "r@4/4"]);
+    });
+
     it("RAM reads and writes in linear memory; ROM and read-only subtrees drop writes", () => {
       const mem = newCore(engine);
       const sys = mem.container("sys", 1n << 32n);
