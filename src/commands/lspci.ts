@@ -6,7 +6,7 @@ import { connectVfioUser } from "../vfio-user/client/connect.js";
 import type { VfioUserClient } from "../vfio-user/client/client.js";
 import { PciRegion } from "../vfio-user/client/protocol.js";
 import { formatLspci, type FunctionSnapshot } from "../vfio-user/client/lspci-format.js";
-import { UsageError, parseArgs, parseU64 } from "../vfio-user/client/cli-support.js";
+import { UsageError, connectionArgs, parseArgs } from "../vfio-user/client/cli-support.js";
 
 export const USAGE = `usage: wasmdev lspci --socket PATH [--timeout MS]
        wasmdev lspci --mpqemu [--timeout MS] -- <remote command with {fd}>
@@ -30,7 +30,7 @@ export async function run(argv: string[]): Promise<number> {
   // mpqemu: start a remote from a command line and probe it (see: wasmdev lspci --mpqemu --help).
   if (argv.includes("--mpqemu")) return (await import("../mpqemu/cli.js")).lspciMpqemu(argv);
   let socketPath: string;
-  let timeoutMs = 5000;
+  let timeoutMs: number;
   try {
     const args = parseArgs(argv, VALUED, SWITCHES);
     if (args.flags.has("help")) {
@@ -38,14 +38,7 @@ export async function run(argv: string[]): Promise<number> {
       return 0;
     }
     if (args.positional.length > 0) throw new UsageError(`unexpected argument '${args.positional[0]}'`);
-    const socket = args.flags.get("socket");
-    if (typeof socket !== "string") throw new UsageError("--socket PATH is required");
-    socketPath = socket;
-    const timeout = args.flags.get("timeout");
-    if (typeof timeout === "string") {
-      timeoutMs = Number(parseU64(timeout, "--timeout"));
-      if (timeoutMs < 1 || timeoutMs > 3_600_000) throw new UsageError("--timeout must be between 1 and 3600000 ms");
-    }
+    ({ socketPath, timeoutMs } = connectionArgs(args));
   } catch (err) {
     if (err instanceof UsageError) {
       process.stderr.write(`wasmdev lspci: ${err.message}\n\n${USAGE}\n`);

@@ -1,7 +1,7 @@
 // `wasmdev region read|write`: one region access on a vfio-user device, for scripting.
 import { connectVfioUser } from "../vfio-user/client/connect.js";
 import { VfioUserClientError } from "../vfio-user/client/errors.js";
-import { UsageError, formatValue, hexDump, parseArgs, parseRegion, parseSize, parseU64, parseWriteValue, regionName } from "../vfio-user/client/cli-support.js";
+import { UsageError, connectionArgs, formatValue, hexDump, parseArgs, parseRegion, parseSize, parseU64, parseWriteValue, regionName } from "../vfio-user/client/cli-support.js";
 
 const MAX_SIZE = 16 * 1024 * 1024;
 
@@ -33,7 +33,7 @@ export async function run(argv: string[]): Promise<number> {
   let offset: bigint;
   let size: number;
   let value: Uint8Array | undefined;
-  let timeoutMs = 5000;
+  let timeoutMs: number;
   try {
     const args = parseArgs(argv, ["socket", "timeout"], ["help"]);
     if (args.flags.has("help")) {
@@ -43,14 +43,7 @@ export async function run(argv: string[]): Promise<number> {
     const [verb, ...rest] = args.positional;
     if (verb !== "read" && verb !== "write") throw new UsageError(verb === undefined ? "missing operation: read or write" : `unknown operation '${verb}': use read or write`);
     op = verb;
-    const socket = args.flags.get("socket");
-    if (typeof socket !== "string") throw new UsageError("--socket PATH is required");
-    socketPath = socket;
-    const timeout = args.flags.get("timeout");
-    if (typeof timeout === "string") {
-      timeoutMs = Number(parseU64(timeout, "--timeout"));
-      if (timeoutMs < 1 || timeoutMs > 3_600_000) throw new UsageError("--timeout must be between 1 and 3600000 ms");
-    }
+    ({ socketPath, timeoutMs } = connectionArgs(args));
     const expected = op === "read" ? 3 : 4;
     if (rest.length !== expected) {
       throw new UsageError(`${op} takes ${expected} arguments (${op === "read" ? "REGION OFFSET SIZE" : "REGION OFFSET SIZE VALUE"}), got ${rest.length}`);

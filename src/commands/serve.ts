@@ -1,8 +1,8 @@
 // `wasmdev serve`: serve a sample device out of process until SIGINT/SIGTERM.
 //
-// Protocols register in PROTOCOLS below. vfio-user is built in; the mpqemu engineer adds
-// `mpqemu` by filling in its entry (a function taking ServeOptions and resolving to the exit
-// code once the server stopped) — nothing else here needs to change.
+// Listening protocols register in PROTOCOLS below (a function taking ServeOptions and resolving
+// to the exit code once the server stopped). mpqemu does not listen — it adopts the socket its
+// VMM passed (--fd N) — so run() hands `--protocol mpqemu` to its own entry before parsing.
 import { lstatSync } from "node:fs";
 import { resolve } from "node:path";
 import type { PciFunction } from "../core/pci/api.js";
@@ -16,7 +16,8 @@ Serves a sample PCI device to one VMM at a time until interrupted (SIGINT or SIG
 removes the socket and exits 0.
 
 options:
-  --protocol NAME   wire protocol: vfio-user (default)
+  --protocol NAME   wire protocol: vfio-user (default), or mpqemu with its own options
+                    (see: wasmdev serve --protocol mpqemu --help)
   --socket PATH     UNIX socket to listen on (default ./wasmdev.sock), created with mode 0600
                     and removed on exit; a stale socket there is replaced, any other file is not
   --device NAME     device to serve: edu (default; QEMU's educational device) or throughput
@@ -43,8 +44,6 @@ type ProtocolRunner = (options: ServeOptions) => Promise<number>;
 
 const PROTOCOLS: Record<string, ProtocolRunner | undefined> = {
   "vfio-user": serveVfioUser,
-  // mpqemu: hook for issue #8 — set to the mpqemu remote's runner.
-  mpqemu: undefined,
 };
 
 const DEVICES: Record<string, () => PciFunction> = {

@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { run as region } from "../../src/commands/region.js";
 import { run as lspci } from "../../src/commands/lspci.js";
 import { formatValue, hexDump, parseArgs, parseRegion, parseWriteValue, UsageError } from "../../src/vfio-user/client/cli-support.js";
-import { formatSize } from "../../src/vfio-user/client/lspci-format.js";
+import { formatBarSize as formatSize } from "../../src/devices/lspci.js";
 import { ScriptedServer, fakeDevice } from "./helpers.js";
 
 let server: ScriptedServer | undefined;

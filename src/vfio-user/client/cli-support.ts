@@ -56,6 +56,19 @@ const REGION_NAMES: Record<string, number> = {
   rom: PciRegion.ROM, config: PciRegion.CONFIG, vga: PciRegion.VGA,
 };
 
+
+/** --socket PATH (required) and --timeout MS (1..3 600 000, default 5000) of the client commands. */
+export function connectionArgs(args: ParsedArgs): { socketPath: string; timeoutMs: number } {
+  const socket = args.flags.get("socket");
+  if (typeof socket !== "string") throw new UsageError("--socket PATH is required");
+  let timeoutMs = 5000;
+  const timeout = args.flags.get("timeout");
+  if (typeof timeout === "string") {
+    timeoutMs = Number(parseU64(timeout, "--timeout"));
+    if (timeoutMs < 1 || timeoutMs > 3_600_000) throw new UsageError("--timeout must be between 1 and 3600000 ms");
+  }
+  return { socketPath: socket, timeoutMs };
+}
 /** "bar2", "config", "rom", "vga" or a region index. */
 export function parseRegion(text: string): number {
   const named = REGION_NAMES[text.toLowerCase()];

@@ -11,7 +11,8 @@
 import { EventEmitter } from "node:events";
 import type { ClientChannel } from "./channel.js";
 import { DmaMemoryTable, type DmaMapping } from "./dma.js";
-import { Errno, VfioUserClientError, describeErrno, type VfioUserClientErrorCode } from "./errors.js";
+import { VfioUserClientError, describeErrno, type VfioUserClientErrorCode } from "./errors.js";
+import { Errno } from "../wire/constants.js";
 import { PostedWritePolicy, type PostedWritePolicyOptions, type RegionSpace } from "./posted-writes.js";
 import {
   Command,

@@ -2,7 +2,7 @@
 // backed by bytes the client can access (and optionally by an fd the server mmaps). The server's
 // DMA_READ / DMA_WRITE commands are answered from here, after bounds and permission checks; an
 // access may span adjacent mappings, as a guest-physical access spans RAM blocks.
-import { Errno } from "./errors.js";
+import { Errno } from "../wire/constants.js";
 
 const U64_LIMIT = 1n << 64n;
 

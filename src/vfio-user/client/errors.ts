@@ -1,5 +1,6 @@
 // The client layer's one error class. Every failure a caller can see from VfioUserClient is a
 // VfioUserClientError with a stable string `code`, structured fields, and the cause attached.
+import { errnoName } from "../wire/constants.js";
 
 export type VfioUserClientErrorCode =
   /** Bad argument from the caller (region index, offset, size, flags); nothing was sent. */
@@ -23,29 +24,10 @@ export type VfioUserClientErrorCode =
   /** A region mapping or DMA memory operation failed locally. */
   | "ERR_MAPPING";
 
-/** Errno values the client produces or interprets itself (Linux numbering). */
-export const Errno = {
-  EPERM: 1,
-  ENOENT: 2,
-  EIO: 5,
-  E2BIG: 7,
-  EBADF: 9,
-  EFAULT: 14,
-  EEXIST: 17,
-  EINVAL: 22,
-  ENOSPC: 28,
-  ENOSYS: 38,
-  EPROTO: 71,
-  EMSGSIZE: 90,
-  ENOTSUP: 95,
-} as const;
-
-const ERRNO_NAMES = new Map<number, string>(Object.entries(Errno).map(([name, value]) => [value, name]));
-
 /** "EINVAL (22)" for a known errno, "errno 123" otherwise. */
 export function describeErrno(errno: number): string {
-  const name = ERRNO_NAMES.get(errno);
-  return name ? `${name} (${errno})` : `errno ${errno}`;
+  const name = errnoName(errno);
+  return name.startsWith("errno") ? name : `${name} (${errno})`;
 }
 
 export interface VfioUserClientErrorFields {

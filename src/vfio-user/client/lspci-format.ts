@@ -3,7 +3,7 @@
 //
 // Any front end that can read a function's config space (vfio-user here, mpqemu's proxy)
 // builds a FunctionSnapshot and calls formatLspci().
-import { formatConfigSpace } from "../../devices/lspci.js";
+import { formatConfigSpace, formatBarSize as formatSize } from "../../devices/lspci.js";
 
 export interface SnapshotRegion {
   index: number;
@@ -34,13 +34,6 @@ export interface FunctionSnapshot {
   irqs?: SnapshotIrq[];
   /** Extra "key: value" lines about the transport (protocol version, limits...). */
   notes?: string[];
-}
-
-/** "4K", "1M", "256" — lspci's size notation. */
-export function formatSize(size: bigint): string {
-  const units: [bigint, string][] = [[1n << 60n, "E"], [1n << 50n, "P"], [1n << 40n, "T"], [1n << 30n, "G"], [1n << 20n, "M"], [1n << 10n, "K"]];
-  for (const [unit, suffix] of units) if (size >= unit && size % unit === 0n) return `${size / unit}${suffix}`;
-  return size.toString();
 }
 
 /**
