@@ -47,6 +47,7 @@ import {
 import {
   MessageParser,
   MessageWriter,
+  concatBytes,
   WireError,
   type Frame,
   type ParseEvent,
@@ -706,17 +707,15 @@ export class VfioUserClient extends EventEmitter {
     if (state !== MigrationState.STOP) await this.setMigrationState(MigrationState.STOP, options);
     await this.setMigrationState(MigrationState.STOP_COPY, options);
     const chunks: Uint8Array[] = [];
-    let total = 0;
     const chunkSize = Math.min(MIG_CHUNK, this.maxTransfer);
     for (;;) {
       const part = await this.migDataRead(chunkSize, options);
       chunks.push(part);
-      total += part.length;
       if (part.length < chunkSize) break;
     }
     await this.setMigrationState(MigrationState.STOP, options);
     if (options.resume) await this.setMigrationState(MigrationState.RUNNING, options);
-    return concat(chunks, total);
+    return concatBytes(chunks);
   }
 
   /** Loads a state saved by saveDeviceState(): STOP -> RESUMING, write, STOP -> RUNNING. */
@@ -1144,15 +1143,6 @@ function checkWidth(width: number): void {
   if (width !== 1 && width !== 2 && width !== 4 && width !== 8) throw argumentError(`access width must be 1, 2, 4 or 8 bytes, got ${width}`);
 }
 
-function concat(chunks: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let o = 0;
-  for (const c of chunks) {
-    out.set(c, o);
-    o += c.length;
-  }
-  return out;
-}
 
 
 function lo32(v: bigint): number {

@@ -10,6 +10,7 @@
 // saving state in the middle).
 import type { PciFunction } from "../../core/pci/api.js";
 import { Errno, MigrationState } from "../wire/constants.js";
+import { concatBytes } from "../wire/writer.js";
 import { badRequest, VfioUserServerError } from "./errors.js";
 
 const NAMES = ["ERROR", "STOP", "RUNNING", "STOP_COPY", "RESUMING", "RUNNING_P2P", "PRE_COPY", "PRE_COPY_P2P"];
@@ -59,7 +60,7 @@ export class MigrationFsm {
     if (from === MigrationState.STOP_COPY && to === MigrationState.STOP) {
       this.saved = null; // ends the data transfer session
     } else if (from === MigrationState.RESUMING && to === MigrationState.STOP) {
-      const state = concat(this.incoming, this.incomingBytes);
+      const state = concatBytes(this.incoming);
       this.incoming = [];
       this.incomingBytes = 0;
       try {
@@ -110,15 +111,4 @@ export class MigrationFsm {
     this.incoming = [];
     this.incomingBytes = 0;
   }
-}
-
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }

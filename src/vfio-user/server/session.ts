@@ -45,7 +45,7 @@ import {
 } from "../wire/constants.js";
 import { WireError } from "../wire/errors.js";
 import { MessageParser, isReply, isCommand, wantsReply, hasError, type Frame, type ParseEvent } from "../wire/parser.js";
-import { MessageWriter, readU32 } from "../wire/writer.js";
+import { MessageWriter, concatBytes, readU32 } from "../wire/writer.js";
 import { decodeVersion, type Capabilities } from "../wire/version.js";
 import {
   decodeDmaMap,
@@ -778,16 +778,7 @@ export class Session {
       chunks.push(this.request(Command.DMA_READ, iova + BigInt(done), n, null));
       done += n;
     }
-    return Promise.all(chunks).then((parts) => {
-      if (parts.length === 1) return parts[0];
-      const out = new Uint8Array(length);
-      let at = 0;
-      for (const p of parts) {
-        out.set(p, at);
-        at += p.length;
-      }
-      return out;
-    });
+    return Promise.all(chunks).then(concatBytes);
   }
 
   private async dmaWrite(iova: bigint, data: Uint8Array): Promise<void> {

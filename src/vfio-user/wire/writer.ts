@@ -179,3 +179,17 @@ export function joinU64(lo: number, hi: number): bigint {
 export function u64PartsToSafeNumber(lo: number, hi: number): number | undefined {
   return hi < 0x20_0000 ? hi * 0x1_0000_0000 + (lo >>> 0) : undefined;
 }
+
+/** The parts joined into one array (the part itself when there is only one: no copy). */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  let total = 0;
+  for (const p of parts) total += p.length;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
