@@ -73,7 +73,7 @@ describe("wasmdev serve --protocol mpqemu", () => {
     expect(await vm.barSize(4, 0)).toBe(1 << 20);
     await vm.cfgWrite(4, 0x10, 4, 0xfe000000);
     await vm.cfgWrite(4, 0x04, 2, 0x2);
-    expect(await vm.readWords(0xfe000000n, 1)).toEqual([0x010000ed]);
+    expect(await vm.readWords(0xfe000000n, 1), `serve stderr: ${stderr}; QEMU stderr: ${vm.stderr}`).toEqual([0x010000ed]);
     await vm.quit();
     expect(await exited, stderr).toBe(0);
   });
