@@ -18,8 +18,11 @@ import {
   IO_ACCEPTS, IO_BIG_ENDIAN, IO_IMPL_UNALIGNED, IO_NO_GUARD, IO_UNASSIGNED, IO_VALID_UNALIGNED,
   MEMTX_ACCESS_ERROR, MEMTX_DECODE_ERROR, MEMTX_ERROR, MEMTX_OK,
 } from "./status";
-import { R_FAST, R_GUARD, R_IMAX, R_IMIN, R_IOFLAGS, R_VMAX, R_VMIN, guardTable, regionPtr } from "./regions";
-import { F_LAST, F_MODE, F_OFFSET, F_PTR, F_REGION, F_START, MODE_IO, MODE_MASK, MODE_RAM, flatFor, liveAs } from "./flatview";
+import { R_GUARD, R_IMAX, R_IMIN, R_IOFLAGS, R_VMAX, R_VMIN, guardTable, regionPtr } from "./regions";
+import {
+  F_IO, F_LAST, F_OFFSET, F_PTR, F_START, IOW_FAST_SHIFT, IOW_GUARD_MASK, IOW_NO_GUARD, MODE_IO, MODE_RAM,
+  flatFor, flatMode, flatRegion, liveAs,
+} from "./flatview";
 
 // Host callbacks (src/core/memory/wasm-engine.ts). `key` = region id << 4 | access size.
 // The common case (1, 2 or 4 bytes at a region offset below 2^32) crosses with two i32
@@ -220,18 +223,18 @@ export function dispatchWrite(region: u32, addr1: u64, size: u32, data: u64): u3
 }
 
 /**
- * One I/O piece that needs no splitting, widening or byte swap (R_FAST has the size, the
- * offset is aligned and below 2^32): guard, one callback, done. Same outcome as
- * dispatchRead for such a piece, in fewer steps. Value in lastValue.
+ * One I/O piece that needs no splitting, widening or byte swap (the range's dispatch word
+ * lists the size, the offset is aligned and below 2^32): guard, one callback, done. Same
+ * outcome as dispatchRead for such a piece, in fewer steps. Value in lastValue.
  */
 // @ts-ignore: decorator
-@inline function fastIoRead(rp: usize, region: u32, offset: u32, size: u32): u32 {
+@inline function fastIoRead(word: u32, region: u32, offset: u32, size: u32): u32 {
   let guard: usize = 0;
-  if ((<u32>load<u8>(rp, R_IOFLAGS) & IO_NO_GUARD) == 0) {
-    guard = guardTable + <usize>load<u32>(rp, R_GUARD);
+  if ((word & IOW_NO_GUARD) == 0) {
+    guard = guardTable + <usize>(word & IOW_GUARD_MASK);
     if (load<u8>(guard) != 0) {
       lastValue = 0;
-      return MEMTX_ACCESS_ERROR;
+      return MEMTX_ACCESS_ERROR; // re-entrant access to this device
     }
     store<u8>(guard, 1);
   }
@@ -247,10 +250,10 @@ export function dispatchWrite(region: u32, addr1: u64, size: u32, data: u64): u3
 }
 
 // @ts-ignore: decorator
-@inline function fastIoWrite(rp: usize, region: u32, offset: u32, size: u32, value: u64): u32 {
+@inline function fastIoWrite(word: u32, region: u32, offset: u32, size: u32, value: u64): u32 {
   let guard: usize = 0;
-  if ((<u32>load<u8>(rp, R_IOFLAGS) & IO_NO_GUARD) == 0) {
-    guard = guardTable + <usize>load<u32>(rp, R_GUARD);
+  if ((word & IOW_NO_GUARD) == 0) {
+    guard = guardTable + <usize>(word & IOW_GUARD_MASK);
     if (load<u8>(guard) != 0) return MEMTX_ACCESS_ERROR;
     store<u8>(guard, 1);
   }
@@ -263,22 +266,25 @@ export function dispatchWrite(region: u32, addr1: u64, size: u32, data: u64): u3
   return MEMTX_OK;
 }
 
+/** True when an access of `size` bytes at region offset `addr1` can take the fast path. */
+// @ts-ignore: decorator
+@inline function fastPiece(word: u32, addr1: u64, size: u32): bool {
+  return ((word >>> IOW_FAST_SHIFT) & (<u32>1 << size)) != 0 && (addr1 & <u64>(size - 1)) == 0 && addr1 <= <u64>U32.MAX_VALUE;
+}
+
 /** Scalar read of 1..8 bytes (little-endian); value in lastValue. `ap` must be live. */
 export function readScalar(ap: usize, addr: u64, size: u32): u32 {
   let f = flatFor(ap, addr);
-  let mode = load<u32>(f, F_MODE) & MODE_MASK;
+  let mode = flatMode(f);
   if (load<u64>(f, F_LAST) - addr >= <u64>(size - 1)) {
     // Fast paths: the whole access inside one range, RAM/ROM or a single device callback.
     if (mode != MODE_IO) {
       lastValue = loadN(<usize>load<u32>(f, F_PTR) + <usize>(addr - load<u64>(f, F_START)), size);
       return MEMTX_OK;
     }
-    const region = load<u32>(f, F_REGION);
-    const rp = regionPtr(region);
+    const word = load<u32>(f, F_IO);
     const addr1 = load<u64>(f, F_OFFSET) + (addr - load<u64>(f, F_START));
-    if ((<u32>load<u8>(rp, R_FAST) & (<u32>1 << size)) != 0 && (addr1 & <u64>(size - 1)) == 0 && addr1 <= <u64>U32.MAX_VALUE) {
-      return fastIoRead(rp, region, <u32>addr1, size);
-    }
+    if (fastPiece(word, addr1, size)) return fastIoRead(word, flatRegion(f), <u32>addr1, size);
   }
   let value: u64 = 0;
   let status: u32 = MEMTX_OK;
@@ -289,7 +295,7 @@ export function readScalar(ap: usize, addr: u64, size: u32): u32 {
     if (mode != MODE_IO) {
       v = loadN(<usize>load<u32>(f, F_PTR) + <usize>(addr - load<u64>(f, F_START)), l);
     } else {
-      const region = load<u32>(f, F_REGION);
+      const region = flatRegion(f);
       const addr1 = load<u64>(f, F_OFFSET) + (addr - load<u64>(f, F_START));
       l = memoryAccessSize(region, l, addr1);
       status |= dispatchRead(region, addr1, l);
@@ -300,7 +306,7 @@ export function readScalar(ap: usize, addr: u64, size: u32): u32 {
     if (done >= size) break;
     addr += <u64>l;
     f = flatFor(ap, addr);
-    mode = load<u32>(f, F_MODE) & MODE_MASK;
+    mode = flatMode(f);
   }
   lastValue = value;
   return status;
@@ -309,19 +315,16 @@ export function readScalar(ap: usize, addr: u64, size: u32): u32 {
 /** Scalar write of 1..8 bytes (little-endian). `ap` must be live. */
 export function writeScalar(ap: usize, addr: u64, size: u32, value: u64): u32 {
   let f = flatFor(ap, addr);
-  let mode = load<u32>(f, F_MODE) & MODE_MASK;
+  let mode = flatMode(f);
   if (load<u64>(f, F_LAST) - addr >= <u64>(size - 1)) {
     if (mode == MODE_RAM) {
       storeN(<usize>load<u32>(f, F_PTR) + <usize>(addr - load<u64>(f, F_START)), value, size);
       return MEMTX_OK;
     }
     if (mode == MODE_IO) {
-      const region = load<u32>(f, F_REGION);
-      const rp = regionPtr(region);
+      const word = load<u32>(f, F_IO);
       const addr1 = load<u64>(f, F_OFFSET) + (addr - load<u64>(f, F_START));
-      if ((<u32>load<u8>(rp, R_FAST) & (<u32>1 << size)) != 0 && (addr1 & <u64>(size - 1)) == 0 && addr1 <= <u64>U32.MAX_VALUE) {
-        return fastIoWrite(rp, region, <u32>addr1, size, value);
-      }
+      if (fastPiece(word, addr1, size)) return fastIoWrite(word, flatRegion(f), <u32>addr1, size, value);
     }
   }
   let status: u32 = MEMTX_OK;
@@ -332,7 +335,7 @@ export function writeScalar(ap: usize, addr: u64, size: u32, value: u64): u32 {
     if (mode == MODE_RAM) {
       storeN(<usize>load<u32>(f, F_PTR) + <usize>(addr - load<u64>(f, F_START)), v, l);
     } else if (mode == MODE_IO) {
-      const region = load<u32>(f, F_REGION);
+      const region = flatRegion(f);
       const addr1 = load<u64>(f, F_OFFSET) + (addr - load<u64>(f, F_START));
       l = memoryAccessSize(region, l, addr1);
       status |= dispatchWrite(region, addr1, l, v);
@@ -341,7 +344,7 @@ export function writeScalar(ap: usize, addr: u64, size: u32, value: u64): u32 {
     if (done >= size) break;
     addr += <u64>l;
     f = flatFor(ap, addr);
-    mode = load<u32>(f, F_MODE) & MODE_MASK;
+    mode = flatMode(f);
   }
   return status;
 }
@@ -351,7 +354,7 @@ export function accessBuffer(ap: usize, addr: u64, buf: usize, len: usize, isWri
   let status: u32 = MEMTX_OK;
   while (len > 0) {
     const f = flatFor(ap, addr);
-    const mode = load<u32>(f, F_MODE) & MODE_MASK;
+    const mode = flatMode(f);
     const rem = load<u64>(f, F_LAST) - addr;
     let l: usize = rem < <u64>(len - 1) ? <usize>rem + 1 : len;
     if (mode != MODE_IO) {
@@ -359,12 +362,17 @@ export function accessBuffer(ap: usize, addr: u64, buf: usize, len: usize, isWri
       if (!isWrite) memory.copy(buf, host, l);
       else if (mode == MODE_RAM) memory.copy(host, buf, l);
     } else {
-      const region = load<u32>(f, F_REGION);
+      const region = flatRegion(f);
       const addr1 = load<u64>(f, F_OFFSET) + (addr - load<u64>(f, F_START));
       const piece = memoryAccessSize(region, l > 8 ? 8 : <u32>l, addr1);
       l = piece;
+      const word = load<u32>(f, F_IO);
       if (isWrite) {
-        status |= dispatchWrite(region, addr1, piece, loadN(buf, piece));
+        const v = loadN(buf, piece);
+        status |= fastPiece(word, addr1, piece) ? fastIoWrite(word, region, <u32>addr1, piece, v) : dispatchWrite(region, addr1, piece, v);
+      } else if (fastPiece(word, addr1, piece)) {
+        status |= fastIoRead(word, region, <u32>addr1, piece);
+        storeN(buf, lastValue, piece);
       } else {
         status |= dispatchRead(region, addr1, piece);
         storeN(buf, dispatchValue, piece);

@@ -6,7 +6,7 @@ import {
   regionSetAddress, regionSetAlias, regionSetAliasOffset, regionSetEnabled, regionSetIo,
   regionSetReadonly, transactionBegin, transactionCommit, getTransactionDepth, initRegions,
 } from "./regions";
-import { A_COUNT, A_FLAT, asFree, asNew, liveAs } from "./flatview";
+import { A_COUNT, A_FLAT, FLAT_SIZE, asFree, asNew, asRenderCount, liveAs } from "./flatview";
 import { SCRATCH, TRACE_RECORD, asAccessBuffer, asRead, asReplay, asWrite, lastValue, setIoFailed } from "./dispatch";
 
 // @ts-ignore: decorator
@@ -91,7 +91,7 @@ export function mem_as_new(root: u32): i32 {
 export function mem_as_free(as: u32): i32 {
   return asFree(as);
 }
-/** Pointer to the flat view (records of 40 bytes, see flatview.ts); count via mem_as_flat_count. */
+/** Pointer to the flat view (records of mem_flat_record_size() bytes, see flatview.ts); count via mem_as_flat_count. */
 export function mem_as_flat_ptr(as: u32): usize {
   const ap = liveAs(as);
   return ap == 0 ? 0 : <usize>load<u32>(ap, A_FLAT);
@@ -99,6 +99,13 @@ export function mem_as_flat_ptr(as: u32): usize {
 export function mem_as_flat_count(as: u32): u32 {
   const ap = liveAs(as);
   return ap == 0 ? 0 : load<u32>(ap, A_COUNT);
+}
+export function mem_flat_record_size(): u32 {
+  return <u32>FLAT_SIZE;
+}
+/** How many flat views the address space has had rendered (commits re-render only changed trees). */
+export function mem_as_render_count(as: u32): u32 {
+  return asRenderCount(as);
 }
 
 /** Scratch: [0] last read value (u64), [8] high half of an 8-byte device read. */

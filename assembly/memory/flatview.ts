@@ -9,12 +9,17 @@
 // starts "below" address 0. After simplification the gaps are filled with region 0
 // (unassigned), so every address belongs to exactly one flat range.
 //
-// Flat range record (FLAT_SIZE = 40 bytes), sorted by start, covering [0, 2^64):
+// Flat range record (FLAT_SIZE = 32 bytes: two per cache line, never straddling one),
+// sorted by start, covering [0, 2^64). Everything an access needs is in the record, so the
+// access path never touches the region table:
 //
 //   0  start (u64)              8  last, inclusive (u64)
 //   16 offset in region of `start` (u64)
-//   24 region id (u32)          28 mode (u32): MODE_RAM / MODE_ROM / MODE_IO, | FLAT_READONLY
-//   32 host pointer of `start` for RAM/ROM (u32)       36 (reserved)
+//   24 region id (bits 0..23)   27 mode (u8): MODE_RAM / MODE_ROM / MODE_IO, | FLAT_READONLY
+//   28 RAM/ROM: host pointer of `start` (u32)
+//      I/O:     dispatch word: guard slot (bits 0..20), IOW_NO_GUARD (bit 23), the region's
+//               R_FAST sizes (bits 24..31); copied from the region at render time
+//               (regionSetIo re-renders where the region shows)
 //
 // Page table: a 5-level radix tree over the address, in one arena per address space
 // (entries are u32 byte offsets into the arena, so growing the arena moves nothing):
@@ -40,18 +45,23 @@
 //   16 arena ptr              20 arena used  24 arena capacity (bytes)   28 MRU flat index
 //   32 high-half key (u32)    36 level-2 entry for that key: the walk of levels 0-2 for the
 //                                last 4 GiB window used, so most lookups start at level 3
-//   40 (reserved)
+//   40 render count (u32): flat views rendered for this address space so far
+//   44 (reserved)
+//
+// A commit re-renders only the address spaces whose tree (subregions and alias targets,
+// from the root down) holds a region changed since the last commit (regions.ts
+// markChanged); the scan visits each region at most once per commit.
 import {
-  IO_UNASSIGNED, KIND_ALIAS, KIND_CONTAINER, KIND_IO, KIND_ROM,
+  IO_NO_GUARD, IO_UNASSIGNED, KIND_ALIAS, KIND_CONTAINER, KIND_IO, KIND_ROM,
   MAX_ADDRESS_SPACES, TOPO_NO_SUCH_ADDRESS_SPACE, TOPO_NO_SUCH_REGION, TOPO_OK, TOPO_TOO_MANY,
 } from "./status";
 import {
-  R_ADDR, R_ALIAS_OFFSET, R_ALIAS_TARGET, R_FIRST_CHILD, R_KIND, R_LAST, R_NEXT_SIBLING, R_RAM,
-  R_STATE, STATE_ENABLED, STATE_READONLY, initRegions, regionAlive, regionPtr, setIsRootHook,
-  setRenderAllHook,
+  R_ADDR, R_ALIAS_OFFSET, R_ALIAS_TARGET, R_CHANGED, R_FAST, R_FIRST_CHILD, R_GUARD, R_IOFLAGS,
+  R_KIND, R_LAST, R_NEXT_SIBLING, R_RAM, R_SCAN, R_STATE, STATE_ENABLED, STATE_READONLY,
+  initRegions, regionAlive, regionPtr, setIsRootHook, setRenderChangedHook,
 } from "./regions";
 
-export const FLAT_SIZE: usize = 40;
+export const FLAT_SIZE: usize = 32;
 // @ts-ignore: decorator
 @inline export const F_START: usize = 0;
 // @ts-ignore: decorator
@@ -61,9 +71,21 @@ export const FLAT_SIZE: usize = 40;
 // @ts-ignore: decorator
 @inline export const F_REGION: usize = 24;
 // @ts-ignore: decorator
-@inline export const F_MODE: usize = 28;
+@inline export const F_MODE: usize = 27;
 // @ts-ignore: decorator
-@inline export const F_PTR: usize = 32;
+@inline export const F_PTR: usize = 28;
+// @ts-ignore: decorator
+@inline export const F_IO: usize = 28;
+export const FLAT_REGION_MASK: u32 = 0xffffff;
+// Dispatch word of I/O ranges (F_IO).
+export const IOW_GUARD_MASK: u32 = 0x1fffff;
+export const IOW_NO_GUARD: u32 = 1 << 23;
+export const IOW_FAST_SHIFT: u32 = 24;
+// Scratch records while rendering use the same size: region id at 24, readonly flag at 28.
+// @ts-ignore: decorator
+@inline const T_REGION: usize = 24;
+// @ts-ignore: decorator
+@inline const T_READONLY: usize = 28;
 
 export const MODE_RAM: u32 = 1; // read and write in linear memory
 export const MODE_ROM: u32 = 2; // read in linear memory, writes dropped
@@ -92,6 +114,8 @@ export const AS_SIZE: usize = 48;
 @inline export const A_HI_KEY: usize = 32;
 // @ts-ignore: decorator
 @inline export const A_HI_ENTRY: usize = 36;
+// @ts-ignore: decorator
+@inline export const A_RENDERS: usize = 40;
 
 const ROOT_ENTRIES: u32 = 4096;
 const NODE_ENTRIES: u32 = 1024;
@@ -109,6 +133,18 @@ let tmpCap: u32 = 0;
 // @ts-ignore: decorator
 @inline export function asPtr(id: u32): usize {
   return asTable + <usize>id * AS_SIZE;
+}
+
+/** Region id of a flat record. */
+// @ts-ignore: decorator
+@inline export function flatRegion(f: usize): u32 {
+  return load<u32>(f, F_REGION) & FLAT_REGION_MASK;
+}
+
+/** MODE_RAM / MODE_ROM / MODE_IO of a flat record. */
+// @ts-ignore: decorator
+@inline export function flatMode(f: usize): u32 {
+  return <u32>load<u8>(f, F_MODE) & MODE_MASK;
 }
 
 /** The address-space record of a live id, or 0. */
@@ -135,8 +171,8 @@ function tmpInsert(at: u32, start: u64, last: u64, offset: u64, region: u32, rea
   store<u64>(p, start, F_START);
   store<u64>(p, last, F_LAST);
   store<u64>(p, offset, F_OFFSET);
-  store<u32>(p, region, F_REGION);
-  store<u32>(p, readonly ? FLAT_READONLY : 0, F_MODE);
+  store<u32>(p, region, T_REGION);
+  store<u32>(p, readonly ? 1 : 0, T_READONLY);
   tmpCount++;
 }
 
@@ -215,8 +251,8 @@ function simplify(): void {
     const b = tmpPtr + <usize>r * FLAT_SIZE;
     const aLast = load<u64>(a, F_LAST);
     if (
-      load<u32>(a, F_REGION) == load<u32>(b, F_REGION) &&
-      load<u32>(a, F_MODE) == load<u32>(b, F_MODE) &&
+      load<u32>(a, T_REGION) == load<u32>(b, T_REGION) &&
+      load<u32>(a, T_READONLY) == load<u32>(b, T_READONLY) &&
       aLast != u64.MAX_VALUE && aLast + 1 == load<u64>(b, F_START) &&
       load<u64>(a, F_OFFSET) + (aLast - load<u64>(a, F_START) + 1) == load<u64>(b, F_OFFSET)
     ) {
@@ -242,22 +278,25 @@ function flatEnsure(ap: usize, n: u32): usize {
   return ptr;
 }
 
-function emit(ap: usize, i: u32, start: u64, last: u64, offset: u64, region: u32, roFlag: u32): void {
+function emit(ap: usize, i: u32, start: u64, last: u64, offset: u64, region: u32, readonly: bool): void {
   const p = <usize>load<u32>(ap, A_FLAT) + <usize>i * FLAT_SIZE;
   store<u64>(p, start, F_START);
   store<u64>(p, last, F_LAST);
   store<u64>(p, offset, F_OFFSET);
-  store<u32>(p, region, F_REGION);
   const rp = regionPtr(region);
   const kind = <u32>load<u8>(rp, R_KIND);
   let mode: u32 = MODE_IO;
-  let hostPtr: u32 = 0;
+  let word: u32 = 0;
   if (kind != KIND_IO) {
-    mode = kind == KIND_ROM || roFlag != 0 ? MODE_ROM : MODE_RAM;
-    hostPtr = load<u32>(rp, R_RAM) + <u32>offset;
+    mode = kind == KIND_ROM || readonly ? MODE_ROM : MODE_RAM;
+    word = load<u32>(rp, R_RAM) + <u32>offset;
+  } else {
+    word = (load<u32>(rp, R_GUARD) & IOW_GUARD_MASK) | (<u32>load<u8>(rp, R_FAST) << IOW_FAST_SHIFT);
+    if ((<u32>load<u8>(rp, R_IOFLAGS) & IO_NO_GUARD) != 0) word |= IOW_NO_GUARD;
   }
-  store<u32>(p, mode | roFlag, F_MODE);
-  store<u32>(p, hostPtr, F_PTR);
+  if (readonly) mode |= FLAT_READONLY;
+  store<u32>(p, region | (mode << 24), F_REGION);
+  store<u32>(p, word, F_IO);
 }
 
 /** Renders one address space: flat view, gaps, page table. */
@@ -276,21 +315,53 @@ export function renderAddressSpace(id: u32): void {
     const t = tmpPtr + <usize>i * FLAT_SIZE;
     const s = load<u64>(t, F_START);
     const l = load<u64>(t, F_LAST);
-    if (s > cursor) emit(ap, n++, cursor, s - 1, cursor, 0, 0);
-    emit(ap, n++, s, l, load<u64>(t, F_OFFSET), load<u32>(t, F_REGION), load<u32>(t, F_MODE) & FLAT_READONLY);
+    if (s > cursor) emit(ap, n++, cursor, s - 1, cursor, 0, false);
+    emit(ap, n++, s, l, load<u64>(t, F_OFFSET), load<u32>(t, T_REGION), load<u32>(t, T_READONLY) != 0);
     if (l == u64.MAX_VALUE) covered = true;
     else cursor = l + 1;
   }
-  if (!covered) emit(ap, n++, cursor, u64.MAX_VALUE, cursor, 0, 0);
+  if (!covered) emit(ap, n++, cursor, u64.MAX_VALUE, cursor, 0, false);
   store<u32>(ap, n, A_COUNT);
   store<u32>(ap, 0, A_MRU);
   buildPageTable(ap);
+  store<u32>(ap, load<u32>(ap, A_RENDERS) + 1, A_RENDERS);
 }
 
-function renderAll(): void {
-  for (let i: u32 = 1; i < asCount; i++) {
-    if (load<u32>(asPtr(i), A_ROOT) != 0) renderAddressSpace(i);
+/**
+ * True when the tree under `id` (its subregions and alias target, recursively, enabled or
+ * not) holds a region stamped with `epoch`. Memoized per region and epoch, so one commit
+ * visits each region at most once however many address spaces share it.
+ */
+function treeChanged(id: u32, epoch: u32): bool {
+  const p = regionPtr(id);
+  const memo = load<u32>(p, R_SCAN);
+  if (memo >>> 1 == epoch) return (memo & 1) != 0;
+  let hit = load<u32>(p, R_CHANGED) == epoch;
+  if (!hit) {
+    const target = load<u32>(p, R_ALIAS_TARGET);
+    if (target != 0) hit = treeChanged(target, epoch);
+    let c = load<u32>(p, R_FIRST_CHILD);
+    while (!hit && c != 0) {
+      hit = treeChanged(c, epoch);
+      c = load<u32>(regionPtr(c), R_NEXT_SIBLING);
+    }
   }
+  store<u32>(p, (epoch << 1) | (hit ? 1 : 0), R_SCAN);
+  return hit;
+}
+
+/** QEMU address_space_update_topology for the commit of `epoch`: new flat views where needed. */
+function renderChanged(epoch: u32): void {
+  for (let i: u32 = 1; i < asCount; i++) {
+    const root = load<u32>(asPtr(i), A_ROOT);
+    if (root != 0 && treeChanged(root, epoch)) renderAddressSpace(i);
+  }
+}
+
+/** How many flat views address space `id` has had rendered (0 if it is not live). */
+export function asRenderCount(id: u32): u32 {
+  const ap = liveAs(id);
+  return ap == 0 ? 0 : load<u32>(ap, A_RENDERS);
 }
 
 function isRoot(region: u32): bool {
@@ -509,7 +580,7 @@ export function asFree(id: u32): i32 {
 }
 
 export function initFlatviews(): void {
-  setRenderAllHook(renderAll);
+  setRenderChangedHook(renderChanged);
   setIsRootHook(isRoot);
 }
 initFlatviews();

@@ -1,6 +1,6 @@
 // The region table and topology operations (QEMU system/memory.c: memory_region_init_*,
 // memory_region_add_subregion_overlap, _del_subregion, _set_address, _set_enabled,
-// _set_readonly, _set_alias_offset, transactions). Rendering lives in render.ts.
+// _set_readonly, _set_alias_offset, transactions). Rendering lives in flatview.ts.
 //
 // Region record (REGION_SIZE = 80 bytes), table indexed by region id; id 0 = "unassigned":
 //
@@ -16,7 +16,9 @@
 //   48 next sibling id (u32)            52 RAM/ROM pointer into linear memory (u32)
 //   56 re-entrancy guard slot (u32)     60 number of aliases targeting this region (u32)
 //   64 visit mark (u32, cycle checks)   68 next free id (u32, when not alive)
-//   72 (reserved)
+//   72 change epoch (u32): the commit epoch of the last change that affects how the tree
+//      under this region renders (see markChanged)
+//   76 scan memo (u32): epoch << 1 | "tree changed", for the commit-time scan (flatview.ts)
 //
 // fast: bit (1 << s) set when an aligned s-byte access (s = 1, 2, 4) is one device callback
 // of s bytes as it stands (valid, not split or widened, no byte swap, no accepts hook); the
@@ -75,6 +77,10 @@ export const REGION_SIZE: usize = 80;
 @inline export const R_MARK: usize = 64;
 // @ts-ignore: decorator
 @inline export const R_NEXT_FREE: usize = 68;
+// @ts-ignore: decorator
+@inline export const R_CHANGED: usize = 72;
+// @ts-ignore: decorator
+@inline export const R_SCAN: usize = 76;
 
 export const STATE_ALIVE: u32 = 1;
 export const STATE_ENABLED: u32 = 2;
@@ -95,13 +101,24 @@ let guardCapacity: u32 = 0;
 let transactionDepth: u32 = 0;
 /** Set by every topology change; commit re-renders when set. */
 export let topologyDirty: bool = false;
+/**
+ * The epoch of the pending commit: changes stamp it into the region they affect
+ * (R_CHANGED); the commit re-renders the address spaces whose tree holds a region stamped
+ * with it, then moves on to the next epoch. Epochs stay below 2^31 (the scan memo keeps
+ * epoch << 1).
+ */
+let changeEpoch: u32 = 1;
+const MAX_EPOCH: u32 = 0x7fffffff;
 
-/** Called at the outermost commit to re-render every address space (set by render.ts). */
-let renderAllHook: () => void = () => {};
-export function setRenderAllHook(fn: () => void): void {
-  renderAllHook = fn;
+/**
+ * Called at the outermost commit with the epoch of the changes to re-render the address
+ * spaces they affect (set by flatview.ts).
+ */
+let renderChangedHook: (epoch: u32) => void = (epoch: u32) => {};
+export function setRenderChangedHook(fn: (epoch: u32) => void): void {
+  renderChangedHook = fn;
 }
-/** Asks render.ts whether a region is the root of a live address space. */
+/** Asks flatview.ts whether a region is the root of a live address space. */
 let isRootHook: (id: u32) => bool = (id: u32): bool => false;
 export function setIsRootHook(fn: (id: u32) => bool): void {
   isRootHook = fn;
@@ -157,13 +174,25 @@ export function transactionBegin(): void {
   transactionDepth++;
 }
 
-/** QEMU memory_region_transaction_commit: re-render once the outermost commit is reached. */
+/**
+ * QEMU memory_region_transaction_commit: re-render once the outermost commit is reached.
+ * Like QEMU's address_space_update_topology, only address spaces whose tree changed get a
+ * new flat view; the others (other devices' spaces, say) are not touched at all.
+ */
 export function transactionCommit(): i32 {
   if (transactionDepth == 0) return TOPO_NO_TRANSACTION;
   transactionDepth--;
   if (transactionDepth == 0 && topologyDirty) {
     topologyDirty = false;
-    renderAllHook();
+    renderChangedHook(changeEpoch);
+    if (++changeEpoch == MAX_EPOCH) {
+      // Wrap: forget every stamp so that no old one can match a reused epoch.
+      for (let i: u32 = 0; i < regionCount; i++) {
+        store<u32>(regionPtr(i), 0, R_CHANGED);
+        store<u32>(regionPtr(i), 0, R_SCAN);
+      }
+      changeEpoch = 1;
+    }
   }
   return TOPO_OK;
 }
@@ -172,9 +201,18 @@ export function getTransactionDepth(): u32 {
   return transactionDepth;
 }
 
-// @ts-ignore: decorator
-@inline function changed(): void {
+/**
+ * Records a change that alters how the tree under `id` renders: its own state (enabled,
+ * readonly, alias window, I/O dispatch flags) or its list of subregions. Address spaces
+ * whose tree reaches `id` get re-rendered at the outermost commit.
+ */
+function markChanged(id: u32): void {
+  const p = regionPtr(id);
+  // Only roots, subregions and alias targets are reachable from an address space; a region
+  // that is none of these shows nowhere (mapping it later marks its new container).
+  if (load<u32>(p, R_CONTAINER) == 0 && load<u32>(p, R_ALIAS_REFS) == 0 && !isRootHook(id)) return;
   topologyDirty = true;
+  store<u32>(p, changeEpoch, R_CHANGED);
 }
 
 /** Every topology change runs as its own transaction (nested in the caller's, if any). */
@@ -243,6 +281,8 @@ export function regionSetIo(id: u32, flags: u32, vmin: u32, vmax: u32, imin: u32
   if ((flags & IO_IMPL_UNALIGNED) != 0 && (flags & IO_VALID_UNALIGNED) == 0) return TOPO_IMPL_UNALIGNED_WITHOUT_VALID;
   if (guard >= MAX_GUARD_SLOTS) return TOPO_TOO_MANY;
   ensureGuardCapacity(guard);
+  // Flat ranges copy the dispatch flags and guard slot: re-render where the region is mapped.
+  transactionBegin();
   store<u8>(p, <u8>(flags & ~IO_UNASSIGNED), R_IOFLAGS);
   store<u8>(p, <u8>vmin, R_VMIN);
   store<u8>(p, <u8>vmax, R_VMAX);
@@ -250,7 +290,8 @@ export function regionSetIo(id: u32, flags: u32, vmin: u32, vmax: u32, imin: u32
   store<u8>(p, <u8>imax, R_IMAX);
   store<u8>(p, <u8>fastSizes(flags, vmin, vmax, imin, imax), R_FAST);
   store<u32>(p, guard, R_GUARD);
-  return TOPO_OK;
+  markChanged(id);
+  return finish(TOPO_OK);
 }
 
 /**
@@ -286,7 +327,7 @@ export function regionSetAlias(id: u32, target: u32, offset: u64): i32 {
   store<u64>(p, offset, R_ALIAS_OFFSET);
   const t = regionPtr(target);
   store<u32>(t, load<u32>(t, R_ALIAS_REFS) + 1, R_ALIAS_REFS);
-  changed();
+  markChanged(id);
   return finish(TOPO_OK);
 }
 
@@ -365,7 +406,7 @@ export function regionAddSubregion(parent: u32, child: u32, addr: u64, priority:
   store<u64>(cp, addr, R_ADDR);
   store<i32>(cp, priority, R_PRIORITY);
   linkChild(parent, child);
-  changed();
+  markChanged(parent);
   return finish(TOPO_OK);
 }
 
@@ -375,7 +416,7 @@ export function regionDelSubregion(parent: u32, child: u32): i32 {
   if (load<u32>(regionPtr(child), R_CONTAINER) != parent) return TOPO_NOT_A_SUBREGION;
   transactionBegin();
   unlinkChild(parent, child);
-  changed();
+  markChanged(parent);
   return finish(TOPO_OK);
 }
 
@@ -391,8 +432,9 @@ export function regionSetAddress(id: u32, addr: u64): i32 {
   if (parent != 0) unlinkChild(parent, id);
   store<u64>(p, addr, R_ADDR);
   if (parent != 0) {
+    // The region's own rendering does not depend on its address; its container's does.
     linkChild(parent, id);
-    changed();
+    markChanged(parent);
   }
   return finish(TOPO_OK);
 }
@@ -405,7 +447,7 @@ function setStateBit(id: u32, bit: u32, on: bool): i32 {
   if (n == s) return TOPO_OK;
   transactionBegin();
   store<u8>(p, <u8>n, R_STATE);
-  changed();
+  markChanged(id);
   return finish(TOPO_OK);
 }
 
@@ -428,7 +470,7 @@ export function regionSetAliasOffset(id: u32, offset: u64): i32 {
   if (load<u64>(p, R_ALIAS_OFFSET) == offset) return TOPO_OK;
   transactionBegin();
   store<u64>(p, offset, R_ALIAS_OFFSET);
-  changed();
+  markChanged(id);
   return finish(TOPO_OK);
 }
 

@@ -508,6 +508,16 @@ export class AddressSpace {
     return { count, failed };
   }
 
+  /**
+   * How many flat views this address space has had rendered: 1 at creation, +1 at each
+   * commit that changed its tree. (The wasm core leaves address spaces whose tree did not
+   * change alone; the reference model re-renders all of them.)
+   */
+  get renderCount(): number {
+    this.checkLive();
+    return this.core.engine.asRenderCount(this.id);
+  }
+
   /** The rendered flat view (like QEMU's `info mtree -f`), gaps omitted. */
   flatView(): { start: bigint; last: bigint; region: MemoryRegion | null; offsetInRegion: bigint; readonly: boolean }[] {
     this.checkLive();

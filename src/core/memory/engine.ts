@@ -68,7 +68,7 @@ export interface MemoryEngine {
   takeIoError(): unknown;
 
   transactionBegin(): void;
-  /** Renders every address space when the outermost transaction ends. */
+  /** Renders the changed address spaces when the outermost transaction ends. */
   transactionCommit(): number;
   transactionDepth(): number;
 
@@ -76,6 +76,13 @@ export interface MemoryEngine {
   asNew(root: number): number;
   asFree(as: number): number;
   asFlatView(as: number): FlatRangeInfo[];
+  /**
+   * How many flat views address space `as` has had rendered (0 if not live). The wasm core
+   * re-renders at a commit only the address spaces whose tree changed; the reference model
+   * re-renders every address space at every commit that changed anything (the simple rule,
+   * so that it checks the wasm core's selection in the property tests).
+   */
+  asRenderCount(as: number): number;
 
   // ---- access (hot) ----
   /** size 1, 2, 4 or 8. Returns MemTx bits; the value is then in resultLo()/resultHi(). */

@@ -58,6 +58,7 @@ class ModelAddressSpace {
   mru = 0;
   hiKey = 0; // high half of the last address walked, and its level-2 entry (see flatview.ts)
   hiEntry = 0;
+  renders = 0;
   constructor(root: number) {
     this.root = root;
   }
@@ -333,6 +334,10 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     return T.OK;
   }
 
+  asRenderCount(as: number): number {
+    return this.spaces[as]?.renders ?? 0;
+  }
+
   asFlatView(as: number): FlatRangeInfo[] {
     const s = this.spaces[as];
     if (!s) return [];
@@ -409,6 +414,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
   }
 
   private render(s: ModelAddressSpace): void {
+    s.renders++;
     this.tmp = [];
     this.renderRegion(s.root, 0n, this.regions[s.root].last, 0n, false);
     // flatview_simplify

@@ -236,20 +236,25 @@ export class WasmMemoryEngine implements MemoryEngine {
   asFlatView(as: number): FlatRangeInfo[] {
     const ptr = this.x.mem_as_flat_ptr(as) >>> 0;
     const n = this.x.mem_as_flat_count(as) >>> 0;
+    const size = this.x.mem_flat_record_size() >>> 0;
     this.views();
     const dv = new DataView(this.buf);
     const out: FlatRangeInfo[] = [];
+    // Record layout: assembly/memory/flatview.ts (region id in bits 0..23 at 24, mode byte at 27).
     for (let i = 0; i < n; i++) {
-      const p = ptr + i * 40;
+      const p = ptr + i * size;
       out.push({
         start: dv.getBigUint64(p, true),
         last: dv.getBigUint64(p + 8, true),
         offsetInRegion: dv.getBigUint64(p + 16, true),
-        region: dv.getUint32(p + 24, true),
-        readonly: (dv.getUint32(p + 28, true) & 16) !== 0,
+        region: dv.getUint32(p + 24, true) & 0xffffff,
+        readonly: (dv.getUint8(p + 27) & 16) !== 0,
       });
     }
     return out;
+  }
+  asRenderCount(as: number): number {
+    return this.x.mem_as_render_count(as) >>> 0;
   }
 
   // ---- access ----

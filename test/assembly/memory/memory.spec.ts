@@ -9,7 +9,7 @@ import {
   regionNew, regionNewLast, regionAddSubregion, regionSetAlias, regionSetEnabled, regionSetIo,
   regionRam, transactionBegin, transactionCommit,
 } from "../../../assembly/memory/regions";
-import { A_COUNT, A_FLAT, F_LAST, F_OFFSET, F_REGION, F_START, FLAT_SIZE, asNew, asPtr, pageLookup } from "../../../assembly/memory/flatview";
+import { A_COUNT, A_FLAT, F_LAST, F_OFFSET, F_START, FLAT_SIZE, asNew, asPtr, flatRegion, pageLookup } from "../../../assembly/memory/flatview";
 import { asRead, asWrite, asAccessBuffer, lastValue, memoryAccessSize } from "../../../assembly/memory/dispatch";
 
 function flatCount(as: u32): u32 {
@@ -39,7 +39,7 @@ describe("render", () => {
     const starts: u64[] = [0, 0x2000, 0x3000, 0x4000, 0x5000, 0x6000];
     const offsets: u64[] = [0, 0, 0x3000, 0, 0x5000, 0x6000];
     for (let i: u32 = 0; i < 6; i++) {
-      expect(load<u32>(flatAt(as, i), F_REGION)).toBe(regions[i]);
+      expect(flatRegion(flatAt(as, i))).toBe(regions[i]);
       expect(load<u64>(flatAt(as, i), F_START)).toBe(starts[i]);
       expect(load<u64>(flatAt(as, i), F_OFFSET)).toBe(offsets[i]);
     }
@@ -87,11 +87,11 @@ describe("page table", () => {
       const f = flatAt(as, i);
       expect(load<u64>(f, F_START) <= a && a <= load<u64>(f, F_LAST)).toBe(true);
     }
-    expect(load<u32>(flatAt(as, pageLookup(ap, 0x7002)), F_REGION)).toBe(r1);
-    expect(load<u32>(flatAt(as, pageLookup(ap, 0x7003)), F_REGION)).toBe(r2);
-    expect(load<u32>(flatAt(as, pageLookup(ap, 0x7fff)), F_REGION)).toBe(r3);
+    expect(flatRegion(flatAt(as, pageLookup(ap, 0x7002)))).toBe(r1);
+    expect(flatRegion(flatAt(as, pageLookup(ap, 0x7003)))).toBe(r2);
+    expect(flatRegion(flatAt(as, pageLookup(ap, 0x7fff)))).toBe(r3);
     // Same page offsets in another 4 GiB window are unassigned (region 0).
-    expect(load<u32>(flatAt(as, pageLookup(ap, 0x100007002)), F_REGION)).toBe(0);
+    expect(flatRegion(flatAt(as, pageLookup(ap, 0x100007002)))).toBe(0);
   });
 });
 

@@ -80,6 +80,10 @@ interface World {
   regions: MemoryRegion[];
   as: AddressSpace;
   log: string[];
+  /** Address spaces rooted at some of the regions (region.view()), with their regions' index. */
+  views: { as: AddressSpace; index: number }[];
+  /** The flat view of every view at every commit, in order. */
+  snapshots: string[];
 }
 
 function pickAddr(sel: number, descs: Desc[]): bigint {
@@ -103,6 +107,13 @@ function build(engine: "wasm" | "reference", ops: TopoOp[]): { w: World; descs: 
   const descs: Desc[] = [rootDesc];
   let seq = 1;
   const as = mem.addressSpace("as", root);
+  // Extra address spaces over subtrees: the wasm core re-renders only the spaces whose tree
+  // changed at a commit, the model all of them, so every view is compared at every commit.
+  const views: World["views"] = [];
+  const snapshots: string[] = [];
+  const snapshot = () => {
+    for (const v of views) snapshots.push(`${v.index}: ${flatNames(v.as).join(", ")}`);
+  };
   const tryOp = (fn: () => void) => {
     try {
       fn();
@@ -140,6 +151,7 @@ function build(engine: "wasm" | "reference", ops: TopoOp[]): { w: World; descs: 
         if (k === "container") d.size = size * 4n;
         regions.push(r);
         descs.push(d);
+        if (views.length < 4 && (a >>> 4) % 3 === 0) views.push({ as: r.view(), index: regions.length - 1 });
         const parentIdx = [0, 0, pick(c)][c % 3];
         const parent = descs[parentIdx];
         const addr = parentIdx === 0 ? pickAddr(c >>> 2, []) : BigInt((c >>> 2) % 0x3000);
@@ -194,11 +206,13 @@ function build(engine: "wasm" | "reference", ops: TopoOp[]): { w: World; descs: 
     }
     if (c % 5 === 0) {
       mem.commit();
+      snapshot();
       mem.begin();
     }
   }
   mem.commit();
-  return { w: { mem, regions, as, log }, descs, errors, root: rootDesc };
+  snapshot();
+  return { w: { mem, regions, as, log, views, snapshots }, descs, errors, root: rootDesc };
 }
 
 function runAccesses(w: World, descs: Desc[], ops: AccessOp[]): string[] {
@@ -254,6 +268,7 @@ describe("wasm core vs reference model", () => {
         const b = build("reference", topo);
         expect(a.errors).toEqual(b.errors);
         expect(flatNames(a.w.as)).toEqual(flatNames(b.w.as));
+        expect(a.w.snapshots).toEqual(b.w.snapshots);
         const ra = runAccesses(a.w, a.descs, accesses);
         const rb = runAccesses(b.w, b.descs, accesses);
         expect(ra).toEqual(rb);
@@ -280,6 +295,20 @@ describe("wasm core vs reference model", () => {
           const hit = view.find((r) => r.start <= addr && addr <= r.last);
           const got = hit ? { name: hit.region!.name, offset: hit.offsetInRegion + (addr - hit.start), readonly: hit.readonly } : null;
           expect(got, `address 0x${addr.toString(16)}`).toEqual(expected);
+        }
+        // The views (address spaces rooted at inner regions) resolve like their subtree.
+        for (const v of w.views) {
+          const d = descs[v.index];
+          const vview = v.as.flatView();
+          const vprobes = new Set<bigint>([0n, d.size - 1n]);
+          for (const r of vview) for (const p of [r.start - 1n, r.start, r.last, r.last + 1n]) if (p >= 0n && p < d.size) vprobes.add(p);
+          for (const c of d.children) for (const p of [c.addr, c.addr + c.size - 1n, c.addr + c.size]) if (p < d.size) vprobes.add(p);
+          for (const addr of vprobes) {
+            const expected = resolve(d, addr, false);
+            const hit = vview.find((r) => r.start <= addr && addr <= r.last);
+            const got = hit ? { name: hit.region!.name, offset: hit.offsetInRegion + (addr - hit.start), readonly: hit.readonly } : null;
+            expect(got, `view of ${d.name} at 0x${addr.toString(16)}`).toEqual(expected);
+          }
         }
         // adjacent ranges never continue each other (flatview_simplify ran)
         for (let i = 1; i < view.length; i++) {

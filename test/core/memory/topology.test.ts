@@ -316,3 +316,115 @@ for (const engine of ENGINES) {
     });
   });
 }
+
+// QEMU re-renders at memory_region_transaction_commit only what the change can affect
+// (address_space_update_topology per address space); the wasm core re-renders exactly the
+// address spaces whose tree holds a changed region. renderCount observes that; the flat
+// views are checked too, so a skipped re-render that should have happened shows as well.
+describe("commit re-renders only the address spaces whose tree changed (wasm)", () => {
+  function world() {
+    const mem = newCore("wasm");
+    // Two devices' spaces, each with its own BAR container; a third space that sees
+    // device A's BAR container through an alias; and A's BAR as its own address space.
+    const sysA = mem.container("sysA", 1n << 64n);
+    const sysB = mem.container("sysB", 1n << 64n);
+    const sysC = mem.container("sysC", 1n << 32n);
+    const barA = mem.container("barA", 0x1000);
+    const regsA = mem.io("regsA", 0x100, loggingDevice().ops);
+    const barB = mem.io("barB", 0x1000, loggingDevice().ops);
+    const ramB = mem.ram("ramB", 0x1000);
+    const winA = mem.alias("winA", barA, 0, 0x1000);
+    mem.transaction(() => {
+      barA.addSubregion(0, regsA);
+      sysA.addSubregion(0xfe000000, barA);
+      sysB.addSubregion(0xfd000000, barB);
+      sysB.addSubregion(0, ramB);
+      sysC.addSubregion(0x10000, winA);
+    });
+    const asA = mem.addressSpace("A", sysA);
+    const asB = mem.addressSpace("B", sysB);
+    const asC = mem.addressSpace("C", sysC);
+    const viewA = barA.view();
+    const spaces = { asA, asB, asC, viewA };
+    const counts = () => Object.fromEntries(Object.entries(spaces).map(([k, s]) => [k, s.renderCount]));
+    return { mem, sysA, sysB, barA, regsA, barB, ramB, winA, asA, asB, asC, viewA, counts };
+  }
+
+  it("a BAR move re-renders the spaces that contain it and leaves the others untouched", () => {
+    const w = world();
+    const before = w.counts();
+    expect(before).toEqual({ asA: 1, asB: 1, asC: 1, viewA: 1 });
+    const flatB = flat(w.asB);
+    w.mem.transaction(() => {
+      w.barA.setEnabled(false);
+      w.barA.setAddress(0xfe100000);
+      w.barA.setEnabled(true);
+    });
+    // barA's own view: it was disabled and re-enabled (its own state) -> re-rendered once.
+    expect(w.counts()).toEqual({ asA: 2, asB: 1, asC: 2, viewA: 2 });
+    expect(flat(w.asA)).toEqual(["fe100000-fe1000ff regsA+0"]);
+    expect(flat(w.asB)).toEqual(flatB);
+    // Moving barA inside its container again changes nothing under barA itself.
+    w.barA.setAddress(0xfe200000);
+    expect(w.counts()).toEqual({ asA: 3, asB: 1, asC: 2, viewA: 2 });
+    expect(flat(w.asA)).toEqual(["fe200000-fe2000ff regsA+0"]);
+  });
+
+  it("changes deep in a shared subtree reach every space that sees it, through aliases too", () => {
+    const w = world();
+    const extra = w.mem.ram("extraA", 0x100);
+    w.barA.addSubregion(0x800, extra);
+    expect(w.counts()).toEqual({ asA: 2, asB: 1, asC: 2, viewA: 2 });
+    expect(flat(w.asC)).toEqual(["10000-100ff regsA+0", "10800-108ff extraA+0"]);
+    w.regsA.setReadonly(true);
+    expect(w.counts()).toEqual({ asA: 3, asB: 1, asC: 3, viewA: 3 });
+    w.winA.setAliasOffset(0x800);
+    expect(w.counts()).toEqual({ asA: 3, asB: 1, asC: 4, viewA: 3 });
+    expect(flat(w.asC)).toEqual(["10000-100ff extraA+0"]);
+    w.barB.setEnabled(false);
+    expect(w.counts()).toEqual({ asA: 3, asB: 2, asC: 4, viewA: 3 });
+    expect(flat(w.asB)).toEqual(["0-fff ramB+0"]);
+  });
+
+  it("no-op changes, unmapped regions and empty transactions render nothing", () => {
+    const w = world();
+    w.barA.setAddress(0xfe000000); // same address
+    w.barB.setEnabled(true); // already enabled
+    const loose = w.mem.container("loose", 0x1000);
+    const inner = w.mem.ram("inner", 0x10);
+    loose.addSubregion(0, inner); // not reachable from any address space
+    inner.setEnabled(false);
+    w.mem.io("new", 0x10, loggingDevice().ops);
+    w.mem.transaction(() => {});
+    expect(w.counts()).toEqual({ asA: 1, asB: 1, asC: 1, viewA: 1 });
+    // ...until the loose tree is mapped: only then does it show (and render).
+    w.sysB.addSubregion(0x5000, loose);
+    expect(w.counts()).toEqual({ asA: 1, asB: 2, asC: 1, viewA: 1 });
+    inner.setEnabled(true);
+    expect(w.counts()).toEqual({ asA: 1, asB: 3, asC: 1, viewA: 1 });
+    expect(flat(w.asB)).toEqual(["0-fff ramB+0", "5000-500f inner+0", "fd000000-fd000fff barB+0"]);
+  });
+
+  it("one commit renders each affected space once, however many changes it holds", () => {
+    const w = world();
+    w.mem.transaction(() => {
+      for (let i = 0; i < 10; i++) w.barA.setAddress(0xfe000000 + i * 0x1000);
+      w.ramB.setReadonly(true);
+      w.mem.transaction(() => w.barB.setAddress(0xfc000000));
+    });
+    expect(w.counts()).toEqual({ asA: 2, asB: 2, asC: 1, viewA: 1 });
+    expect(flat(w.asA)).toEqual(["fe009000-fe0090ff regsA+0"]);
+    expect(flat(w.asB)).toEqual(["0-fff ramB+0 ro", "fc000000-fc000fff barB+0"]);
+  });
+
+  it("re-setting a mapped region's device flags re-renders where it shows (the ranges cache them)", () => {
+    const w = world();
+    const dev = loggingDevice(() => 0x11223344);
+    const r = w.mem.engine;
+    // Reconfigure regsA as a big-endian device through the engine (MemoryCore.io does this at creation).
+    expect(r.regionSetIo(w.regsA.id, 4 /* BIG_ENDIAN */, 0, 0, 0, 0, w.regsA.id)).toBe(0);
+    r.setIoOps(w.regsA.id, dev.ops);
+    expect(w.counts()).toEqual({ asA: 2, asB: 1, asC: 2, viewA: 2 });
+    expect(w.asA.read(0xfe000000, 4)).toBe(0x44332211);
+  });
+});
