@@ -4,11 +4,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { build } from "esbuild";
 import { spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { closeFd, socketpair } from "../../src/mpqemu/sys.js";
 import { HmpVm, killAllQemu, qemuAvailable, qemuRemoteCommand, track } from "./harness.js";
 
 const haveQemu = qemuAvailable();
-const cli = join(process.cwd(), "build", "test-mpqemu", "cli.mjs");
+// One bundle per test process, so concurrent runs never execute a half-written file.
+const cli = join(process.cwd(), "build", "test-mpqemu", `cli-${process.pid}.mjs`);
 
 beforeAll(async () => {
   await build({
@@ -26,6 +28,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await killAllQemu();
+  rmSync(cli, { force: true });
 });
 
 function runCli(args: string[], timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
