@@ -35,7 +35,7 @@ for (const name of benches) {
     platform: "node",
     format: "esm",
     target: "node20",
-    external: ["usocket", "koffi"],
+    external: ["usocket"],
     banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
     logLevel: "warning",
   });

@@ -7,7 +7,7 @@ const common = {
   format: "esm",
   target: "node20",
   sourcemap: true,
-  external: ["usocket", "koffi"],
+  external: ["usocket"],
   logLevel: "warning",
 };
 

@@ -20,7 +20,7 @@ beforeAll(async () => {
     platform: "node",
     format: "esm",
     target: "node20",
-    external: ["usocket", "koffi"],
+    external: ["usocket"],
     banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
     logLevel: "warning",
   });
