@@ -10,8 +10,8 @@
 // output = (translated & ~mask) | (iova & mask), the length is clamped to the entry's end,
 // and a missing permission fails; we additionally tell "not mapped" from "no permission".
 import {
-  E_MASK as E_MASK_OFF, iotlbAlloc, iotlbClear, lookup, insert, invalidateRange, classOfMask,
-  entryMask, entryTranslated, entryPerm, entryTarget,
+  E_BASE, E_MASK, E_TRANSLATED, E_DENY, iotlbAlloc, iotlbClear, lookup, insert, invalidateRange,
+  classOfMask, entryMask, entryTranslated, entryPerm, entryTarget,
 } from "./iotlb";
 
 // ---- status codes (mirrored by src/core/iommu/status.ts) ----
@@ -476,6 +476,69 @@ export function translateOne(domain: u32, iova: u64, len: u32, access: u32): i32
   return S_CHAIN_TOO_DEEP;
 }
 
+// Hand-over between translateList and fastRun: the classes fastRun probes after the smallest
+// one (at a fixed address, so the loop keeps no register for it) and the run's output state
+// (globals: written once per run).
+const RUN_OTHER_CLASSES: usize = memory.data(8, 8);
+let runOut: usize = 0;
+let runPrevEnd: u64 = 0;
+
+/**
+ * The hit path of translateList, for a map-table domain (whose entries are all terminal).
+ * Translates records from `rec` while each one hits a cached entry that grants the access and
+ * holds the whole record, and stops at the first one that needs more (a miss, a fault, an entry
+ * end inside it, invalid input, a merge that would overflow) or at `limit`. Returns that record;
+ * leaves the output end in runOut and the segment address after the last piece in runPrevEnd.
+ * Every record it consumed was one IOTLB hit.
+ *
+ * Kept lean for the register allocator: no calls, few live values, the set offset mask
+ * precomputed, the smallest cached class (k) probed inline, the others only after a miss.
+ * A record yields at most one output record, so `limit` also bounds the output.
+ */
+function fastRun(tlb: usize, setBytes: u32, k: u64, rec: usize, limit: usize, out: usize, prevEnd: u64): usize {
+  for (; rec < limit; rec += 16) {
+    const iova = load<u64>(rec, 0);
+    // setIndex(iova, k, setMask) << SET_SHIFT, as one mask of the shifted hash.
+    let e = tlb + ((((<u32>(iova >> k) + <u32>k) * 0x9e3779b1) >>> 9) & setBytes);
+    if ((iova & ~load<u64>(e, E_MASK)) != load<u64>(e, E_BASE)) {
+      e += 32;
+      if ((iova & ~load<u64>(e, E_MASK)) != load<u64>(e, E_BASE)) {
+        e += 32;
+        if ((iova & ~load<u64>(e, E_MASK)) != load<u64>(e, E_BASE)) {
+          e += 32;
+          if ((iova & ~load<u64>(e, E_MASK)) != load<u64>(e, E_BASE)) {
+            e = lookup(tlb, setBytes >> 7, load<u64>(RUN_OTHER_CLASSES), iova);
+            if (!e) break;
+          }
+        }
+      }
+    }
+    const len = load<u32>(rec, 8);
+    const access = load<u32>(rec, 12);
+    if (load<u32>(e, E_DENY) & access) break;
+    if (!access) break;
+    const mask = load<u64>(e, E_MASK);
+    const offset = iova & mask;
+    // len - 1 as u64: a zero length becomes 2^64 - 1 and never fits. Fitting inside the entry
+    // also rules out iova + len overflowing.
+    if (<u64>len - 1 > mask - offset) break;
+    const addr = load<u64>(e, E_TRANSLATED) | offset;
+    if (addr == prevEnd) {
+      const merged = <u64>load<u32>(out - 16, 8) + len;
+      if (merged > 0xffff_ffff) break;
+      store<u32>(out - 16, <u32>merged, 8);
+    } else {
+      store<u64>(out, addr, 0);
+      store<u64>(out, <u64>len, 8);
+      out += 16;
+    }
+    prevEnd = addr + len;
+  }
+  runOut = out;
+  runPrevEnd = prevEnd;
+  return rec;
+}
+
 /**
  * Translates a scatter/gather list. Input records (16 bytes): iova u64, length u32, access u32.
  * Output records (16 bytes): segment address u64 (slot << 40 | offset), length u32, 0 —
@@ -483,75 +546,67 @@ export function translateOne(domain: u32, iova: u64, len: u32, access: u32): i32
  * -status; on failure io[IO_INDEX] holds the failing input index. S_OUT_FULL means outCap was
  * too small.
  *
- * Fast path: an element that hits a terminal entry of the first domain (the entry of the
- * previous element is tried before the hash probe) with the permission and fits inside it is
- * handled with the domain's fields in locals; everything else (misses, chains, faults, pieces
- * crossing an entry end) goes through translateOne.
+ * Runs of records that hit (map-table domains) go through fastRun; each other record (misses,
+ * faults, pieces crossing an entry end, invalid input, host domains) is translated piece by
+ * piece through translateOne, then the next run starts.
  */
 export function translateList(domain: u32, input: usize, count: u32, output: usize, outCap: u32): i32 {
   const d = domainPtr(domain);
   if (!d) return -S_NO_DOMAIN;
+  const mapTable = load<u32>(d, D_KIND) == KIND_MAP_TABLE;
   const tlb = load<usize>(d, D_TLB);
-  const setMask = load<u32>(d, D_SETMASK);
-  let classes = load<u64>(d, D_CLASSES);
-  let hits: u64 = 0;
-  let n: u32 = 0;
-  let prevEnd: u64 = 0xffff_ffff_ffff_ffff; // segment address after the last output piece
-  let prevLen: u32 = 0;
-  let last: usize = tlb; // most recently used entry (an empty way matches nothing)
+  const setBytes = load<u32>(d, D_SETMASK) << 7;
   const inEnd = input + (<usize>count << 4);
-  for (let rec = input; rec < inEnd; rec += 16) {
+  const outEnd = output + (<usize>outCap << 4);
+  let hits: u64 = 0;
+  let out = output;
+  let prevEnd: u64 = 0xffff_ffff_ffff_ffff; // segment address after the last output piece
+  let rec = input;
+  while (rec < inEnd) {
+    if (mapTable) {
+      const classes = load<u64>(d, D_CLASSES);
+      store<u64>(RUN_OTHER_CLASSES, classes & (classes - 1));
+      const room = outEnd - out;
+      const limit = inEnd - rec > room ? rec + room : inEnd;
+      // An empty cache (classes 0) probes class 0: every way is empty and misses.
+      const stop = fastRun(tlb, setBytes, ctz<u64>(classes) & 63, rec, limit, out, prevEnd);
+      hits += (stop - rec) >> 4;
+      rec = stop;
+      out = runOut;
+      prevEnd = runPrevEnd;
+      if (rec == inEnd) break;
+    }
     let iova = load<u64>(rec, 0);
     let len = load<u32>(rec, 8);
     const access = load<u32>(rec, 12);
-    if (len == 0 || access - 1 > 2 || <u64>(len - 1) > ~iova) {
-      store<u32>(io, <u32>((rec - input) >> 4), IO_INDEX);
-      store<u64>(d, load<u64>(d, D_HITS) + hits, D_HITS);
-      return -S_INVALID;
-    }
-    while (len) {
-      let addr: u64;
-      let piece: u32;
-      let e = last;
-      if ((iova & ~load<u64>(e, E_MASK_OFF)) != load<u64>(e, 0)) e = lookup(tlb, setMask, classes, iova);
-      const mask = e ? entryMask(e) : 0;
-      if (e && entryTarget(e) == TERMINAL && (entryPerm(e) & access) == access &&
-          <u64>(len - 1) <= mask - (iova & mask)) {
-        hits++;
-        last = e;
-        addr = entryTranslated(e) | (iova & mask);
-        piece = len;
+    let st = S_OK;
+    if (len == 0 || access - 1 > 2 || <u64>(len - 1) > ~iova) st = S_INVALID;
+    while (st == S_OK && len) {
+      st = translateOne(domain, iova, len, access);
+      if (st != S_OK) break;
+      const addr = outAddr;
+      const piece = outLen;
+      if (addr == prevEnd && <u64>load<u32>(out - 16, 8) + piece <= 0xffff_ffff) {
+        store<u32>(out - 16, load<u32>(out - 16, 8) + piece, 8);
+      } else if (out == outEnd) {
+        st = S_OUT_FULL;
+        break;
       } else {
-        const st = translateOne(domain, iova, len, access);
-        classes = load<u64>(d, D_CLASSES);
-        if (st != S_OK) {
-          store<u32>(io, <u32>((rec - input) >> 4), IO_INDEX);
-          store<u64>(d, load<u64>(d, D_HITS) + hits, D_HITS);
-          return -st;
-        }
-        addr = outAddr;
-        piece = outLen;
-      }
-      if (addr == prevEnd && <u64>prevLen + piece <= 0xffff_ffff) {
-        prevLen += piece;
-        store<u32>(output + (<usize>(n - 1) << 4), prevLen, 8);
-      } else {
-        if (n == outCap) {
-          store<u32>(io, <u32>((rec - input) >> 4), IO_INDEX);
-          store<u64>(d, load<u64>(d, D_HITS) + hits, D_HITS);
-          return -S_OUT_FULL;
-        }
-        const out = output + (<usize>n << 4);
         store<u64>(out, addr, 0);
         store<u64>(out, <u64>piece, 8);
-        prevLen = piece;
-        n++;
+        out += 16;
       }
       prevEnd = addr + piece;
       len -= piece;
       iova += piece;
     }
+    if (st != S_OK) {
+      store<u32>(io, <u32>((rec - input) >> 4), IO_INDEX);
+      store<u64>(d, load<u64>(d, D_HITS) + hits, D_HITS);
+      return -st;
+    }
+    rec += 16;
   }
   store<u64>(d, load<u64>(d, D_HITS) + hits, D_HITS);
-  return <i32>n;
+  return <i32>((out - output) >> 4);
 }

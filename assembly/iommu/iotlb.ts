@@ -13,10 +13,12 @@
 //   └──────┴──────┴──────┴──────────┴──────...
 // Entry (32 bytes):
 //   ┌─────────────┬─────────────┬──────────────────┬────────┬─────────┐
-//   │ base: u64   │ mask: u64   │ translated: u64  │perm:u32│target:u32│
-//   │ iova&~mask  │ 2^k - 1     │ output & ~mask   │ R=1 W=2│ domain  │
+//   │ base: u64   │ mask: u64   │ translated: u64  │deny:u32│target:u32│
+//   │ iova&~mask  │ 2^k - 1     │ output & ~mask   │ ~perm  │ domain  │
 //   └─────────────┴─────────────┴──────────────────┴────────┴─────────┘
 //   0             8             16                 24       28
+// deny is the complement of the permissions (R=1, W=2): an access is allowed when
+// (access & deny) == 0 and access != 0 — one test, which also rejects accesses above 3.
 // An empty way has base = 1 and mask = ~0, which no IOVA can match ((iova & 0) != 1).
 
 export const WAYS: u32 = 4;
@@ -26,7 +28,7 @@ const SET_SHIFT: u32 = 7; // WAYS * ENTRY_SIZE = 128 bytes per set
 @inline export const E_BASE: usize = 0;
 @inline export const E_MASK: usize = 8;
 @inline export const E_TRANSLATED: usize = 16;
-@inline export const E_PERM: usize = 24;
+@inline export const E_DENY: usize = 24;
 @inline export const E_TARGET: usize = 28;
 
 const EMPTY_BASE: u64 = 1;
@@ -46,7 +48,7 @@ const EMPTY_MASK: u64 = 0xffff_ffff_ffff_ffff;
 @inline export function entryBase(e: usize): u64 { return load<u64>(e, E_BASE); }
 @inline export function entryMask(e: usize): u64 { return load<u64>(e, E_MASK); }
 @inline export function entryTranslated(e: usize): u64 { return load<u64>(e, E_TRANSLATED); }
-@inline export function entryPerm(e: usize): u32 { return load<u32>(e, E_PERM); }
+@inline export function entryPerm(e: usize): u32 { return ~load<u32>(e, E_DENY) & 3; }
 @inline export function entryTarget(e: usize): u32 { return load<u32>(e, E_TARGET); }
 
 /** Allocates a cache of `sets` sets (power of two), all ways empty. */
@@ -110,7 +112,7 @@ export function insert(
   store<u64>(e, base, E_BASE);
   store<u64>(e, mask, E_MASK);
   store<u64>(e, translated, E_TRANSLATED);
-  store<u32>(e, perm, E_PERM);
+  store<u32>(e, ~perm, E_DENY);
   store<u32>(e, target, E_TARGET);
   return e;
 }

@@ -164,6 +164,83 @@ describe("faults and counters", () => {
   });
 });
 
+describe("batched translation (iommu_translate_list)", () => {
+  // Records as the host writes them: iova u64, length u32, access u32; results: segment
+  // address u64, length u32, 0.
+  function list(core: IommuCore, d: IommuDomain, recs: [iova: bigint, len: number, access: number][], outCap: number) {
+    const inPtr = core.x.iommu_alloc(16 * recs.length + 16);
+    const outPtr = core.x.iommu_alloc(16 * outCap + 32);
+    const m = core.mem32();
+    recs.forEach(([iova, len, access], i) => m.set([Number(iova & 0xffffffffn), Number(iova >> 32n), len, access], (inPtr >>> 2) + i * 4));
+    // A canary after the output capacity: the core never writes past outCap records.
+    m.fill(0xdeadbeef, (outPtr >>> 2) + outCap * 4, (outPtr >>> 2) + outCap * 4 + 8);
+    const n: number = core.x.iommu_translate_list(d.id, inPtr, recs.length, outPtr, outCap);
+    const mem = core.mem32();
+    const canary = [...mem.subarray((outPtr >>> 2) + outCap * 4, (outPtr >>> 2) + outCap * 4 + 8)];
+    expect(canary).toEqual(Array(8).fill(0xdeadbeef));
+    const segs: [bigint, number][] = [];
+    for (let i = 0; i < Math.max(n, 0); i++) {
+      const w = (outPtr >>> 2) + i * 4;
+      segs.push([(BigInt(mem[w + 1]) << 32n) | BigInt(mem[w]), mem[w + 2]]);
+    }
+    return { n, segs, failIndex: core.ioWord(16) };
+  }
+
+  it("translates runs of hits, stopping for misses, entry ends and faults with the failing index", () => {
+    const core = new IommuCore();
+    // Slot 0: 64 KiB at 0x10000 (one 64 KiB entry); slot 1: 8 KiB read-only at 0x40000.
+    const d = mapTable(core, [[0x10000n, 0x10000n, 3], [0x40000n, 0x2000n, 1]]);
+    const warm = list(core, d, [[0x10000n, 1, 1], [0x40000n, 1, 1]], 4);
+    expect(warm.n).toBe(2);
+    d.resetCounters();
+    // A record whose tail leaves the region: its first piece hits, the rest is not mapped.
+    const r = list(core, d, [[0x10100n, 0x100, 1], [0x40010n, 0x10, 1], [0x41ff0n, 0x20, 1]], 8);
+    expect(r).toMatchObject({ n: -1, failIndex: 2 });
+    const ok = list(core, d, [
+      [0x10100n, 0x100, 1],
+      [0x10200n, 0x100, 2], // contiguous: merged
+      [0x40010n, 0x10, 1], // another region
+      [0x1fff0n, 0x10, 3], // the last bytes of slot 0
+      [0x1fff8n, 0x8, 1], // overlapping the previous piece: a new record
+    ], 8);
+    expect(ok.segs).toEqual([[0x100n, 0x200], [SEG + 0x10n, 0x10], [0xfff0n, 0x10], [0xfff8n, 0x8]]);
+    // Faults and invalid records inside a run of hits report their own index.
+    expect(list(core, d, [[0x10000n, 4, 1], [0x40000n, 4, 2]], 8)).toMatchObject({ n: -2, failIndex: 1 });
+    for (const [len, access] of [[0, 1], [4, 0], [4, 4], [4, 0xffffffff]]) {
+      expect(list(core, d, [[0x10000n, 4, 1], [0x10010n, 4, 1], [0x10020n, len, access]], 8)).toMatchObject({ n: -5, failIndex: 2 });
+    }
+    // Every lookup is counted once: 3 + 5 + 2 + 4 * 2 hits; the tail's miss; the faults.
+    expect(d.counters()).toEqual({ hits: 18, misses: 1, faultsUnmapped: 1, faultsPermission: 1 });
+  });
+
+  it("fills the output exactly to its capacity (merges need no room) and reports S_OUT_FULL past it", () => {
+    const core = new IommuCore();
+    const d = mapTable(core, [[0x10000n, 0x10000n, 3]]);
+    list(core, d, [[0x10000n, 1, 1]], 1);
+    // Three separate pieces, the second merging two records: 3 outputs fit 3 slots.
+    const recs: [bigint, number, number][] = [[0x10000n, 0x10, 1], [0x10100n, 0x10, 1], [0x10110n, 0x10, 1], [0x10400n, 0x10, 1]];
+    expect(list(core, d, recs, 3).segs).toEqual([[0n, 0x10], [0x100n, 0x20], [0x400n, 0x10]]);
+    expect(list(core, d, recs, 2)).toMatchObject({ n: -10, failIndex: 3 });
+    expect(list(core, d, recs, 1)).toMatchObject({ n: -10, failIndex: 1 });
+    expect(list(core, d, recs, 0)).toMatchObject({ n: -10, failIndex: 0 });
+  });
+
+  it("merges contiguous pieces up to 2^32 - 1 bytes, then starts a new output record", () => {
+    const core = new IommuCore();
+    // One 16 GiB region: a single 2^34-byte entry.
+    const d = mapTable(core, [[0x4_0000_0000n, 0x4_0000_0000n, 3]]);
+    const G = 0x4000_0000; // 1 GiB
+    const base = 0x4_0000_0000n;
+    const recs: [bigint, number, number][] = [[base, 3 * G, 1], [base + 3n * BigInt(G), G - 1, 1], [base + 4n * BigInt(G) - 1n, 1, 1], [base + 4n * BigInt(G), 5, 1]];
+    list(core, d, [[base, 1, 1]], 1);
+    d.resetCounters();
+    const r = list(core, d, recs, 4);
+    // 3 GiB + (1 GiB - 1) = 2^32 - 1 merged; one more byte does not fit the u32 length.
+    expect(r.segs).toEqual([[0n, 0xffff_ffff], [0xffff_ffffn, 6]]);
+    expect(d.counters()).toMatchObject({ hits: 4, misses: 0 });
+  });
+});
+
 describe("IOTLB", () => {
   it("caches host answers per entry, across page sizes, until invalidated by range or globally", () => {
     const core = new IommuCore();
