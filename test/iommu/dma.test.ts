@@ -120,6 +120,30 @@ describe("DMA copies", () => {
     ]);
   });
 
+  it("keeps working after the core's linear memory grows (views of the old buffer are refreshed)", () => {
+    const { core, table, dma } = setup();
+    const a = mem(0x3000, 5);
+    table.add({ iova: 0x10_0000n, size: 0x3000n, perm: 3, backing: { kind: "memory", bytes: a } });
+    const out = new Uint8Array(0x10);
+    dma.readSync(0x10_0800n, out);
+    expect(out).toEqual(a.subarray(0x800, 0x810));
+    expect(core.mem32().length).toBeGreaterThan(0);
+    for (let round = 0; round < 3; round++) {
+      const before = core.ref.memory.buffer.byteLength;
+      // Another user of the core allocates: the memory grows and its old buffer is detached.
+      core.x.iommu_alloc(before);
+      expect(core.ref.memory.buffer.byteLength).toBeGreaterThan(before);
+      dma.readSync(0x10_0900n + BigInt(round), out);
+      expect(out).toEqual(a.subarray(0x900 + round, 0x910 + round));
+      dma.writeU32(0x10_2000n, 0x1234_5678 + round);
+      expect(dma.readU32(0x10_2000n)).toBe(0x1234_5678 + round);
+      // A failing translation reads its failing index through the refreshed view.
+      core.x.iommu_alloc(core.ref.memory.buffer.byteLength);
+      expect(code(() => dma.translateList([{ iova: 0x10_0000n, length: 4 }, { iova: 0x20_0000n, length: 4 }], "to-device"))).toBe("DMA_UNMAPPED");
+      expect(core.ioWord(16)).toBe(1);
+    }
+  });
+
   it("merges contiguous pieces of one region across IOTLB entries", () => {
     const { table, dma } = setup();
     // 4 KiB-aligned start: every IOTLB entry is 4 KiB, but the region is one piece of memory.

@@ -71,9 +71,13 @@ export class DmaSpace implements DmaApi {
   private outCap = 0;
   private readonly maps = new Set<LiveMapping>();
   private readonly unlisten: (() => void)[] = [];
-  private buf: ArrayBuffer | null = null;
-  private m32!: Uint32Array;
-  private m64!: BigUint64Array;
+  private m32: Uint32Array = new Uint32Array(0);
+  private m64: BigUint64Array = new BigUint64Array(0);
+  private readonly translateListFn: (domain: number, input: number, count: number, output: number, outCap: number) => number;
+  // The range xlate() is translating, for error details (no closure per call).
+  private xlateIova = 0n;
+  private xlateLength = 0;
+  private readonly describeXlate = () => ({ iova: this.xlateIova, length: this.xlateLength });
   private readonly word = new Uint8Array(8);
   private readonly wordView = new DataView(this.word.buffer);
 
@@ -82,6 +86,7 @@ export class DmaSpace implements DmaApi {
     this.top = options.iommu ?? options.table.domain;
     this.hook = options.hook ?? null;
     this.x = this.table.core.x;
+    this.translateListFn = this.x.iommu_translate_list;
     this.ensureIn(16);
     this.ensureOut(64);
     // Live maps behave as remote IOTLB entries: an unmap over their memory revokes them.
@@ -93,10 +98,11 @@ export class DmaSpace implements DmaApi {
 
   // ------------------------------------------------------------------ scratch in linear memory
 
+  /** Refreshes the views after memory grew: growing detaches the old buffer and empties its
+   *  views (reading memory.buffer on every call would cost ~25 ns). */
   private mem(): void {
-    const b = this.table.core.ref.memory.buffer;
-    if (b !== this.buf) {
-      this.buf = b;
+    if (this.m32.length === 0) {
+      const b = this.table.core.ref.memory.buffer;
       this.m32 = new Uint32Array(b);
       this.m64 = new BigUint64Array(b);
     }
@@ -120,7 +126,7 @@ export class DmaSpace implements DmaApi {
    *  segments (in the out scratch), growing it as needed. Throws DmaError on faults. */
   private run(count: number, describe: (index: number) => { iova: bigint; length: number }): number {
     for (;;) {
-      const n = this.x.iommu_translate_list(this.top.id, this.inPtr, count, this.outPtr, this.outCap);
+      const n = this.translateListFn(this.top.id, this.inPtr, count, this.outPtr, this.outCap);
       if (n >= 0) return n;
       if (-n === S_OUT_FULL) {
         // The input records stay where they are (growing memory keeps its contents).
@@ -147,7 +153,9 @@ export class DmaSpace implements DmaApi {
     this.m64[w >>> 1] = iova;
     this.m32[w + 2] = length;
     this.m32[w + 3] = access;
-    return this.run(1, () => ({ iova, length }));
+    this.xlateIova = iova;
+    this.xlateLength = length;
+    return this.run(1, this.describeXlate);
   }
 
   private record(slot: number): RegionRecord {
