@@ -389,10 +389,15 @@ function arenaAlloc(ap: usize, bytes: u32): u32 {
   return used;
 }
 
-function newNode(ap: usize, entries: u32, fill: u32): u32 {
+/**
+ * A node of `entries` entries. Its contents are only a placeholder tag (0x01010101: a leaf,
+ * so never taken for a child node or a subpage): the ranges cover [0, 2^64) between them,
+ * so mapping them all overwrites every entry of every node (a node is created by the first
+ * range that only partly covers its parent entry, and the ranges after it cover the rest).
+ */
+function newNode(ap: usize, entries: u32): u32 {
   const off = arenaAlloc(ap, entries << 2);
-  const base = <usize>load<u32>(ap, A_ARENA) + off;
-  for (let i: u32 = 0; i < entries; i++) store<u32>(base + (<usize>i << 2), fill);
+  memory.fill(<usize>load<u32>(ap, A_ARENA) + off, 0x01, <usize>entries << 2);
   return off;
 }
 
@@ -455,34 +460,46 @@ function buildSubpage(ap: usize, page: u64): u32 {
 function mapRange(ap: usize, node: u32, level: u32, nodeBase: u64, start: u64, last: u64, idx: u32): void {
   const shift = levelShift(level);
   const spanLast: u64 = (<u64>1 << shift) - 1;
-  const i0 = <u32>((start - nodeBase) >> shift);
-  const i1 = <u32>((last - nodeBase) >> shift);
-  for (let i = i0; i <= i1; i++) {
-    const eBase = nodeBase + (<u64>i << shift);
-    const eLast = eBase + spanLast;
-    const slot = <usize>node + (<usize>i << 2);
-    if (start <= eBase && last >= eLast) {
-      store<u32>(<usize>load<u32>(ap, A_ARENA) + slot, (idx << 2) | 1);
-      continue;
+  const i0 = <i32>((start - nodeBase) >> shift);
+  const i1 = <i32>((last - nodeBase) >> shift);
+  let from = i0;
+  const firstBase = nodeBase + (<u64>i0 << shift);
+  if (start != firstBase || last < firstBase + spanLast) {
+    mapPartial(ap, node, level, i0, firstBase, start, last, idx);
+    from = i0 + 1;
+  }
+  if (from > i1) return;
+  const lastBase = nodeBase + (<u64>i1 << shift);
+  const partialLast = last < lastBase + spanLast;
+  const to = partialLast ? i1 - 1 : i1;
+  // Entries wholly inside the range: leaves, in one run.
+  const leaf = (idx << 2) | 1;
+  const base = <usize>load<u32>(ap, A_ARENA) + <usize>node;
+  for (let i = from; i <= to; i++) store<u32>(base + (<usize>i << 2), leaf);
+  if (partialLast) mapPartial(ap, node, level, i1, lastBase, start, last, idx);
+}
+
+/** Entry `i` (span from eBase) of the node is only partly inside [start, last]. */
+function mapPartial(ap: usize, node: u32, level: u32, i: i32, eBase: u64, start: u64, last: u64, idx: u32): void {
+  const eLast = eBase + ((<u64>1 << levelShift(level)) - 1);
+  const slot = <usize>node + (<usize>i << 2);
+  const e = load<u32>(<usize>load<u32>(ap, A_ARENA) + slot);
+  if (level < 4) {
+    let child = e;
+    if ((e & 3) != 0) {
+      child = newNode(ap, NODE_ENTRIES); // may move the arena
+      store<u32>(<usize>load<u32>(ap, A_ARENA) + slot, child);
     }
-    const e = load<u32>(<usize>load<u32>(ap, A_ARENA) + slot);
-    if (level < 4) {
-      let child = e;
-      if ((e & 3) != 0) {
-        child = newNode(ap, NODE_ENTRIES, e);
-        store<u32>(<usize>load<u32>(ap, A_ARENA) + slot, child);
-      }
-      mapRange(ap, child, level + 1, eBase, start > eBase ? start : eBase, last < eLast ? last : eLast, idx);
-    } else if ((e & 3) != 2) {
-      const sp = buildSubpage(ap, eBase);
-      store<u32>(<usize>load<u32>(ap, A_ARENA) + slot, sp);
-    }
+    mapRange(ap, child, level + 1, eBase, start > eBase ? start : eBase, last < eLast ? last : eLast, idx);
+  } else if ((e & 3) != 2) {
+    const sp = buildSubpage(ap, eBase); // may move the arena
+    store<u32>(<usize>load<u32>(ap, A_ARENA) + slot, sp);
   }
 }
 
 function buildPageTable(ap: usize): void {
   store<u32>(ap, 0, A_ARENA_USED);
-  const root = newNode(ap, ROOT_ENTRIES, 1); // leaf(0) until mapped
+  const root = newNode(ap, ROOT_ENTRIES);
   const count = load<u32>(ap, A_COUNT);
   for (let i: u32 = 0; i < count; i++) {
     const p = <usize>load<u32>(ap, A_FLAT) + <usize>i * FLAT_SIZE;
