@@ -9,6 +9,9 @@
 // runs the *same* address stream over the same bytes: only the number of regions (flat
 // ranges, page-table entries) changes. 3/4 reads, 1/4 writes.
 // value = wasm, baseline = reference model, ratio = value / baseline (ns: lower is better).
+// commit/* row: a BAR move (disable, set address, enable in one transaction) in one of 64
+// device address spaces, value = wasm us per move, baseline = the same with 1 address space:
+// a commit re-renders only the address spaces whose tree changed, so ratio ~1.
 // flatness/* rows: value = wasm cost at 1024 regions, baseline = wasm cost at 8 regions.
 // (bulk-4k is left out of flatness: more regions mean more pieces per 4 KiB by definition.)
 // Each engine is one MemoryCore for the whole run (as in a device process: one core, many
@@ -175,4 +178,34 @@ for (const [key, byRegions] of Object.entries(flat)) {
   if (key.startsWith("bulk")) continue;
   results.push(result(`flatness/${key}/1024-vs-8-regions`, byRegions[1024], key.startsWith("bulk") ? "ns/4KiB" : "ns/op", byRegions[8]));
 }
+/** us per BAR move with `spaces` device address spaces (each: RAM + two BARs) in a fresh wasm core. */
+function barMove(spaces: number): number {
+  const mem = MemoryCore.create({ engine: "wasm" });
+  const bars: ReturnType<MemoryCore["io"]>[] = [];
+  for (let i = 0; i < spaces; i++) {
+    const root = mem.container(`fn${i}`, 2n ** 64n);
+    const bar0 = mem.io(`fn${i}.bar0`, 0x1000, ops);
+    const bar2 = mem.io(`fn${i}.bar2`, 0x4000, ops);
+    mem.transaction(() => {
+      root.addSubregion(0, mem.ram(`fn${i}.ram`, 0x10000));
+      root.addSubregion(0xfe000000, bar0);
+      root.addSubregion(0xfd000000, bar2);
+    });
+    mem.addressSpace(`fn${i}`, root);
+    bars.push(bar0);
+  }
+  const bar = bars[spaces >> 1];
+  return nsPerOp((n) => {
+    for (let i = 0; i < n; i++) {
+      mem.transaction(() => {
+        bar.setEnabled(false);
+        bar.setAddress(0xfe000000 + (i & 1) * 0x1000);
+        bar.setEnabled(true);
+      });
+    }
+  }, 500, 3) / 1000;
+}
+const [move64, move1] = paired(() => barMove(64), () => barMove(1), 3);
+results.push(result("commit/bar-move/64-vs-1-address-spaces", move64, "us", move1));
+
 report("dispatch", results);

@@ -334,17 +334,18 @@ export function renderAddressSpace(id: u32): void {
  */
 function treeChanged(id: u32, epoch: u32): bool {
   const p = regionPtr(id);
+  if (load<u32>(p, R_CHANGED) == epoch) return true;
   const memo = load<u32>(p, R_SCAN);
   if (memo >>> 1 == epoch) return (memo & 1) != 0;
-  let hit = load<u32>(p, R_CHANGED) == epoch;
-  if (!hit) {
-    const target = load<u32>(p, R_ALIAS_TARGET);
-    if (target != 0) hit = treeChanged(target, epoch);
-    let c = load<u32>(p, R_FIRST_CHILD);
-    while (!hit && c != 0) {
-      hit = treeChanged(c, epoch);
-      c = load<u32>(regionPtr(c), R_NEXT_SIBLING);
-    }
+  const target = load<u32>(p, R_ALIAS_TARGET);
+  let hit = target != 0 && treeChanged(target, epoch);
+  let c = load<u32>(p, R_FIRST_CHILD);
+  while (!hit && c != 0) {
+    // Leaves (most regions: RAM, BARs) are checked here rather than by a call.
+    const cp = regionPtr(c);
+    if (load<u32>(cp, R_CHANGED) == epoch) hit = true;
+    else if (load<u32>(cp, R_FIRST_CHILD) != 0 || load<u32>(cp, R_ALIAS_TARGET) != 0) hit = treeChanged(c, epoch);
+    c = load<u32>(cp, R_NEXT_SIBLING);
   }
   store<u32>(p, (epoch << 1) | (hit ? 1 : 0), R_SCAN);
   return hit;
