@@ -10,7 +10,7 @@
 // output = (translated & ~mask) | (iova & mask), the length is clamped to the entry's end,
 // and a missing permission fails; we additionally tell "not mapped" from "no permission".
 import {
-  E_BASE, E_MASK, E_TRANSLATED, E_DENY, iotlbAlloc, iotlbClear, lookup, insert, invalidateRange,
+  E_BASE, E_MASK, E_TRANSLATED, E_DENY, ENTRY_SIZE, SET_SHIFT, iotlbAlloc, iotlbClear, lookup, insert, invalidateRange,
   classOfMask, entryMask, entryTranslated, entryPerm, entryTarget,
 } from "./iotlb";
 
@@ -499,15 +499,15 @@ function fastRun(tlb: usize, setBytes: u32, k: u64, rec: usize, limit: usize, ou
   for (; rec < limit; rec += 16) {
     const iova = load<u64>(rec, 0);
     // setIndex(iova, k, setMask) << SET_SHIFT, as one mask of the shifted hash.
-    let e = tlb + ((((<u32>(iova >> k) + <u32>k) * 0x9e3779b1) >>> 9) & setBytes);
+    let e = tlb + ((((<u32>(iova >> k) + <u32>k) * 0x9e3779b1) >>> (16 - SET_SHIFT)) & setBytes);
     if ((iova & ~load<u64>(e, E_MASK)) != load<u64>(e, E_BASE)) {
-      e += 32;
+      e += ENTRY_SIZE;
       if ((iova & ~load<u64>(e, E_MASK)) != load<u64>(e, E_BASE)) {
-        e += 32;
+        e += ENTRY_SIZE;
         if ((iova & ~load<u64>(e, E_MASK)) != load<u64>(e, E_BASE)) {
-          e += 32;
+          e += ENTRY_SIZE;
           if ((iova & ~load<u64>(e, E_MASK)) != load<u64>(e, E_BASE)) {
-            e = lookup(tlb, setBytes >> 7, load<u64>(RUN_OTHER_CLASSES), iova);
+            e = lookup(tlb, setBytes >> SET_SHIFT, load<u64>(RUN_OTHER_CLASSES), iova);
             if (!e) break;
           }
         }
@@ -555,7 +555,7 @@ export function translateList(domain: u32, input: usize, count: u32, output: usi
   if (!d) return -S_NO_DOMAIN;
   const mapTable = load<u32>(d, D_KIND) == KIND_MAP_TABLE;
   const tlb = load<usize>(d, D_TLB);
-  const setBytes = load<u32>(d, D_SETMASK) << 7;
+  const setBytes = load<u32>(d, D_SETMASK) << SET_SHIFT;
   const inEnd = input + (<usize>count << 4);
   const outEnd = output + (<usize>outCap << 4);
   let hits: u64 = 0;

@@ -23,7 +23,7 @@
 
 export const WAYS: u32 = 4;
 export const ENTRY_SIZE: u32 = 32;
-const SET_SHIFT: u32 = 7; // WAYS * ENTRY_SIZE = 128 bytes per set
+export const SET_SHIFT: u32 = 7; // WAYS * ENTRY_SIZE = 128 bytes per set
 
 @inline export const E_BASE: usize = 0;
 @inline export const E_MASK: usize = 8;
