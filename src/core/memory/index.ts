@@ -31,8 +31,10 @@
  * for a shared re-entrancy guard), `alias(name, target, offset, size)`. Topology:
  * `addSubregion(offset, child, priority = 0)`, `removeSubregion(child)`, `setAddress(offset)`
  * (memory_region_set_address), `setEnabled`, `setReadonly` (inherited below), `setAliasOffset`,
- * `destroy()`. Each change outside a transaction commits at once; inside begin()/commit() all
- * address spaces re-render once at the outermost commit.
+ * `destroy()`. Each change outside a transaction commits at once; inside begin()/commit() the
+ * address spaces re-render once, at the outermost commit, and only those whose tree (from the
+ * root down, through subregions and aliases) holds a changed region: a BAR move in one
+ * device's space leaves every other space alone (`as.renderCount` counts renders).
  *
  * Address spaces (AddressSpace): accesses are little-endian (the target's byte order);
  * addresses are `number` (safe integer) or `bigint` up to 2^64-1. `read/read64/write/
