@@ -2,14 +2,17 @@
 // I/O callbacks come from test/assembly/stubs/memory.js (byte at offset o of region r reads
 // (o + r) & 0xff until written).
 import {
-  KIND_CONTAINER, KIND_IO, KIND_RAM, KIND_ALIAS, MEMTX_DECODE_ERROR, MEMTX_OK,
+  IO_ACCEPTS, IO_BIG_ENDIAN, IO_NO_GUARD, KIND_CONTAINER, KIND_IO, KIND_RAM, KIND_ALIAS, MEMTX_DECODE_ERROR, MEMTX_OK,
   TOPO_CYCLE, TOPO_OK, TOPO_OVERFLOW, TOPO_ALREADY_MAPPED,
 } from "../../../assembly/memory/status";
 import {
-  regionNew, regionNewLast, regionAddSubregion, regionSetAlias, regionSetEnabled, regionSetIo,
-  regionRam, transactionBegin, transactionCommit,
+  R_FAST, regionNew, regionNewLast, regionAddSubregion, regionPtr, regionSetAddress, regionSetAlias,
+  regionSetAliasOffset, regionSetEnabled, regionSetIo, regionRam, transactionBegin, transactionCommit,
 } from "../../../assembly/memory/regions";
-import { A_COUNT, A_FLAT, F_LAST, F_OFFSET, F_START, FLAT_SIZE, asNew, asPtr, flatRegion, pageLookup } from "../../../assembly/memory/flatview";
+import {
+  A_COUNT, A_FLAT, F_IO, F_LAST, F_OFFSET, F_START, FLAT_SIZE, IOW_FAST_SHIFT, IOW_GUARD_MASK, IOW_NO_GUARD,
+  asNew, asPtr, asRenderCount, flatRegion, pageLookup,
+} from "../../../assembly/memory/flatview";
 import { asRead, asWrite, asAccessBuffer, lastValue, memoryAccessSize } from "../../../assembly/memory/dispatch";
 
 function flatCount(as: u32): u32 {
@@ -129,5 +132,84 @@ describe("splitting", () => {
     expect(asAccessBuffer(as, 0x10fc, buf, 8, false)).toBe(MEMTX_DECODE_ERROR);
     expect(load<u32>(buf + 4)).toBe(0);
     heap.free(buf);
+  });
+});
+
+/** The R_FAST mask of a fresh I/O region set up with these flags and valid/impl sizes. */
+function fast(flags: u32, vmin: u32, vmax: u32, imin: u32, imax: u32): u32 {
+  const io = <u32>regionNew(KIND_IO, 0x10);
+  expect(regionSetIo(io, flags, vmin, vmax, imin, imax, io)).toBe(TOPO_OK);
+  return <u32>load<u8>(regionPtr(io), R_FAST);
+}
+const S1: u32 = 1 << 1;
+const S2: u32 = 1 << 2;
+const S4: u32 = 1 << 4;
+
+describe("I/O fast path", () => {
+
+  it("lists the sizes an aligned access reaches the device unchanged in", () => {
+    expect(fast(0, 0, 0, 0, 0)).toBe(S1 | S2 | S4); // defaults: valid any, impl 1..4
+    expect(fast(0, 0, 2, 0, 0)).toBe(S1 | S2); // valid.max 2: 4 bytes are split
+    expect(fast(0, 2, 4, 0, 0)).toBe(S2 | S4); // valid.min 2: 1 byte is invalid
+    expect(fast(0, 0, 0, 2, 0)).toBe(S2 | S4); // impl.min 2: 1 byte is widened
+    expect(fast(0, 0, 0, 0, 1)).toBe(S1); // impl.max 1: 2 and 4 bytes are split
+    expect(fast(IO_BIG_ENDIAN, 0, 0, 0, 0)).toBe(S1); // swapped above 1 byte
+    expect(fast(IO_ACCEPTS, 0, 0, 0, 0)).toBe(0); // the hook must see every access
+  });
+
+  it("flat ranges carry the dispatch word: fast sizes, guard slot, no-guard flag", () => {
+    const root = <u32>regionNewLast(KIND_CONTAINER, u64.MAX_VALUE);
+    const a = <u32>regionNew(KIND_IO, 0x100);
+    const b = <u32>regionNew(KIND_IO, 0x100);
+    regionSetIo(a, 0, 0, 2, 0, 0, 0x123456);
+    regionSetIo(b, IO_NO_GUARD, 0, 0, 0, 0, b);
+    regionAddSubregion(root, a, 0x1000, 0);
+    regionAddSubregion(root, b, 0x2000, 0);
+    const as = <u32>asNew(root);
+    const ap = asPtr(as);
+    const wa = load<u32>(flatAt(as, pageLookup(ap, 0x1000)), F_IO);
+    expect(wa & IOW_GUARD_MASK).toBe(0x123456);
+    expect(wa & IOW_NO_GUARD).toBe(0);
+    expect(wa >>> IOW_FAST_SHIFT).toBe(S1 | S2);
+    const wb = load<u32>(flatAt(as, pageLookup(ap, 0x2000)), F_IO);
+    expect(wb & IOW_NO_GUARD).toBe(IOW_NO_GUARD);
+    // Reconfiguring a mapped region re-renders the ranges that copy its flags.
+    regionSetIo(a, 0, 0, 0, 0, 0, a);
+    const wa2 = load<u32>(flatAt(as, pageLookup(ap, 0x1000)), F_IO);
+    expect(wa2 & IOW_GUARD_MASK).toBe(a);
+    expect(wa2 >>> IOW_FAST_SHIFT).toBe(S1 | S2 | S4);
+  });
+});
+
+describe("commit", () => {
+  it("re-renders only the address spaces whose tree holds a changed region", () => {
+    const sysA = <u32>regionNewLast(KIND_CONTAINER, u64.MAX_VALUE);
+    const sysB = <u32>regionNewLast(KIND_CONTAINER, u64.MAX_VALUE);
+    const sysC = <u32>regionNewLast(KIND_CONTAINER, u64.MAX_VALUE);
+    const bar = <u32>regionNew(KIND_IO, 0x1000);
+    const ramB = <u32>regionNew(KIND_RAM, 0x1000);
+    const win = <u32>regionNew(KIND_ALIAS, 0x1000);
+    regionAddSubregion(sysA, bar, 0xfe000000, 0);
+    regionAddSubregion(sysB, ramB, 0, 0);
+    expect(regionSetAlias(win, sysA, 0xfe000000)).toBe(TOPO_OK);
+    regionAddSubregion(sysC, win, 0x10000, 0);
+    const asA = <u32>asNew(sysA);
+    const asB = <u32>asNew(sysB);
+    const asC = <u32>asNew(sysC);
+    const asBar = <u32>asNew(bar);
+    expect(regionSetAddress(bar, 0xfe001000)).toBe(TOPO_OK);
+    expect(asRenderCount(asA)).toBe(2);
+    expect(asRenderCount(asB)).toBe(1);
+    expect(asRenderCount(asC)).toBe(2); // sees sysA through the alias
+    expect(asRenderCount(asBar)).toBe(1); // the BAR's own contents did not change
+    transactionBegin();
+    regionSetEnabled(ramB, false);
+    regionSetAliasOffset(win, 0);
+    regionSetEnabled(ramB, true);
+    expect(transactionCommit()).toBe(TOPO_OK);
+    expect(asRenderCount(asA)).toBe(2);
+    expect(asRenderCount(asB)).toBe(2); // changed and changed back: still re-rendered, once
+    expect(asRenderCount(asC)).toBe(3);
+    expect(asRenderCount(asBar)).toBe(1);
   });
 });
