@@ -36,8 +36,6 @@ export interface MpqemuProxyOptions {
   timeoutMs?: number;
   /** Interval of the liveness probe while idle (default 1000 ms; 0 disables). */
   heartbeatMs?: number;
-  /** Quiet time after the first reply before device state is touched (default 50 ms; see setup()). */
-  settleMs?: number;
   /** What to do with the child's stderr (default "inherit"); "pipe" keeps its last 4 KiB in
    *  `stderrTail` and quotes it in lost-contact errors. */
   stderr?: "inherit" | "ignore" | "pipe";
@@ -81,6 +79,9 @@ const CHILD_FD = 3;
 const PCI_COMMAND_IO = 0x1;
 const PCI_COMMAND_MEMORY = 0x2;
 const PCI_COMMAND_MASTER = 0x4;
+const PCI_CACHE_LINE_SIZE = 0x0c;
+/** Written to the cache line size register at start-up; see awaitStartupReset(). */
+const STARTUP_MARK = 0x10;
 
 /**
  * The VMM side of one remote PCI function. Create with MpqemuProxy.start(); requests return
@@ -104,9 +105,11 @@ export class MpqemuProxy extends EventEmitter {
   private readonly pending: Pending[] = [];
   private outQueue: { bytes: Uint8Array; fds: number[] }[] = [];
   private readonly timeoutMs: number;
-  private readonly settleMs: number;
   private readonly log: (line: string) => void;
   private timeoutTimer: NodeJS.Timeout | null = null;
+  /** The request timeoutTimer watches, and when the last reply arrived (Date.now()). */
+  private timedHead: Pending | undefined;
+  private lastReplyAt = 0;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private failure: MpqemuError | null = null;
   private closing = false;
@@ -126,7 +129,6 @@ export class MpqemuProxy extends EventEmitter {
     super();
     this.child = child;
     this.timeoutMs = opts.timeoutMs ?? 3000;
-    this.settleMs = opts.settleMs ?? 50;
     this.log = opts.log ?? (() => {});
     this.ramGpa = opts.ramGpa ?? 0n;
     this.sock = new RawSocket(sockFd);
@@ -162,9 +164,10 @@ export class MpqemuProxy extends EventEmitter {
   }
 
   /**
-   * Starts the remote (or adopts `fd`), shares RAM, installs the INTx irqfd pair and waits for
-   * the first config read to be answered, then resets the device (as QEMU's proxy does at
-   * machine reset). Rejects with MPQEMU_LOST_CONTACT if the remote never answers.
+   * Starts the remote (or adopts `fd`), shares RAM, installs the INTx irqfd pair, resets the
+   * device (as QEMU's proxy does at machine reset) and waits until a remote that resets itself
+   * once at start-up (QEMU's) has done so. Rejects with MPQEMU_LOST_CONTACT if the remote
+   * never answers.
    */
   static async start(opts: MpqemuProxyOptions): Promise<MpqemuProxy> {
     let sockFd: number;
@@ -214,14 +217,38 @@ export class MpqemuProxy extends EventEmitter {
     this.resamplefd = eventfd();
     this.send(this.enc.setIrqfd(this.irqfd, this.resamplefd));
     this.irqWatch = watchReadable(this.irqfd, () => this.onIrq());
-    // The first answer proves the remote is serving. QEMU's remote starts its message loop
-    // from a machine-init-done notifier and runs qemu_system_reset once that loop first finds
-    // the socket empty (qdev_machine_creation_done); requests that keep arriving before then
-    // are served pre-reset and whatever they programmed (BARs, command) is wiped. So go quiet
-    // for settleMs before touching device state.
-    await this.configRead(0, 2);
-    if (this.settleMs > 0) await new Promise((r) => setTimeout(r, this.settleMs));
-    await this.reset();
+    // One batch: mark the cache line size register, reset the device, read the mark back.
+    const [, , mark] = await Promise.all([
+      this.configWrite(PCI_CACHE_LINE_SIZE, 1, STARTUP_MARK),
+      this.reset(),
+      this.configRead(PCI_CACHE_LINE_SIZE, 1),
+    ]);
+    if (mark === STARTUP_MARK) await this.awaitStartupReset();
+  }
+
+  /**
+   * QEMU 7.2's remote enters its message loop from a machine-init-done notifier and runs
+   * qemu_system_reset (qdev_machine_creation_done) right after that loop first finds the socket
+   * empty. Everything served before then is wiped: BARs, the command register, device state.
+   * How long requests keep arriving first is pure scheduling (a remote preempted between its
+   * reply and its next read sees the next request), so no fixed quiet time is safe on a busy
+   * machine. Instead observe the reset: it clears the cache line size register, which
+   * DEVICE_RESET (the device's own reset) leaves alone in QEMU. A remote whose DEVICE_RESET
+   * resets config space (ours) or that has no writable CLS already read 0 in setup().
+   *
+   * Polls with growing pauses (each pause is a chance for the remote to find its socket empty).
+   * A remote that keeps the mark for the whole liveness timeout (one adopted after its start-up
+   * reset) is taken as it is; the mark is cleared.
+   */
+  private async awaitStartupReset(): Promise<void> {
+    const deadline = Date.now() + this.timeoutMs;
+    for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+      await new Promise((r) => setTimeout(r, pause));
+      if ((await this.configRead(PCI_CACHE_LINE_SIZE, 1)) !== STARTUP_MARK) return;
+      if (Date.now() >= deadline) break;
+    }
+    this.log(`mpqemu: the remote kept its start-up mark for ${this.timeoutMs} ms (no start-up reset); continuing`);
+    await this.configWrite(PCI_CACHE_LINE_SIZE, 1, 0);
   }
 
   /** Whether the remote currently has INTx asserted (as latched from the irqfd). */
@@ -250,18 +277,39 @@ export class MpqemuProxy extends EventEmitter {
   /** Resolves with the next INTx assertion (or immediately if asserted). */
   waitIntx(timeoutMs = this.timeoutMs): Promise<void> {
     if (this.intxAsserted) return Promise.resolve();
+    if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => {
-        this.off("intx", on);
-        reject(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: no INTx within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const on = (level: boolean) => {
-        if (!level) return;
+      let settled = false;
+      const done = () => {
+        settled = true;
         clearTimeout(t);
-        this.off("intx", on);
+        this.off("intx", onIntx);
+        this.off("lost", onLost);
+      };
+      const onIntx = (level: boolean) => {
+        if (!level) return;
+        done();
         resolve();
       };
-      this.on("intx", on);
+      // A remote that dies will never interrupt: say so instead of waiting out the timeout.
+      const onLost = (err: MpqemuError) => {
+        done();
+        reject(err);
+      };
+      const t = setTimeout(() => {
+        // libuv runs due timers before it polls for I/O, so after this process was starved of
+        // CPU an irqfd signalled in time may not have been seen yet. Decide after the loop has
+        // polled: between two immediates queued one inside the other there is always a poll.
+        setImmediate(() =>
+          setImmediate(() => {
+            if (settled) return;
+            done();
+            reject(new MpqemuError("MPQEMU_LOST_CONTACT", `mpqemu: no INTx within ${timeoutMs} ms`));
+          }),
+        );
+      }, timeoutMs);
+      this.on("intx", onIntx);
+      this.on("lost", onLost);
     });
   }
 
@@ -497,21 +545,38 @@ export class MpqemuProxy extends EventEmitter {
       this.fail(this.lost("unsolicited RET from the remote"));
       return;
     }
+    this.lastReplyAt = Date.now();
     this.armTimeout();
     p.resolve(ev.message);
   }
 
+  /**
+   * Liveness deadline of the oldest unanswered request. The remote answers in order, so a
+   * request waits its turn behind everything pipelined before it: its clock starts when it
+   * was issued or when the previous reply arrived, whichever is later. (Counting from issue
+   * time alone turned a deep pipeline on a busy machine into a false "lost contact".)
+   */
   private armTimeout(): void {
+    const head = this.pending[0];
     if (this.timeoutTimer) {
+      if (head === this.timedHead && !this.failure) return; // already armed for this request
       clearTimeout(this.timeoutTimer);
       this.timeoutTimer = null;
     }
-    const head = this.pending[0];
+    this.timedHead = head;
     if (!head || this.failure) return;
-    const left = Math.max(0, head.sentAt + this.timeoutMs - Date.now());
-    this.timeoutTimer = setTimeout(() => {
-      this.fail(this.lost(`no reply to ${cmdName(head.cmd)} within ${this.timeoutMs} ms`, undefined, head.cmd));
-    }, left);
+    const left = Math.max(0, Math.max(head.sentAt, this.lastReplyAt) + this.timeoutMs - Date.now());
+    this.timeoutTimer = setTimeout(() => this.onTimeout(head), left);
+  }
+
+  private onTimeout(head: Pending): void {
+    this.timeoutTimer = null;
+    this.timedHead = undefined;
+    // libuv runs due timers before it polls for I/O: after this process was starved of CPU,
+    // the reply may already be waiting in the socket. Read what is there before judging.
+    this.onReadable();
+    if (this.failure || this.pending[0] !== head) return; // answered (onReply re-armed) or failed
+    this.fail(this.lost(`no reply to ${cmdName(head.cmd)} within ${this.timeoutMs} ms`, undefined, head.cmd));
   }
 
   private heartbeat(): void {

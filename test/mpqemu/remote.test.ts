@@ -1,13 +1,13 @@
 // Our remote against our proxy (edu: INTx with resample, DMA into shared RAM, reset), and
 // malformed / truncated traffic in both directions from scripted raw peers.
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { readdirSync } from "node:fs";
 import { createEdu, EDU_REG, EDU_DMA_RUN, EDU_DMA_TO_RAM, EDU_ID_VALUE, EDU_STATUS_COMPUTING } from "../../src/devices/edu.js";
 import { createPciFunction } from "../../src/core/pci/function.js";
 import { MpqemuProxy } from "../../src/mpqemu/proxy.js";
 import { MpqemuRemote } from "../../src/mpqemu/remote.js";
 import { Cmd, MpqemuEncoder, MpqemuParser, type Encoded, type MpqemuMsg, type RequestMsg } from "../../src/mpqemu/wire.js";
-import { RawSocket, closeFd, eventfd, memfdCreate, socketpair, fdIsOpen } from "../../src/mpqemu/sys.js";
+import { RawSocket, closeFd, eventfd, eventfdSignal, memfdCreate, socketpair, fdIsOpen } from "../../src/mpqemu/sys.js";
 
 const openFds = () => readdirSync("/proc/self/fd").length;
 const hex = (s: string) => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ""), "hex"));
@@ -300,23 +300,143 @@ describe("malformed and truncated requests to our remote", () => {
 describe("malformed and truncated replies to our proxy", () => {
   const enc = new MpqemuEncoder();
 
-  /** Starts a proxy on a socketpair whose other end answers the start-up handshake. */
-  async function start(opts: { timeoutMs?: number } = {}) {
+  /**
+   * Starts a proxy on a socketpair whose other end answers the start-up batch: RAM, irqfds,
+   * cache line size mark, DEVICE_RESET, mark read back (as `markAfterReset`: 0 = the reset
+   * cleared config space, 0x10 = kept, as QEMU's DEVICE_RESET does).
+   */
+  async function startBatch(opts: { timeoutMs?: number; log?: (l: string) => void; markAfterReset?: number } = {}) {
     const [a, b] = socketpair();
     const peer = new RawPeer(b, "remote");
-    const started = MpqemuProxy.start({ fd: a, ramSize: 1 << 16, heartbeatMs: 0, timeoutMs: opts.timeoutMs ?? 1000 });
+    const started = MpqemuProxy.start({ fd: a, ramSize: 1 << 16, heartbeatMs: 0, timeoutMs: opts.timeoutMs ?? 1000, log: opts.log });
+    cleanups.push(() => started.then((p) => p.close(), () => {}), () => peer.sock.isClosed || peer.sock.close());
     const seen: RequestMsg[] = [];
     while (!seen.some((m) => m.cmd === Cmd.PCI_CFGREAD)) seen.push(...((await peer.next()) as RequestMsg[]));
-    expect(seen.map((m) => m.cmd)).toEqual([Cmd.SYNC_SYSMEM, Cmd.SET_IRQFD, Cmd.PCI_CFGREAD]);
+    expect(seen).toMatchObject([
+      { cmd: Cmd.SYNC_SYSMEM },
+      { cmd: Cmd.SET_IRQFD },
+      { cmd: Cmd.PCI_CFGWRITE, addr: 0x0c, len: 1, value: 0x10 },
+      { cmd: Cmd.DEVICE_RESET },
+      { cmd: Cmd.PCI_CFGREAD, addr: 0x0c, len: 1 },
+    ]);
     for (const m of seen) if (m.cmd === Cmd.SYNC_SYSMEM) m.regions.forEach((r) => closeFd(r.fd));
-    for (const m of seen) if (m.cmd === Cmd.SET_IRQFD) [m.irqfd, m.resamplefd].forEach(closeFd);
-    peer.send(enc.ret(0x1234n));
-    expect(await peer.next()).toEqual([{ cmd: Cmd.DEVICE_RESET }]);
+    const irqfds = seen.flatMap((m) => (m.cmd === Cmd.SET_IRQFD ? [m.irqfd, m.resamplefd] : []));
+    cleanups.push(() => irqfds.forEach(closeFd));
+    peer.send(enc.ret(0n));
     peer.send(enc.ret(null));
-    const proxy = await started;
-    cleanups.push(() => proxy.close(), () => peer.sock.isClosed || peer.sock.close());
-    return { proxy, peer };
+    peer.send(enc.ret(BigInt(opts.markAfterReset ?? 0)));
+    return { started, peer, irqfd: irqfds[0] };
   }
+
+  async function start(opts: { timeoutMs?: number } = {}) {
+    const { started, peer, irqfd } = await startBatch(opts);
+    return { proxy: await started, peer, irqfd };
+  }
+
+  /** Answers the next cache-line-size read with `value`; returns when it was asked. */
+  async function answerMarkRead(peer: RawPeer, value: number) {
+    expect(await peer.next()).toMatchObject([{ cmd: Cmd.PCI_CFGREAD, addr: 0x0c, len: 1 }]);
+    peer.send(enc.ret(BigInt(value)));
+  }
+
+  it("start-up: waits until a remote that kept the mark resets itself (QEMU's late start-up machine reset)", async () => {
+    // QEMU's remote runs its machine reset when its message loop first finds the socket
+    // empty; a remote preempted between a reply and its next read keeps serving pre-reset.
+    // This peer stays pre-reset for three polls, however long that takes.
+    const { started, peer } = await startBatch({ markAfterReset: 0x10 });
+    let resolved = false;
+    void started.then(() => (resolved = true));
+    for (let i = 0; i < 3; i++) {
+      await answerMarkRead(peer, 0x10);
+      await sleep(20);
+      expect(resolved).toBe(false);
+    }
+    await answerMarkRead(peer, 0); // the start-up reset happened
+    const proxy = await started;
+    expect(resolved).toBe(true);
+    // Nothing else was sent: device state is untouched until the caller programs it.
+    const p = proxy.configRead(0x04, 2);
+    expect(await peer.next()).toMatchObject([{ cmd: Cmd.PCI_CFGREAD, addr: 0x04, len: 2 }]);
+    peer.send(enc.ret(0n));
+    expect(await p).toBe(0);
+  });
+
+  it("start-up: a remote that never clears the mark (adopted after its start-up) is used after the timeout, mark cleared", async () => {
+    const logs: string[] = [];
+    const { started, peer } = await startBatch({ timeoutMs: 150, markAfterReset: 0x10, log: (l) => logs.push(l) });
+    const t0 = Date.now();
+    let clearedWith: RequestMsg | undefined;
+    while (!clearedWith) {
+      for (const m of (await peer.next()) as RequestMsg[]) {
+        if (m.cmd === Cmd.PCI_CFGREAD) peer.send(enc.ret(0x10n));
+        else if (m.cmd === Cmd.PCI_CFGWRITE) {
+          clearedWith = m;
+          peer.send(enc.ret(0n));
+        } else throw new Error(`unexpected ${m.cmd}`);
+      }
+    }
+    expect(clearedWith).toMatchObject({ addr: 0x0c, len: 1, value: 0 });
+    await started;
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
+    expect(logs.join("\n")).toMatch(/kept its start-up mark for 150 ms/);
+  });
+
+  it("the liveness clock of a pipelined request starts at the previous reply, not at its issue time", async () => {
+    const { proxy, peer } = await start({ timeoutMs: 1000 });
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+    try {
+      const reads = [proxy.configRead(0, 4), proxy.configRead(4, 4), proxy.configRead(8, 4)];
+      expect(peer.sock.recv().n).toBe(3 * 28); // all three are on the wire
+      // Each reply comes 900 ms after the previous one: 2.7 s in all, never 1 s without progress.
+      for (let i = 0; i < 3; i++) {
+        vi.advanceTimersByTime(900);
+        peer.send(enc.ret(BigInt(i)));
+        expect(await reads[i]).toBe(i);
+      }
+      expect(proxy.error).toBeNull();
+      // A reply that is already in the socket when the timer fires counts (the event loop
+      // runs due timers before polling, e.g. after this process was starved of CPU).
+      const late = proxy.configRead(0, 4);
+      peer.sock.recv();
+      peer.send(enc.ret(7n));
+      vi.advanceTimersByTime(1000); // fires the timer before the event loop saw the reply
+      expect(await late).toBe(7);
+      expect(proxy.error).toBeNull();
+      // No progress for the whole timeout: lost.
+      const unanswered = proxy.configRead(0, 4);
+      vi.advanceTimersByTime(1000);
+      await expect(unanswered).rejects.toMatchObject({ code: "MPQEMU_LOST_CONTACT", message: expect.stringMatching(/no reply to PCI_CFGREAD within 1000 ms/) });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("waitIntx: an irqfd signalled before the deadline counts even if the timer runs first", async () => {
+    const { proxy, irqfd } = await start();
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+    try {
+      const wait = proxy.waitIntx(500);
+      eventfdSignal(irqfd);
+      vi.advanceTimersByTime(500); // the deadline passes before the event loop polled the irqfd
+      await wait;
+      expect(proxy.intx).toBe(true);
+      proxy.eoi();
+      const silent = proxy.waitIntx(500);
+      vi.advanceTimersByTime(500);
+      await expect(silent).rejects.toMatchObject({ message: "mpqemu: no INTx within 500 ms" });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("waitIntx fails with the lost-contact error as soon as the remote hangs up", async () => {
+    const { proxy, peer } = await start({ timeoutMs: 60_000 });
+    const t0 = Date.now();
+    const wait = proxy.waitIntx(60_000);
+    peer.sock.close();
+    await expect(wait).rejects.toMatchObject({ code: "MPQEMU_LOST_CONTACT", message: expect.stringMatching(/hung up/) });
+    expect(Date.now() - t0).toBeLessThan(5000);
+  });
 
   it("a reply with an unknown command fails the pending request with a clear error", async () => {
     const { proxy, peer } = await start();
