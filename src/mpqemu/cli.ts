@@ -65,10 +65,8 @@ export async function serveMpqemu(argv: string[]): Promise<number> {
   const end = await remote.ended;
   process.off("SIGTERM", stop);
   process.off("SIGINT", stop);
-  if (end.reason === "error") {
-    process.stderr.write(`wasmdev serve: ${end.error.message}\n`);
-    return 1;
-  }
+  // The remote has logged why it stopped serving.
+  if (end.reason === "error") return 1;
   return 0;
 }
 

@@ -112,6 +112,9 @@ export class MpqemuRemote {
   private finish(end: RemoteEnd): void {
     if (this.finished) return;
     this.finished = true;
+    // QEMU's proxy answers all-ones for every access once its remote is gone, without a word
+    // to the guest: the remote's log is where the reason shows.
+    if (end.reason === "error") this.log(`stopped serving: ${end.error.message}`);
     this.watch?.stop();
     this.resampleWatch?.stop();
     this.sock.close();
@@ -147,7 +150,6 @@ export class MpqemuRemote {
       if (r.n < 0) return true;
       if (r.n === 0 && r.fds.length === 0) {
         const truncated = this.parser.end();
-        if (truncated) this.log(truncated.message);
         this.finish(truncated ? { reason: "error", error: truncated } : { reason: "hangup" });
         return false;
       }
