@@ -23,6 +23,7 @@
 //   fn.busRead("mem", 0xfebf0000n, 4);   // → the device's read(0, 4)
 import type { DmaApi } from "../dma/api.js";
 import type { AddressSpace } from "../memory/api.js";
+import type { PciError } from "./errors.js";
 
 /** Access sizes in bytes. */
 export type AccessSize = 1 | 2 | 4 | 8;
@@ -69,6 +70,33 @@ export interface ShadowWindow {
   size: number;
 }
 
+/**
+ * A doorbell-style register a VMM may turn into an ioeventfd (vfio-user
+ * DEVICE_GET_REGION_IO_FDS, KVM_IOEVENTFD): a guest write there signals an eventfd instead of
+ * travelling over the socket. The library owns the eventfd, watches it on the event loop and
+ * turns each wake-up into one `ops.write(offset, size, value)` — the same callback a
+ * REGION_WRITE reaches, so the device has one write handler either way:
+ * - with `datamatch`, only writes of exactly that value signal (KVM semantics); the device sees
+ *   a write of `datamatch`. Signals that arrive before the loop runs are coalesced into one
+ *   write, as QEMU's ioeventfd handlers coalesce them (event_notifier_test_and_clear).
+ * - without `datamatch`, every write of `size` bytes signals and its value is lost; the device
+ *   sees a write whose value is the eventfd counter: how many times the doorbell rang since the
+ *   last delivery (≥ 1; a KVM ioeventfd adds 1 per guest write, a peer signalling the eventfd
+ *   directly adds what it writes), saturated at the register's width.
+ * Rules: inside a callback BAR, naturally aligned, a size the BAR's `valid` constraints accept,
+ * outside the MSI-X table/PBA. Two sub-regions may share an (offset, size) only when both have
+ * datamatch values and they differ (KVM's collision rule); partial overlaps are refused.
+ */
+export interface IoEventFdSpec {
+  offset: number;
+  size: AccessSize;
+  /** Fits in `size` bytes. */
+  datamatch?: number | bigint;
+}
+
+/** Most ioeventfds one BAR may declare (each is an fd in one vfio-user reply). */
+export const PCI_MAX_IOEVENTFDS_PER_BAR = 32;
+
 /** Kinds of base address registers. A `mem64` BAR occupies two BAR slots (index, index+1). */
 export type BarKind = "io" | "mem32" | "mem64";
 
@@ -95,6 +123,9 @@ export interface BarSpec {
   ram?: true | { bytes: Uint8Array; fd?: number; fdOffset?: bigint };
   /** Callback regions only: shadow windows (see ShadowWindow). */
   shadow?: ShadowWindow[];
+  /** Callback regions only: ioeventfd sub-regions (see IoEventFdSpec), at most
+   *  PCI_MAX_IOEVENTFDS_PER_BAR. */
+  ioeventfds?: IoEventFdSpec[];
 }
 
 /** Expansion ROM: read-only contents, size rounded up to a power of two ≥ 2 KiB. */
@@ -299,6 +330,19 @@ export interface PciRegionInfo {
   upperHalfOf?: number;
 }
 
+/** A live ioeventfd of a BAR, for servers (vfio-user DEVICE_GET_REGION_IO_FDS). */
+export interface PciIoEventFd {
+  /** Region index (BAR number). */
+  region: number;
+  offset: number;
+  size: AccessSize;
+  datamatch?: bigint;
+  /** "io" for I/O BARs (the ioeventfd's PIO flag), else "mem". */
+  space: "mem" | "io";
+  /** The eventfd, owned by the function: send copies, never close it. */
+  fd: number;
+}
+
 /** Interrupt counts for servers (vfio-user DEVICE_GET_IRQ_INFO). */
 export interface PciInterruptInfo {
   intx: boolean;
@@ -364,8 +408,30 @@ export interface PciFunction {
   shadow(bar: number, window?: number): Uint8Array;
 
   /** Function-level reset: config space to its declared state (BARs zero, command 0,
-   *  MSI/MSI-X disabled, INTx deasserted), then the spec's reset hook. */
+   *  MSI/MSI-X disabled, INTx deasserted), then the spec's reset hook. ioeventfds stay open:
+   *  the VMM registered them and keeps using them across a reset, as with a VFIO device. */
   reset(): void;
+
+  /**
+   * The ioeventfds of region `index` (declared with BarSpec.ioeventfds; [] for BARs without
+   * any, the ROM and absent upper halves of 64-bit BARs). The eventfds are created on the first
+   * call and watched on the event loop until releaseIoEventFds() or dispose(); later calls return
+   * the same fds. Throws PCI_REGION_INDEX for a region that does not exist, PCI_RESOURCE when an
+   * eventfd cannot be created (none of the region's fds are left half-made).
+   */
+  ioEventFds(index: number): readonly PciIoEventFd[];
+  /**
+   * Closes every ioeventfd, after delivering signals still pending in them; the next
+   * ioEventFds() call creates fresh ones. Servers call it when their client goes away, so a
+   * departed VMM's copies of the fds no longer reach the device.
+   */
+  releaseIoEventFds(): void;
+  /**
+   * Where failures of ioeventfd deliveries go (the device's write threw, or the access was
+   * refused): they happen on the event loop with no request to answer. A server reports them
+   * like a failed posted write. Without a handler they become process warnings.
+   */
+  setIoEventFdErrorHandler(handler: ((error: PciError) => void) | null): void;
 
   readonly irq: PciInterrupts;
   /** Connects (or with null, disconnects) the interrupt sink. A newly attached sink is told
@@ -401,4 +467,5 @@ export type PciErrorCode =
   | "PCI_ACCESS_INVALID" // the region's `valid` constraints reject the access
   | "PCI_DEVICE_ERROR" // the device's callback threw (the error is the cause)
   | "PCI_STATE_FORMAT" // saved state does not match this function
-  | "PCI_NO_DMA"; // device tried DMA with no DMA API attached
+  | "PCI_NO_DMA" // device tried DMA with no DMA API attached
+  | "PCI_RESOURCE"; // the OS refused a resource (an eventfd); the cause says why

@@ -13,6 +13,7 @@ const ERRNO: Record<PciErrorCode, number> = {
   PCI_DEVICE_ERROR: 5, // EIO
   PCI_STATE_FORMAT: 22, // EINVAL
   PCI_NO_DMA: 5, // EIO
+  PCI_RESOURCE: 24, // EMFILE: what eventfd creation fails with in practice
 };
 
 export interface PciErrorFields {

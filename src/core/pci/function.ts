@@ -7,15 +7,18 @@ import type {
   BarSpec,
   InterruptDelivery,
   InterruptSink,
+  IoEventFdSpec,
   MsiMessage,
   PciFunction,
   PciFunctionSpec,
   PciInterruptInfo,
   PciInterrupts,
+  PciIoEventFd,
   PciRegionInfo,
   VectorKind,
 } from "./api.js";
-import { PCI_ROM_REGION } from "./api.js";
+import { PCI_ROM_REGION, PCI_MAX_IOEVENTFDS_PER_BAR } from "./api.js";
+import { EventFd } from "../../transport/eventfd.js";
 import type { DmaApi } from "../dma/api.js";
 import { instantiateCore, type CoreRef } from "../wasm.js";
 import { MemoryCore, MemoryRegion, AddressSpace, type IoOps } from "../memory/api.js";
@@ -81,6 +84,15 @@ interface BarState {
   mmap?: { fd: number; offset: bigint };
   shadows: Uint8Array[];
   spec?: BarSpec;
+  /** Declared ioeventfds (validated), with their eventfds once ioEventFds() made them. */
+  ioeventfds: IoEventFdState[];
+}
+
+interface IoEventFdState {
+  offset: number;
+  size: AccessSize;
+  datamatch?: bigint;
+  eventfd: EventFd | null;
 }
 
 const STATE_MAGIC = 0x49435044; // "DPCI" little-endian
@@ -269,6 +281,7 @@ class PciFunctionImpl implements PciFunction {
       if (b.ram && b.ram !== true && (!(b.ram.bytes instanceof Uint8Array) || b.ram.bytes.length !== size))
         throw new PciError("PCI_INVALID_SPEC", `${field}.ram.bytes must be a Uint8Array of exactly ${size} bytes`, { field: `${field}.ram.bytes` });
       if (b.shadow?.length && !b.ops) throw new PciError("PCI_INVALID_SPEC", `${field}.shadow: shadow windows need a callback BAR`, { field: `${field}.shadow` });
+      if (b.ioeventfds?.length && !b.ops) throw new PciError("PCI_INVALID_SPEC", `${field}.ioeventfds: ioeventfds need a callback BAR (a RAM BAR has no write handler)`, { field: `${field}.ioeventfds` });
       if (b.ops) {
         for (const c of [b.ops.valid, b.ops.impl]) {
           if (!c) continue;
@@ -276,6 +289,7 @@ class PciFunctionImpl implements PciFunction {
           if (c.min !== undefined && c.max !== undefined && c.min > c.max) throw new PciError("PCI_INVALID_SPEC", `${field}.ops: min access size exceeds max`, { field: `${field}.ops` });
         }
         if (b.ops.impl?.unaligned && !b.ops.valid?.unaligned) throw new PciError("PCI_INVALID_SPEC", `${field}.ops: impl.unaligned needs valid.unaligned`, { field: `${field}.ops` });
+        checkIoEventFds(b.ioeventfds ?? [], `${field}.ioeventfds`, size, b.ops);
       }
       const flags = (b.kind === "io" ? BAR_FLAG_IO : 0) | (b.kind === "mem64" ? BAR_FLAG_MEM64 : 0) | (b.prefetchable ? BAR_FLAG_PREFETCH : 0);
       if (this.x.pciBarRegister(this.fnPtr, i, Number(sizeBig & 0xffffffffn), Number(sizeBig >> 32n), flags) !== 0)
@@ -312,7 +326,19 @@ class PciFunctionImpl implements PciFunction {
         const track = (r: MemoryRegion) => (owned.push(r), r);
         const tag = `${this.name}.bar${i}`;
         const container = track(mem.container(tag, d.size));
-        const st: BarState = { index: i, kind: d.kind, size: d.size, prefetchable: !!d.spec?.prefetchable, container, view: undefined as unknown as AddressSpace, busAlias: undefined as unknown as MemoryRegion, owned, shadows: [], spec: d.spec };
+        const st: BarState = {
+          index: i,
+          kind: d.kind,
+          size: d.size,
+          prefetchable: !!d.spec?.prefetchable,
+          container,
+          view: undefined as unknown as AddressSpace,
+          busAlias: undefined as unknown as MemoryRegion,
+          owned,
+          shadows: [],
+          spec: d.spec,
+          ioeventfds: (d.spec?.ioeventfds ?? []).map((e) => ({ offset: e.offset, size: e.size, datamatch: e.datamatch === undefined ? undefined : BigInt(e.datamatch), eventfd: null })),
+        };
         const b = d.spec;
         if (d.kind === "rom") {
           const image = new Uint8Array(d.size);
@@ -338,6 +364,13 @@ class PciFunctionImpl implements PciFunction {
           container.addSubregion(msix.pbaOffset, track(mem.io(`${tag}.msix-pba`, msix.pbaSize, this.msixPbaOps(owner))), 1);
           overlays.push({ start: msix.pbaOffset, end: msix.pbaOffset + msix.pbaSize });
         }
+        // Writes to the MSI-X table/PBA never reach ops.write, so an ioeventfd there could not
+        // deliver anything.
+        st.ioeventfds.forEach((e, k) => {
+          for (const o of overlays)
+            if (e.offset < o.end && o.start < e.offset + e.size)
+              throw new PciError("PCI_INVALID_SPEC", `bars[${i}].ioeventfds[${k}]: overlaps the MSI-X table/PBA`, { field: `bars[${i}].ioeventfds[${k}]` });
+        });
         const windows = b?.shadow ?? [];
         for (let w = 0; w < windows.length; w++) {
           const win = windows[w];
@@ -609,9 +642,11 @@ class PciFunctionImpl implements PciFunction {
   /** Unmaps and frees every region and table of this function; later calls fail. */
   dispose(): void {
     if (this.disposed) return;
+    this.closeIoEventFds(false);
     this.disposed = true;
     this.sink = null;
     this.dmaApi = null;
+    this.ioEventFdErrorHandler = null;
     this.spec.dispose?.();
     this.mem.transaction(() => {
       for (let i = 0; i < 7; i++) {
@@ -639,6 +674,78 @@ class PciFunctionImpl implements PciFunction {
       this.busRoots.io.destroy();
     }
     this.x.pciFunctionFree(this.fnPtr);
+  }
+
+  // ---- ioeventfds ----------------------------------------------------------------------
+
+  ioEventFds(index: number): readonly PciIoEventFd[] {
+    if (!Number.isInteger(index) || index < 0 || index > PCI_ROM_REGION) throw new PciError("PCI_REGION_INDEX", `region ${index} does not exist (0..5 = BARs, 6 = ROM)`, { region: index });
+    if (this.disposed) throw new PciError("PCI_REGION_INDEX", `${this.name} was disposed`, { region: index });
+    const b = this.bars[index];
+    if (!b || b.ioeventfds.length === 0) return [];
+    const made: EventFd[] = [];
+    try {
+      for (const e of b.ioeventfds) {
+        if (e.eventfd) continue;
+        const efd = EventFd.create();
+        made.push(efd);
+        efd.onReadable((count) => this.deliverIoEventFd(b, e, count));
+        e.eventfd = efd;
+      }
+    } catch (err) {
+      for (const e of b.ioeventfds) if (e.eventfd && made.includes(e.eventfd)) e.eventfd = null;
+      for (const efd of made) efd.close();
+      throw new PciError("PCI_RESOURCE", `region ${index}: cannot create its ioeventfds: ${(err as Error).message}`, { region: index, cause: err });
+    }
+    const space = b.kind === "io" ? "io" : "mem";
+    return b.ioeventfds.map((e) => ({ region: index, offset: e.offset, size: e.size, datamatch: e.datamatch, space, fd: e.eventfd!.fd }));
+  }
+
+  releaseIoEventFds(): void {
+    if (!this.disposed) this.closeIoEventFds(true);
+  }
+
+  setIoEventFdErrorHandler(handler: ((error: PciError) => void) | null): void {
+    this.ioEventFdErrorHandler = handler;
+  }
+
+  private ioEventFdErrorHandler: ((error: PciError) => void) | null = null;
+
+  /** Closes every eventfd; with `deliver`, signals already counted reach the device first. */
+  private closeIoEventFds(deliver: boolean): void {
+    for (const b of this.bars) {
+      for (const e of b?.ioeventfds ?? []) {
+        const efd = e.eventfd;
+        if (!efd) continue;
+        e.eventfd = null;
+        let pending = 0;
+        try {
+          if (deliver) pending = efd.read();
+        } finally {
+          efd.close();
+        }
+        if (pending > 0) this.deliverIoEventFd(b!, e, pending);
+      }
+    }
+  }
+
+  /** One wake-up of an ioeventfd: `count` signals folded into one write (see IoEventFdSpec). */
+  private deliverIoEventFd(b: BarState, e: IoEventFdState, count: number): void {
+    if (this.disposed) return;
+    const max = (1n << BigInt(e.size * 8)) - 1n;
+    const rings = BigInt(count);
+    const value = e.datamatch ?? (rings > max ? max : rings);
+    try {
+      this.write(b, e.offset, e.size, value);
+    } catch (err) {
+      const error = err instanceof PciError ? err : new PciError("PCI_DEVICE_ERROR", `region ${b.index}: ioeventfd write failed`, { region: b.index, offset: e.offset, size: e.size, cause: err });
+      const handler = this.ioEventFdErrorHandler;
+      if (handler) handler(error);
+      else {
+        const cause = error.cause instanceof Error ? ` (${error.cause.message})` : "";
+        process.emitWarning(`${this.name}: ioeventfd write of ${e.size} bytes at region ${b.index} offset 0x${e.offset.toString(16)} failed: ${error.message}${cause}`, { code: error.code });
+      }
+    }
   }
 
   // ---- interrupts ----------------------------------------------------------------------
@@ -1031,6 +1138,38 @@ function bytesOps(bytes: Uint8Array, owner: object): IoOps {
     impl: { min: 1, max: 8, unaligned: true },
     owner,
   };
+}
+
+/** Declaration checks of a BAR's ioeventfds (IoEventFdSpec's rules, MSI-X overlap aside). */
+function checkIoEventFds(list: readonly IoEventFdSpec[], field: string, barSize: number, ops: import("./api.js").RegionOps): void {
+  if (!Array.isArray(list)) throw new PciError("PCI_INVALID_SPEC", `${field} must be an array`, { field });
+  if (list.length > PCI_MAX_IOEVENTFDS_PER_BAR) throw new PciError("PCI_INVALID_SPEC", `${field}: at most ${PCI_MAX_IOEVENTFDS_PER_BAR} ioeventfds per BAR, got ${list.length}`, { field });
+  const validMin = ops.valid?.min ?? 1;
+  const validMax = ops.valid?.max ?? 8;
+  const seen: { offset: number; size: number; datamatch?: bigint }[] = [];
+  list.forEach((e, k) => {
+    const f = `${field}[${k}]`;
+    const { offset, size } = e;
+    if (size !== 1 && size !== 2 && size !== 4 && size !== 8) throw new PciError("PCI_INVALID_SPEC", `${f}.size must be 1, 2, 4 or 8`, { field: `${f}.size` });
+    if (!Number.isInteger(offset) || offset < 0 || offset % size !== 0 || offset + size > barSize)
+      throw new PciError("PCI_INVALID_SPEC", `${f}.offset must be aligned to the size and lie inside the ${barSize}-byte BAR`, { field: `${f}.offset` });
+    if (size < validMin || size > validMax) throw new PciError("PCI_INVALID_SPEC", `${f}.size: the BAR's valid access sizes are ${validMin}..${validMax}`, { field: `${f}.size` });
+    let datamatch: bigint | undefined;
+    if (e.datamatch !== undefined) {
+      const d = e.datamatch;
+      const ok = typeof d === "bigint" || (typeof d === "number" && Number.isSafeInteger(d));
+      datamatch = ok ? BigInt(d) : -1n;
+      if (datamatch < 0n || datamatch >= 1n << BigInt(size * 8)) throw new PciError("PCI_INVALID_SPEC", `${f}.datamatch must be an unsigned integer that fits in ${size} bytes`, { field: `${f}.datamatch` });
+    }
+    for (const o of seen) {
+      if (offset >= o.offset + o.size || o.offset >= offset + size) continue;
+      // KVM's rule (ioeventfd_check_collision): the same register may carry several
+      // ioeventfds only when each matches its own value.
+      if (o.offset !== offset || o.size !== size || datamatch === undefined || o.datamatch === undefined || o.datamatch === datamatch)
+        throw new PciError("PCI_INVALID_SPEC", `${f}: collides with another ioeventfd (same register needs distinct datamatch values; partial overlaps are refused)`, { field: f });
+    }
+    seen.push({ offset, size, datamatch });
+  });
 }
 
 /** A shadow window: reads come from `bytes` without calling the device; writes are handed
