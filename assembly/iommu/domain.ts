@@ -500,15 +500,20 @@ function fastRun(tlb: usize, setBytes: u32, k: u64, rec: usize, limit: usize, ou
     const iova = load<u64>(rec, 0);
     // setIndex(iova, k, setMask) << SET_SHIFT, as one mask of the shifted hash.
     let e = tlb + ((((<u32>(iova >> k) + <u32>k) * 0x9e3779b1) >>> (16 - SET_SHIFT)) & setBytes);
-    if ((iova & ~load<u64>(e, E_MASK)) != load<u64>(e, E_BASE)) {
+    let mask = load<u64>(e, E_MASK);
+    if ((iova & ~mask) != load<u64>(e, E_BASE)) {
       e += ENTRY_SIZE;
-      if ((iova & ~load<u64>(e, E_MASK)) != load<u64>(e, E_BASE)) {
+      mask = load<u64>(e, E_MASK);
+      if ((iova & ~mask) != load<u64>(e, E_BASE)) {
         e += ENTRY_SIZE;
-        if ((iova & ~load<u64>(e, E_MASK)) != load<u64>(e, E_BASE)) {
+        mask = load<u64>(e, E_MASK);
+        if ((iova & ~mask) != load<u64>(e, E_BASE)) {
           e += ENTRY_SIZE;
-          if ((iova & ~load<u64>(e, E_MASK)) != load<u64>(e, E_BASE)) {
+          mask = load<u64>(e, E_MASK);
+          if ((iova & ~mask) != load<u64>(e, E_BASE)) {
             e = lookup(tlb, setBytes >> SET_SHIFT, load<u64>(RUN_OTHER_CLASSES), iova);
             if (!e) break;
+            mask = load<u64>(e, E_MASK);
           }
         }
       }
@@ -517,7 +522,6 @@ function fastRun(tlb: usize, setBytes: u32, k: u64, rec: usize, limit: usize, ou
     const access = load<u32>(rec, 12);
     if (load<u32>(e, E_DENY) & access) break;
     if (!access) break;
-    const mask = load<u64>(e, E_MASK);
     const offset = iova & mask;
     // len - 1 as u64: a zero length becomes 2^64 - 1 and never fits. Fitting inside the entry
     // also rules out iova + len overflowing.
