@@ -5,14 +5,19 @@
 //          buffer with an fd so a vfio-user client can mmap it.
 //   BAR 2  memory, 4 KiB registers (4-byte accesses; 8-byte ones are split):
 //     0x00 RO  identification 0x77647470 ("wdtp")
-//     0x04 WO  doorbell: counts the write, keeps the value, calls `onDoorbell`, and fires
-//              MSI-X vector 0 (or pulses INTx: assert, deasserted by IRQ_ACK) when
-//              bit 0 of CONTROL is set
+//     0x04 WO  doorbell: counts the write, keeps the value, adds it to the sum, calls
+//              `onDoorbell`, and fires MSI-X vector 0 (or pulses INTx: assert, deasserted by
+//              IRQ_ACK) when bit 0 of CONTROL is set. Also an ioeventfd without datamatch
+//              (4-byte writes): a VMM may ring it through an eventfd, and each wake-up arrives
+//              here as one write whose value is the number of rings it folded together.
 //     0x08 RO  doorbell count (low 32 bits)       } served from a shadow window: reads never
 //     0x0c RO  last doorbell value                 } reach the device (side-effect free)
 //     0x10 RW  scratch
 //     0x14 RW  control: bit 0 = interrupt on doorbell
 //     0x18 WO  interrupt acknowledge (deasserts INTx)
+//     0x20 RO  doorbell sum: the values written to DOORBELL, added (low 32 bits; shadow window).
+//              Rings written as value 1 over the socket and rings through the ioeventfd both
+//              count one each here, so benchmarks compare the two paths by this register.
 //     0x800    MSI-X table (2 vectors)     0xc00 MSI-X PBA
 import { createPciFunction } from "../core/pci/function.js";
 import type { AccessSize, PciFunction } from "../core/pci/api.js";
@@ -29,6 +34,7 @@ export const THROUGHPUT_REG = {
   SCRATCH: 0x10,
   CONTROL: 0x14,
   IRQ_ACK: 0x18,
+  DOORBELL_SUM: 0x20,
 } as const;
 export const THROUGHPUT_CONTROL_IRQ = 0x1;
 
@@ -45,6 +51,8 @@ export interface ThroughputDevice {
   fn: PciFunction;
   /** Doorbell writes seen since creation/reset. */
   readonly doorbells: number;
+  /** Sum of the doorbell values since creation/reset (mod 2^32): rings, when each is 1. */
+  readonly doorbellSum: number;
 }
 
 export function createThroughputDevice(options: ThroughputOptions = {}): ThroughputDevice {
@@ -54,12 +62,15 @@ export function createThroughputDevice(options: ThroughputOptions = {}): Through
   let control = 0;
 
   const mirror = () => {
-    // The shadow window covers 0x08..0x0f: count then last value.
+    // Shadow window 0 covers 0x08..0x0f: count then last value; window 1 the sum at 0x20.
     const view = new DataView(fn.shadow(2).buffer, fn.shadow(2).byteOffset, 8);
     view.setUint32(0, doorbells >>> 0, true);
     view.setUint32(4, lastValue, true);
+    const sumView = fn.shadow(2, 1);
+    new DataView(sumView.buffer, sumView.byteOffset, 4).setUint32(0, doorbellSum, true);
   };
   let lastValue = 0;
+  let doorbellSum = 0;
 
   const read = (offset: number, _size: AccessSize): number => {
     switch (offset) {
@@ -80,6 +91,7 @@ export function createThroughputDevice(options: ThroughputOptions = {}): Through
       case THROUGHPUT_REG.DOORBELL:
         doorbells++;
         lastValue = v;
+        doorbellSum = (doorbellSum + v) >>> 0;
         mirror();
         options.onDoorbell?.(v);
         if (control & THROUGHPUT_CONTROL_IRQ && !fn.irq.notify(0)) fn.irq.setIntx(true);
@@ -110,13 +122,18 @@ export function createThroughputDevice(options: ThroughputOptions = {}): Through
         size: 4096,
         name: "regs",
         ops: { read, write, valid: { min: 4, max: 8 }, impl: { min: 4, max: 4 } },
-        shadow: [{ offset: THROUGHPUT_REG.DOORBELL_COUNT, size: 8 }],
+        shadow: [
+          { offset: THROUGHPUT_REG.DOORBELL_COUNT, size: 8 },
+          { offset: THROUGHPUT_REG.DOORBELL_SUM, size: 4 },
+        ],
+        ioeventfds: [{ offset: THROUGHPUT_REG.DOORBELL, size: 4 }],
       },
     ],
     capabilities: [{ kind: "msix", vectors: 2, tableBar: 2, tableOffset: 0x800, pbaBar: 2, pbaOffset: 0xc00 }],
     reset() {
       doorbells = 0;
       lastValue = 0;
+      doorbellSum = 0;
       scratch = 0;
       control = 0;
       mirror();
@@ -126,6 +143,9 @@ export function createThroughputDevice(options: ThroughputOptions = {}): Through
     fn,
     get doorbells() {
       return doorbells;
+    },
+    get doorbellSum() {
+      return doorbellSum;
     },
   };
 }

@@ -1,3 +1,4 @@
+import { writeSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { createThroughputDevice, THROUGHPUT_REG as REG } from "../../src/devices/throughput.js";
 import type { InterruptSink } from "../../src/core/index.js";
@@ -45,5 +46,35 @@ describe("throughput device", () => {
     fn.writeConfig(cap + 2, 2, 0x8000);
     fn.writeRegion(2, REG.DOORBELL, 4, 2n);
     expect(events).toEqual(["intx:1", "intx:0", "msix:0"]);
+  });
+
+  it("sums doorbell values in a side-effect-free register, cleared by reset", () => {
+    const dev = createThroughputDevice({ dataSize: 4096 });
+    const { fn } = dev;
+    fn.writeRegion(2, REG.DOORBELL, 4, 0xffff_fff0n);
+    fn.writeRegion(2, REG.DOORBELL, 4, 0x20n);
+    expect(fn.readRegion(2, REG.DOORBELL_SUM, 4)).toBe(0x10n); // mod 2^32
+    expect(dev.doorbells).toBe(2);
+    fn.reset();
+    expect(fn.readRegion(2, REG.DOORBELL_SUM, 4)).toBe(0n);
+    fn.dispose();
+  });
+
+  it("offers its doorbell as an ioeventfd without datamatch; rings reach the same handler", async () => {
+    const seen: number[] = [];
+    const dev = createThroughputDevice({ dataSize: 4096, onDoorbell: (v) => seen.push(v) });
+    const { fn } = dev;
+    expect(fn.ioEventFds(0)).toEqual([]);
+    const [bell] = fn.ioEventFds(2);
+    expect(bell).toMatchObject({ region: 2, offset: REG.DOORBELL, size: 4, datamatch: undefined, space: "mem" });
+    const ring = Buffer.alloc(8);
+    ring.writeBigUInt64LE(1n);
+    for (let i = 0; i < 5; i++) writeSync(bell.fd, ring);
+    const deadline = Date.now() + 2000;
+    while (fn.readRegion(2, REG.DOORBELL_SUM, 4) < 5n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
+    expect(fn.readRegion(2, REG.DOORBELL_SUM, 4)).toBe(5n);
+    expect(seen.reduce((a, b) => a + b, 0)).toBe(5);
+    expect(dev.doorbells).toBe(seen.length); // one handler call per wake-up, 1..5 of them
+    fn.dispose();
   });
 });
