@@ -296,6 +296,77 @@ const fixtures: Fixture[] = [
     decoded: { argsz: 56, flags: 0, index: 0, count: 1, subRegions: [{ offset: 0x80n, size: 4n, fdIndex: 0, type: 0, flags: 1, datamatch: 0x1234n }] },
   },
   {
+    // Two ioeventfds of an I/O BAR as the throughput-style doorbell pair would be offered: the
+    // first without datamatch, the second PIO + DATAMATCH; written out as hex so the layout is
+    // checked against the spec's table byte by byte (offset 0, size 8, fd_index 16, type 20,
+    // flags 24, padding 28, datamatch 32).
+    name: "DEVICE_GET_REGION_IO_FDS reply, two sub-regions, one fd each",
+    header: { msgId: 0x31, command: 6, flags: REPLY },
+    bytes: hex(`
+      3100 0600 70000000 01000000 00000000
+      60000000 00000000 04000000 02000000
+      0400000000000000 0400000000000000 00000000 00000000 00000000 00000000 0000000000000000
+      0800000000000000 0200000000000000 01000000 00000000 03000000 00000000 efbe000000000000`),
+    write: (w) =>
+      writeRegionIoFdsReply(
+        w,
+        0x31,
+        4,
+        [
+          { offset: 4n, size: 4n, fdIndex: 0, type: 0, flags: 0, datamatch: 0n },
+          { offset: 8n, size: 2n, fdIndex: 1, type: 0, flags: 3, datamatch: 0xbeefn },
+        ],
+        0x60,
+      ),
+    decode: decodeRegionIoFdsReply,
+    decoded: {
+      argsz: 0x60,
+      flags: 0,
+      index: 4,
+      count: 2,
+      subRegions: [
+        { offset: 4n, size: 4n, fdIndex: 0, type: 0, flags: 0, datamatch: 0n },
+        { offset: 8n, size: 2n, fdIndex: 1, type: 0, flags: 3, datamatch: 0xbeefn },
+      ],
+    },
+  },
+  {
+    // argsz 0x5f is one byte short of the full reply: only the head goes out, with the argsz
+    // the client must ask for and the real count.
+    name: "DEVICE_GET_REGION_IO_FDS reply cut to the head when argsz is too small",
+    header: { msgId: 0x32, command: 6, flags: REPLY },
+    bytes: message(0x32, 6, REPLY, new Bytes().u32(16 + 2 * 40).u32(0).u32(4).u32(2)),
+    write: (w) =>
+      writeRegionIoFdsReply(
+        w,
+        0x32,
+        4,
+        [
+          { offset: 4n, size: 4n, fdIndex: 0, type: 0, flags: 0, datamatch: 0n },
+          { offset: 8n, size: 2n, fdIndex: 1, type: 0, flags: 3, datamatch: 0xbeefn },
+        ],
+        0x5f,
+      ),
+    decode: decodeRegionIoFdsReply,
+    decoded: { argsz: 0x60, flags: 0, index: 4, count: 2, subRegions: [] },
+  },
+  {
+    name: "DEVICE_GET_REGION_IO_FDS reply with no sub-regions",
+    header: { msgId: 0x33, command: 6, flags: REPLY },
+    bytes: message(0x33, 6, REPLY, new Bytes().u32(16).u32(0).u32(7).u32(0)),
+    write: (w) => writeRegionIoFdsReply(w, 0x33, 7, [], 16),
+    decode: decodeRegionIoFdsReply,
+    decoded: { argsz: 16, flags: 0, index: 7, count: 0, subRegions: [] },
+  },
+  {
+    name: "DEVICE_GET_REGION_IO_FDS request with a large argsz",
+    header: { msgId: 0x34, command: 6, flags: REQ },
+    bytes: message(0x34, 6, REQ, new Bytes().u32(0x1000).u32(0).u32(2).u32(0)),
+    write: (w) => writeRegionIoFdsRequest(w, 0x34, 2, 0x1000),
+    decode: decodeRegionIoFdsRequest,
+    decoded: { argsz: 0x1000, flags: 0, index: 2, count: 0 },
+  },
+  {
     name: "DEVICE_GET_IRQ_INFO request",
     header: { msgId: 10, command: 7, flags: REQ },
     bytes: message(10, 7, REQ, new Bytes().u32(16).u32(0).u32(2).u32(0)),
@@ -710,6 +781,12 @@ describe("structural decode errors carry errnos", () => {
     ["DMA_READ count above 2^32", () => decodeDmaReadRequest(new Bytes().u64(0).u64(1n << 32n).build()), "WIRE_BAD_FIELD"],
     ["MIG_DATA_WRITE size mismatch", () => decodeMigDataWriteRequest(new Bytes().u32(12).u32(4).raw([1]).build()), "WIRE_BAD_FIELD"],
     ["region info caps pointing backwards", () => decodeRegionInfoReply(new Bytes().u32(48).u32(8).u32(0).u32(32).u64(0).u64(0).u16(1).u16(1).u32(32).u32(0).u32(0).build()), "WIRE_BAD_FIELD"],
+    ["IO_FDS request with a trailing byte", () => decodeRegionIoFdsRequest(new Uint8Array(17)), "WIRE_BAD_LENGTH"],
+    ["IO_FDS request too short", () => decodeRegionIoFdsRequest(new Uint8Array(12)), "WIRE_BAD_LENGTH"],
+    ["IO_FDS reply shorter than its head", () => decodeRegionIoFdsReply(new Uint8Array(15)), "WIRE_BAD_LENGTH"],
+    ["IO_FDS reply with fewer entry bytes than count needs", () => decodeRegionIoFdsReply(new Bytes().u32(96).u32(0).u32(0).u32(2).zeros(40).build()), "WIRE_BAD_LENGTH"],
+    ["IO_FDS reply with entries not a whole stride", () => decodeRegionIoFdsReply(new Bytes().u32(97).u32(0).u32(0).u32(2).zeros(81).build()), "WIRE_BAD_LENGTH"],
+    ["IO_FDS reply with entry bytes but count 0", () => decodeRegionIoFdsReply(new Bytes().u32(56).u32(0).u32(0).u32(0).zeros(40).build()), "WIRE_BAD_LENGTH"],
     ["region info sparse nr_areas too large", () => decodeRegionInfoReply(new Bytes().u32(48).u32(8).u32(0).u32(32).u64(0).u64(0).u16(1).u16(1).u32(0).u32(5).u32(0).build()), "WIRE_BAD_FIELD"],
   ];
   for (const [name, run, code] of cases) {
@@ -723,6 +800,21 @@ describe("structural decode errors carry errnos", () => {
 });
 
 describe("reply shapes other implementations send", () => {
+  it("IO_FDS reply entries longer than 40 bytes: the stride comes from the payload, extra bytes skipped", () => {
+    const entry = (offset: number, datamatch: number) => new Bytes().u64(offset).u64(4).u32(0).u32(0).u32(1).u32(0).u64(datamatch).u64(0xfeedn).build();
+    const body = new Bytes().u32(16 + 2 * 48).u32(0).u32(1).u32(2).raw(entry(0x10, 5)).raw(entry(0x20, 6)).build();
+    expect(decodeRegionIoFdsReply(body)).toEqual({
+      argsz: 112,
+      flags: 0,
+      index: 1,
+      count: 2,
+      subRegions: [
+        { offset: 0x10n, size: 4n, fdIndex: 0, type: 0, flags: 1, datamatch: 5n },
+        { offset: 0x20n, size: 4n, fdIndex: 0, type: 0, flags: 1, datamatch: 6n },
+      ],
+    });
+  });
+
   it("DMA_WRITE reply: 16-byte (u64 count), 12-byte (the spec table's u32 count) and header-only (QEMU) are accepted", () => {
     expect(decodeDmaWriteReply(new Bytes().u64(0x2000).u64(3).build())).toEqual({ address: 0x2000n, count: 3 });
     expect(decodeDmaWriteReply(new Bytes().u64(0x2000).u32(3).build())).toEqual({ address: 0x2000n, count: 3 });

@@ -448,9 +448,12 @@ export function decodeRegionIoFdsReply(body: Uint8Array): RegionIoFdsReply | Wir
   const out: RegionIoFdsReply = { argsz: readU32(body, 0), flags: readU32(body, 4), index: readU32(body, 8), count: readU32(body, 12), subRegions: [] };
   const present = body.length - REGION_IO_FDS_SIZE;
   if (present === 0) return out; // head only: argsz says how much to ask for
-  if (present !== out.count * SUB_REGION_IO_FD_SIZE) return lengthError(C, `reply with ${out.count} sub-regions`, REGION_IO_FDS_SIZE + out.count * SUB_REGION_IO_FD_SIZE, body.length);
+  // The spec fixes entries at 40 bytes today but tells readers to derive the stride from the
+  // payload, so a later, longer entry layout still decodes (its extra bytes are skipped).
+  const stride = out.count > 0 ? present / out.count : 0;
+  if (!Number.isInteger(stride) || stride < SUB_REGION_IO_FD_SIZE) return lengthError(C, `reply with ${out.count} sub-regions`, REGION_IO_FDS_SIZE + out.count * SUB_REGION_IO_FD_SIZE, body.length);
   for (let i = 0; i < out.count; i++) {
-    const p = REGION_IO_FDS_SIZE + i * SUB_REGION_IO_FD_SIZE;
+    const p = REGION_IO_FDS_SIZE + i * stride;
     out.subRegions.push({ offset: readU64(body, p), size: readU64(body, p + 8), fdIndex: readU32(body, p + 16), type: readU32(body, p + 20), flags: readU32(body, p + 24), datamatch: readU64(body, p + 32) });
   }
   return out;
