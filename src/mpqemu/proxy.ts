@@ -34,6 +34,9 @@ export interface MpqemuProxyOptions {
   ramGpa?: bigint;
   /** A request without a reply for this long means the remote is lost (default 3000 ms). */
   timeoutMs?: number;
+  /** The same bound for the first answer, which waits for the remote process to start (exec,
+   *  QEMU's machine creation: seconds on a busy machine). Default max(10 000, timeoutMs). */
+  startTimeoutMs?: number;
   /** Interval of the liveness probe while idle (default 1000 ms; 0 disables). */
   heartbeatMs?: number;
   /** What to do with the child's stderr (default "inherit"); "pipe" keeps its last 4 KiB in
@@ -105,6 +108,8 @@ export class MpqemuProxy extends EventEmitter {
   private readonly pending: Pending[] = [];
   private outQueue: { bytes: Uint8Array; fds: number[] }[] = [];
   private readonly timeoutMs: number;
+  /** Reply deadline in force: startTimeoutMs until the first reply, then timeoutMs. */
+  private replyTimeoutMs: number;
   private readonly log: (line: string) => void;
   private timeoutTimer: NodeJS.Timeout | null = null;
   /** The request timeoutTimer watches, and when the last reply arrived (Date.now()). */
@@ -129,6 +134,7 @@ export class MpqemuProxy extends EventEmitter {
     super();
     this.child = child;
     this.timeoutMs = opts.timeoutMs ?? 3000;
+    this.replyTimeoutMs = opts.startTimeoutMs ?? Math.max(10_000, this.timeoutMs);
     this.log = opts.log ?? (() => {});
     this.ramGpa = opts.ramGpa ?? 0n;
     this.sock = new RawSocket(sockFd);
@@ -546,6 +552,7 @@ export class MpqemuProxy extends EventEmitter {
       return;
     }
     this.lastReplyAt = Date.now();
+    this.replyTimeoutMs = this.timeoutMs; // the remote is up: from now on, plain liveness
     this.armTimeout();
     p.resolve(ev.message);
   }
@@ -565,7 +572,7 @@ export class MpqemuProxy extends EventEmitter {
     }
     this.timedHead = head;
     if (!head || this.failure) return;
-    const left = Math.max(0, Math.max(head.sentAt, this.lastReplyAt) + this.timeoutMs - Date.now());
+    const left = Math.max(0, Math.max(head.sentAt, this.lastReplyAt) + this.replyTimeoutMs - Date.now());
     this.timeoutTimer = setTimeout(() => this.onTimeout(head), left);
   }
 
@@ -576,7 +583,7 @@ export class MpqemuProxy extends EventEmitter {
     // the reply may already be waiting in the socket. Read what is there before judging.
     this.onReadable();
     if (this.failure || this.pending[0] !== head) return; // answered (onReply re-armed) or failed
-    this.fail(this.lost(`no reply to ${cmdName(head.cmd)} within ${this.timeoutMs} ms`, undefined, head.cmd));
+    this.fail(this.lost(`no reply to ${cmdName(head.cmd)} within ${this.replyTimeoutMs} ms`, undefined, head.cmd));
   }
 
   private heartbeat(): void {

@@ -174,7 +174,9 @@ describe.skipIf(!haveQemu)("our proxy against QEMU's remote", () => {
     expect(await proxy.busRead("mem", 0xdead0000n, 4)).toBe(0xffffffffn);
     expect((await lost).message).toMatch(/lost contact with device/);
     await expect(proxy.configRead(0, 4)).rejects.toMatchObject({ code: "MPQEMU_LOST_CONTACT" });
-    await new Promise((r) => setTimeout(r, 100));
+    // Everything QEMU wrote to stderr has been delivered once the pipe closed.
+    const stderr = proxy.child!.stderr!;
+    if (!stderr.closed) await new Promise((r) => stderr.once("close", r));
     expect(proxy.stderrTail).toMatch(/Bad address dead0000 for mem read/);
   });
 
@@ -187,8 +189,9 @@ describe.skipIf(!haveQemu)("our proxy against QEMU's remote", () => {
 
   it("a remote that never answers fails start() instead of hanging", async () => {
     // `sleep` keeps the socket open without ever replying.
-    await expect(MpqemuProxy.start({ command: ["sh", "-c", "exec sleep 30", "{fd}"], timeoutMs: 300, heartbeatMs: 0 })).rejects.toMatchObject({
+    await expect(MpqemuProxy.start({ command: ["sh", "-c", "exec sleep 30", "{fd}"], startTimeoutMs: 300, heartbeatMs: 0 })).rejects.toMatchObject({
       code: "MPQEMU_LOST_CONTACT",
+      message: expect.stringMatching(/no reply to PCI_CFGWRITE within 300 ms/), // the start-up mark, first in line
     });
   });
 });

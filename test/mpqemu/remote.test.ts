@@ -381,6 +381,21 @@ describe("malformed and truncated replies to our proxy", () => {
     expect(logs.join("\n")).toMatch(/kept its start-up mark for 150 ms/);
   });
 
+  it("the first answer may take the start-up allowance (the remote process is starting), later ones only timeoutMs", async () => {
+    const [a, b] = socketpair();
+    const peer = new RawPeer(b, "remote");
+    const started = MpqemuProxy.start({ fd: a, ramSize: 0, heartbeatMs: 0, timeoutMs: 100 });
+    cleanups.push(() => started.then((p) => p.close(), () => {}), () => peer.sock.isClosed || peer.sock.close());
+    const batch = (await peer.next()) as RequestMsg[];
+    for (const m of batch) if (m.cmd === Cmd.SET_IRQFD) [m.irqfd, m.resamplefd].forEach(closeFd);
+    await sleep(300); // a slow start: three times timeoutMs before the first answer
+    peer.send(enc.ret(0n));
+    peer.send(enc.ret(null));
+    peer.send(enc.ret(0n));
+    const proxy = await started;
+    await expect(proxy.configRead(0, 4)).rejects.toMatchObject({ message: expect.stringMatching(/no reply to PCI_CFGREAD within 100 ms/) });
+  });
+
   it("the liveness clock of a pipelined request starts at the previous reply, not at its issue time", async () => {
     const { proxy, peer } = await start({ timeoutMs: 1000 });
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
