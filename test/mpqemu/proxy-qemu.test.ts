@@ -102,6 +102,9 @@ describe.skipIf(!haveQemu)("our proxy against QEMU's remote", () => {
     expect(proxy.intx).toBe(false);
     await proxy.barWrite(0, 0xd0, 4, 0x1); // IMS: TXDW
     await proxy.barWrite(0, 0xc8, 4, 0x1); // ICS: set TXDW -> interrupt
+    // INTx arrives asynchronously (QEMU's remote signals the irqfd, our event loop polls it).
+    // The bound is the proxy's liveness timeout: a remote that cannot react within it counts
+    // as lost anyway; a remote that dies fails the wait at once with the lost-contact error.
     await proxy.waitIntx(3000);
     expect(proxy.intx).toBe(true);
     proxy.eoi(); // still asserted in the device: the remote re-raises on resample
