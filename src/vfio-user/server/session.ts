@@ -9,7 +9,7 @@
 // the next request that wants a reply with it (see `postedFailure`).
 import type { Connection, CloseReason } from "../../transport/connection.js";
 import { closeFdQuietly } from "../../transport/fd.js";
-import type { PciFunction } from "../../core/pci/api.js";
+import type { PciFunction, PciIoEventFd } from "../../core/pci/api.js";
 import { PciError } from "../../core/pci/errors.js";
 import { createDmaContext, type DmaContext } from "../../core/dma/context.js";
 import { DmaError } from "../../core/dma/errors.js";
@@ -25,6 +25,8 @@ import {
   RegionCapId,
   DmaMapFlag,
   DmaUnmapFlag,
+  IoFdType,
+  IoEventFdFlag,
   DeviceFeature,
   DeviceFeatureFlag,
   MigrationFlag,
@@ -32,10 +34,12 @@ import {
   PROTOCOL_MINOR,
   DEFAULT_MAX_DATA_XFER_SIZE,
   DEFAULT_MAX_BITMAP_SIZE,
+  DEFAULT_MAX_MSG_FDS,
   DMA_UNMAP_SIZE,
   BITMAP_HEADER_SIZE,
   REGION_INFO_SIZE,
   REGION_IO_FDS_SIZE,
+  SUB_REGION_IO_FD_SIZE,
   DEVICE_INFO_SIZE,
   IRQ_INFO_SIZE,
   IRQ_SET_SIZE,
@@ -84,6 +88,7 @@ import {
   encodeDmaLoggingReport,
   regionInfoReplySize,
   type RegionCap,
+  type SubRegionIoFd,
   type DmaAccess,
 } from "../wire/messages.js";
 import { maxMessageSizeFor } from "../wire/index.js";
@@ -143,6 +148,8 @@ export class Session {
   private negotiated = false;
   /** The client's limits for our requests. */
   private clientMaxXfer = DEFAULT_MAX_DATA_XFER_SIZE;
+  /** Most fds the client accepts in one message (its max_msg_fds; the spec's default is 1). */
+  private clientMaxMsgFds = DEFAULT_MAX_MSG_FDS;
   private migrationPgsize = 4096;
   private maxBitmapBytes = DEFAULT_MAX_BITMAP_SIZE;
   private readonly dma: DmaContext;
@@ -196,6 +203,13 @@ export class Session {
     }
     this.device.attachDma(trackDirtyPages(this.dma.dma, this.dirty));
     this.device.attachInterruptSink(this.irqs, "peer");
+    // A doorbell rung through an ioeventfd is a posted write: its failure is reported the way a
+    // failed NO_REPLY REGION_WRITE is, by the next request that wants a reply.
+    this.device.setIoEventFdErrorHandler((e) => {
+      const err = deviceFailure(e, e.region, typeof e.offset === "number" ? e.offset : undefined, e.size);
+      this.config.log(`ioeventfd write failed with ${errnoName(err.errno)}: ${err.message}`);
+      if (!this.postedFailure) this.postedFailure = err;
+    });
     connection.on("close", (reason: CloseReason) => this.close(reason));
     connection.on("drain", () => this.drainBacklog());
     connection.onData((chunk, fds) => {
@@ -390,6 +404,7 @@ export class Session {
     }
     const caps = v.capabilities ?? {};
     if (caps.maxDataXferSize !== undefined) this.clientMaxXfer = caps.maxDataXferSize;
+    if (caps.maxMsgFds !== undefined) this.clientMaxMsgFds = caps.maxMsgFds;
     const reply: Capabilities = {
       maxMsgFds: this.config.maxMsgFds,
       maxDataXferSize: this.config.maxDataXferSize,
@@ -572,9 +587,34 @@ export class Session {
       throw badRequest(Errno.EINVAL, `region index ${req.index} is out of range or not implemented`, { region: req.index });
     }
     if (!wantsReply(f.flags)) return;
-    // The device model offers no ioeventfds: every region answers with zero sub-regions, which
-    // tells the client to use REGION_WRITE for everything.
-    writeRegionIoFdsReply(this.out, f.msgId, req.index, [], req.argsz);
+    // Config space, VGA and the ROM have no ioeventfds; BARs have the ones the device declared.
+    let ioefds: readonly PciIoEventFd[] = [];
+    if (req.index <= PciRegion.BAR5) {
+      try {
+        ioefds = this.device.ioEventFds(req.index);
+      } catch (e) {
+        throw deviceFailure(e, req.index);
+      }
+    }
+    // One fd per sub-region (fd_index = position): each doorbell has its own eventfd.
+    const subRegions: SubRegionIoFd[] = ioefds.map((e, i) => ({
+      offset: BigInt(e.offset),
+      size: BigInt(e.size),
+      fdIndex: i,
+      type: IoFdType.IOEVENTFD,
+      flags: (e.datamatch !== undefined ? IoEventFdFlag.DATAMATCH : 0) | (e.space === "io" ? IoEventFdFlag.PIO : 0),
+      datamatch: e.datamatch ?? 0n,
+    }));
+    const full = req.argsz >= REGION_IO_FDS_SIZE + subRegions.length * SUB_REGION_IO_FD_SIZE;
+    if (!full || subRegions.length === 0) {
+      // Head only (argsz tells the client what to ask for), or nothing to offer: no fds.
+      writeRegionIoFdsReply(this.out, f.msgId, req.index, subRegions, req.argsz);
+      return;
+    }
+    if (subRegions.length > this.clientMaxMsgFds) {
+      throw badRequest(Errno.E2BIG, `region ${req.index} has ${subRegions.length} ioeventfds, more than the client's max_msg_fds of ${this.clientMaxMsgFds}`, { region: req.index });
+    }
+    this.sendWithFds((w) => writeRegionIoFdsReply(w, f.msgId, req.index, subRegions, req.argsz), ioefds.map((e) => e.fd));
   }
 
   private irqInfo(f: Frame): void {
@@ -856,6 +896,14 @@ export class Session {
     // Spec, "Client Disconnection": unmap the client's memory, close its irq fds, keep the
     // device state.
     try {
+      // The departed client's copies of the ioeventfds must not reach the device any more:
+      // close ours (rings already counted are delivered first); the next client gets new ones.
+      this.device.releaseIoEventFds();
+    } catch (e) {
+      this.config.log(`releasing ioeventfds failed: ${(e as Error).message}`);
+    }
+    try {
+      this.device.setIoEventFdErrorHandler(null);
       this.device.attachInterruptSink(null);
       this.device.attachDma(null);
     } catch {
