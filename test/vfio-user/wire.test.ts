@@ -800,17 +800,19 @@ describe("structural decode errors carry errnos", () => {
 });
 
 describe("reply shapes other implementations send", () => {
-  it("IO_FDS reply entries longer than 40 bytes: the stride comes from the payload, extra bytes skipped", () => {
-    const entry = (offset: number, datamatch: number) => new Bytes().u64(offset).u64(4).u32(0).u32(0).u32(1).u32(0).u64(datamatch).u64(0xfeedn).build();
-    const body = new Bytes().u32(16 + 2 * 48).u32(0).u32(1).u32(2).raw(entry(0x10, 5)).raw(entry(0x20, 6)).build();
+  it("IO_FDS reply in libvfio-user's 48-byte entries: shadow fields at 28/32, datamatch at 40", () => {
+    // gpa offset, size, fd_index, type, flags, shadow_mem_fd_index, shadow_offset, datamatch
+    const entry = (offset: number, type: number, shadowFd: number, shadowOffset: number, datamatch: number) =>
+      new Bytes().u64(offset).u64(4).u32(0).u32(type).u32(1).u32(shadowFd).u64(shadowOffset).u64(datamatch).build();
+    const body = new Bytes().u32(16 + 2 * 48).u32(0).u32(1).u32(2).raw(entry(0x10, 0, 0, 0, 5)).raw(entry(0x20, 2, 1, 0x3000, 6)).build();
     expect(decodeRegionIoFdsReply(body)).toEqual({
       argsz: 112,
       flags: 0,
       index: 1,
       count: 2,
       subRegions: [
-        { offset: 0x10n, size: 4n, fdIndex: 0, type: 0, flags: 1, datamatch: 5n },
-        { offset: 0x20n, size: 4n, fdIndex: 0, type: 0, flags: 1, datamatch: 6n },
+        { offset: 0x10n, size: 4n, fdIndex: 0, type: 0, flags: 1, datamatch: 5n, shadowFdIndex: 0, shadowOffset: 0n },
+        { offset: 0x20n, size: 4n, fdIndex: 0, type: 2, flags: 1, datamatch: 6n, shadowFdIndex: 1, shadowOffset: 0x3000n },
       ],
     });
   });

@@ -147,6 +147,8 @@ export const DEVICE_INFO_SIZE = 16;
 export const REGION_INFO_SIZE = 32;
 export const REGION_IO_FDS_SIZE = 16;
 export const SUB_REGION_IO_FD_SIZE = 40;
+/** libvfio-user's sub-region entry with shadow ioeventfd fields (decoded, never sent). */
+export const SUB_REGION_IO_FD_SHADOW_SIZE = 48;
 export const IRQ_INFO_SIZE = 16;
 export const IRQ_SET_SIZE = 20;
 export const REGION_ACCESS_SIZE = 16;

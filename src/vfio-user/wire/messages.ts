@@ -15,6 +15,7 @@ import {
   DEVICE_INFO_SIZE,
   REGION_INFO_SIZE,
   REGION_IO_FDS_SIZE,
+  SUB_REGION_IO_FD_SHADOW_SIZE,
   SUB_REGION_IO_FD_SIZE,
   IRQ_INFO_SIZE,
   IRQ_SET_SIZE,
@@ -420,6 +421,12 @@ export interface SubRegionIoFd {
   flags: number;
   /** Datamatch value (ioeventfd) or user_data (ioregionfd). */
   datamatch: bigint;
+  /**
+   * Only in the 48-byte entries libvfio-user sends (for every type; zero unless the type is
+   * IOEVENTFD_SHADOW): the fd index and offset of the shadow memory.
+   */
+  shadowFdIndex?: number;
+  shadowOffset?: bigint;
 }
 
 export interface RegionIoFdsReply {
@@ -448,13 +455,20 @@ export function decodeRegionIoFdsReply(body: Uint8Array): RegionIoFdsReply | Wir
   const out: RegionIoFdsReply = { argsz: readU32(body, 0), flags: readU32(body, 4), index: readU32(body, 8), count: readU32(body, 12), subRegions: [] };
   const present = body.length - REGION_IO_FDS_SIZE;
   if (present === 0) return out; // head only: argsz says how much to ask for
-  // The spec fixes entries at 40 bytes today but tells readers to derive the stride from the
-  // payload, so a later, longer entry layout still decodes (its extra bytes are skipped).
+  // The spec's entries are 40 bytes but it tells readers to take the stride from the payload:
+  // libvfio-user sends 48-byte entries (shadow fd index at 28 where the spec has padding, shadow
+  // offset at 32, datamatch moved to 40). Anything longer is read as that layout, extra skipped.
   const stride = out.count > 0 ? present / out.count : 0;
   if (!Number.isInteger(stride) || stride < SUB_REGION_IO_FD_SIZE) return lengthError(C, `reply with ${out.count} sub-regions`, REGION_IO_FDS_SIZE + out.count * SUB_REGION_IO_FD_SIZE, body.length);
+  const shadowLayout = stride >= SUB_REGION_IO_FD_SHADOW_SIZE;
   for (let i = 0; i < out.count; i++) {
     const p = REGION_IO_FDS_SIZE + i * stride;
-    out.subRegions.push({ offset: readU64(body, p), size: readU64(body, p + 8), fdIndex: readU32(body, p + 16), type: readU32(body, p + 20), flags: readU32(body, p + 24), datamatch: readU64(body, p + 32) });
+    const s: SubRegionIoFd = { offset: readU64(body, p), size: readU64(body, p + 8), fdIndex: readU32(body, p + 16), type: readU32(body, p + 20), flags: readU32(body, p + 24), datamatch: readU64(body, p + (shadowLayout ? 40 : 32)) };
+    if (shadowLayout) {
+      s.shadowFdIndex = readU32(body, p + 28);
+      s.shadowOffset = readU64(body, p + 32);
+    }
+    out.subRegions.push(s);
   }
   return out;
 }
