@@ -35,8 +35,10 @@ import {
   decodeMigDataReadReply,
   decodeRegionAccessReply,
   decodeRegionInfoReply,
+  decodeRegionIoFdsReply,
   decodeVersionReply,
   hex,
+  type IoEventFdSubRegion,
   type Decoded,
   type DeviceInfo,
   type IrqInfo,
@@ -67,6 +69,7 @@ import {
   writeMigDataReadRequest,
   writeMigDataWriteRequest,
   writeRegionInfoRequest,
+  writeRegionIoFdsRequest,
   writeRegionReadRequest,
   writeRegionWriteRequest,
   writeVersionRequest,
@@ -128,6 +131,38 @@ export interface MappedArea {
   view: Uint8Array;
 }
 
+/** An ioeventfd sub-region with the eventfd to signal. */
+export interface ClientIoEventFd extends IoEventFdSubRegion {
+  region: number;
+  /** The eventfd; it belongs to the RegionIoFds that returned it (do not close it yourself). */
+  fd: number;
+}
+
+/**
+ * What getRegionIoFds() returns. The fds belong to the client: they stay open until release()
+ * or until the client closes, whichever comes first; copy one with dup() to keep it longer.
+ * A VMM hands them to its accelerator (KVM_IOEVENTFD); without one, ring() signals them.
+ */
+export interface RegionIoFds {
+  readonly index: number;
+  readonly subRegions: readonly ClientIoEventFd[];
+  /** Every fd kept from the reply (those the sub-regions use), in fd_index order. */
+  readonly fds: readonly number[];
+  readonly released: boolean;
+  /**
+   * Rings sub-region `sub` (or its position) as KVM does for a guest write of `value` that
+   * matches it: adds 1 to the eventfd. `value` defaults to the datamatch value (or "any").
+   * Throws ERR_ARGUMENT when `value` does not fit the width or differs from the datamatch value
+   * (that write would go over the socket instead), ERR_CLOSED after release().
+   */
+  ring(sub: ClientIoEventFd | number, value?: bigint | number): void;
+  /** Closes the fds now. Idempotent. */
+  release(): void;
+}
+
+/** Signals an eventfd (borrowed); supplied by the connect layer (transport eventfd write). */
+export type EventFdWriter = (fd: number, value: number) => void;
+
 /** Maps a server-offered region fd; supplied by the connect layer (transport mmap). */
 export interface RegionMapper {
   map(fd: number, fileOffset: bigint, size: bigint, writable: boolean): { view: Uint8Array; unmap(): void };
@@ -153,6 +188,9 @@ const MSG_ID_SPACE = 0x10000;
 const POSTED: WriteResult = Object.freeze({ posted: true, viaMapping: false });
 const REGION_INFO_ARGSZ = 1024;
 const REGION_INFO_ARGSZ_LIMIT = 64 * 1024;
+/** Room for 16 sub-regions at first; a cut reply says how much more to ask for. */
+const IO_FDS_ARGSZ = 16 + 16 * 40;
+const IO_FDS_ARGSZ_LIMIT = 64 * 1024;
 const MIG_CHUNK = 64 * 1024;
 
 export declare interface VfioUserClient {
@@ -171,6 +209,8 @@ export class VfioUserClient extends EventEmitter {
   readonly regions = new Map<number, ClientRegionInfo>();
   /** Region mapper (set by the connect layer). Without one, mapRegion() fails. */
   regionMapper?: RegionMapper;
+  /** Eventfd writer (set by the connect layer). Without one, RegionIoFds.ring() fails. */
+  eventFdWriter?: EventFdWriter;
 
   private readonly channel: ClientChannel;
   /** Framing of the server's byte stream (the wire module's parser, as the server uses). */
@@ -185,6 +225,8 @@ export class VfioUserClient extends EventEmitter {
   private closedError: VfioUserClientError | null = null;
   private readonly mappings = new Map<number, { areas: MappedArea[]; unmaps: (() => void)[] }>();
   private readonly cleanups: (() => void)[] = [];
+  /** ioeventfd sets handed out and not yet released (closed at shutdown). */
+  private readonly ioFdSets = new Set<RegionIoFds>();
   /** Reused output buffer (the wire module's serializers write into it). */
   private readonly writer = new MessageWriter();
 
@@ -307,6 +349,84 @@ export class VfioUserClient extends EventEmitter {
       this.regions.set(index, info);
       return info;
     }
+  }
+
+  /**
+   * The region's ioeventfd sub-regions (DEVICE_GET_REGION_IO_FDS) with the eventfds the server
+   * passed; see RegionIoFds for who owns them. A region without any gives an empty list. Asks
+   * again with a larger argsz when the server cut the reply (up to 64 KiB). Checks each entry
+   * (decodeRegionIoFdsReply); fds no sub-region uses are closed at once.
+   * Errors: ERR_REMOTE (e.g. EINVAL for a bad index, E2BIG above our max_msg_fds), ERR_PROTOCOL.
+   */
+  async getRegionIoFds(index: number, options: RequestOptions = {}): Promise<RegionIoFds> {
+    checkU32(index, "region index");
+    let argsz = IO_FDS_ARGSZ;
+    for (;;) {
+      const asked = argsz;
+      const { decoded, fds } = await this.request(
+        Command.DEVICE_GET_REGION_IO_FDS,
+        `DEVICE_GET_REGION_IO_FDS region ${index}`,
+        (w, id) => writeRegionIoFdsRequest(w, id, index, asked),
+        (payload, fds) => {
+          const r = decodeRegionIoFdsReply(payload, index, fds.length, this.regions.get(index)?.size);
+          if (!r.ok) {
+            this.closeFds(fds);
+            throw protocolError(Command.DEVICE_GET_REGION_IO_FDS, r.problem, index);
+          }
+          const used = new Set(r.value.subRegions.map((sub) => sub.fdIndex));
+          this.closeFds(fds.filter((_, i) => !used.has(i)));
+          return { decoded: r.value, fds };
+        },
+        options,
+        true,
+      );
+      if (decoded.subRegions.length === 0 && decoded.count > 0) {
+        // Spec, "Message sizes": argsz says how much the full reply needs.
+        if (decoded.argsz > asked && decoded.argsz <= IO_FDS_ARGSZ_LIMIT) {
+          argsz = decoded.argsz;
+          continue;
+        }
+        throw protocolError(Command.DEVICE_GET_REGION_IO_FDS, `the server reports ${decoded.count} sub-regions needing argsz ${decoded.argsz} but sent none for argsz ${asked}`, index);
+      }
+      return this.trackIoFds(index, decoded.subRegions, fds);
+    }
+  }
+
+  private trackIoFds(index: number, subs: IoEventFdSubRegion[], received: number[]): RegionIoFds {
+    const used = new Set(subs.map((sub) => sub.fdIndex));
+    const kept = received.filter((_, i) => used.has(i));
+    const subRegions = subs.map((sub) => ({ ...sub, region: index, fd: received[sub.fdIndex] }));
+    let released = false;
+    const set: RegionIoFds = {
+      index,
+      subRegions,
+      fds: kept,
+      get released() {
+        return released;
+      },
+      ring: (which, value) => {
+        const sub = typeof which === "number" ? subRegions[which] : which;
+        if (!sub || !subRegions.includes(sub)) throw argumentError(`sub-region ${typeof which === "number" ? which : "given"} is not one of region ${index}'s ioeventfds`);
+        if (released) throw new VfioUserClientError("ERR_CLOSED", `region ${index}'s ioeventfds were released`, { region: index });
+        if (value !== undefined) {
+          const v = BigInt(value);
+          if (v < 0n || (sub.size !== 0 && v >> BigInt(sub.size * 8) !== 0n)) throw argumentError(`value ${value} does not fit the ${sub.size}-byte doorbell at ${hex(sub.offset)}`);
+          if (sub.datamatch !== undefined && v !== sub.datamatch) {
+            throw argumentError(`value ${hex(v)} does not match the doorbell's datamatch ${hex(sub.datamatch)}: such a write does not signal; send it with writeRegion()`);
+          }
+        }
+        if (!this.eventFdWriter) throw argumentError("no eventfd writer: connect with connectVfioUser() or set client.eventFdWriter");
+        this.eventFdWriter(sub.fd, 1);
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        this.ioFdSets.delete(set);
+        this.closeFds(kept);
+      },
+    };
+    this.ioFdSets.add(set);
+    return set;
   }
 
   async getIrqInfo(index: number, options: RequestOptions = {}): Promise<IrqInfo> {
@@ -1021,6 +1141,7 @@ export class VfioUserClient extends EventEmitter {
     for (const index of [...this.mappings.keys()]) this.unmapRegion(index);
     for (const info of this.regions.values()) if (info.fd !== undefined) this.channel.closeFd(info.fd);
     this.regions.clear();
+    for (const set of [...this.ioFdSets]) set.release();
     this.dma.clear();
     this.parser.dispose();
     for (const c of this.cleanups.splice(0)) {

@@ -10,9 +10,10 @@ import {
   type Connection,
   type MappedRegion,
 } from "../../transport/index.js";
+import { native } from "../../transport/native.js";
 import type { ClientChannel } from "./channel.js";
 import { VfioUserClient, type VfioUserClientOptions } from "./client.js";
-import { VfioUserClientError } from "./errors.js";
+import { VfioUserClientError, describeErrno } from "./errors.js";
 
 /** A transport Connection seen as a ClientChannel (raw chunks + fds in, whole messages out). */
 export function connectionChannel(connection: Connection): ClientChannel {
@@ -66,6 +67,7 @@ export async function connectVfioUser(path: string, options: ConnectClientOption
       return { view: region.bytes(), unmap: () => region.isMapped && region.unmap() };
     },
   };
+  client.eventFdWriter = writeEventFd;
   try {
     await client.negotiate();
     if (options.probe !== false) await client.probe();
@@ -74,6 +76,15 @@ export async function connectVfioUser(path: string, options: ConnectClientOption
     throw err;
   }
   return client;
+}
+
+/** Adds `value` to a borrowed eventfd's counter (the fd stays open, its flags untouched). */
+export function writeEventFd(fd: number, value: number): void {
+  const r = native().eventfdWrite(fd, value);
+  if (r < 0) {
+    const errno = -r;
+    throw new VfioUserClientError(errno === 9 ? "ERR_CLOSED" : "ERR_ARGUMENT", `cannot signal eventfd ${fd}: ${describeErrno(errno)}`, { errno });
+  }
 }
 
 /**

@@ -10,10 +10,13 @@ export {
   type ClientRegionInfo,
   type MappedArea,
   type RegionMapper,
+  type RegionIoFds,
+  type ClientIoEventFd,
+  type EventFdWriter,
 } from "./client.js";
-export { connectVfioUser, connectionChannel, enableIrqs, createSharedMemory, type ConnectClientOptions, type SharedMemory } from "./connect.js";
+export { connectVfioUser, connectionChannel, enableIrqs, createSharedMemory, writeEventFd, type ConnectClientOptions, type SharedMemory } from "./connect.js";
 export type { ClientChannel } from "./channel.js";
 export { VfioUserClientError, type VfioUserClientErrorCode, type VfioUserClientErrorFields } from "./errors.js";
 export { PostedWritePolicy, type PostedWritePolicyOptions, type PostDecision, type RegionSpace } from "./posted-writes.js";
 export { DmaMemoryTable, type DmaMapping as ClientDmaMapping } from "./dma.js";
-export type { DeviceInfo, RegionInfo as VfioUserRegionInfo, SparseMmapArea, IrqInfo, ServerCapabilities } from "./protocol.js";
+export type { DeviceInfo, RegionInfo as VfioUserRegionInfo, SparseMmapArea, IrqInfo, ServerCapabilities, IoEventFdSubRegion } from "./protocol.js";

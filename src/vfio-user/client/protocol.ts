@@ -9,6 +9,8 @@ import {
   DEFAULT_PGSIZES,
   DeviceInfoFlag,
   IrqInfoFlag,
+  IoEventFdFlag,
+  IoFdType,
   RegionCapId,
   RegionInfoFlag,
   WireError,
@@ -21,6 +23,7 @@ import {
   decodeRegionInfoReply as wireRegionInfoReply,
   decodeRegionReadReply,
   decodeRegionWriteReply,
+  decodeRegionIoFdsReply as wireRegionIoFdsReply,
   decodeVersion,
   joinU64,
   type RegionCap,
@@ -154,6 +157,61 @@ export function decodeRegionInfoReply(payload: Uint8Array, requestedIndex: numbe
     info.sparseAreas = cap.areas.map((a) => ({ offset: a.offset, size: a.size }));
   }
   return ok(info);
+}
+
+/** One ioeventfd sub-region of a region (DEVICE_GET_REGION_IO_FDS), checked. */
+export interface IoEventFdSubRegion {
+  /** Offset within the region. */
+  offset: bigint;
+  /** Write width that signals: 1, 2, 4 or 8 bytes, or 0 = any width. */
+  size: number;
+  /** Only writes of this value signal (KVM_IOEVENTFD_FLAG_DATAMATCH); undefined: any value. */
+  datamatch?: bigint;
+  /** The region is port I/O (KVM_IOEVENTFD_FLAG_PIO). */
+  pio: boolean;
+  /** Index into the fds that came with the reply (sub-regions may share one). */
+  fdIndex: number;
+}
+
+export interface RegionIoFdsDecoded {
+  index: number;
+  /** Sub-regions the server has; when `subRegions` is empty and this is not, the reply was cut. */
+  count: number;
+  /** Payload size the full reply needs. */
+  argsz: number;
+  subRegions: IoEventFdSubRegion[];
+}
+
+/** Most sub-regions the client accepts in one reply. */
+export const MAX_IO_FD_SUB_REGIONS = 1024;
+
+/**
+ * DEVICE_GET_REGION_IO_FDS reply, with the checks the spec leaves to the client: the region
+ * asked for, flags zero, ioeventfd entries only (ioregionfd and shadow ioeventfds are not
+ * supported), widths KVM knows, fd indices inside the fds received, sub-regions inside the
+ * region (when its size is known), datamatch values that fit the width.
+ */
+export function decodeRegionIoFdsReply(payload: Uint8Array, requestedIndex: number, fdCount: number, regionSize?: bigint): Decoded<RegionIoFdsDecoded> {
+  const r = wireRegionIoFdsReply(payload);
+  if (r instanceof WireError) return bad(r.message);
+  if (r.index !== requestedIndex) return bad(`reply is for region ${r.index}, asked for ${requestedIndex}`);
+  if (r.flags !== 0) return bad(`reply flags ${hex(r.flags)} must be zero`);
+  if (r.count > MAX_IO_FD_SUB_REGIONS) return bad(`${r.count} sub-regions (limit ${MAX_IO_FD_SUB_REGIONS})`);
+  const subRegions: IoEventFdSubRegion[] = [];
+  for (const [i, s] of r.subRegions.entries()) {
+    const where = `sub-region ${i}`;
+    if (s.type !== IoFdType.IOEVENTFD) return bad(`${where} has type ${s.type}; only ioeventfds (type 0) are supported`);
+    if ((s.flags & ~(IoEventFdFlag.DATAMATCH | IoEventFdFlag.PIO)) !== 0) return bad(`${where} has unknown flags ${hex(s.flags)}`);
+    if (s.size !== 0n && s.size !== 1n && s.size !== 2n && s.size !== 4n && s.size !== 8n) return bad(`${where} has width ${s.size}; an ioeventfd fires on 0 (any), 1, 2, 4 or 8 bytes`);
+    if (s.fdIndex >= fdCount) return bad(`${where} names fd ${s.fdIndex}, but ${fdCount} fd${fdCount === 1 ? "" : "s"} came with the reply`);
+    if (s.offset + s.size > U64_LIMIT || (regionSize !== undefined && s.offset + s.size > regionSize)) {
+      return bad(`${where} [${hex(s.offset)}, +${s.size}) runs past the end of region ${r.index}${regionSize !== undefined ? ` (size ${hex(regionSize)})` : ""}`);
+    }
+    const matches = (s.flags & IoEventFdFlag.DATAMATCH) !== 0;
+    if (matches && s.size !== 0n && s.size < 8n && s.datamatch >> (s.size * 8n) !== 0n) return bad(`${where} datamatch ${hex(s.datamatch)} does not fit in ${s.size} bytes`);
+    subRegions.push({ offset: s.offset, size: Number(s.size), datamatch: matches ? s.datamatch : undefined, pio: (s.flags & IoEventFdFlag.PIO) !== 0, fdIndex: s.fdIndex });
+  }
+  return ok({ index: r.index, count: r.count, argsz: r.argsz, subRegions });
 }
 
 export interface IrqInfo {
