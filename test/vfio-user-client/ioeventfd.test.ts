@@ -12,6 +12,8 @@ import type { VfioUserClient } from "../../src/vfio-user/client/client.js";
 import { VfioUserClientError } from "../../src/vfio-user/client/errors.js";
 import { VfioUserServer } from "../../src/vfio-user/server/index.js";
 import { createThroughputDevice, THROUGHPUT_REG, type ThroughputDevice } from "../../src/devices/throughput.js";
+import { vfioUserSnapshot } from "../../src/commands/lspci.js";
+import { formatLspci } from "../../src/vfio-user/client/lspci-format.js";
 import { B, ERROR, REPLY, msg, versionPayload, type Request } from "./helpers.js";
 
 const openFds = () => readdirSync("/proc/self/fd").length;
@@ -99,6 +101,35 @@ describe("getRegionIoFds against the project's server", () => {
     expect(openFds()).toBe(before + 2);
     client.close();
     for (const fd of kept) expect(existsSync(`/proc/self/fd/${fd}`), `fd ${fd} still open`).toBe(false);
+  });
+});
+
+describe("lspci text", () => {
+  it("lists a region's ioeventfds under it when the snapshot carries them", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "vfu-ioefd-l-"));
+    const tp = createThroughputDevice({ dataSize: 4096 });
+    const server = VfioUserServer.listen({ device: tp.fn, socketPath: join(dir, "s.sock") });
+    cleanup = async () => {
+      await server.close();
+      tp.fn.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    };
+    client = await connectVfioUser(server.socketPath);
+    const snapshot = await vfioUserSnapshot(client, server.socketPath);
+    for (const r of snapshot.regions) {
+      if (r.index > 5 || r.size === 0n) continue;
+      const io = await client.getRegionIoFds(r.index);
+      r.ioEventFds = io.subRegions;
+      io.release();
+    }
+    const lines = formatLspci(snapshot).split("\n");
+    const bar2 = lines.findIndex((l) => l.startsWith("\tvfio-user region 2 (BAR2)"));
+    expect(bar2).toBeGreaterThan(0);
+    expect(lines[bar2 + 1]).toBe("\t\tioeventfd at 0x4 (4 bytes)");
+    expect(lines.filter((l) => l.includes("ioeventfd"))).toHaveLength(1);
+    // Datamatch and port I/O spelled out (the formatter alone).
+    const text = formatLspci({ location: "x", config: snapshot.config, regions: [{ index: 1, size: 32n, ioEventFds: [{ offset: 8n, size: 0, datamatch: 0x5an, pio: true }] }] });
+    expect(text).toContain("\t\tioeventfd at 0x8 (any width, datamatch=0x5a, port I/O)");
   });
 });
 

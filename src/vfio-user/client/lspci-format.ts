@@ -15,6 +15,8 @@ export interface SnapshotRegion {
   mmappable?: boolean;
   /** Mappable sub-ranges when only part of the region may be mapped. */
   sparseAreas?: { offset: bigint; size: bigint }[];
+  /** ioeventfd sub-regions (vfio-user DEVICE_GET_REGION_IO_FDS; VfioUserClient.getRegionIoFds). */
+  ioEventFds?: { offset: bigint; size: number; datamatch?: bigint; pio?: boolean }[];
 }
 
 export interface SnapshotIrq {
@@ -48,6 +50,11 @@ export function formatLspci(s: FunctionSnapshot): string {
     if (r.size === 0n) continue;
     const name = r.index <= 5 ? `BAR${r.index}` : r.index === 6 ? "ROM" : r.index === 7 ? "config space" : r.index === 8 ? "VGA" : `device-specific region ${r.index}`;
     out.push(`\tvfio-user region ${r.index} (${name}): [size=${formatSize(r.size)}]${regionAccessNote(r)}`);
+    for (const e of r.ioEventFds ?? []) {
+      const width = e.size === 0 ? "any width" : `${e.size} byte${e.size === 1 ? "" : "s"}`;
+      const match = e.datamatch !== undefined ? `, datamatch=0x${e.datamatch.toString(16)}` : "";
+      out.push(`\t\tioeventfd at 0x${e.offset.toString(16)} (${width}${match}${e.pio ? ", port I/O" : ""})`);
+    }
   }
   for (const irq of s.irqs ?? []) {
     if (irq.count === 0) continue;
