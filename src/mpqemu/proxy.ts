@@ -242,13 +242,14 @@ export class MpqemuProxy extends EventEmitter {
    * DEVICE_RESET (the device's own reset) leaves alone in QEMU. A remote whose DEVICE_RESET
    * resets config space (ours) or that has no writable CLS already read 0 in setup().
    *
-   * Polls with growing pauses (each pause is a chance for the remote to find its socket empty).
+   * Polls with doubling pauses: each pause is a chance for the remote to find its socket empty,
+   * so a remote whose reads lag by D gets there once a pause exceeds D (about 2D of polling).
    * A remote that keeps the mark for the whole liveness timeout (one adopted after its start-up
    * reset) is taken as it is; the mark is cleared.
    */
   private async awaitStartupReset(): Promise<void> {
     const deadline = Date.now() + this.timeoutMs;
-    for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+    for (let pause = 1; ; pause *= 2) {
       await new Promise((r) => setTimeout(r, pause));
       if ((await this.configRead(PCI_CACHE_LINE_SIZE, 1)) !== STARTUP_MARK) return;
       if (Date.now() >= deadline) break;

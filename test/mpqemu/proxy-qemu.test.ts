@@ -149,14 +149,21 @@ describe.skipIf(!haveQemu)("our proxy against QEMU's remote", () => {
   });
 
   it("reset reaches the device (e1000 registers return to their reset values)", async () => {
-    const proxy = await startProxy("e1000");
+    const logs: string[] = [];
+    const proxy = await startProxy("e1000", { log: (l) => logs.push(l) });
+    // start() saw QEMU's start-up machine reset clear its cache-line-size mark.
+    expect(logs).toEqual([]);
+    expect(await proxy.configRead(0x0c, 1)).toBe(0);
     await proxy.programBars(await proxy.probe());
     await proxy.barWrite(0, 0x2800, 4, 0x12345670);
     expect(await proxy.barRead(0, 0x2800, 4)).toBe(0x12345670n);
+    await proxy.configWrite(0x0c, 1, 0x10);
     await proxy.reset();
-    // QEMU's DEVICE_RESET runs the device's reset, not a bus reset: BARs stay programmed.
+    // QEMU's DEVICE_RESET runs the device's reset, not a bus reset: BARs and the rest of
+    // config space stay (which is why start() can tell the start-up reset by the mark).
     expect(await proxy.barRead(0, 0x2800, 4)).toBe(0n);
     expect(await proxy.barRead(0, 0x5400, 4)).toBe(0x12005452n);
+    expect(await proxy.configRead(0x0c, 1)).toBe(0x10);
   });
 
   it("a hung remote becomes a 'lost contact' error, not a hang", async () => {
