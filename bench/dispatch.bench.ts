@@ -14,13 +14,16 @@
 // a commit re-renders only the address spaces whose tree changed, so ratio ~1.
 // flatness/* rows: value = wasm cost at 1024 regions, baseline = wasm cost at 8 regions.
 // (bulk-4k is left out of flatness: more regions mean more pieces per 4 KiB by definition.)
+// Times are CPU time of this process (process.cpuUsage: user + system), not wall time: the
+// host is shared, and time during which other processes hold the CPU must not count against
+// whichever engine happened to be running (both engines are measured the same way).
 // Each engine is one MemoryCore for the whole run (as in a device process: one core, many
 // address spaces), and every measured path runs on both engines once before anything is
 // timed, so every configuration is measured in the same JIT state. (Without that, the first
 // configuration ran while the JIT still saw a single engine and a single wasm instance at
 // its call sites, and came out ~25% faster than the later ones for no reason of its own.)
 import { MemoryCore, type AddressSpace, type AccessTrace } from "../src/core/memory/index.js";
-import { nsPerOp, report, result, type BenchResult } from "./lib/harness.js";
+import { report, result, type BenchResult } from "./lib/harness.js";
 
 const SPAN = 512 * 1024;
 const BASE = 0x100000000; // above 4 GiB: addresses carry a high half
@@ -35,6 +38,19 @@ interface Setup {
   addrs: Float64Array; // 4-byte aligned addresses for (a)
   trace?: AccessTrace;
   bulkAddrs: Float64Array;
+}
+
+/** CPU nanoseconds per iteration of `fn(iterations)`, best of `rounds` after a warm-up round. */
+function nsPerOp(fn: (iterations: number) => void, iterations: number, rounds = 5): number {
+  fn(Math.max(1, iterations >> 2));
+  let best = Infinity;
+  for (let r = 0; r < rounds; r++) {
+    const t0 = process.cpuUsage();
+    fn(iterations);
+    const t = process.cpuUsage(t0);
+    best = Math.min(best, ((t.user + t.system) * 1000) / iterations);
+  }
+  return best;
 }
 
 /** Deterministic PRNG (xorshift32) so both engines get the same addresses. */
