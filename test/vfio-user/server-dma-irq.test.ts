@@ -3,6 +3,7 @@
 // logging, migration between two servers, and resource release on disconnect.
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { tmpdir } from "node:os";
+import { closeSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { VfioUserServer } from "../../src/vfio-user/server/index.js";
 import {
@@ -377,6 +378,78 @@ describe("edu over vfio-user: interrupts, DMA, dirty logging", () => {
     client = await RawClient.negotiated(path);
     expect(server.current!.dmaRegions().length).toBe(0);
     expect(await rd(client, 0, EDU_REG.ID)).toBe(BigInt(EDU_ID_VALUE));
+  });
+});
+
+describe("interrupt fds a hostile client controls", () => {
+  let server: VfioUserServer;
+  let client: RawClient;
+  let logs: string[];
+  beforeEach(async () => {
+    const path = socketPath();
+    logs = [];
+    server = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1, factorialDelayMs: 1 }), socketPath: path, log: (l) => logs.push(l) });
+    client = await RawClient.negotiated(path, { maxMsgFds: 8 });
+  });
+  afterEach(async () => {
+    client.close();
+    await server.close();
+  });
+
+  /** Fills the client's copy of an eventfd to the kernel's maximum: the server's next signal gets EAGAIN. */
+  function saturate(e: EventFd): void {
+    const max = Buffer.alloc(8);
+    max.writeBigUInt64LE(0xffff_ffff_ffff_fffen);
+    writeSync(e.fd, max);
+  }
+
+  it("a trigger eventfd the server cannot signal loses that interrupt; the register write that raised it still succeeds", async () => {
+    const e = EventFd.create();
+    try {
+      ok(await setIrqs(client, PciIrq.INTX, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 1, [e.fd]));
+      saturate(e);
+      await wr(client, 0, EDU_REG.IRQ_RAISE, 1); // asserts INTx -> signal fails with EAGAIN
+      expect(server.current!.irqs.counters.dropped[PciIrq.INTX]).toBe(1);
+      expect(logs.some((l) => /INTx.*could not be signalled/.test(l))).toBe(true);
+      // Drained by the client: the next assertion is delivered (nothing was left automasked).
+      e.read();
+      await wr(client, 0, EDU_REG.IRQ_ACK, 1);
+      await wr(client, 0, EDU_REG.IRQ_RAISE, 1);
+      expect(await waitSignal(e)).toBe(1);
+    } finally {
+      e.close();
+    }
+  });
+
+  it("an interrupt raised from a device timer into an unsignallable eventfd does not take the server down", async () => {
+    const e = EventFd.create();
+    try {
+      ok(await setIrqs(client, PciIrq.INTX, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 1, [e.fd]));
+      saturate(e);
+      await wr(client, 0, EDU_REG.STATUS, 0x80); // raise an interrupt when the factorial ends
+      await wr(client, 0, EDU_REG.FACTORIAL, 5); // finishes in a timer, outside any request
+      for (let i = 0; i < 200 && (await rd(client, 0, EDU_REG.STATUS)) & 1n; i++) await sleep(2);
+      expect(await rd(client, 0, EDU_REG.FACTORIAL)).toBe(120n);
+      expect(server.current!.irqs.counters.dropped[PciIrq.INTX]).toBe(1);
+      expect(await rd(client, 0, EDU_REG.ID)).toBe(BigInt(EDU_ID_VALUE));
+    } finally {
+      e.close();
+    }
+  });
+
+  it("SET_IRQS with an fd that is not an eventfd: EINVAL, nothing assigned, the fd closed", async () => {
+    const notEventFd = openSync("/dev/null", "r");
+    try {
+      await rd(client, 0, EDU_REG.ID);
+      const baseline = openFdCount();
+      err(await setIrqs(client, PciIrq.INTX, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 1, [notEventFd]), Errno.EINVAL);
+      expect(server.current!.irqs.hasTrigger(PciIrq.INTX, 0)).toBe(false);
+      expect(await expectFdCount(baseline)).toBe(baseline);
+      await wr(client, 0, EDU_REG.IRQ_RAISE, 1);
+      expect(await rd(client, 0, EDU_REG.ID)).toBe(BigInt(EDU_ID_VALUE));
+    } finally {
+      closeSync(notEventFd);
+    }
   });
 });
 

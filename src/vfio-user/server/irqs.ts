@@ -7,12 +7,13 @@
 // builds on: INTx is level-triggered and automasked (signalled once, then masked until the client
 // unmasks; still asserted at unmask -> signalled again); a masked MSI/MSI-X vector that fires
 // becomes pending and is signalled when unmasked.
+import { readlinkSync } from "node:fs";
 import { EventFd } from "../../transport/eventfd.js";
 import { closeFdQuietly } from "../../transport/fd.js";
 import type { InterruptSink, MsiMessage, PciFunction, VectorKind } from "../../core/pci/api.js";
 import { Errno, IrqInfoFlag, IrqSetFlag, PciIrq } from "../wire/constants.js";
 import type { IrqSet } from "../wire/messages.js";
-import { badRequest } from "./errors.js";
+import { badRequest, VfioUserServerError } from "./errors.js";
 
 interface IrqLine {
   trigger: EventFd | null;
@@ -20,6 +21,8 @@ interface IrqLine {
   unmaskNotify: EventFd | null;
   masked: boolean;
   pending: boolean;
+  /** The last signal of `trigger` failed (logged once until one succeeds again). */
+  failing: boolean;
 }
 
 interface IrqIndexState {
@@ -31,13 +34,16 @@ interface IrqIndexState {
 const INDEX_NAMES = ["INTx", "MSI", "MSI-X", "ERR", "REQ"];
 
 function newLine(): IrqLine {
-  return { trigger: null, maskNotify: null, unmaskNotify: null, masked: false, pending: false };
+  return { trigger: null, maskNotify: null, unmaskNotify: null, masked: false, pending: false, failing: false };
 }
 
 export interface IrqCounters {
   /** Eventfd signals sent, per index. */
   signalled: number[];
-  /** Interrupts dropped because no trigger eventfd was set, per index. */
+  /**
+   * Interrupts dropped, per index: no trigger eventfd was set, or it could not be signalled
+   * (the client let its counter reach the maximum, or closed its end in a way writes fail).
+   */
   dropped: number[];
 }
 
@@ -47,7 +53,10 @@ export class IrqTable implements InterruptSink {
   private intxLevel = false;
   readonly counters: IrqCounters = { signalled: [0, 0, 0, 0, 0], dropped: [0, 0, 0, 0, 0] };
 
-  constructor(private readonly fn: PciFunction) {
+  constructor(
+    private readonly fn: PciFunction,
+    private readonly log: (line: string) => void = () => {},
+  ) {
     const info = fn.interruptInfo;
     const mk = (count: number, flags: number): IrqIndexState => ({ count, flags, lines: Array.from({ length: count }, newLine) });
     this.indexes = [
@@ -202,13 +211,22 @@ export class IrqTable implements InterruptSink {
       this.counters.dropped[index]++;
       return;
     }
-    line.trigger.signal();
+    // The device calls in here from its own timers too: a client-controlled eventfd that
+    // cannot take the signal loses this interrupt, it never throws into the device.
+    const failure = trySignal(line.trigger);
+    if (failure !== null) {
+      this.counters.dropped[index]++;
+      if (!line.failing) this.log(`${INDEX_NAMES[index]} vector ${vector} could not be signalled (${failure}); interrupt dropped`);
+      line.failing = true;
+      return;
+    }
+    line.failing = false;
     this.counters.signalled[index]++;
     if (index === PciIrq.INTX) {
       // Level-triggered INTx is automasked until the client's UNMASK (vfio_intx_handler).
       line.masked = true;
       line.pending = true;
-      line.maskNotify?.signal();
+      if (line.maskNotify) trySignal(line.maskNotify);
     }
   }
 
@@ -216,14 +234,14 @@ export class IrqTable implements InterruptSink {
     const line = this.indexes[index].lines[vector];
     if (line.masked) return;
     line.masked = true;
-    line.maskNotify?.signal();
+    if (line.maskNotify) trySignal(line.maskNotify);
   }
 
   private unmask(index: number, vector: number): void {
     const line = this.indexes[index].lines[vector];
     if (!line.masked) return;
     line.masked = false;
-    line.unmaskNotify?.signal();
+    if (line.unmaskNotify) trySignal(line.unmaskNotify);
     if (index === PciIrq.INTX) {
       // Still asserted at unmask: signal again (vfio_pci_intx_unmask_handler).
       line.pending = false;
@@ -265,17 +283,44 @@ function popcount(x: number): number {
   return n;
 }
 
-/** Adopts every fd as an EventFd; on failure closes all of them and throws EBADF. */
+/** Signals `e`; returns why it failed (null on success). */
+function trySignal(e: EventFd): string | null {
+  try {
+    e.signal();
+    return null;
+  } catch (err) {
+    return (err as Error)?.message ?? String(err);
+  }
+}
+
+/**
+ * Whether `fd` is an eventfd. Anything else (a file, a pipe, a socket) would be written 8 bytes
+ * per interrupt, or block; Linux vfio likewise refuses non-eventfds (eventfd_ctx_fdget).
+ */
+function isEventFd(fd: number): boolean {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`) === "anon_inode:[eventfd]";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Adopts every fd as an EventFd; on failure closes all of them and throws (EINVAL for an fd
+ * that is not an eventfd, EBADF for one that cannot be used).
+ */
 function adoptAll(fds: number[]): EventFd[] {
   const out: EventFd[] = [];
   for (let i = 0; i < fds.length; i++) {
     try {
+      if (!isEventFd(fds[i])) throw badRequest(Errno.EINVAL, `SET_IRQS fd #${i} is not an eventfd`);
       out.push(EventFd.adopt(fds[i]));
     } catch (cause) {
       for (const e of out) e.close();
       for (let j = i; j < fds.length; j++) closeFdQuietly(fds[j]);
       fds.length = 0;
-      throw badRequest(Errno.EBADF, `SET_IRQS fd ${fds[i]} cannot be used as an eventfd`, { cause });
+      if (cause instanceof VfioUserServerError) throw cause;
+      throw badRequest(Errno.EBADF, `SET_IRQS fd #${i} cannot be used as an eventfd`, { cause });
     }
   }
   return out;

@@ -186,7 +186,7 @@ export class Session {
       write: (iova, data) => this.dmaWrite(iova, data),
     };
     this.dma = config.createDma ? config.createDma(hook) : createDmaContext({ hook });
-    this.irqs = new IrqTable(this.device);
+    this.irqs = new IrqTable(this.device, config.log);
     this.migration = new MigrationFsm(this.device);
     for (let i = 0; i < PciRegion.COUNT; i++) {
       if (i === PciRegion.CONFIG) {
