@@ -110,6 +110,13 @@ const DMA_PAGE = 4096n;
  * this plus one receive buffer of requests.
  */
 const MAX_QUEUED_REPLY_BYTES = 16 * 1024 * 1024;
+/**
+ * Most DMA_READ/DMA_WRITE requests in flight toward one client. A client may announce a tiny
+ * max_data_xfer_size, which splits one device DMA into a request per few bytes; past this a DMA
+ * fails at once (EIO to the device) instead of flooding the client or running out of the 65 536
+ * message ids.
+ */
+export const MAX_PENDING_DMA_REQUESTS = 4096;
 /** Replies are flushed mid-chunk once this many bytes accumulate. */
 const FLUSH_THRESHOLD = 1024 * 1024;
 
@@ -812,6 +819,8 @@ export class Session {
   // server -> client DMA (regions mapped without an fd)
 
   private dmaRead(iova: bigint, length: number): Promise<Uint8Array> {
+    const tooMany = this.checkRequestBudget(Command.DMA_READ, iova, length);
+    if (tooMany) return Promise.reject(tooMany);
     const chunks: Promise<Uint8Array>[] = [];
     for (let done = 0; done < length; ) {
       const n = Math.min(this.clientMaxXfer, length - done);
@@ -822,6 +831,8 @@ export class Session {
   }
 
   private async dmaWrite(iova: bigint, data: Uint8Array): Promise<void> {
+    const tooMany = this.checkRequestBudget(Command.DMA_WRITE, iova, data.length);
+    if (tooMany) throw tooMany;
     const parts: Promise<Uint8Array>[] = [];
     for (let done = 0; done < data.length; ) {
       const n = Math.min(this.clientMaxXfer, data.length - done);
@@ -829,6 +840,17 @@ export class Session {
       done += n;
     }
     await Promise.all(parts);
+  }
+
+  /** The error for a DMA whose requests would exceed MAX_PENDING_DMA_REQUESTS, else null. */
+  private checkRequestBudget(command: number, iova: bigint, length: number): VfioUserServerError | null {
+    const needed = Math.ceil(length / this.clientMaxXfer);
+    if (this.pending.size + needed <= MAX_PENDING_DMA_REQUESTS) return null;
+    return new VfioUserServerError(
+      "VFIO_USER_DMA_REQUEST_FAILED",
+      `${commandName(command)} of ${length} bytes at 0x${iova.toString(16)} needs ${needed} requests (the client's max_data_xfer_size is ${this.clientMaxXfer}); with ${this.pending.size} in flight that exceeds the limit of ${MAX_PENDING_DMA_REQUESTS} requests in flight`,
+      { errno: Errno.EIO, command },
+    );
   }
 
   private request(command: number, address: bigint, count: number, data: Uint8Array | null): Promise<Uint8Array> {
