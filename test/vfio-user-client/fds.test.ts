@@ -194,6 +194,19 @@ describe("fd passing through the transport", () => {
     }
   });
 
+  it("asking again for the info of a mapped region keeps one region fd, not two", async () => {
+    srv = startFdServer();
+    client = await connectVfioUser(srv.path);
+    await client.mapRegion(2);
+    const baseline = openFds();
+    for (let i = 0; i < 3; i++) await client.getRegionInfo(2);
+    expect(client.regions.get(2)!.fd).toBeTypeOf("number");
+    expect(openFds()).toBe(baseline);
+    // The mapping still works and is released with the client.
+    expect(await client.writeValue(2, 0x10, 1, 0x42)).toEqual({ posted: false, viaMapping: true });
+    expect(srv.bar2[0x10]).toBe(0x42);
+  });
+
   it("leaks no fds over repeated connect / map / close cycles", async () => {
     srv = startFdServer();
     const cycle = async () => {

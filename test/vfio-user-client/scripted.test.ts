@@ -146,6 +146,14 @@ describe("region reads and writes", () => {
     expect(writes.map((w) => [Number(w.offset), w.count, w.data.length])).toEqual([[0, 1000, 1000], [1000, 1000, 1000], [2000, 100, 100]]);
   });
 
+  it("reads are split at the client's own receive limit when the server allows larger transfers", async () => {
+    const { client, server } = await setup(echoReads, { maxDataXferSize: 1 << 16 }, { version: versionPayload({ capabilities: { max_data_xfer_size: 1 << 22 } }) });
+    const data = await client.readRegion(0, 0, 3 << 16);
+    expect(data.length).toBe(3 << 16);
+    for (let i = 0; i < data.length; i += 4093) expect(data[i]).toBe(i & 0xff);
+    expect(server.requests.filter((r) => r.command === READ).map((r) => regionAccess(r).count)).toEqual([1 << 16, 1 << 16, 1 << 16]);
+  });
+
   it("an error reply becomes ERR_REMOTE carrying the errno, and the connection keeps working", async () => {
     const { client } = await setup((req, reply) => {
       const { offset } = regionAccess(req);

@@ -301,6 +301,15 @@ export class VfioUserClient extends EventEmitter {
     return this.capabilities?.maxDataXferSize ?? DEFAULT_MAX_DATA_XFER_SIZE;
   }
 
+  /**
+   * Largest data count per REGION_READ / MIG_DATA_READ: the server's max_data_xfer_size, but no
+   * more than a reply this client accepts (its own maxDataXferSize, and maxMessageSize less the
+   * 16-byte header and the 16-byte access head).
+   */
+  get maxReadTransfer(): number {
+    return Math.max(1, Math.min(this.maxTransfer, this.options.maxDataXferSize, this.options.maxMessageSize - 32));
+  }
+
   async getDeviceInfo(options: RequestOptions = {}): Promise<DeviceInfo> {
     const info = await this.request(Command.DEVICE_GET_INFO, "DEVICE_GET_INFO", (w, id) => writeDeviceInfoRequest(w, id), (p) => unwrap(decodeDeviceInfoReply(p), Command.DEVICE_GET_INFO), options);
     this.deviceInfo = info;
@@ -344,8 +353,9 @@ export class VfioUserClient extends EventEmitter {
         argsz = info.argsz;
         continue;
       }
+      // A mapping does not need the fd it was made from: the previous one is always released.
       const previous = this.regions.get(index);
-      if (previous?.fd !== undefined && previous.fd !== info.fd && !this.mappings.has(index)) this.channel.closeFd(previous.fd);
+      if (previous?.fd !== undefined && previous.fd !== info.fd) this.channel.closeFd(previous.fd);
       this.regions.set(index, info);
       return info;
     }
@@ -470,7 +480,7 @@ export class VfioUserClient extends EventEmitter {
     if (mapped) return mapped.slice();
     const out = new Uint8Array(size);
     if (size === 0) return out;
-    const max = this.maxTransfer;
+    const max = this.maxReadTransfer;
     const parts: Promise<number>[] = [];
     for (let done = 0; done < size; done += max) {
       const count = Math.min(max, size - done);
@@ -827,7 +837,7 @@ export class VfioUserClient extends EventEmitter {
     if (state !== MigrationState.STOP) await this.setMigrationState(MigrationState.STOP, options);
     await this.setMigrationState(MigrationState.STOP_COPY, options);
     const chunks: Uint8Array[] = [];
-    const chunkSize = Math.min(MIG_CHUNK, this.maxTransfer);
+    const chunkSize = Math.min(MIG_CHUNK, this.maxReadTransfer);
     for (;;) {
       const part = await this.migDataRead(chunkSize, options);
       chunks.push(part);
