@@ -3,7 +3,8 @@
 // the same functions with (hi, lo) halves for the host.
 //
 //   Topology (each call is its own transaction unless inside memTransactionBegin/Commit):
-//     memRegionNew(kind, size): i32               id > 0, or -TOPO_* (KIND_* in status.ts)
+//     memRegionNew(kind, size): i32               id > 0, or -TOPO_* (KIND_* in status.ts;
+//                                                 KIND_ROM_DEVICE = RAM + callbacks, ROMD on)
 //     memRegionSetIo(id, flags, vmin, vmax, imin, imax, guardSlot): i32
 //     memRegionSetAlias(id, target, offset): i32
 //     memRegionAddSubregion(parent, child, addr, priority): i32
@@ -11,7 +12,8 @@
 //     memRegionSetAddress(id, addr): i32          (QEMU memory_region_set_address)
 //     memRegionSetEnabled(id, on): i32
 //     memRegionSetReadonly(id, on): i32
-//     memRegionFree(id): i32
+//     memRegionSetRomd(id, on): i32              (QEMU memory_region_rom_device_set_romd)
+//     memRegionFree(id): i32                     (deferred to the outermost commit inside one)
 //     memTransactionBegin(); memTransactionCommit(): i32
 //     memAddressSpaceNew(root): i32               id > 0 (render of root at address 0)
 //   Access (MemTx bits; read values via memLastValue()):
@@ -31,6 +33,7 @@ export {
   regionSetEnabled as memRegionSetEnabled,
   regionSetReadonly as memRegionSetReadonly,
   regionSetAliasOffset as memRegionSetAliasOffset,
+  regionSetRomd as memRegionSetRomd,
   regionFree as memRegionFree,
   regionRam as memRegionRam,
   transactionBegin as memTransactionBegin,

@@ -4,7 +4,9 @@
 //
 // An access of `len` bytes at `addr` is cut at flat-range boundaries. RAM/ROM pieces are
 // served from linear memory (ROM and read-only pieces drop writes, as QEMU's TCG does for
-// read-only sections). I/O pieces are cut by memory_access_size (at most valid.max, default
+// read-only sections). Reads of a ROM device in ROMD mode are served from its RAM like ROM
+// reads (no callback, no size checks: QEMU memory_access_is_direct); its writes are I/O
+// pieces like any device's. I/O pieces are cut by memory_access_size (at most valid.max, default
 // 4, and at most the address alignment unless impl.unaligned; rounded down to a power of 2),
 // checked (accepts, alignment, valid sizes: failure = decode error, reads give 0), then split
 // or widened to the impl sizes for the device callbacks, and byte-swapped for big-endian
@@ -20,8 +22,8 @@ import {
 } from "./status";
 import { R_GUARD, R_IMAX, R_IMIN, R_IOFLAGS, R_VMAX, R_VMIN, guardTable, regionPtr } from "./regions";
 import {
-  F_IO, F_LAST, F_OFFSET, F_PTR, F_START, IOW_FAST_SHIFT, IOW_GUARD_MASK, IOW_NO_GUARD, MODE_IO, MODE_RAM,
-  flatFor, flatMode, flatRegion, liveAs,
+  F_IO, F_LAST, F_OFFSET, F_PTR, F_START, IOW_FAST_SHIFT, IOW_GUARD_MASK, IOW_NO_GUARD, MODE_IO, MODE_RAM, MODE_ROMD,
+  flatFor, flatMode, flatRegion, ioWord, liveAs,
 } from "./flatview";
 
 // Host callbacks (src/core/memory/wasm-engine.ts). `key` = region id << 4 | access size.
@@ -321,8 +323,8 @@ export function writeScalar(ap: usize, addr: u64, size: u32, value: u64): u32 {
       storeN(<usize>load<u32>(f, F_PTR) + <usize>(addr - load<u64>(f, F_START)), value, size);
       return MEMTX_OK;
     }
-    if (mode == MODE_IO) {
-      const word = load<u32>(f, F_IO);
+    if (mode >= MODE_IO) {
+      const word = mode == MODE_IO ? load<u32>(f, F_IO) : ioWord(flatRegion(f));
       const addr1 = load<u64>(f, F_OFFSET) + (addr - load<u64>(f, F_START));
       if (fastPiece(word, addr1, size)) return fastIoWrite(word, flatRegion(f), <u32>addr1, size, value);
     }
@@ -334,7 +336,7 @@ export function writeScalar(ap: usize, addr: u64, size: u32, value: u64): u32 {
     const v = value >> (<u64>done << 3);
     if (mode == MODE_RAM) {
       storeN(<usize>load<u32>(f, F_PTR) + <usize>(addr - load<u64>(f, F_START)), v, l);
-    } else if (mode == MODE_IO) {
+    } else if (mode >= MODE_IO) { // I/O, or a ROM device's write callback
       const region = flatRegion(f);
       const addr1 = load<u64>(f, F_OFFSET) + (addr - load<u64>(f, F_START));
       l = memoryAccessSize(region, l, addr1);
@@ -357,7 +359,7 @@ export function accessBuffer(ap: usize, addr: u64, buf: usize, len: usize, isWri
     const mode = flatMode(f);
     const rem = load<u64>(f, F_LAST) - addr;
     let l: usize = rem < <u64>(len - 1) ? <usize>rem + 1 : len;
-    if (mode != MODE_IO) {
+    if (mode < MODE_IO || (mode == MODE_ROMD && !isWrite)) {
       const host = <usize>load<u32>(f, F_PTR) + <usize>(addr - load<u64>(f, F_START));
       if (!isWrite) memory.copy(buf, host, l);
       else if (mode == MODE_RAM) memory.copy(host, buf, l);
@@ -366,7 +368,7 @@ export function accessBuffer(ap: usize, addr: u64, buf: usize, len: usize, isWri
       const addr1 = load<u64>(f, F_OFFSET) + (addr - load<u64>(f, F_START));
       const piece = memoryAccessSize(region, l > 8 ? 8 : <u32>l, addr1);
       l = piece;
-      const word = load<u32>(f, F_IO);
+      const word = mode == MODE_IO ? load<u32>(f, F_IO) : ioWord(region);
       if (isWrite) {
         const v = loadN(buf, piece);
         status |= fastPiece(word, addr1, piece) ? fastIoWrite(word, region, <u32>addr1, piece, v) : dispatchWrite(region, addr1, piece, v);

@@ -4,7 +4,7 @@ import {
   R_ADDR, R_ALIAS_OFFSET, R_ALIAS_TARGET, R_CONTAINER, R_KIND, R_LAST, R_PRIORITY, R_STATE,
   regionAddSubregion, regionAlive, regionDelSubregion, regionFree, regionNewLast, regionPtr, regionRam,
   regionSetAddress, regionSetAlias, regionSetAliasOffset, regionSetEnabled, regionSetIo,
-  regionSetReadonly, transactionBegin, transactionCommit, getTransactionDepth, initRegions,
+  regionSetReadonly, regionSetRomd, regionPendingFree, transactionBegin, transactionCommit, getTransactionDepth, initRegions,
 } from "./regions";
 import { A_COUNT, A_FLAT, FLAT_SIZE, asFree, asNew, asRenderCount, liveAs } from "./flatview";
 import { SCRATCH, TRACE_RECORD, asAccessBuffer, asRead, asReplay, asWrite, lastValue, setIoFailed } from "./dispatch";
@@ -45,8 +45,16 @@ export function mem_region_set_readonly(id: u32, on: u32): i32 {
 export function mem_region_set_alias_offset(id: u32, hi: u32, lo: u32): i32 {
   return regionSetAliasOffset(id, u64of(hi, lo));
 }
+export function mem_region_set_romd(id: u32, on: u32): i32 {
+  return regionSetRomd(id, on != 0);
+}
+/** Frees the region; inside an open transaction the release waits for the outermost commit. */
 export function mem_region_free(id: u32): i32 {
   return regionFree(id);
+}
+/** 1 while a region freed inside the open transaction waits for the outermost commit. */
+export function mem_region_pending_free(id: u32): u32 {
+  return regionPendingFree(id) ? 1 : 0;
 }
 export function mem_region_ram(id: u32): usize {
   return regionAlive(id) ? regionRam(id) : 0;

@@ -15,8 +15,10 @@
 //
 //   0  start (u64)              8  last, inclusive (u64)
 //   16 offset in region of `start` (u64)
-//   24 region id (bits 0..23)   27 mode (u8): MODE_RAM / MODE_ROM / MODE_IO, | FLAT_READONLY
-//   28 RAM/ROM: host pointer of `start` (u32)
+//   24 region id (bits 0..23)   27 mode (u8): MODE_RAM / MODE_ROM / MODE_IO / MODE_ROMD,
+//                                             | FLAT_READONLY
+//   28 RAM/ROM/ROMD: host pointer of `start` (u32) (a ROM device in ROMD mode: its writes
+//               take the dispatch word from the region table, ioWord())
 //      I/O:     dispatch word: guard slot (bits 0..20), IOW_NO_GUARD (bit 23), the region's
 //               R_FAST sizes (bits 24..31); copied from the region at render time
 //               (regionSetIo re-renders where the region shows)
@@ -52,12 +54,12 @@
 // from the root down) holds a region changed since the last commit (regions.ts
 // markChanged); the scan visits each region at most once per commit.
 import {
-  IO_NO_GUARD, IO_UNASSIGNED, KIND_ALIAS, KIND_CONTAINER, KIND_IO, KIND_ROM,
+  IO_NO_GUARD, IO_UNASSIGNED, KIND_ALIAS, KIND_CONTAINER, KIND_IO, KIND_ROM, KIND_ROM_DEVICE,
   MAX_ADDRESS_SPACES, TOPO_NO_SUCH_ADDRESS_SPACE, TOPO_NO_SUCH_REGION, TOPO_OK, TOPO_TOO_MANY,
 } from "./status";
 import {
   R_ADDR, R_ALIAS_OFFSET, R_ALIAS_TARGET, R_CHANGED, R_FAST, R_FIRST_CHILD, R_GUARD, R_IOFLAGS,
-  R_KIND, R_LAST, R_NEXT_SIBLING, R_RAM, R_SCAN, R_STATE, STATE_ENABLED, STATE_READONLY,
+  R_KIND, R_LAST, R_NEXT_SIBLING, R_RAM, R_SCAN, R_STATE, STATE_ENABLED, STATE_READONLY, STATE_ROMD,
   initRegions, regionAlive, regionPtr, setIsRootHook, setRenderChangedHook,
 } from "./regions";
 
@@ -90,6 +92,7 @@ export const IOW_FAST_SHIFT: u32 = 24;
 export const MODE_RAM: u32 = 1; // read and write in linear memory
 export const MODE_ROM: u32 = 2; // read in linear memory, writes dropped
 export const MODE_IO: u32 = 3; // device callbacks (or unassigned)
+export const MODE_ROMD: u32 = 4; // ROM device in ROMD mode: read in linear memory, writes to the device
 export const FLAT_READONLY: u32 = 16;
 export const MODE_MASK: u32 = 15;
 
@@ -278,6 +281,15 @@ function flatEnsure(ap: usize, n: u32): usize {
   return ptr;
 }
 
+/** Dispatch word of an I/O region or ROM device (see F_IO). */
+// @ts-ignore: decorator
+@inline export function ioWord(region: u32): u32 {
+  const rp = regionPtr(region);
+  let word = (load<u32>(rp, R_GUARD) & IOW_GUARD_MASK) | (<u32>load<u8>(rp, R_FAST) << IOW_FAST_SHIFT);
+  if ((<u32>load<u8>(rp, R_IOFLAGS) & IO_NO_GUARD) != 0) word |= IOW_NO_GUARD;
+  return word;
+}
+
 function emit(ap: usize, i: u32, start: u64, last: u64, offset: u64, region: u32, readonly: bool): void {
   const p = <usize>load<u32>(ap, A_FLAT) + <usize>i * FLAT_SIZE;
   store<u64>(p, start, F_START);
@@ -287,12 +299,20 @@ function emit(ap: usize, i: u32, start: u64, last: u64, offset: u64, region: u32
   const kind = <u32>load<u8>(rp, R_KIND);
   let mode: u32 = MODE_IO;
   let word: u32 = 0;
-  if (kind != KIND_IO) {
+  if (kind == KIND_ROM_DEVICE) {
+    // QEMU memory_access_is_direct: a ROM device in ROMD mode reads directly; its writes,
+    // and every access with ROMD mode off, go to the device (readonly changes neither).
+    if ((<u32>load<u8>(rp, R_STATE) & STATE_ROMD) != 0) {
+      mode = MODE_ROMD;
+      word = load<u32>(rp, R_RAM) + <u32>offset;
+    } else {
+      word = ioWord(region);
+    }
+  } else if (kind != KIND_IO) {
     mode = kind == KIND_ROM || readonly ? MODE_ROM : MODE_RAM;
     word = load<u32>(rp, R_RAM) + <u32>offset;
   } else {
-    word = (load<u32>(rp, R_GUARD) & IOW_GUARD_MASK) | (<u32>load<u8>(rp, R_FAST) << IOW_FAST_SHIFT);
-    if ((<u32>load<u8>(rp, R_IOFLAGS) & IO_NO_GUARD) != 0) word |= IOW_NO_GUARD;
+    word = ioWord(region);
   }
   if (readonly) mode |= FLAT_READONLY;
   store<u32>(p, region | (mode << 24), F_REGION);

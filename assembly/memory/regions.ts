@@ -15,16 +15,26 @@
 //   40 alias target id (u32)            44 first child id (u32, priority order)
 //   48 next sibling id (u32)            52 RAM/ROM pointer into linear memory (u32)
 //   56 re-entrancy guard slot (u32)     60 number of aliases targeting this region (u32)
-//   64 visit mark (u32, cycle checks)   68 next free id (u32, when not alive)
+//   64 visit mark (u32, cycle checks)   68 next free id (u32, when not alive: the free list,
+//                                          or the list of frees deferred to the commit)
 //   72 change epoch (u32): the commit epoch of the last change that affects how the tree
 //      under this region renders (see markChanged)
 //   76 scan memo (u32): epoch << 1 | "tree changed", for the commit-time scan (flatview.ts)
+//
+// state: STATE_ALIVE | STATE_ENABLED | STATE_READONLY | STATE_ROMD (ROM devices in ROMD mode)
+// | STATE_PENDING_FREE (freed, release deferred to the outermost commit).
+// A ROM device (KIND_ROM_DEVICE) has both a RAM pointer and the I/O fields.
+//
+// Freeing inside an open transaction is deferred (QEMU frees a region only after the RCU
+// grace period that retires the old flat views): the record stops being alive at once, but
+// its RAM, record and id stay untouched until the outermost commit has re-rendered, because
+// the flat views rendered before the transaction may still point at them.
 //
 // fast: bit (1 << s) set when an aligned s-byte access (s = 1, 2, 4) is one device callback
 // of s bytes as it stands (valid, not split or widened, no byte swap, no accepts hook); the
 // access path then skips the general splitting code (dispatch.ts fastIoRead/fastIoWrite).
 import {
-  KIND_ALIAS, KIND_CONTAINER, KIND_IO, KIND_RAM, KIND_ROM,
+  KIND_ALIAS, KIND_CONTAINER, KIND_IO, KIND_RAM, KIND_ROM, KIND_ROM_DEVICE,
   IO_ACCEPTS, IO_BIG_ENDIAN, IO_IMPL_UNALIGNED, IO_UNASSIGNED, IO_VALID_UNALIGNED,
   MAX_GUARD_SLOTS, MAX_IO_REGION_LAST, MAX_RAM_REGION_SIZE, MAX_REGIONS,
   TOPO_ALREADY_MAPPED, TOPO_BAD_ACCESS_SIZES, TOPO_CYCLE, TOPO_IMPL_UNALIGNED_WITHOUT_VALID,
@@ -85,6 +95,9 @@ export const REGION_SIZE: usize = 80;
 export const STATE_ALIVE: u32 = 1;
 export const STATE_ENABLED: u32 = 2;
 export const STATE_READONLY: u32 = 4;
+export const STATE_ROMD: u32 = 8;
+/** Freed inside an open transaction; released at the outermost commit. */
+export const STATE_PENDING_FREE: u32 = 16;
 
 /** Base of the region table (moves when the table grows). */
 export let regionTable: usize = 0;
@@ -92,6 +105,8 @@ let regionCapacity: u32 = 0;
 /** One past the highest id ever handed out. */
 export let regionCount: u32 = 0;
 let freeHead: u32 = 0;
+/** Regions freed inside an open transaction, released at the outermost commit. */
+let pendingHead: u32 = 0;
 let markEpoch: u32 = 0;
 
 /** Re-entrancy guard flags, one byte per slot (QEMU MemReentrancyGuard.engaged_in_io). */
@@ -182,7 +197,8 @@ export function transactionBegin(): void {
 export function transactionCommit(): i32 {
   if (transactionDepth == 0) return TOPO_NO_TRANSACTION;
   transactionDepth--;
-  if (transactionDepth == 0 && topologyDirty) {
+  if (transactionDepth != 0) return TOPO_OK;
+  if (topologyDirty) {
     topologyDirty = false;
     renderChangedHook(changeEpoch);
     if (++changeEpoch == MAX_EPOCH) {
@@ -194,6 +210,8 @@ export function transactionCommit(): i32 {
       changeEpoch = 1;
     }
   }
+  // Every flat view is current now: nothing can reach the regions freed meanwhile.
+  if (pendingHead != 0) releasePending();
   return TOPO_OK;
 }
 
@@ -227,8 +245,9 @@ function markChanged(id: u32): void {
 /** Creates a region of `last + 1` bytes. Returns its id (> 0) or a negated TOPO_* code. */
 export function regionNewLast(kind: u32, last: u64): i32 {
   initRegions();
-  if (kind > KIND_ALIAS) return -TOPO_WRONG_KIND;
-  if ((kind == KIND_RAM || kind == KIND_ROM) && last >= MAX_RAM_REGION_SIZE) return -TOPO_RAM_TOO_LARGE;
+  if (kind > KIND_ROM_DEVICE) return -TOPO_WRONG_KIND;
+  const backed = kind == KIND_RAM || kind == KIND_ROM || kind == KIND_ROM_DEVICE;
+  if (backed && last >= MAX_RAM_REGION_SIZE) return -TOPO_RAM_TOO_LARGE;
   if (kind == KIND_IO && last > MAX_IO_REGION_LAST) return -TOPO_IO_TOO_LARGE;
   let id = freeHead;
   if (id != 0) {
@@ -240,7 +259,7 @@ export function regionNewLast(kind: u32, last: u64): i32 {
     regionCount = id + 1;
   }
   let ram: usize = 0;
-  if (kind == KIND_RAM || kind == KIND_ROM) {
+  if (backed) {
     const bytes = <usize>(last + 1);
     // Refuse rather than trap when linear memory cannot hold it (4 GiB address space).
     if (<u64>memory.size() * 65536 + <u64>bytes + 65536 > <u64>0xffff0000) {
@@ -254,7 +273,8 @@ export function regionNewLast(kind: u32, last: u64): i32 {
   const p = regionPtr(id);
   memory.fill(p, 0, REGION_SIZE);
   store<u8>(p, <u8>kind, R_KIND);
-  store<u8>(p, <u8>(STATE_ALIVE | STATE_ENABLED), R_STATE);
+  // QEMU memory_region_initfn: romd_mode starts true.
+  store<u8>(p, <u8>(STATE_ALIVE | STATE_ENABLED | (kind == KIND_ROM_DEVICE ? STATE_ROMD : 0)), R_STATE);
   store<u64>(p, last, R_LAST);
   store<u32>(p, <u32>ram, R_RAM);
   store<u32>(p, id, R_GUARD);
@@ -275,7 +295,8 @@ function isAccessSize(s: u32): bool {
 export function regionSetIo(id: u32, flags: u32, vmin: u32, vmax: u32, imin: u32, imax: u32, guard: u32): i32 {
   if (id == 0 || !regionAlive(id)) return TOPO_NO_SUCH_REGION;
   const p = regionPtr(id);
-  if (<u32>load<u8>(p, R_KIND) != KIND_IO) return TOPO_WRONG_KIND;
+  const kind = <u32>load<u8>(p, R_KIND);
+  if (kind != KIND_IO && kind != KIND_ROM_DEVICE) return TOPO_WRONG_KIND;
   if (!isAccessSize(vmin) || !isAccessSize(vmax) || !isAccessSize(imin) || !isAccessSize(imax)) return TOPO_BAD_ACCESS_SIZES;
   if ((vmin != 0 && vmax != 0 && vmin > vmax) || (imin != 0 && imax != 0 && imin > imax)) return TOPO_BAD_ACCESS_SIZES;
   if ((flags & IO_IMPL_UNALIGNED) != 0 && (flags & IO_VALID_UNALIGNED) == 0) return TOPO_IMPL_UNALIGNED_WITHOUT_VALID;
@@ -461,6 +482,16 @@ export function regionSetReadonly(id: u32, readonly: bool): i32 {
   return setStateBit(id, STATE_READONLY, readonly);
 }
 
+/**
+ * QEMU memory_region_rom_device_set_romd: with ROMD mode on, reads of a ROM device are
+ * served from its RAM; off, they go to its read callback. Writes always go to the callback.
+ */
+export function regionSetRomd(id: u32, romd: bool): i32 {
+  if (id == 0 || !regionAlive(id)) return TOPO_NO_SUCH_REGION;
+  if (<u32>load<u8>(regionPtr(id), R_KIND) != KIND_ROM_DEVICE) return TOPO_WRONG_KIND;
+  return setStateBit(id, STATE_ROMD, romd);
+}
+
 /** QEMU memory_region_set_alias_offset. */
 export function regionSetAliasOffset(id: u32, offset: u64): i32 {
   if (id == 0 || !regionAlive(id)) return TOPO_NO_SUCH_REGION;
@@ -474,7 +505,11 @@ export function regionSetAliasOffset(id: u32, offset: u64): i32 {
   return finish(TOPO_OK);
 }
 
-/** Frees a region that nothing refers to any more (unmapped, no subregions, not aliased, not a root). */
+/**
+ * Frees a region that nothing refers to any more (unmapped, no subregions, not aliased, not a
+ * root). Inside an open transaction the release waits for the outermost commit (see the top
+ * of this file); the id is dead to every topology call at once either way.
+ */
 export function regionFree(id: u32): i32 {
   if (id == 0 || !regionAlive(id)) return TOPO_NO_SUCH_REGION;
   const p = regionPtr(id);
@@ -486,12 +521,41 @@ export function regionFree(id: u32): i32 {
     const t = regionPtr(target);
     store<u32>(t, load<u32>(t, R_ALIAS_REFS) - 1, R_ALIAS_REFS);
   }
+  if (transactionDepth != 0) {
+    store<u8>(p, <u8>((<u32>load<u8>(p, R_STATE) & ~STATE_ALIVE) | STATE_PENDING_FREE), R_STATE);
+    store<u32>(p, pendingHead, R_NEXT_FREE);
+    pendingHead = id;
+    return TOPO_OK;
+  }
+  release(id);
+  return TOPO_OK;
+}
+
+/** Gives back a region's RAM and id (its record is not alive any more, or is about to go). */
+function release(id: u32): void {
+  const p = regionPtr(id);
   const ram = <usize>load<u32>(p, R_RAM);
   if (ram != 0) heap.free(ram);
   memory.fill(p, 0, REGION_SIZE);
   store<u32>(p, freeHead, R_NEXT_FREE);
   freeHead = id;
-  return TOPO_OK;
+}
+
+/** Releases the frees deferred during the transaction that just committed. */
+function releasePending(): void {
+  let id = pendingHead;
+  pendingHead = 0;
+  while (id != 0) {
+    const next = load<u32>(regionPtr(id), R_NEXT_FREE);
+    release(id);
+    id = next;
+  }
+}
+
+/** True while a freed region waits for the outermost commit (its RAM is still allocated). */
+export function regionPendingFree(id: u32): bool {
+  if (id == 0 || id >= regionCount) return false;
+  return (<u32>load<u8>(regionPtr(id), R_STATE) & STATE_PENDING_FREE) != 0;
 }
 
 // ---------------------------------------------------------------- accessors

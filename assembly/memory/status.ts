@@ -31,6 +31,10 @@ export const KIND_RAM: u32 = 1;
 export const KIND_ROM: u32 = 2;
 export const KIND_IO: u32 = 3;
 export const KIND_ALIAS: u32 = 4;
+/** QEMU memory_region_init_rom_device: RAM contents plus device callbacks. In ROMD mode (the
+ *  default) reads are served from the RAM and writes go to the write callback; with ROMD mode
+ *  off (memory_region_rom_device_set_romd) reads go to the read callback too. */
+export const KIND_ROM_DEVICE: u32 = 5;
 
 // I/O flags (regionSetIo).
 export const IO_VALID_UNALIGNED: u32 = 1;

@@ -2,16 +2,18 @@
 // reference model). Mirrors assembly/memory/status.ts and assembly/memory/regions.ts: change
 // both together.
 
-/** Region kinds (QEMU: container, RAM, ROM, I/O, alias). */
+/** Region kinds (QEMU: container, RAM, ROM, I/O, alias, ROM device). */
 export const RegionKind = {
   CONTAINER: 0,
   RAM: 1,
   ROM: 2,
   IO: 3,
   ALIAS: 4,
+  /** RAM plus device callbacks (QEMU memory_region_init_rom_device); ROMD mode starts on. */
+  ROM_DEVICE: 5,
 } as const;
 export type RegionKindCode = (typeof RegionKind)[keyof typeof RegionKind];
-export const REGION_KIND_NAMES = ["container", "ram", "rom", "io", "alias"] as const;
+export const REGION_KIND_NAMES = ["container", "ram", "rom", "io", "alias", "rom-device"] as const;
 export type RegionKindName = (typeof REGION_KIND_NAMES)[number];
 
 /**

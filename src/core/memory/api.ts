@@ -149,7 +149,24 @@ export class MemoryCore {
   io(name: string, size: Address, ops: IoOps): MemoryRegion {
     checkConstraint(ops.valid, `${name}: valid`);
     checkConstraint(ops.impl, `${name}: impl`);
-    const r = this.newRegion(name, RegionKind.IO, size);
+    return this.withOps(this.newRegion(name, RegionKind.IO, size), name, ops);
+  }
+
+  /**
+   * ROM device (QEMU memory_region_init_rom_device): RAM contents (zero-filled unless `init`)
+   * plus device callbacks. In ROMD mode — the initial one — reads are served from the RAM
+   * inside the core, without calling the device and without `valid`/`impl` checks (QEMU
+   * memory_access_is_direct), while every write goes to `ops.write` (which may update the
+   * bytes through ramBytes()); `setRomdMode(false)` sends reads to `ops.read` as well.
+   * At most 1 GiB.
+   */
+  romDevice(name: string, size: Address, ops: IoOps, init?: Uint8Array): MemoryRegion {
+    checkConstraint(ops.valid, `${name}: valid`);
+    checkConstraint(ops.impl, `${name}: impl`);
+    return this.withOps(this.newBacked(name, RegionKind.ROM_DEVICE, size, init), name, ops);
+  }
+
+  private withOps(r: MemoryRegion, name: string, ops: IoOps): MemoryRegion {
     let flags = 0;
     if (ops.valid?.unaligned) flags |= IoFlag.VALID_UNALIGNED;
     if (ops.impl?.unaligned) flags |= IoFlag.IMPL_UNALIGNED;
@@ -166,7 +183,7 @@ export class MemoryCore {
     if (st !== 0) {
       this.engine.regionFree(r.id);
       this.regions.delete(r.id);
-      throw topologyError(st, `io region "${name}"`, { region: name });
+      throw topologyError(st, `${r.kind} region "${name}"`, { region: name });
     }
     // Called as methods of `ops` (no bound wrappers on the hot path).
     this.engine.setIoOps(r.id, ops as EngineIoOps);
@@ -295,6 +312,8 @@ export class MemoryRegion {
   get priority(): number { return this.info().priority; }
   get enabled(): boolean { return this.info().enabled; }
   get readonly(): boolean { return this.info().readonly; }
+  /** ROM devices: whether reads are served from the RAM (QEMU romd_mode). */
+  get romdMode(): boolean { return this.info().romd; }
   get container(): MemoryRegion | null {
     const c = this.info().container;
     return c ? (this.core.regionById(c) ?? null) : null;
@@ -343,6 +362,15 @@ export class MemoryRegion {
     this.core.change(`readonly "${this.name}"`, this, () => this.core.engine.regionSetReadonly(this.id, readonly ? 1 : 0));
   }
 
+  /**
+   * ROM devices only (QEMU memory_region_rom_device_set_romd): `true` serves reads from the
+   * RAM, `false` hands them to `ops.read`. Writes reach `ops.write` either way.
+   */
+  setRomdMode(romd: boolean): void {
+    this.checkLive();
+    this.core.change(`romd mode "${this.name}"`, this, () => this.core.engine.regionSetRomd(this.id, romd ? 1 : 0));
+  }
+
   /** QEMU memory_region_set_alias_offset. */
   setAliasOffset(offset: Address): void {
     this.checkLive();
@@ -350,10 +378,16 @@ export class MemoryRegion {
     this.core.change(`alias offset "${this.name}"`, this, () => this.core.engine.regionSetAliasOffset(this.id, hiOf(off), loOf(off)));
   }
 
-  /** The RAM/ROM contents (a fresh view; invalid after any call that may allocate in the core). */
+  /**
+   * The RAM/ROM/ROM-device contents: a fresh view of the core's linear memory. It is detached
+   * (length 0) as soon as the core's memory grows — any call that may allocate in the core
+   * (creating regions, commits, traces, bulk accesses, device code running such calls) — so
+   * fetch it again rather than keeping it.
+   */
   ramBytes(): Uint8Array {
     this.checkLive();
-    if (this.kind !== "ram" && this.kind !== "rom") throw new MemoryError("WRONG_KIND", `region "${this.name}" is ${this.kind}, not RAM/ROM`, { region: this.name });
+    if (this.kind !== "ram" && this.kind !== "rom" && this.kind !== "rom-device")
+      throw new MemoryError("WRONG_KIND", `region "${this.name}" is ${this.kind}, not RAM/ROM/ROM device`, { region: this.name });
     return this.core.engine.ramBytes(this.id);
   }
 
@@ -367,7 +401,13 @@ export class MemoryRegion {
     return this.ownView;
   }
 
-  /** Frees the region (and its RAM). It must be unmapped, without subregions, not aliased. */
+  /**
+   * Frees the region (and its RAM). It must be unmapped, without subregions, not aliased.
+   * Inside an open transaction the handle is dead at once but the RAM and the device callbacks
+   * are released only by the outermost commit: until then the address spaces keep the flat
+   * view rendered before the transaction, which may still reach the region (QEMU likewise
+   * frees a region only after the old flat views are retired).
+   */
   destroy(): void {
     if (this.destroyed) return;
     if (this.ownView) {
@@ -376,7 +416,6 @@ export class MemoryRegion {
     }
     const st = this.core.engine.regionFree(this.id);
     if (st !== 0) throw topologyError(st, `destroy "${this.name}"`, { region: this.name });
-    this.core.engine.setIoOps(this.id, undefined);
     this.destroyed = true;
     this.core.forget(this.id);
   }

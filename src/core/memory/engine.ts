@@ -21,6 +21,8 @@ export interface RegionInfo {
   priority: number;
   enabled: boolean;
   readonly: boolean;
+  /** ROM devices: whether reads are served from the RAM (ROMD mode); false for other kinds. */
+  romd: boolean;
   /** 0 when the region is not a subregion. */
   container: number;
   aliasTarget: number;
@@ -59,7 +61,16 @@ export interface MemoryEngine {
   regionSetEnabled(id: number, enabled: number): number;
   regionSetReadonly(id: number, readonly: number): number;
   regionSetAliasOffset(id: number, hi: number, lo: number): number;
+  /** ROM devices only (QEMU memory_region_rom_device_set_romd). */
+  regionSetRomd(id: number, romd: number): number;
+  /**
+   * Frees a region nothing refers to. Inside an open transaction the release (RAM, id, device
+   * callbacks) is deferred to the outermost commit: flat views rendered before it may still
+   * reach the region until then (QEMU frees after the RCU grace period).
+   */
   regionFree(id: number): number;
+  /** Whether a freed region still waits for the outermost commit to be released. */
+  regionPendingFree(id: number): boolean;
   regionInfo(id: number): RegionInfo | null;
   /** Fresh view of a RAM/ROM region's bytes (invalid after the engine allocates). */
   ramBytes(id: number): Uint8Array;

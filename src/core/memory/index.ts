@@ -28,10 +28,16 @@
  *
  * Regions (MemoryRegion): `container`, `ram`, `rom` (guest writes dropped), `io` (IoOps:
  * read/write/accepts callbacks, `valid` and `impl` {min, max, unaligned}, endianness, owner
- * for a shared re-entrancy guard), `alias(name, target, offset, size)`. Topology:
+ * for a shared re-entrancy guard), `alias(name, target, offset, size)`, `romDevice(name, size,
+ * ops, init?)` (QEMU memory_region_init_rom_device: RAM plus callbacks; in ROMD mode reads are
+ * served from the RAM inside wasm — no callback, no valid/impl checks — and writes go to
+ * `ops.write`; `setRomdMode(false)` sends reads to `ops.read`; the device keeps the bytes
+ * current through `ramBytes()`). Topology:
  * `addSubregion(offset, child, priority = 0)`, `removeSubregion(child)`, `setAddress(offset)`
  * (memory_region_set_address), `setEnabled`, `setReadonly` (inherited below), `setAliasOffset`,
- * `destroy()`. Each change outside a transaction commits at once; inside begin()/commit() the
+ * `destroy()` (inside a transaction the region's RAM and callbacks are released only by the
+ * outermost commit, since the flat views rendered before it still reach them; QEMU defers the
+ * free the same way, through RCU). Each change outside a transaction commits at once; inside begin()/commit() the
  * address spaces re-render once, at the outermost commit, and only those whose tree (from the
  * root down, through subregions and aliases) holds a changed region: a BAR move in one
  * device's space leaves every other space alone (`as.renderCount` counts renders).
@@ -65,7 +71,8 @@
  *
  * Limits: RAM/ROM region <= 1 GiB; I/O region <= 2^53 bytes; 2^20 regions; 2^16 address
  * spaces; readBytes/writeBytes <= 1 GiB per call; trace capacity <= 2^26 records.
- * Views returned by ramBytes() are invalidated whenever the core allocates (wasm memory grows).
+ * Views returned by ramBytes() are detached whenever the core allocates (wasm memory grows):
+ * fetch them again after any call into the core instead of keeping them.
  */
 export { MemoryCore, MemoryRegion, AddressSpace, AccessTrace } from "./api.js";
 // AccessSize and AccessConstraints have the same shape as the ones src/core/pci exports.

@@ -12,6 +12,7 @@ const IO_UNASSIGNED = 32;
 const MODE_RAM = 1;
 const MODE_ROM = 2;
 const MODE_IO = 3;
+const MODE_ROMD = 4; // ROM device in ROMD mode: reads from its RAM, writes to its callback
 const FLAT_READONLY = 16;
 const FW = 8; // flat record words: startLo startHi lastLo lastHi offLo offHi region mode
 
@@ -20,6 +21,10 @@ interface Region {
   kind: number;
   enabled: boolean;
   readonly: boolean;
+  /** ROM devices: reads served from `ram` (QEMU romd_mode). */
+  romd: boolean;
+  /** Freed inside an open transaction; released at the outermost commit. */
+  pendingFree: boolean;
   ioFlags: number;
   vmin: number;
   vmax: number;
@@ -73,6 +78,8 @@ export class ReferenceMemoryEngine implements MemoryEngine {
   private guards = new Uint8Array(256);
   private depth = 0;
   private dirty = false;
+  /** Regions freed inside the open transaction, in free order. */
+  private pending: number[] = [];
   private ioError: unknown = undefined;
   // Results of the last read / dispatch (u32 halves).
   private rLo = 0;
@@ -87,7 +94,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
 
   private blank(kind: number, last: bigint): Region {
     return {
-      alive: true, kind, enabled: true, readonly: false, ioFlags: 0, vmin: 0, vmax: 0, imin: 0, imax: 0,
+      alive: true, kind, enabled: true, readonly: false, romd: kind === RegionKind.ROM_DEVICE, pendingFree: false, ioFlags: 0, vmin: 0, vmax: 0, imin: 0, imax: 0,
       priority: 0, container: 0, last, addr: 0n, aliasOffset: 0n, aliasTarget: 0, children: [],
       ram: null, ramView: null, guard: 0, aliasRefs: 0,
     };
@@ -113,10 +120,15 @@ export class ReferenceMemoryEngine implements MemoryEngine {
   transactionCommit(): number {
     if (this.depth === 0) return T.NO_TRANSACTION;
     this.depth--;
-    if (this.depth === 0 && this.dirty) {
+    if (this.depth !== 0) return T.OK;
+    if (this.dirty) {
       this.dirty = false;
       for (let i = 1; i < this.spaces.length; i++) if (this.spaces[i]) this.render(this.spaces[i]!);
     }
+    // The views are current: release the frees deferred meanwhile, in the order the wasm
+    // core's pending list gives them back (so both hand out the same ids afterwards).
+    for (let i = this.pending.length - 1; i >= 0; i--) this.release(this.pending[i]);
+    this.pending.length = 0;
     return T.OK;
   }
   transactionDepth(): number {
@@ -125,8 +137,9 @@ export class ReferenceMemoryEngine implements MemoryEngine {
 
   regionNew(kind: number, lastHi: number, lastLo: number): number {
     const last = (BigInt(lastHi >>> 0) << 32n) | BigInt(lastLo >>> 0);
-    if (kind < 0 || kind > RegionKind.ALIAS) return -T.WRONG_KIND;
-    if ((kind === RegionKind.RAM || kind === RegionKind.ROM) && last >= BigInt(MAX_RAM_REGION_SIZE)) return -T.RAM_TOO_LARGE;
+    if (kind < 0 || kind > RegionKind.ROM_DEVICE) return -T.WRONG_KIND;
+    const backed = kind === RegionKind.RAM || kind === RegionKind.ROM || kind === RegionKind.ROM_DEVICE;
+    if (backed && last >= BigInt(MAX_RAM_REGION_SIZE)) return -T.RAM_TOO_LARGE;
     if (kind === RegionKind.IO && last > BigInt(MAX_IO_REGION_SIZE) - 1n) return -T.IO_TOO_LARGE;
     let id = this.freeIds.length ? this.freeIds.pop()! : -1;
     if (id < 0) {
@@ -136,7 +149,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     }
     const r = this.blank(kind, last);
     r.guard = id;
-    if (kind === RegionKind.RAM || kind === RegionKind.ROM) {
+    if (backed) {
       r.ram = new Uint8Array(Number(last) + 1);
       r.ramView = new DataView(r.ram.buffer);
     }
@@ -147,7 +160,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
   regionSetIo(id: number, flags: number, vmin: number, vmax: number, imin: number, imax: number, guard: number): number {
     const r = this.live(id);
     if (!r) return T.NO_SUCH_REGION;
-    if (r.kind !== RegionKind.IO) return T.WRONG_KIND;
+    if (r.kind !== RegionKind.IO && r.kind !== RegionKind.ROM_DEVICE) return T.WRONG_KIND;
     const ok = (s: number) => s === 0 || s === 1 || s === 2 || s === 4 || s === 8;
     if (!ok(vmin) || !ok(vmax) || !ok(imin) || !ok(imax)) return T.BAD_ACCESS_SIZES;
     if ((vmin && vmax && vmin > vmax) || (imin && imax && imin > imax)) return T.BAD_ACCESS_SIZES;
@@ -281,24 +294,49 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     return this.finish(T.OK);
   }
 
+  regionSetRomd(id: number, on: number): number {
+    const r = this.live(id);
+    if (!r) return T.NO_SUCH_REGION;
+    if (r.kind !== RegionKind.ROM_DEVICE) return T.WRONG_KIND;
+    if (r.romd === (on !== 0)) return T.OK;
+    this.begin();
+    r.romd = on !== 0;
+    this.dirty = true;
+    return this.finish(T.OK);
+  }
+
   regionFree(id: number): number {
     const r = this.live(id);
     if (!r) return T.NO_SUCH_REGION;
     if (r.container || r.children.length || r.aliasRefs || this.spaces.some((s) => s && s.root === id)) return T.IN_USE;
     if (r.aliasTarget) this.regions[r.aliasTarget].aliasRefs--;
     r.alive = false;
-    this.freeIds.push(id);
+    if (this.depth > 0) {
+      // The current flat views may still reach it: keep RAM and callbacks until the commit.
+      r.pendingFree = true;
+      this.pending.push(id);
+    } else this.release(id);
+    return T.OK;
+  }
+
+  private release(id: number): void {
+    const r = this.regions[id];
+    r.pendingFree = false;
     r.ram = null;
     r.ramView = null;
     this.ops[id] = undefined;
-    return T.OK;
+    this.freeIds.push(id);
+  }
+
+  regionPendingFree(id: number): boolean {
+    return this.regions[id]?.pendingFree ?? false;
   }
 
   regionInfo(id: number): RegionInfo | null {
     const r = this.live(id);
     if (!r) return null;
     return {
-      kind: r.kind, size: r.last + 1n, address: r.addr, priority: r.priority, enabled: r.enabled, readonly: r.readonly,
+      kind: r.kind, size: r.last + 1n, address: r.addr, priority: r.priority, enabled: r.enabled, readonly: r.readonly, romd: r.romd,
       container: r.container, aliasTarget: r.aliasTarget, aliasOffset: r.aliasOffset,
     };
   }
@@ -454,7 +492,15 @@ export class ReferenceMemoryEngine implements MemoryEngine {
       w[k + 6] = r.region;
       const reg = this.regions[r.region];
       let mode = MODE_IO;
-      if (reg.kind !== RegionKind.IO) {
+      if (reg.kind === RegionKind.ROM_DEVICE) {
+        // memory_access_is_direct: only ROMD-mode reads are direct; readonly changes nothing.
+        if (reg.romd) {
+          mode = MODE_ROMD;
+          s.ram[i] = reg.ramView;
+          s.ramBytes[i] = reg.ram;
+          s.ramBase[i] = Number(r.offset);
+        }
+      } else if (reg.kind !== RegionKind.IO) {
         mode = reg.kind === RegionKind.ROM || r.readonly ? MODE_ROM : MODE_RAM;
         s.ram[i] = reg.ramView;
         s.ramBytes[i] = reg.ram;
@@ -867,7 +913,8 @@ export class ReferenceMemoryEngine implements MemoryEngine {
         const dv = s.ram[f]!;
         const at = s.ramBase[f] + ((hi - w[k + 1]) * TWO_32 + (lo - w[k]));
         for (let i = 0; i < l; i++) dv.setUint8(at + i, byteOf(vLo, vHi, done + i));
-      } else if (mode === MODE_IO) {
+      } else if (mode >= MODE_IO) {
+        // I/O, or a ROM device's write callback
         const region = w[k + 6];
         const delta = (hi - w[k + 1]) * TWO_32 + (lo - w[k]);
         const addr1 = w[k + 5] * TWO_32 + w[k + 4] + delta;
@@ -937,7 +984,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
       const mode = w[k + 7] & 15;
       const rem = (w[k + 3] - hi) * TWO_32 + (w[k + 2] - lo);
       let l = rem < length - 1 ? rem + 1 : length;
-      if (mode !== MODE_IO) {
+      if (mode < MODE_IO || (mode === MODE_ROMD && !isWrite)) {
         const ram = s.ramBytes[f]!;
         const at = s.ramBase[f] + ((hi - w[k + 1]) * TWO_32 + (lo - w[k]));
         if (!isWrite) bytes.set(ram.subarray(at, at + l), offset);

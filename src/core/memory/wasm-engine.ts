@@ -104,6 +104,8 @@ export class WasmMemoryEngine implements MemoryEngine {
   private bulkPtr = 0;
   private bulkCap = 0;
   private bulkDepth = 0;
+  /** Regions freed inside the open transaction: their callbacks stay reachable until it commits. */
+  private pendingOps: number[] = [];
 
   // Hot entry points, bound once.
   readonly asRead: (as: number, hi: number, lo: number, size: number) => number;
@@ -181,10 +183,20 @@ export class WasmMemoryEngine implements MemoryEngine {
   regionSetAliasOffset(id: number, hi: number, lo: number): number {
     return this.x.mem_region_set_alias_offset(id, hi, lo);
   }
+  regionSetRomd(id: number, on: number): number {
+    return this.x.mem_region_set_romd(id, on);
+  }
   regionFree(id: number): number {
     const st = this.x.mem_region_free(id);
-    if (st === 0) this.io.ops[id] = undefined;
+    if (st === 0) {
+      // A deferred free keeps the device callbacks: the old flat views may still call them.
+      if (this.x.mem_region_pending_free(id)) this.pendingOps.push(id);
+      else this.io.ops[id] = undefined;
+    }
     return st;
+  }
+  regionPendingFree(id: number): boolean {
+    return this.x.mem_region_pending_free(id) !== 0;
   }
   regionInfo(id: number): RegionInfo | null {
     if (!this.x.mem_region_info(id)) return null;
@@ -195,6 +207,7 @@ export class WasmMemoryEngine implements MemoryEngine {
       kind: dv.getUint32(0, true),
       enabled: (state & 2) !== 0,
       readonly: (state & 4) !== 0,
+      romd: (state & 8) !== 0,
       priority: dv.getInt32(8, true),
       container: dv.getUint32(12, true),
       size: dv.getBigUint64(16, true) + 1n,
@@ -222,7 +235,14 @@ export class WasmMemoryEngine implements MemoryEngine {
     this.x.mem_transaction_begin();
   }
   transactionCommit(): number {
-    return this.x.mem_transaction_commit();
+    const st = this.x.mem_transaction_commit();
+    // Deferred frees are released by the outermost commit (the only one that reaches depth 0
+    // while frees are pending: a change made outside any transaction has nothing pending).
+    if (this.pendingOps.length && this.x.mem_transaction_depth() === 0) {
+      for (const id of this.pendingOps) this.io.ops[id] = undefined;
+      this.pendingOps.length = 0;
+    }
+    return st;
   }
   transactionDepth(): number {
     return this.x.mem_transaction_depth();

@@ -2,18 +2,28 @@
 // I/O callbacks come from test/assembly/stubs/memory.js (byte at offset o of region r reads
 // (o + r) & 0xff until written).
 import {
-  IO_ACCEPTS, IO_BIG_ENDIAN, IO_NO_GUARD, KIND_CONTAINER, KIND_IO, KIND_RAM, KIND_ALIAS, MEMTX_DECODE_ERROR, MEMTX_OK,
-  TOPO_CYCLE, TOPO_OK, TOPO_OVERFLOW, TOPO_ALREADY_MAPPED,
+  IO_ACCEPTS, IO_BIG_ENDIAN, IO_NO_GUARD, KIND_CONTAINER, KIND_IO, KIND_RAM, KIND_ALIAS, KIND_ROM_DEVICE,
+  MEMTX_DECODE_ERROR, MEMTX_OK, TOPO_CYCLE, TOPO_OK, TOPO_OVERFLOW, TOPO_ALREADY_MAPPED, TOPO_NO_SUCH_REGION,
+  TOPO_WRONG_KIND,
 } from "../../../assembly/memory/status";
 import {
-  R_FAST, regionNew, regionNewLast, regionAddSubregion, regionPtr, regionSetAddress, regionSetAlias,
-  regionSetAliasOffset, regionSetEnabled, regionSetIo, regionRam, transactionBegin, transactionCommit,
+  R_FAST, regionNew, regionNewLast, regionAddSubregion, regionDelSubregion, regionFree, regionPendingFree,
+  regionPtr, regionSetAddress, regionSetAlias, regionSetAliasOffset, regionSetEnabled, regionSetIo,
+  regionSetReadonly, regionSetRomd, regionRam, transactionBegin, transactionCommit,
 } from "../../../assembly/memory/regions";
 import {
-  A_COUNT, A_FLAT, F_IO, F_LAST, F_OFFSET, F_START, FLAT_SIZE, IOW_FAST_SHIFT, IOW_GUARD_MASK, IOW_NO_GUARD,
-  asNew, asPtr, asRenderCount, flatRegion, pageLookup,
+  A_COUNT, A_FLAT, F_IO, F_LAST, F_OFFSET, F_PTR, F_START, FLAT_SIZE, IOW_FAST_SHIFT, IOW_GUARD_MASK, IOW_NO_GUARD,
+  MODE_IO, MODE_ROMD, asNew, asPtr, asRenderCount, flatMode, flatRegion, pageLookup,
 } from "../../../assembly/memory/flatview";
-import { asRead, asWrite, asAccessBuffer, lastValue, memoryAccessSize } from "../../../assembly/memory/dispatch";
+import { asRead, asWrite, asAccessBuffer, asReplay, lastValue, memoryAccessSize, TRACE_RECORD } from "../../../assembly/memory/dispatch";
+
+// Callback log of the host stubs (test/assembly/stubs/memory.js).
+// @ts-ignore: decorator
+@external("host", "test_mem_log_length")
+declare function logLength(): i32;
+// @ts-ignore: decorator
+@external("host", "test_mem_log_is")
+declare function logIs(i: i32, isWrite: i32, region: u32, offset: u32, size: u32): i32;
 
 function flatCount(as: u32): u32 {
   return load<u32>(asPtr(as), A_COUNT);
@@ -211,5 +221,119 @@ describe("commit", () => {
     expect(asRenderCount(asB)).toBe(2); // changed and changed back: still re-rendered, once
     expect(asRenderCount(asC)).toBe(3);
     expect(asRenderCount(asBar)).toBe(1);
+  });
+});
+
+describe("ROM device", () => {
+  it("ROMD mode: reads come from its RAM without a callback; writes reach the device only", () => {
+    const root = <u32>regionNewLast(KIND_CONTAINER, u64.MAX_VALUE);
+    const dev = <u32>regionNew(KIND_ROM_DEVICE, 0x100);
+    expect(regionSetIo(dev, 0, 4, 4, 4, 4, dev)).toBe(TOPO_OK); // valid and impl: 4 bytes only
+    regionAddSubregion(root, dev, 0x3000, 0);
+    const as = <u32>asNew(root);
+    const f = flatAt(as, pageLookup(asPtr(as), 0x3000));
+    expect(flatMode(f)).toBe(MODE_ROMD);
+    expect(load<u32>(f, F_PTR)).toBe(<u32>regionRam(dev));
+    store<u64>(regionRam(dev) + 8, 0x8877665544332211);
+    const logged = logLength();
+    expect(asRead(as, 0x3008, 8)).toBe(MEMTX_OK);
+    expect(lastValue).toBe(0x8877665544332211);
+    expect(asRead(as, 0x3009, 1)).toBe(MEMTX_OK); // direct: valid sizes do not apply
+    expect(lastValue).toBe(0x22);
+    // a trace of reads replayed inside the core: still no callback
+    const rec = heap.alloc(TRACE_RECORD);
+    store<u32>(rec, 4);
+    store<u64>(rec, 0x300c, 4);
+    expect(asReplay(as, rec, 1)).toBe(0);
+    expect(load<u64>(rec, 12)).toBe(0x88776655);
+    heap.free(rec);
+    expect(logLength()).toBe(logged);
+    // writes: the device's callback with its sizes; the RAM is the device's business
+    expect(asWrite(as, 0x3010, 4, 0xdeadbeef)).toBe(MEMTX_OK);
+    expect(asWrite(as, 0x3011, 1, 0x55)).toBe(MEMTX_DECODE_ERROR);
+    expect(logLength()).toBe(logged + 1);
+    expect(logIs(logged, 1, dev, 16, 4)).toBe(1);
+    expect(load<u32>(regionRam(dev) + 0x10)).toBe(0);
+    // readonly does not make writes direct or drop them (QEMU memory_access_is_direct)
+    expect(regionSetReadonly(root, true)).toBe(TOPO_OK);
+    expect(asWrite(as, 0x3014, 4, 1)).toBe(MEMTX_OK);
+    expect(logLength()).toBe(logged + 2);
+  });
+
+  it("ROMD mode off: reads go to the callback under the device's sizes; on again: the RAM", () => {
+    const root = <u32>regionNewLast(KIND_CONTAINER, u64.MAX_VALUE);
+    const dev = <u32>regionNew(KIND_ROM_DEVICE, 0x100);
+    regionSetIo(dev, 0, 0, 0, 1, 1, dev); // byte-wide callbacks
+    regionAddSubregion(root, dev, 0x4000, 0);
+    const as = <u32>asNew(root);
+    store<u32>(regionRam(dev) + 4, 0xa1b2c3d4);
+    expect(regionSetRomd(dev, false)).toBe(TOPO_OK);
+    expect(asRenderCount(as)).toBe(2);
+    expect(flatMode(flatAt(as, pageLookup(asPtr(as), 0x4000)))).toBe(MODE_IO);
+    const logged = logLength();
+    expect(asRead(as, 0x4004, 2)).toBe(MEMTX_OK);
+    expect(logLength()).toBe(logged + 2);
+    expect(logIs(logged, 0, dev, 4, 1)).toBe(1);
+    const b = <u64>((4 + dev) & 0xff); // the stub's byte at offset 4
+    expect(lastValue).toBe(b | ((b + 1) << 8));
+    expect(regionSetRomd(dev, true)).toBe(TOPO_OK);
+    expect(asRead(as, 0x4004, 4)).toBe(MEMTX_OK);
+    expect(lastValue).toBe(0xa1b2c3d4);
+    expect(logLength()).toBe(logged + 2);
+    const io = <u32>regionNew(KIND_IO, 0x10);
+    expect(regionSetRomd(io, false)).toBe(TOPO_WRONG_KIND);
+  });
+
+  it("buffer accesses: reads copied from the RAM, writes cut into device pieces", () => {
+    const root = <u32>regionNewLast(KIND_CONTAINER, u64.MAX_VALUE);
+    const dev = <u32>regionNew(KIND_ROM_DEVICE, 0x20);
+    regionAddSubregion(root, dev, 0x5000, 0);
+    const as = <u32>asNew(root);
+    for (let i: u32 = 0; i < 0x20; i++) store<u8>(regionRam(dev) + i, <u8>(0x40 + i));
+    const buf = heap.alloc(0x20);
+    const logged = logLength();
+    expect(asAccessBuffer(as, 0x5003, buf, 0x1d, false)).toBe(MEMTX_OK);
+    expect(load<u8>(buf)).toBe(0x43);
+    expect(load<u8>(buf + 0x1c)).toBe(0x5f);
+    expect(logLength()).toBe(logged);
+    expect(asAccessBuffer(as, 0x5003, buf, 7, true)).toBe(MEMTX_OK);
+    // memory_access_size: 1 byte at 3, then 4 at 4, then 2 at 8 (default valid.max 4)
+    expect(logLength()).toBe(logged + 3);
+    expect(logIs(logged, 1, dev, 3, 1)).toBe(1);
+    expect(logIs(logged + 1, 1, dev, 4, 4)).toBe(1);
+    expect(logIs(logged + 2, 1, dev, 8, 2)).toBe(1);
+    heap.free(buf);
+  });
+});
+
+describe("deferred free", () => {
+  it("a region freed inside a transaction keeps its RAM until the outermost commit", () => {
+    const root = <u32>regionNewLast(KIND_CONTAINER, u64.MAX_VALUE);
+    const ram = <u32>regionNew(KIND_RAM, 0x1000);
+    regionAddSubregion(root, ram, 0x6000, 0);
+    const as = <u32>asNew(root);
+    expect(asWrite(as, 0x6010, 4, 0x600df00d)).toBe(MEMTX_OK);
+    const bytes = regionRam(ram);
+    transactionBegin();
+    transactionBegin();
+    expect(regionDelSubregion(root, ram)).toBe(TOPO_OK);
+    expect(regionFree(ram)).toBe(TOPO_OK);
+    expect(regionPendingFree(ram)).toBe(true);
+    expect(regionSetEnabled(ram, false)).toBe(TOPO_NO_SUCH_REGION); // dead to topology calls
+    // a new region of the same size gets other memory and another id
+    const other = <u32>regionNew(KIND_RAM, 0x1000);
+    expect(other).not.toBe(ram);
+    expect(regionRam(other)).not.toBe(bytes);
+    memory.fill(regionRam(other), 0xee, 0x1000);
+    // the old view still reaches the old bytes
+    expect(asRead(as, 0x6010, 4)).toBe(MEMTX_OK);
+    expect(lastValue).toBe(0x600df00d);
+    expect(transactionCommit()).toBe(TOPO_OK);
+    expect(regionPendingFree(ram)).toBe(true); // inner commit: still pending
+    expect(transactionCommit()).toBe(TOPO_OK);
+    expect(regionPendingFree(ram)).toBe(false);
+    expect(asRead(as, 0x6010, 4)).toBe(MEMTX_DECODE_ERROR);
+    expect(load<u32>(regionRam(other) + 0x10)).toBe(0xeeeeeeee);
+    expect(<u32>regionNew(KIND_RAM, 0x10)).toBe(ram); // the id is free again
   });
 });

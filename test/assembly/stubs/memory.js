@@ -55,5 +55,13 @@ export function memoryStubs(ref) {
     mem_io_accepts() {
       return 1;
     },
+    // For specs that check which callbacks ran (declared there with @external("host", ...)).
+    test_mem_log_length() {
+      return memoryStubLog.length;
+    },
+    /** 1 when log entry `i` is "r|w region offset size" (isWrite selects w). */
+    test_mem_log_is(i, isWrite, region, offset, size) {
+      return memoryStubLog[i] === `${isWrite ? "w" : "r"} ${region} ${offset} ${size}` ? 1 : 0;
+    },
   };
 }
