@@ -22,7 +22,7 @@ interface FdServer {
 }
 
 /** A scripted server on the transport (fd passing). BAR2 is a memfd offered for mapping. */
-function startFdServer(): FdServer {
+function startFdServer(maxMsgFds = 2): FdServer {
   const dir = mkdtempSync(join(tmpdir(), "vfu-fds-"));
   const path = join(dir, "s.sock");
   const bar2Fd = memfdCreate("bar2", BAR2_SIZE);
@@ -59,7 +59,7 @@ function startFdServer(): FdServer {
     const reply = (bytes: Buffer, withFds?: number[]) => conn.send(bytes, withFds);
     switch (req.command) {
       case 1:
-        return reply(msg(req.msgId, 1, REPLY, versionPayload({ capabilities: { max_msg_fds: 2, max_data_xfer_size: 1 << 20 } })));
+        return reply(msg(req.msgId, 1, REPLY, versionPayload({ capabilities: { max_msg_fds: maxMsgFds, max_data_xfer_size: 1 << 20 } })));
       case 4:
         return reply(msg(req.msgId, 4, REPLY, new B().u32(16).u32(3).u32(9).u32(3)));
       case 5: {
@@ -176,6 +176,16 @@ describe("fd passing through the transport", () => {
     vector2.close();
     await disable();
     expect(srv.received.at(-1)!.req.payload.readUInt32LE(4)).toBe(0x1 | 0x20); // DATA_NONE | TRIGGER, count 0
+  });
+
+  it("eventfds go in groups no larger than the client's own max_msg_fds when the server accepts more", async () => {
+    srv = startFdServer(64);
+    client = await connectVfioUser(srv.path, { maxMsgFds: 4 });
+    const disable = await enableIrqs(client, 1, 6);
+    const sets = srv.received.filter((r) => r.req.command === 8);
+    expect(sets.map((s) => [s.req.payload.readUInt32LE(12), s.req.payload.readUInt32LE(16), s.fds.length])).toEqual([[0, 4, 4], [4, 2, 2]]);
+    await expect(client.setIrqEventfds(1, 0, [0, 1, 2, 3, 4])).rejects.toMatchObject({ code: "ERR_ARGUMENT" });
+    await disable();
   });
 
   it("DMA_MAP passes a memfd the server can map and write into the client's memory", async () => {

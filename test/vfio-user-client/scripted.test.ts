@@ -456,6 +456,15 @@ describe("serving the server's DMA_READ / DMA_WRITE", () => {
     expect(server.requests.filter((r) => r.command === 2).length).toBe(1);
   });
 
+  it("does not pass an fd to a server that receives none (max_msg_fds 0)", async () => {
+    const { client, server } = await setup((req, reply) => reply(msg(req.msgId, req.command, REPLY)), {}, { version: versionPayload({ capabilities: { max_msg_fds: 0 } }) });
+    const memory = new Uint8Array(0x1000);
+    expect((await rejection(client.dmaMap({ iova: 0x1000, size: 0x1000, memory, fd: 1000 }))).message).toMatch(/max_msg_fds 0/);
+    expect((await rejection(client.setIrqEventfds(0, 0, [1000]))).code).toBe("ERR_ARGUMENT");
+    await client.dmaMap({ iova: 0x1000, size: 0x1000, memory });
+    expect(server.requests.filter((r) => r.command === 2 || r.command === 8).length).toBe(1);
+  });
+
   it("rejects overlapping maps locally and unmaps only exact ranges", async () => {
     const { client, server } = await setup((req, reply) => reply(msg(req.msgId, req.command, REPLY)));
     const memory = new Uint8Array(0x2000);

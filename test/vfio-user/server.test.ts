@@ -527,6 +527,32 @@ describe("vfio-user server with a RAM-backed BAR (throughput device)", () => {
     }
   });
 
+  it("a client announcing max_msg_fds 0 gets the RAM BAR's info without the fd, so not as mappable", async () => {
+    const size = 64 * 1024;
+    const fd = memfdCreate("tp-data", size);
+    const mapping = mmapFd(fd, 0, size, { writable: true });
+    const tp = createThroughputDevice({ data: { bytes: mapping.bytes(), fd, fdOffset: 0n } });
+    const path = socketPath();
+    const server = VfioUserServer.listen({ device: tp.fn, socketPath: path });
+    const client = await RawClient.negotiated(path, { maxMsgFds: 0 });
+    try {
+      const w = new MessageWriter();
+      writeRegionInfoRequest(w, 1, 0, 1024);
+      const r = await client.request(w.take());
+      expectOk(r);
+      expect(r.fds).toEqual([]);
+      const info = decodeRegionInfoReply(r.body);
+      if (info instanceof WireError) throw info;
+      expect(info).toMatchObject({ size: BigInt(size), flags: RegionInfoFlag.READ | RegionInfoFlag.WRITE, caps: [] });
+      expect(await readU32(client, 0, 0)).toBe(0); // still served over the socket
+    } finally {
+      client.close();
+      await server.close();
+      mapping.unmap();
+      closeFd(fd);
+    }
+  });
+
   it("stops reading while replies pile up for a client that does not read them, then catches up", async () => {
     const tp = createThroughputDevice({ dataSize: 1 << 20 });
     const path = socketPath();

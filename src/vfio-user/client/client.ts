@@ -301,6 +301,11 @@ export class VfioUserClient extends EventEmitter {
     return this.capabilities?.maxDataXferSize ?? DEFAULT_MAX_DATA_XFER_SIZE;
   }
 
+  /** Most fds one request may carry: the server's max_msg_fds, and no more than this client's own. */
+  get maxSendFds(): number {
+    return Math.min(this.capabilities?.maxMsgFds ?? 1, this.options.maxMsgFds);
+  }
+
   /**
    * Largest data count per REGION_READ / MIG_DATA_READ: the server's max_data_xfer_size, but no
    * more than a reply this client accepts (its own maxDataXferSize, and maxMessageSize less the
@@ -696,6 +701,7 @@ export class VfioUserClient extends EventEmitter {
     };
     const problem = this.dma.checkAdd(m);
     if (problem) throw argumentError(problem);
+    if (m.fd !== undefined && this.maxSendFds < 1) throw argumentError("the server receives no fds (max_msg_fds 0): map this memory without an fd");
     // Spec, VERSION "pgsizes": the page sizes the server supports for DMA maps; a range must be
     // built of the smallest one.
     const pgsizes = this.capabilities?.pgsizes ?? DEFAULT_PGSIZES;
@@ -743,8 +749,8 @@ export class VfioUserClient extends EventEmitter {
    */
   async setIrqEventfds(index: number, start: number, fds: readonly number[], options: RequestOptions & { count?: number } = {}): Promise<void> {
     const count = options.count ?? fds.length;
-    const maxFds = this.capabilities?.maxMsgFds ?? 1;
-    if (fds.length > maxFds) throw argumentError(`${fds.length} eventfds exceed the server's max_msg_fds of ${maxFds}; attach them in smaller groups`);
+    const maxFds = this.maxSendFds;
+    if (fds.length > maxFds) throw argumentError(`${fds.length} eventfds exceed the ${maxFds} fds one message may carry (max_msg_fds); attach them in smaller groups`);
     await this.request(
       Command.DEVICE_SET_IRQS,
       `DEVICE_SET_IRQS index ${index} start ${start} count ${count}`,

@@ -104,7 +104,7 @@ export async function enableIrqs(client: VfioUserClient, index: number, count: n
       fds.push(e);
       e.onReadable((n) => client.notifyIrq({ index, vector, count: n }));
     }
-    const group = Math.max(1, client.capabilities?.maxMsgFds ?? 1);
+    const group = Math.max(1, client.maxSendFds);
     for (let start = 0; start < count; start += group) {
       const slice = fds.slice(start, start + group).map((e) => e.fd);
       await client.setIrqEventfds(index, start, slice);

@@ -566,7 +566,8 @@ export class Session {
       size = info.size;
       if (info.readable) flags |= RegionInfoFlag.READ;
       if (info.writable) flags |= RegionInfoFlag.WRITE;
-      if (info.mmap) {
+      // Mappable only for a client that can receive the region fd (its max_msg_fds).
+      if (info.mmap && this.clientMaxMsgFds > 0) {
         const areas = mmapAreas(this.device, index, info.size);
         if (areas.length > 0) {
           flags |= RegionInfoFlag.MMAP;
