@@ -452,6 +452,15 @@ export class Connection extends EventEmitter {
       if (fdCount !== 0 || info[1] !== 0) {
         fds = [];
         for (let i = 0; i < fdCount; i++) fds.push(info[2 + i]);
+        if (info[1] === 2) {
+          // Not the peer's fault: this process ran out of fds and the kernel dropped some.
+          for (const fd of fds) closeFdQuietly(fd);
+          this.destroy(syscallError("recvmsg", EMFILE, {
+            fd: this.fd,
+            cause: new Error("the kernel could not install received fds (MSG_CTRUNC with room left)"),
+          }));
+          return;
+        }
         if (info[1] !== 0 || fdCount > this.limits.maxFdsPerMessage) {
           for (const fd of fds) closeFdQuietly(fd);
           this.destroy(new TransportError(
@@ -577,6 +586,7 @@ export class Server extends EventEmitter {
     const poll = native().pollStart(fd, POLL_READABLE, () => this.acceptAll());
     if (typeof poll === "number") {
       native().close(fd);
+      removeSocketPath(path);
       throw syscallError("uv_poll_init", -poll, { path });
     }
     this.poll = poll;
@@ -594,11 +604,7 @@ export class Server extends EventEmitter {
     this.poll = null;
     native().close(this.fd);
     this.fd = -1;
-    try {
-      unlinkSync(this.path);
-    } catch {
-      // Already gone (someone removed it); nothing to clean up.
-    }
+    removeSocketPath(this.path);
   }
 
   private acceptAll(): void {
@@ -649,8 +655,25 @@ export function listen(path: string, options: ListenOptions = {}): Server {
       // Nothing there.
     }
   }
-  const fd = native().listen(path, options.backlog ?? 16, options.mode ?? 0o600);
-  if (fd < 0) throw syscallError("listen", -fd, { path });
+  // Every option is checked before the socket exists: a throw below must not leave it behind.
   resolveLimits(options.connection?.limits);
+  const mode = options.mode ?? 0o600;
+  const backlog = options.backlog ?? 16;
+  if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) {
+    throw new TransportError("ERR_INVALID_ARGUMENT", `socket mode must be an integer in [0, 0o777], got ${String(mode)}`, { path });
+  }
+  if (!Number.isInteger(backlog) || backlog < 0 || backlog > 0x7fffffff) {
+    throw new TransportError("ERR_INVALID_ARGUMENT", `backlog must be a non-negative integer, got ${String(backlog)}`, { path });
+  }
+  const fd = native().listen(path, backlog, mode);
+  if (fd < 0) throw syscallError("listen", -fd, { path });
   return new Server(fd, path, options.connection ?? {});
+}
+
+function removeSocketPath(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // Already gone (someone removed it); nothing to clean up.
+  }
 }

@@ -56,6 +56,12 @@ export interface SpawnedWithFds {
   child: ChildProcess;
   /** The fd number each passed fd has in the child, in order (3, 4, ...). */
   childFds: number[];
+  /**
+   * Signals the child only while it runs; returns whether a signal was sent. Prefer this to
+   * child.kill(): a child that failed to start (ENOENT, EACCES...) has no pid, and Node's
+   * child.kill() then signals pid 0, which is this whole process group, this process included.
+   */
+  kill(signal?: NodeJS.Signals | number): boolean;
 }
 
 /**
@@ -76,5 +82,7 @@ export function spawnWithFds(
   const argv = typeof args === "function" ? args(childFds) : [...args];
   const { stdio = ["ignore", "inherit", "inherit"], ...rest } = options;
   const child = spawn(command, argv, { ...rest, stdio: [...stdio, ...fds] });
-  return { child, childFds };
+  const kill = (signal: NodeJS.Signals | number = "SIGTERM"): boolean =>
+    child.pid !== undefined && child.exitCode === null && child.signalCode === null && child.kill(signal);
+  return { child, childFds, kill };
 }

@@ -24,7 +24,9 @@ export interface NativeTransport {
   prepareStreamSocket(fd: number): number;
   /**
    * recvmsg into bytes[offset, offset+length). fdInfo[0] receives the fd count, fdInfo[1] is 1 when
-   * the control data was truncated (more fds than fdInfo.length - 2), fds go to fdInfo[2...].
+   * the control data was truncated (more fds than fdInfo.length - 2; the extra ones are closed),
+   * 2 when the kernel could not install fds that fitted (this process is out of fds), fds go to
+   * fdInfo[2...].
    * Returns the byte count (0 = end of stream) or -errno.
    */
   recv(fd: number, bytes: Uint8Array, offset: number, length: number, fdInfo: Int32Array): number;
@@ -38,15 +40,24 @@ export interface NativeTransport {
   dup(fd: number): number;
   pollStart(fd: number, events: number, callback: (events: number) => void): PollHandle | number;
   pollSet(handle: PollHandle, events: number): number;
+  /** Stops at once (no callback after this returns); twice, or from the callback itself, is fine. */
   pollClose(handle: PollHandle): void;
   memfdCreate(name: string, size: number): number;
   fstatSize(fd: number): number;
-  /** Maps [offset, offset+length) of fd (any offset; page alignment handled inside). */
+  /**
+   * Maps [offset, offset+length) of fd (any offset; page alignment handled inside). -ERANGE when
+   * the range is not inside the file (fstat, exact 64-bit arithmetic).
+   */
   mmap(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer | number;
   /** Unmaps an ArrayBuffer returned by mmap and detaches it (views become empty). */
   munmap(buffer: ArrayBuffer): number;
   eventfd(initial: number, semaphore: boolean): number;
+  /**
+   * Adds value (an integer in [1, 2^53]) to the counter. -EAGAIN when the counter has no room,
+   * also on a description a peer made blocking: never waits.
+   */
   eventfdWrite(fd: number, value: number): number;
+  /** Reads and resets the counter; -EAGAIN when it is zero, whatever O_NONBLOCK says: never waits. */
   eventfdRead(fd: number): number;
 }
 

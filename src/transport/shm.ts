@@ -52,6 +52,7 @@ export interface MapOptions {
 }
 
 const MAX_LENGTH = bufferConstants.MAX_LENGTH;
+const ERANGE = 34;
 
 // Mappings dropped without unmap() are unmapped by the addon's finalizer; refund their budget.
 const unreclaimed = new FinalizationRegistry<{ budget: MapBudget; length: number }>((held) => {
@@ -153,6 +154,15 @@ export function mmapFd(fd: number, offset: number | bigint, length: number, opti
     );
   }
   const r = native().mmap(fd, start, length, writable);
+  if (r === -ERANGE) {
+    // The addon re-checks with exact 64-bit sizes (the double sum above rounds past 2^53, and a
+    // page beyond the end of the file would raise SIGBUS when touched) and just before mmap.
+    throw new TransportError(
+      "ERR_MAP_OUT_OF_BOUNDS",
+      `mapping [${offset}, ${BigInt(start) + BigInt(length)}) exceeds the file size`,
+      { fd, actual: start + length },
+    );
+  }
   if (typeof r === "number") throw syscallError("mmap", -r, { fd });
   budget.mappedBytes += length;
   return new MappedRegion(r, fd, start, length, writable, budget);

@@ -29,7 +29,8 @@ function rawSend(fd: number, bytes: Uint8Array, fds: number[] | null = null): vo
   expect(sent).toBe(bytes.length);
 }
 
-const tick = (ms = 20) => new Promise((r) => setTimeout(r, ms));
+/** Lets libuv run one poll phase: a ready fd's watcher fires before the second immediate. */
+const afterPollPhase = () => new Promise<void>((r) => setImmediate(() => setImmediate(r)));
 
 describe("fd passing", () => {
   test("round trip through a memfd: the receiver reads what the sender wrote", async () => {
@@ -124,7 +125,6 @@ describe("rejection paths close every fd", () => {
     rawSend(raw, frame([1, 2, 3, 4, 5, 6]).subarray(0, 6), [memfd]);
     closeFd(memfd);
     const reason = closed(receiver);
-    await tick();
     closeFd(raw);
     const r = await reason;
     expect(got.length).toBe(1);
@@ -392,8 +392,8 @@ describe("listen / connect / adopt", () => {
       if (m.payload[0] === 3) throw new Error("device model bug");
     }));
     receiver.pause();
-    sender.send(frame([1]));
-    await tick();
+    sender.send(frame([1])); // in the receiver's socket buffer when send() returns
+    await afterPollPhase(); // a watcher still armed would have delivered it by now
     expect(got.length).toBe(0);
     receiver.resume();
     await until(() => got.length === 1);
@@ -408,6 +408,7 @@ describe("listen / connect / adopt", () => {
     const path = tempSocketPath();
     const server = listen(path, { backlog: 64 });
     let served = 0;
+    let clientsClosed = 0;
     server.on("connection", (c: Connection) => {
       c.setReceiver(lengthPrefixedFramer((m) => {
         c.send(frame(m.payload), m.fds);
@@ -419,6 +420,7 @@ describe("listen / connect / adopt", () => {
     const memfd = memfdCreate("cycled", 0);
     for (let i = 0; i < 1500; i++) {
       const client = await connect(path);
+      client.once("close", () => clientsClosed++);
       const replies: Framed[] = [];
       client.setReceiver(lengthPrefixedFramer((m) => replies.push(m)));
       client.send(frame([i & 0xff]), i % 3 === 0 ? [memfd] : undefined);
@@ -430,9 +432,9 @@ describe("listen / connect / adopt", () => {
       adoptFd(x).destroy();
       adoptFd(y).destroy();
     }
-    await until(() => served === 1500);
+    // An ended client closes only once it reads the server's end of stream: wait for both sides.
+    await until(() => served === 1500 && clientsClosed === 1500);
     closeFd(memfd);
-    await tick();
     expect(openFdCount()).toBe(before);
     server.close();
   }, 60_000);

@@ -46,7 +46,7 @@ export function lengthPrefixedFramer(onMessage: (m: Framed) => void): (rb: Recei
   };
 }
 
-export function until(predicate: () => boolean, timeoutMs = 5000): Promise<void> {
+export function until(predicate: () => boolean, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   return new Promise((resolve, reject) => {
     const tick = () => {

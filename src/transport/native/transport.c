@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -130,6 +132,9 @@ static int fill_address(napi_env env, napi_value value, struct sockaddr_un *addr
   if (size == 0) return -EINVAL;
   if (size >= sizeof address->sun_path) return -ENAMETOOLONG;
   napi_get_value_string_utf8(env, value, address->sun_path, sizeof address->sun_path, &size);
+  // The kernel stops at the first NUL: "/a\0b" would bind or reach "/a" (and "\0..." the
+  // abstract namespace). Refuse instead of silently using another address.
+  if (strlen(address->sun_path) != size) return -EINVAL;
   *length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + size + 1);
   return 0;
 }
@@ -140,6 +145,9 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
   ARGS(3);
   struct sockaddr_un address;
   socklen_t length;
+  int32_t backlog = arg_int(env, argv[1]), mode = arg_int(env, argv[2]);
+  // A bad mode must not fall through to chmod(-1): that would open the socket to everyone.
+  if (backlog < 0 || mode < 0 || mode > 0777) return make_int(env, -EINVAL);
   int err = fill_address(env, argv[0], &address, &length);
   if (err < 0) return make_int(env, err);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -149,7 +157,7 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     close(fd);
     return make_int(env, err);
   }
-  if (chmod(address.sun_path, (mode_t)arg_int(env, argv[2])) < 0 || listen(fd, arg_int(env, argv[1])) < 0) {
+  if (chmod(address.sun_path, (mode_t)mode) < 0 || listen(fd, backlog) < 0) {
     err = -errno;
     unlink(address.sun_path);
     close(fd);
@@ -205,7 +213,9 @@ static napi_value js_set_non_blocking(napi_env env, napi_callback_info info) {
 }
 
 // recv(fd, bytes, offset, length, fdInfo): fdInfo[0] = fds received, fdInfo[1] = 1 if the peer
-// sent more than fit (those were closed), fdInfo[2...] = the fds (close-on-exec).
+// sent more than fit (those were closed), 2 if the kernel could not install fds that did fit
+// (MSG_CTRUNC with room left: this process is out of fds, EMFILE/ENFILE), fdInfo[2...] = the
+// fds (close-on-exec).
 static napi_value js_recv(napi_env env, napi_callback_info info) {
   ARGS(5);
   int fd = arg_int(env, argv[0]);
@@ -234,10 +244,11 @@ static napi_value js_recv(napi_env env, napi_callback_info info) {
   ssize_t got = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
   if (got < 0) return make_int(env, -errno);
 
-  size_t count = 0;
+  size_t count = 0, delivered = 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0)) continue;
     size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    delivered += n;
     int *fds = (int *)CMSG_DATA(c);
     for (size_t i = 0; i < n; i++) {
       int received;
@@ -252,7 +263,12 @@ static napi_value js_recv(napi_env env, napi_callback_info info) {
     }
   }
   fd_info[0] = (int32_t)count;
-  if (msg.msg_flags & MSG_CTRUNC) fd_info[1] = 1;
+  if (msg.msg_flags & MSG_CTRUNC) {
+    // The kernel installs as many fds as the control buffer holds (scm_detach_fds) and drops
+    // the rest; fewer than that means installing one failed.
+    size_t room = (CMSG_SPACE(sizeof(int) * capacity) - sizeof(struct cmsghdr)) / sizeof(int);
+    if (fd_info[1] == 0) fd_info[1] = delivered < room ? 2 : 1;
+  }
   return make_number(env, (double)got);
 }
 
@@ -325,46 +341,138 @@ static napi_value js_dup(napi_env env, napi_callback_info info) {
   return make_int(env, fd < 0 ? -errno : fd);
 }
 
-// ---- readiness: one uv_poll watcher per fd ------------------------------------------------
+// ---- per-environment state ------------------------------------------------------------------
+//
+// Node may load the addon in several environments at once (the main thread and worker threads),
+// each with its own event loop and JS thread. Everything mutable lives in one env_state per
+// environment and is touched only on that environment's thread; there is no process-wide state.
+//
+// A worker's loop must hold no open handle when the worker ends (Node aborts the whole process
+// otherwise), so an async cleanup hook closes every watcher still open and lets the teardown go
+// on once libuv has finished closing them.
+
+typedef struct watcher watcher;
 
 typedef struct {
+  watcher *open;          // watchers not closed yet (doubly linked)
+  size_t unfinished;      // watchers whose uv_close has not completed
+  int tearing_down;
+  napi_async_cleanup_hook_handle cleanup;
+  size_t refs;            // 1 for the environment + 1 per watcher not yet freed
+} env_state;
+
+static void release_state(env_state *state) {
+  if (--state->refs == 0) free(state);
+}
+
+static env_state *get_state(napi_env env) {
+  void *state = NULL;
+  if (napi_get_instance_data(env, &state) != napi_ok) return NULL;
+  return state;
+}
+
+// ---- readiness: one uv_poll watcher per fd ------------------------------------------------
+//
+// A watcher's memory is freed only when both libuv has closed its handle and the JS external
+// naming it has been collected, so a stale handle (pollClose twice, pollSet after close) finds
+// a watcher marked closed instead of freed memory.
+
+struct watcher {
   uv_poll_t handle;
+  env_state *state;
+  watcher *prev, *next;
   napi_env env;
   napi_ref callback;
   napi_async_context context;
-  int closing;
-} watcher;
+  int closing;            // pollClose (or teardown) started closing it
+  int uv_open;            // libuv has not finished closing the handle
+  int js_alive;           // the JS external has not been finalized
+};
+
+static void free_watcher_if_unused(watcher *w) {
+  if (w->uv_open || w->js_alive) return;
+  env_state *state = w->state;
+  free(w);
+  release_state(state);
+}
 
 static void on_poll(uv_poll_t *handle, int status, int events) {
   watcher *w = handle->data;
+  if (w->closing) return;
   napi_env env = w->env;
   napi_handle_scope scope;
-  napi_open_handle_scope(env, &scope);
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value callback, receiver, argument;
-  napi_get_reference_value(env, w->callback, &callback);
-  napi_get_global(env, &receiver);
-  argument = make_int(env, status < 0 ? status : events);
-  // make_callback (not call_function) so promise jobs and nextTick queued by the callback run
-  // before control returns to libuv, as for Node's own sockets.
-  napi_status result = napi_make_callback(env, w->context, receiver, callback, 1, &argument, NULL);
-  if (result == napi_pending_exception) {
-    napi_value error;
-    napi_get_and_clear_last_exception(env, &error);
-    napi_fatal_exception(env, error);
+  if (napi_get_reference_value(env, w->callback, &callback) == napi_ok && callback != NULL &&
+      napi_get_global(env, &receiver) == napi_ok &&
+      napi_create_int32(env, status < 0 ? status : events, &argument) == napi_ok) {
+    // make_callback (not call_function) so promise jobs and nextTick queued by the callback run
+    // before control returns to libuv, as for Node's own sockets.
+    napi_status result = napi_make_callback(env, w->context, receiver, callback, 1, &argument, NULL);
+    if (result == napi_pending_exception) {
+      napi_value error;
+      if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
+    }
   }
   napi_close_handle_scope(env, scope);
 }
 
 static void on_closed(uv_handle_t *handle) {
-  free(handle->data);
+  watcher *w = handle->data;
+  env_state *state = w->state;
+  // The JS side is gone once teardown started: its references die with the environment.
+  if (!state->tearing_down) {
+    napi_delete_reference(w->env, w->callback);
+    napi_async_destroy(w->env, w->context);
+  }
+  w->uv_open = 0;
+  state->unfinished--;
+  int teardown_done = state->tearing_down && state->unfinished == 0;
+  napi_async_cleanup_hook_handle cleanup = state->cleanup;
+  free_watcher_if_unused(w);
+  if (teardown_done) napi_remove_async_cleanup_hook(cleanup);
+}
+
+/** Stops and closes the handle (once); the callback reference goes when the close completes. */
+static void close_watcher(watcher *w) {
+  if (w->closing) return;
+  w->closing = 1;
+  if (w->prev != NULL) w->prev->next = w->next;
+  else w->state->open = w->next;
+  if (w->next != NULL) w->next->prev = w->prev;
+  w->prev = w->next = NULL;
+  uv_poll_stop(&w->handle);
+  uv_close((uv_handle_t *)&w->handle, on_closed);
+}
+
+// Like a Node socket, an open watcher keeps watching without a JS reference to its handle (the
+// callback reference keeps the callback alive); only the memory bookkeeping changes here.
+static void finalize_watcher(napi_env env, void *data, void *hint) {
+  watcher *w = data;
+  w->js_alive = 0;
+  free_watcher_if_unused(w);
+}
+
+static void on_env_teardown(napi_async_cleanup_hook_handle handle, void *data) {
+  env_state *state = data;
+  state->tearing_down = 1;
+  while (state->open != NULL) close_watcher(state->open);
+  if (state->unfinished == 0) napi_remove_async_cleanup_hook(handle);
+}
+
+static void finalize_state(napi_env env, void *data, void *hint) {
+  release_state(data);
 }
 
 static napi_value js_poll_start(napi_env env, napi_callback_info info) {
   ARGS(3);
   int fd = arg_int(env, argv[0]);
   int events = arg_int(env, argv[1]);
+  env_state *state = get_state(env);
   uv_loop_t *loop;
-  napi_get_uv_event_loop(env, &loop);
+  napi_valuetype kind;
+  if (state == NULL || state->tearing_down || napi_get_uv_event_loop(env, &loop) != napi_ok) return make_int(env, -EINVAL);
+  if (napi_typeof(env, argv[2], &kind) != napi_ok || kind != napi_function) return make_int(env, -EINVAL);
   watcher *w = calloc(1, sizeof *w);
   if (w == NULL) return make_int(env, -ENOMEM);
   int err = uv_poll_init(loop, &w->handle, fd);
@@ -374,27 +482,41 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
   }
   w->handle.data = w;
   w->env = env;
-  napi_create_reference(env, argv[2], 1, &w->callback);
-  napi_value resource, name;
-  napi_create_object(env, &resource);
-  napi_create_string_utf8(env, "wasmdev:poll", NAPI_AUTO_LENGTH, &name);
-  napi_async_init(env, resource, name, &w->context);
-  if (events != 0) {
-    err = uv_poll_start(&w->handle, events, on_poll);
-    if (err < 0) {
-      napi_delete_reference(env, w->callback);
-      napi_async_destroy(env, w->context);
-      uv_close((uv_handle_t *)&w->handle, on_closed);
-      return make_int(env, err);
-    }
+  w->state = state;
+  w->uv_open = 1;
+  w->js_alive = 1;
+  state->refs++;
+  state->unfinished++;
+  w->next = state->open;
+  if (state->open != NULL) state->open->prev = w;
+  state->open = w;
+
+  napi_value resource, name, result;
+  if (napi_create_reference(env, argv[2], 1, &w->callback) != napi_ok ||
+      napi_create_object(env, &resource) != napi_ok ||
+      napi_create_string_utf8(env, "wasmdev:poll", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, resource, name, &w->context) != napi_ok) {
+    w->js_alive = 0;
+    close_watcher(w);
+    return NULL;  // the failing call left its exception pending
   }
-  napi_value result;
-  napi_create_external(env, w, NULL, NULL, &result);
+  if (events != 0 && (err = uv_poll_start(&w->handle, events, on_poll)) < 0) {
+    w->js_alive = 0;
+    close_watcher(w);
+    return make_int(env, err);
+  }
+  if (napi_create_external(env, w, finalize_watcher, NULL, &result) != napi_ok) {
+    w->js_alive = 0;
+    close_watcher(w);
+    return NULL;
+  }
   return result;
 }
 
 static watcher *arg_watcher(napi_env env, napi_value value) {
+  napi_valuetype kind;
   void *w = NULL;
+  if (napi_typeof(env, value, &kind) != napi_ok || kind != napi_external) return NULL;
   if (napi_get_value_external(env, value, &w) != napi_ok) return NULL;
   return w;
 }
@@ -408,16 +530,13 @@ static napi_value js_poll_set(napi_env env, napi_callback_info info) {
   return make_int(env, err);
 }
 
-// Stops watching; the watcher's memory goes when libuv has closed the handle. The fd stays open.
+// Stops watching (at once: no callback runs after this returns, even for events libuv already
+// collected); the watcher's memory goes when libuv has closed the handle and the JS handle is
+// collected. The fd stays open. Closing twice, or from inside the watcher's own callback, is fine.
 static napi_value js_poll_close(napi_env env, napi_callback_info info) {
   ARGS(1);
   watcher *w = arg_watcher(env, argv[0]);
-  if (w == NULL || w->closing) return NULL;
-  w->closing = 1;
-  uv_poll_stop(&w->handle);
-  napi_delete_reference(env, w->callback);
-  napi_async_destroy(env, w->context);
-  uv_close((uv_handle_t *)&w->handle, on_closed);
+  if (w != NULL) close_watcher(w);
   return NULL;
 }
 
@@ -425,10 +544,11 @@ static napi_value js_poll_close(napi_env env, napi_callback_info info) {
 
 static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
   ARGS(2);
-  char name[250];
+  char name[250] = "";
   size_t length;
-  napi_get_value_string_utf8(env, argv[0], name, sizeof name, &length);
+  if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &length) != napi_ok) return make_int(env, -EINVAL);
   double size = arg_double(env, argv[1]);
+  if (!(size >= 0 && size <= (double)INT64_MAX)) return make_int(env, -EINVAL);
   int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) return make_int(env, -errno);
   if (ftruncate(fd, (off_t)size) < 0) {
@@ -446,102 +566,149 @@ static napi_value js_fstat_size(napi_env env, napi_callback_info info) {
   return make_number(env, (double)st.st_size);
 }
 
-// Live mappings, so munmap() can find the one behind an ArrayBuffer. Touched only on the JS
-// thread (Node runs external-buffer finalizers there).
-typedef struct mapping {
-  struct mapping *next;
+// One mapping. The ArrayBuffer carries a pointer to it (napi_wrap) so munmap() finds it without
+// any shared table; it is freed by the ArrayBuffer's finalizer, which also unmaps if munmap()
+// was never called.
+typedef struct {
   void *base;
   size_t length;
-  void *data;
   int unmapped;
 } mapping;
-
-static mapping *mappings = NULL;
-
-static void forget_mapping(mapping *m) {
-  for (mapping **at = &mappings; *at != NULL; at = &(*at)->next) {
-    if (*at == m) {
-      *at = m->next;
-      return;
-    }
-  }
-}
 
 static void finalize_mapping(napi_env env, void *data, void *hint) {
   mapping *m = hint;
   if (!m->unmapped) munmap(m->base, m->length);
-  forget_mapping(m);
   free(m);
 }
 
+// Largest integer a double holds exactly (2^53): offsets and lengths arrive as JS numbers.
+#define MAX_EXACT 9007199254740992.0
+
 // mmap(fd, offset, length, writable): any offset; the mapping starts at the page below it and
-// the ArrayBuffer starts at the requested byte.
+// the ArrayBuffer starts at the requested byte. The file size is checked here, in exact 64-bit
+// arithmetic right before mapping (a double sum loses the last bits above 2^53, and a page past
+// the end of the file raises SIGBUS when touched): -ERANGE when [offset, offset+length) is not
+// inside the file.
 static napi_value js_mmap(napi_env env, napi_callback_info info) {
   ARGS(4);
   int fd = arg_int(env, argv[0]);
   double offset = arg_double(env, argv[1]), length = arg_double(env, argv[2]);
   int writable = arg_bool(env, argv[3]);
-  if (!(offset >= 0 && length > 0)) return make_int(env, -EINVAL);
+  if (!(offset >= 0 && offset < MAX_EXACT && length > 0 && length < MAX_EXACT)) return make_int(env, -EINVAL);
+  if (offset != (double)(uint64_t)offset || length != (double)(uint64_t)length) return make_int(env, -EINVAL);
+  uint64_t start = (uint64_t)offset, size = (uint64_t)length;
+  struct stat st;
+  if (fstat(fd, &st) < 0) return make_int(env, -errno);
+  if (st.st_size < 0 || start > (uint64_t)st.st_size || size > (uint64_t)st.st_size - start) return make_int(env, -ERANGE);
   uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-  uint64_t start = (uint64_t)offset, aligned = start & ~(page - 1), delta = start - aligned;
-  size_t map_length = (size_t)(delta + (uint64_t)length);
-  void *base = mmap(NULL, map_length, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, (off_t)aligned);
-  if (base == MAP_FAILED) return make_int(env, -errno);
+  uint64_t aligned = start & ~(page - 1), delta = start - aligned;
+  if (size > SIZE_MAX - delta) return make_int(env, -ENOMEM);
+  size_t map_length = (size_t)(delta + size);
   mapping *m = calloc(1, sizeof *m);
-  if (m == NULL) {
-    munmap(base, map_length);
-    return make_int(env, -ENOMEM);
+  if (m == NULL) return make_int(env, -ENOMEM);
+  void *base = mmap(NULL, map_length, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, (off_t)aligned);
+  if (base == MAP_FAILED) {
+    int err = -errno;
+    free(m);
+    return make_int(env, err);
   }
   m->base = base;
   m->length = map_length;
-  m->data = (uint8_t *)base + delta;
   napi_value buffer;
-  if (napi_create_external_arraybuffer(env, m->data, (size_t)length, finalize_mapping, m, &buffer) != napi_ok) {
+  if (napi_create_external_arraybuffer(env, (uint8_t *)base + delta, (size_t)size, finalize_mapping, m, &buffer) != napi_ok) {
     munmap(base, map_length);
     free(m);
-    return make_int(env, -ENOMEM);
+    return NULL;
   }
-  m->next = mappings;
-  mappings = m;
+  // From here the finalizer owns m; a failed wrap only means munmap() cannot find it (the
+  // mapping still goes when the buffer is collected).
+  if (napi_wrap(env, buffer, m, NULL, NULL, NULL) != napi_ok) return NULL;
   return buffer;
 }
 
 static napi_value js_munmap(napi_env env, napi_callback_info info) {
   ARGS(1);
-  void *data;
-  size_t length;
-  if (napi_get_arraybuffer_info(env, argv[0], &data, &length) != napi_ok) return make_int(env, -EINVAL);
-  mapping *m = mappings;
-  while (m != NULL && (m->data != data || m->unmapped)) m = m->next;
-  if (m == NULL) return make_int(env, -EINVAL);
+  bool is_buffer = false;
+  void *found = NULL;
+  if (napi_is_arraybuffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer) return make_int(env, -EINVAL);
+  if (napi_unwrap(env, argv[0], &found) != napi_ok || found == NULL) {
+    napi_value ignored;
+    napi_get_and_clear_last_exception(env, &ignored);
+    return make_int(env, -EINVAL);
+  }
+  mapping *m = found;
+  if (m->unmapped) return make_int(env, -EINVAL);
   // Detach first so no JS view can reach the pages once they are gone.
   if (napi_detach_arraybuffer(env, argv[0]) != napi_ok) return make_int(env, -EBUSY);
   m->unmapped = 1;
-  forget_mapping(m);
-  m->next = NULL;
   return make_int(env, munmap(m->base, m->length) < 0 ? -errno : 0);
 }
 
 // ---- eventfd --------------------------------------------------------------------------------
+//
+// O_NONBLOCK belongs to the open file description, which every process holding the eventfd
+// shares: a peer can switch it to blocking at any time (QEMU does so for every fd it receives).
+// A read or write that would wait must still return -EAGAIN here, never block the event loop.
 
 static napi_value js_eventfd(napi_env env, napi_callback_info info) {
   ARGS(2);
+  double initial = arg_double(env, argv[0]);
+  if (!(initial >= 0 && initial <= 4294967295.0)) return make_int(env, -EINVAL);
   int flags = EFD_CLOEXEC | EFD_NONBLOCK | (arg_bool(env, argv[1]) ? EFD_SEMAPHORE : 0);
-  int fd = eventfd((unsigned int)arg_double(env, argv[0]), flags);
+  int fd = eventfd((unsigned int)initial, flags);
   return make_int(env, fd < 0 ? -errno : fd);
 }
 
+// eventfdWrite(fd, value): value in [1, 2^53]. -EAGAIN when the counter has no room for it.
 static napi_value js_eventfd_write(napi_env env, napi_callback_info info) {
   ARGS(2);
-  uint64_t value = (uint64_t)arg_double(env, argv[1]);
-  ssize_t r = write(arg_int(env, argv[0]), &value, sizeof value);
-  return make_int(env, r < 0 ? -errno : 0);
+  int fd = arg_int(env, argv[0]);
+  double number = arg_double(env, argv[1]);
+  if (!(number >= 1 && number <= MAX_EXACT) || number != (double)(uint64_t)number) return make_int(env, -EINVAL);
+  uint64_t value = (uint64_t)number;
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) return make_int(env, -errno);
+  ssize_t r;
+  if (flags & O_NONBLOCK) {
+    r = write(fd, &value, sizeof value);
+  } else {
+    // Blocking description: POLLOUT promises room for 1; anything larger is written with
+    // O_NONBLOCK set for the duration of the call, then the peer's setting is restored.
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int ready = poll(&p, 1, 0);
+    if (ready < 0) return make_int(env, -errno);
+    if (ready == 0 || !(p.revents & POLLOUT)) return make_int(env, (p.revents & POLLNVAL) ? -EBADF : -EAGAIN);
+    if (value == 1) {
+      r = write(fd, &value, sizeof value);
+    } else {
+      if (fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return make_int(env, -errno);
+      r = write(fd, &value, sizeof value);
+      int saved = errno;
+      fcntl(fd, F_SETFL, flags);
+      errno = saved;
+    }
+  }
+  if (r < 0) return make_int(env, -errno);
+  return make_int(env, r == sizeof value ? 0 : -EIO);
 }
 
+// eventfdRead(fd): the counter (reset), or -EAGAIN when it is zero, whatever O_NONBLOCK says.
 static napi_value js_eventfd_read(napi_env env, napi_callback_info info) {
   ARGS(1);
+  int fd = arg_int(env, argv[0]);
   uint64_t value;
-  ssize_t r = read(arg_int(env, argv[0]), &value, sizeof value);
+  struct iovec iov = {&value, sizeof value};
+  // RWF_NOWAIT makes this one read non-blocking (eventfd supports it since Linux 5.12).
+  ssize_t r = preadv2(fd, &iov, 1, -1, RWF_NOWAIT);
+  if (r < 0 && (errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS)) {
+    // Older kernel or not an eventfd: read only when poll says a read will not wait.
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int ready = poll(&p, 1, 0);
+    if (ready < 0) return make_int(env, -errno);
+    if (p.revents & POLLNVAL) return make_int(env, -EBADF);
+    if (ready == 0) return make_int(env, -EAGAIN);
+    r = read(fd, &value, sizeof value);
+  }
   if (r < 0) return make_int(env, -errno);
   if (r != sizeof value) return make_int(env, -EIO);
   return make_number(env, (double)value);
@@ -577,10 +744,23 @@ NAPI_MODULE_INIT() {
       {"eventfdWrite", js_eventfd_write},
       {"eventfdRead", js_eventfd_read},
   };
+  env_state *state = calloc(1, sizeof *state);
+  if (state == NULL) {
+    napi_throw_error(env, NULL, "wasmdev transport: out of memory");
+    return NULL;
+  }
+  state->refs = 1;
+  if (napi_set_instance_data(env, state, finalize_state, NULL) != napi_ok) {
+    free(state);
+    return NULL;
+  }
+  if (napi_add_async_cleanup_hook(env, on_env_teardown, state, &state->cleanup) != napi_ok) return NULL;
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;
-    napi_create_function(env, functions[i].name, NAPI_AUTO_LENGTH, functions[i].fn, NULL, &fn);
-    napi_set_named_property(env, exports, functions[i].name, fn);
+    if (napi_create_function(env, functions[i].name, NAPI_AUTO_LENGTH, functions[i].fn, NULL, &fn) != napi_ok ||
+        napi_set_named_property(env, exports, functions[i].name, fn) != napi_ok) {
+      return NULL;
+    }
   }
   return exports;
 }
