@@ -148,6 +148,18 @@ export async function netChannel(path: string): Promise<ClientChannel & { socket
     closeFd() {
       // node:net never delivers fds
     },
+    get writableLength() {
+      return socket.writableLength;
+    },
+    pause() {
+      socket.pause();
+    },
+    resume() {
+      socket.resume();
+    },
+    onDrain(listener) {
+      socket.on("drain", listener);
+    },
   };
 }
 

@@ -444,6 +444,38 @@ describe("serving the server's DMA_READ / DMA_WRITE", () => {
     expect(replies[4]).toEqual(msg(0x104, DMA_WRITE, REPLY | ERROR, Buffer.alloc(0), 22));
   });
 
+  it("stops taking the server's requests while its replies pile up unread, then answers every one in order", async () => {
+    server = await new ScriptedServer((req, reply) => reply(msg(req.msgId, req.command, REPLY))).start();
+    const channel = await netChannel(server.path);
+    client = new VfioUserClient(channel, { timeoutMs: 5000 });
+    await client.negotiate();
+    const memory = new Uint8Array(1 << 20).map((_, i) => i & 0xff);
+    await client.dmaMap({ iova: 0, size: 1 << 20, memory });
+    const socket = server.sockets[0];
+    socket.pause(); // the server stops reading: each DMA_READ asks for 1 MiB back
+    const n = 64;
+    for (let i = 0; i < n; i++) socket.write(msg(0x200 + i, DMA_READ, 0, new B().u64(0).u64(1 << 20)));
+    await sleep(300);
+    expect(channel.socket.writableLength).toBeLessThan(24 << 20);
+    const ids: number[] = [];
+    let buf = Buffer.alloc(0);
+    const all = new Promise<void>((resolve) => {
+      socket.on("data", (d) => {
+        buf = Buffer.concat([buf, d]);
+        while (buf.length >= 16 && buf.length >= buf.readUInt32LE(4)) {
+          const size = buf.readUInt32LE(4);
+          expect(size).toBe(16 + 16 + (1 << 20));
+          ids.push(buf.readUInt16LE(0));
+          buf = buf.subarray(size);
+        }
+        if (ids.length === n) resolve();
+      });
+    });
+    socket.resume();
+    await all;
+    expect(ids).toEqual(Array.from({ length: n }, (_, i) => 0x200 + i));
+  });
+
   it("refuses DMA ranges not built of the server's smallest page size (pgsizes), sending nothing", async () => {
     const { client, server } = await setup((req, reply) => reply(msg(req.msgId, req.command, REPLY)), {}, { version: versionPayload({ capabilities: { pgsizes: 0x10000 | 0x200000 } }) });
     const memory = new Uint8Array(0x20000);

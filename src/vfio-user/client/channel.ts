@@ -18,4 +18,14 @@ export interface ClientChannel {
   start(onData: (chunk: Uint8Array, fds: number[]) => void, onClose: (error?: Error) => void): void;
   /** Closes an fd received from the peer (or created locally) that nobody kept. */
   closeFd(fd: number): void;
+  /**
+   * Backpressure (optional; without it the client cannot bound what a server that never reads
+   * makes it queue): bytes accepted by send() and not yet written...
+   */
+  readonly writableLength?: number;
+  /** ...stopping and restarting the delivery of received chunks... */
+  pause?(): void;
+  resume?(): void;
+  /** ...and being told when everything queued has been written. */
+  onDrain?(listener: () => void): void;
 }

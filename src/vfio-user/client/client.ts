@@ -192,6 +192,13 @@ const REGION_INFO_ARGSZ_LIMIT = 64 * 1024;
 const IO_FDS_ARGSZ = 16 + 16 * 40;
 const IO_FDS_ARGSZ_LIMIT = 64 * 1024;
 const MIG_CHUNK = 64 * 1024;
+/**
+ * Backpressure: while more than this many bytes of our replies to the server's DMA_READ /
+ * DMA_WRITE wait for a server that does not read them, received messages are set aside (copied,
+ * in order) and reading stops until the socket drains. A server asking for 1 MiB per 32-byte
+ * request cannot grow the client's memory beyond this plus one receive buffer of requests.
+ */
+const MAX_QUEUED_REPLY_BYTES = 16 * 1024 * 1024;
 
 export declare interface VfioUserClient {
   on(event: "irq", listener: (event: IrqEvent) => void): this;
@@ -229,6 +236,8 @@ export class VfioUserClient extends EventEmitter {
   private readonly ioFdSets = new Set<RegionIoFds>();
   /** Reused output buffer (the wire module's serializers write into it). */
   private readonly writer = new MessageWriter();
+  /** Messages set aside while our replies pile up unread (see MAX_QUEUED_REPLY_BYTES). */
+  private backlog: ParseEvent[] = [];
 
   constructor(channel: ClientChannel, options: VfioUserClientOptions = {}) {
     super();
@@ -243,7 +252,11 @@ export class VfioUserClient extends EventEmitter {
     this.postedWrites = new PostedWritePolicy(options.postedWrites);
     this.channel = channel;
     this.parser = new MessageParser({ maxMessageSize: this.options.maxMessageSize, closeFd: (fd) => channel.closeFd(fd) });
-    const onEvent = (ev: ParseEvent) => this.onEvent(ev);
+    const onEvent = (ev: ParseEvent) => {
+      if (this.backlog.length > 0 || this.congested()) this.setAside(ev);
+      else this.onEvent(ev);
+    };
+    channel.onDrain?.(() => this.drainBacklog());
     channel.start(
       (chunk, fds) => {
         if (this.closedError) this.closeFds(fds);
@@ -1035,6 +1048,21 @@ export class VfioUserClient extends EventEmitter {
     this.emit("protocolError", new VfioUserClientError("ERR_PROTOCOL", `message with unknown type ${type} (${commandName(ev.command)}, msg_id ${ev.msgId}); dropped`, { msgId: ev.msgId, command: ev.command }));
   }
 
+  private congested(): boolean {
+    return (this.channel.writableLength ?? 0) > MAX_QUEUED_REPLY_BYTES;
+  }
+
+  private setAside(ev: ParseEvent): void {
+    this.backlog.push(ev.kind === "frame" ? { ...ev, body: ev.body.slice() } : ev);
+    this.channel.pause?.();
+  }
+
+  /** Handles set-aside messages once the server has read our replies; then reads again. */
+  private drainBacklog(): void {
+    while (this.backlog.length > 0 && !this.closedError && !this.congested()) this.onEvent(this.backlog.shift()!);
+    if (this.backlog.length === 0 && !this.closedError) this.channel.resume?.();
+  }
+
   /** The pending request a reply answers, settled; undefined (reported) when there is none. */
   private claimReply(msgId: number, command: number): Pending | undefined {
     const p = this.pending.get(msgId);
@@ -1159,6 +1187,8 @@ export class VfioUserClient extends EventEmitter {
     this.regions.clear();
     for (const set of [...this.ioFdSets]) set.release();
     this.dma.clear();
+    for (const ev of this.backlog) if (ev.kind === "frame") this.closeFds(ev.fds);
+    this.backlog = [];
     this.parser.dispose();
     for (const c of this.cleanups.splice(0)) {
       try {

@@ -31,6 +31,18 @@ export function connectionChannel(connection: Connection): ClientChannel {
     closeFd(fd) {
       closeFdQuietly(fd);
     },
+    get writableLength() {
+      return connection.writableLength;
+    },
+    pause() {
+      connection.pause();
+    },
+    resume() {
+      connection.resume();
+    },
+    onDrain(listener) {
+      connection.on("drain", listener);
+    },
   };
 }
 
