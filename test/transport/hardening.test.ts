@@ -33,8 +33,8 @@ function codeOf(f: () => unknown): string {
 }
 
 /** Runs a fixture process; a fixture that does not finish within 20 s fails the test (and is killed). */
-async function runFixture(args: string[], fds: number[] = []): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
-  const { child } = spawnWithFds(process.execPath, args, fds, { stdio: ["ignore", "pipe", "pipe"] });
+async function runFixture(args: string[], fds: number[] = [], command = process.execPath): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
+  const { child } = spawnWithFds(command, args, fds, { stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout!.on("data", (d) => (stdout += d));
@@ -178,6 +178,21 @@ describe("poll watcher lifecycle", () => {
     expect(reason.kind).toBe("local");
     closeFd(raw);
     expect(openFdCount()).toBe(before);
+  });
+});
+
+describe("recvmsg", () => {
+  test("fds the kernel could not install (receiver out of fds) are told apart from too many fds", async () => {
+    const [mine, theirs] = socketpair();
+    const fds = [memfdCreate("one", 0), memfdCreate("two", 0)];
+    expect(native().send(mine, frame([1]), 0, 5, fds)).toBe(5);
+    fds.forEach(closeFd);
+    // The child has room for 4 fds in its control buffer but only one free fd number.
+    const r = await runFixture(["-c", 'ulimit -n 256 && exec "$0" "$@"', process.execPath, join(fixtures, "peer.cjs"), "recv-at-fd-limit"], [theirs], "/bin/sh");
+    closeFd(theirs);
+    closeFd(mine);
+    expect(r.stderr).toBe("");
+    expect(JSON.parse(r.stdout)).toEqual({ got: 5, count: 1, truncated: 2 });
   });
 });
 
