@@ -10,8 +10,9 @@
 //              IRQ_ACK) when bit 0 of CONTROL is set. Also an ioeventfd without datamatch
 //              (4-byte writes): a VMM may ring it through an eventfd, and each wake-up arrives
 //              here as one write whose value is the number of rings it folded together.
-//     0x08 RO  doorbell count (low 32 bits)       } served from a shadow window: reads never
-//     0x0c RO  last doorbell value                 } reach the device (side-effect free)
+//     0x08 RO  doorbell count (low 32 bits)       } served from a shadow window (a ROM device
+//     0x0c RO  last doorbell value                 } in the memory core): reads stay inside
+//                                                    wasm and never reach the device
 //     0x10 RW  scratch
 //     0x14 RW  control: bit 0 = interrupt on doorbell
 //     0x18 WO  interrupt acknowledge (deasserts INTx)
@@ -21,6 +22,7 @@
 //     0x800    MSI-X table (2 vectors)     0xc00 MSI-X PBA
 import { createPciFunction } from "../core/pci/function.js";
 import type { AccessSize, PciFunction } from "../core/pci/api.js";
+import type { CoreRef } from "../core/wasm.js";
 
 export const THROUGHPUT_VENDOR_ID = 0x1234;
 export const THROUGHPUT_DEVICE_ID = 0x5754;
@@ -45,6 +47,8 @@ export interface ThroughputOptions {
   data?: { bytes: Uint8Array; fd?: number; fdOffset?: bigint };
   /** Called on every doorbell write with the value written. */
   onDoorbell?: (value: number) => void;
+  /** Core instance to build the function in (default: the shared one; see createPciFunction). */
+  core?: CoreRef;
 }
 
 export interface ThroughputDevice {
@@ -63,7 +67,9 @@ export function createThroughputDevice(options: ThroughputOptions = {}): Through
 
   const mirror = () => {
     // Shadow window 0 covers 0x08..0x0f: count then last value; window 1 the sum at 0x20.
-    const view = new DataView(fn.shadow(2).buffer, fn.shadow(2).byteOffset, 8);
+    // shadow() views live in the core's linear memory: fetched afresh on every update.
+    const regs = fn.shadow(2);
+    const view = new DataView(regs.buffer, regs.byteOffset, 8);
     view.setUint32(0, doorbells >>> 0, true);
     view.setUint32(4, lastValue, true);
     const sumView = fn.shadow(2, 1);
@@ -138,7 +144,7 @@ export function createThroughputDevice(options: ThroughputOptions = {}): Through
       control = 0;
       mirror();
     },
-  });
+  }, { core: options.core });
   return {
     fn,
     get doorbells() {

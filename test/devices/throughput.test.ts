@@ -2,6 +2,8 @@ import { writeSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { createThroughputDevice, THROUGHPUT_REG as REG } from "../../src/devices/throughput.js";
 import type { InterruptSink } from "../../src/core/index.js";
+import { MemoryCore } from "../../src/core/memory/index.js";
+import { instantiateCore, type HostImportFactory } from "../../src/core/wasm.js";
 
 describe("throughput device", () => {
   it("serves its data BAR from memory the caller can see", () => {
@@ -29,6 +31,27 @@ describe("throughput device", () => {
     expect(fn.readRegion(2, REG.SCRATCH, 4)).toBe(0xabcdn);
     fn.reset();
     expect(fn.readRegion(2, REG.DOORBELL_COUNT, 4)).toBe(0n);
+  });
+
+  it("serves its doorbell count and sum inside wasm: polling them in a replayed trace runs no host call", () => {
+    const crossings: string[] = [];
+    const counted: HostImportFactory = (ref) =>
+      Object.fromEntries(
+        Object.entries(MemoryCore.hostImports(ref)).map(([name, fn]) => [name, (...args: unknown[]) => (crossings.push(name), fn(...args))]),
+      );
+    const dev = createThroughputDevice({ dataSize: 4096, core: instantiateCore([counted]) });
+    const { fn } = dev;
+    fn.writeConfig(0x18, 4, 0xfe000000); // BAR 2
+    fn.writeConfig(0x04, 2, 0x0002);
+    for (let i = 1; i <= 3; i++) fn.writeRegion(2, REG.DOORBELL, 4, BigInt(i));
+    expect(crossings).toEqual(["mem_io_write", "mem_io_write", "mem_io_write"]);
+    const bus = fn.busAddressSpace("mem");
+    const poll = bus.core.createTrace(3000);
+    for (let i = 0; i < 1000; i++) poll.read(0xfe000000 + REG.DOORBELL_COUNT, 4).read(0xfe000000 + REG.LAST_DOORBELL, 4).read(0xfe000000 + REG.DOORBELL_SUM, 4);
+    expect(bus.replay(poll).failed).toBe(0);
+    expect([poll.value(2997), poll.value(2998), poll.value(2999)]).toEqual([3, 3, 6]);
+    expect(crossings.length).toBe(3); // the polls added none
+    fn.dispose();
   });
 
   it("interrupts on doorbell through MSI-X when enabled, else INTx", () => {

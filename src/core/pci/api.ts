@@ -60,10 +60,14 @@ export interface RegionOps {
 }
 
 /**
- * A range of a BAR whose reads are served from memory owned by the library without calling
- * the device, while writes still go to `ops.write` (QEMU's "ROM device" mode). The device
- * keeps the shadow current with `PciFunction.shadow(bar)` (e.g. mirrored status registers a
- * driver polls). Windows must lie inside the BAR and must not overlap each other.
+ * A range of a BAR whose reads are served from the core's memory without calling the device,
+ * while writes still go to `ops.write`: a ROM device in ROMD mode in the memory core (QEMU
+ * memory_region_init_rom_device), so a read never leaves wasm — not per access, not in a
+ * replayed trace. Like QEMU's direct ROMD reads, reads of any size and alignment are served
+ * (the BAR's `valid`/`impl` constraints apply to writes only). The device keeps the bytes
+ * current through `PciFunction.shadow(bar, window)` (e.g. mirrored status registers a driver
+ * polls). Windows must lie inside the BAR and must not overlap each other or the MSI-X
+ * table/PBA.
  */
 export interface ShadowWindow {
   offset: number;
@@ -403,8 +407,15 @@ export interface PciFunction {
    */
   busAddressSpace(space: "mem" | "io"): AddressSpace;
 
-  /** Device-side view of shadow window `window` (default 0) of BAR `bar`; byte 0 is the
-   *  window's first byte. Refetch after any call that may run device code; do not cache. */
+  /**
+   * Device-side view of shadow window `window` (default 0) of BAR `bar`; byte 0 is the
+   * window's first byte. It is a view of the core's WebAssembly linear memory, which the
+   * guest's reads are served from: writing it is all it takes to update what the guest reads.
+   * When linear memory grows (any call that allocates in the core — creating functions or
+   * regions, BAR remaps, bulk accesses, possibly by another function sharing the core) the
+   * view is detached (length 0). Call shadow() again each time instead of keeping the view
+   * across such calls; it is cheap (a check of the memory's identity).
+   */
   shadow(bar: number, window?: number): Uint8Array;
 
   /** Function-level reset: config space to its declared state (BARs zero, command 0,

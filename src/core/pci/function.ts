@@ -82,10 +82,23 @@ interface BarState {
   /** Caller-supplied RAM bytes. */
   externalRam?: Uint8Array;
   mmap?: { fd: number; offset: bigint };
-  shadows: Uint8Array[];
+  shadows: ShadowState[];
   spec?: BarSpec;
   /** Declared ioeventfds (validated), with their eventfds once ioEventFds() made them. */
   ioeventfds: IoEventFdState[];
+}
+
+/**
+ * A shadow window: a ROM device in the memory core (QEMU ROMD mode) overlaying the BAR. Its
+ * bytes live in the core's linear memory at `ptr` for the region's whole life (RAM regions are
+ * allocated once and never move), so guest reads are served inside wasm; `view` is the
+ * device-side view of them, re-made whenever linear memory grew (the old one is detached).
+ */
+interface ShadowState {
+  region: MemoryRegion;
+  ptr: number;
+  size: number;
+  view: Uint8Array;
 }
 
 interface IoEventFdState {
@@ -380,9 +393,13 @@ class PciFunctionImpl implements PciFunction {
           for (const o of overlays)
             if (win.offset < o.end && o.start < win.offset + win.size) throw new PciError("PCI_INVALID_SPEC", `${field}: window overlaps another shadow window or the MSI-X table/PBA`, { field });
           overlays.push({ start: win.offset, end: win.offset + win.size });
-          const bytes = new Uint8Array(win.size);
-          st.shadows.push(bytes);
-          container.addSubregion(win.offset, track(mem.io(`${tag}.shadow${w}`, win.size, shadowOps(bytes, win.offset, b!.ops!, owner))), 1);
+          const shadow = {} as ShadowState;
+          shadow.region = track(mem.romDevice(`${tag}.shadow${w}`, win.size, shadowOps(() => this.shadowBytes(shadow), win.offset, b!.ops!, owner)));
+          shadow.view = shadow.region.ramBytes();
+          shadow.ptr = shadow.view.byteOffset;
+          shadow.size = win.size;
+          st.shadows.push(shadow);
+          container.addSubregion(win.offset, shadow.region, 1);
         }
         st.busAlias = track(mem.alias(`${tag}@bus`, container, 0, d.size));
         this.bars[i] = st;
@@ -634,9 +651,15 @@ class PciFunctionImpl implements PciFunction {
 
   shadow(bar: number, window = 0): Uint8Array {
     const b = this.bar(bar);
-    const mem = b.shadows[window];
-    if (!mem) throw new PciError("PCI_REGION_INDEX", `region ${bar} has no shadow window ${window}`, { region: bar });
-    return mem;
+    const s = b.shadows[window];
+    if (!s) throw new PciError("PCI_REGION_INDEX", `region ${bar} has no shadow window ${window}`, { region: bar });
+    return this.shadowBytes(s);
+  }
+
+  /** The current view of a shadow window's bytes in linear memory (re-made after growth). */
+  private shadowBytes(s: ShadowState): Uint8Array {
+    if (s.view.buffer !== this.core.memory.buffer) s.view = new Uint8Array(this.core.memory.buffer, s.ptr, s.size);
+    return s.view;
   }
 
   /** Unmaps and frees every region and table of this function; later calls fail. */
@@ -1006,7 +1029,7 @@ class PciFunctionImpl implements PciFunction {
     this.refreshMappings();
     this.intxLevelValue = false;
     this.updateIntxOutput();
-    for (const b of this.bars) for (const s of b?.shadows ?? []) s.fill(0);
+    for (const b of this.bars) for (const s of b?.shadows ?? []) this.shadowBytes(s).fill(0);
     this.spec.reset?.();
   }
 
@@ -1038,7 +1061,7 @@ class PciFunctionImpl implements PciFunction {
       blob((b && this.ramOf(b)) ?? new Uint8Array(0));
       const shadows = b?.shadows ?? [];
       blob(new Uint8Array([shadows.length]));
-      for (const s of shadows) blob(s);
+      for (const s of shadows) blob(this.shadowBytes(s));
     }
     blob(this.spec.saveState?.() ?? new Uint8Array(0));
     const total = parts.reduce((n, p) => n + p.length, 0);
@@ -1083,7 +1106,7 @@ class PciFunctionImpl implements PciFunction {
       const shadowCount = take(1)[0];
       if (shadowCount !== (b?.shadows.length ?? 0)) fail(`BAR ${i} shadow window count differs`);
       const shadows: Uint8Array[] = [];
-      for (let s = 0; s < shadowCount; s++) shadows.push(take(b!.shadows[s].length));
+      for (let s = 0; s < shadowCount; s++) shadows.push(take(b!.shadows[s].size));
       barData.push({ ram, shadows });
     }
     const device = take();
@@ -1103,7 +1126,7 @@ class PciFunctionImpl implements PciFunction {
       const b = this.bars[i];
       if (!b) continue;
       this.ramOf(b)?.set(barData[i].ram);
-      barData[i].shadows.forEach((s, k) => b.shadows[k].set(s));
+      barData[i].shadows.forEach((s, k) => this.shadowBytes(b.shadows[k]).set(s));
     }
     const msix = this.caps.msix;
     if (msix) {
@@ -1172,12 +1195,17 @@ function checkIoEventFds(list: readonly IoEventFdSpec[], field: string, barSize:
   });
 }
 
-/** A shadow window: reads come from `bytes` without calling the device; writes are handed
- *  to the device's own write callback at the BAR offset, under the device's constraints. */
-function shadowOps(bytes: Uint8Array, base: number, device: IoOps | import("./api.js").RegionOps, owner: object): IoOps {
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/**
+ * Callbacks of a shadow window's ROM device. Writes are handed to the device's own write
+ * callback at the BAR offset, under the device's constraints. Reads are served by the core
+ * from the window's bytes without any callback (ROMD mode, which the function never turns
+ * off); `read` only answers the same bytes, should ROMD mode ever be off.
+ */
+function shadowOps(bytes: () => Uint8Array, base: number, device: IoOps | import("./api.js").RegionOps, owner: object): IoOps {
   return {
     read(offset, size) {
+      const b = bytes();
+      const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
       if (size === 1) return dv.getUint8(offset);
       if (size === 2) return dv.getUint16(offset, true);
       if (size === 4) return dv.getUint32(offset, true);
