@@ -181,6 +181,42 @@ describe("poll watcher lifecycle", () => {
   });
 });
 
+describe("partial writes", () => {
+  test("a message with an fd that the kernel takes only partly: the fd travels once, with its first byte", async () => {
+    const before = openFdCount();
+    const [a, b] = socketpair();
+    const sender = adoptFd(a);
+    const receiver = adoptFd(b, { limits: { maxMessageSize: 8 << 20 } });
+    const memfd = memfdCreate("with-first-byte", 0);
+    const big = frame(new Uint8Array(4 << 20).map((_, i) => i % 251)); // far above the socket buffer
+    expect(sender.send(big, [memfd])).toBe(false); // part written (with the fd), the rest queued
+    expect(sender.writableLength).toBeGreaterThan(0);
+    expect(sender.writableLength).toBeLessThan(big.length);
+    expect(openFdCount()).toBe(before + 3); // no duplicate kept: the fd already went
+    expect(sender.send(frame([9]))).toBe(false);
+    closeFd(memfd);
+    const got: { length: number; fds: number[]; ok: boolean }[] = [];
+    receiver.setReceiver((rb) => {
+      while (rb.available >= 4 && rb.need(rb.u32(0))) {
+        const total = rb.u32(0);
+        const payload = rb.subarray(4, total - 4);
+        let ok = true;
+        for (let i = 0; i < payload.length && ok; i += 4093) ok = payload[i] === (total > 5 ? i % 251 : 9);
+        got.push({ length: total, fds: rb.takeFds(total), ok });
+        rb.consume(total);
+      }
+    });
+    await until(() => got.length === 2);
+    expect(got.map((m) => [m.length, m.fds.length, m.ok])).toEqual([[big.length, 1, true], [5, 0, true]]);
+    expect(receiver.receiveBuffer.pendingFdCount).toBe(0);
+    closeFd(got[0].fds[0]);
+    sender.destroy();
+    receiver.destroy();
+    await afterPollPhase();
+    expect(openFdCount()).toBe(before);
+  });
+});
+
 describe("recvmsg", () => {
   test("fds the kernel could not install (receiver out of fds) are told apart from too many fds", async () => {
     const [mine, theirs] = socketpair();
