@@ -230,7 +230,8 @@ describe("fd passing through the transport", () => {
     srv.received.length = 0;
     const before = openFds();
     for (let i = 0; i < 20; i++) await cycle();
-    await new Promise((r) => setTimeout(r, 20));
+    // The server side closes its end when it reads each end of stream: poll, do not guess a delay.
+    for (let i = 0; i < 500 && openFds() !== before; i++) await new Promise((r) => setTimeout(r, 2));
     expect(openFds()).toBe(before);
   });
 });

@@ -139,8 +139,7 @@ describe("wasmdev serve (separate process)", () => {
     expect(await c1.readValue(0, EDU_REG.ID, 4)).toBe(BigInt(EDU_ID_VALUE));
     await expect(connectVfioUser(path, { timeoutMs: 2000 })).rejects.toThrow();
     c1.close();
-    await sleep(50);
-    const c2 = await connectVfioUser(path);
+    const c2 = await connectWhenFree(path);
     expect(await c2.readValue(0, EDU_REG.ID, 4)).toBe(BigInt(EDU_ID_VALUE));
     c2.close();
     await sleep(50);
@@ -214,3 +213,16 @@ describe("wasmdev serve (separate process)", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 });
+
+/** Connects once the server has let go of its previous client (it answers EBUSY until then). */
+async function connectWhenFree(path: string): Promise<Awaited<ReturnType<typeof connectVfioUser>>> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    try {
+      return await connectVfioUser(path);
+    } catch (err) {
+      if ((err as { errno?: number }).errno !== 16 || Date.now() > deadline) throw err;
+      await sleep(5);
+    }
+  }
+}

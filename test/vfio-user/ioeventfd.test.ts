@@ -12,7 +12,7 @@ import { createThroughputDevice, THROUGHPUT_REG, type ThroughputDevice } from ".
 import { createPciFunction, type PciFunction, type RegionOps } from "../../src/core/pci/index.js";
 import { closeFd } from "../../src/transport/fd.js";
 import { Bytes, message, toHex } from "./bytes.js";
-import { RawClient, sleep, openFdCount, expectFdCount, type ReceivedFrame } from "./raw-client.js";
+import { RawClient, sleep, openFdCount, expectFdCount, waitNoSession, type ReceivedFrame } from "./raw-client.js";
 
 const REQ = 0;
 const NO_REPLY = 0x10;
@@ -185,9 +185,7 @@ describe("DEVICE_GET_REGION_IO_FDS with the throughput device", () => {
       ring(stale, 2);
       client.close();
       await client.waitClosed();
-      // The session closes on the loop turn after the socket's close.
-      const deadline = Date.now() + 2000;
-      while (server.current && Date.now() < deadline) await sleep(1);
+      await waitNoSession(server); // the session closes on the loop turn after the socket's close
       expect(tp.doorbellSum).toBe(2);
       ring(stale, 5); // the departed client's copy: the server's eventfd is gone
       await sleep(30);
@@ -206,8 +204,7 @@ describe("DEVICE_GET_REGION_IO_FDS with the throughput device", () => {
 
   it("leaks no fds across 10 connect / IO_FDS / ring / disconnect cycles", async () => {
     client.close();
-    await client.waitClosed();
-    await sleep(10);
+    await waitNoSession(server);
     const baseline = openFdCount();
     for (let cycle = 0; cycle < 10; cycle++) {
       client = await RawClient.negotiated(path);
@@ -217,7 +214,7 @@ describe("DEVICE_GET_REGION_IO_FDS with the throughput device", () => {
       closeFd(r.fds[0]);
       expect(await waitSum(client, cycle + 1)).toBe(cycle + 1);
       client.close();
-      await client.waitClosed();
+      await waitNoSession(server);
     }
     expect(await expectFdCount(baseline)).toBe(baseline);
   });

@@ -118,6 +118,19 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/**
+ * Waits until `server` has dropped its client session (the previous client's disconnect was
+ * processed), so that the next connection is not refused as a second client. Polls; no fixed
+ * sleep that a loaded machine could outlast.
+ */
+export async function waitNoSession(server: { readonly current: unknown }, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (server.current !== null) {
+    if (Date.now() > deadline) throw new Error("the server still holds the previous client's session");
+    await sleep(2);
+  }
+}
+
 export function openFdCount(): number {
   return readdirSync("/proc/self/fd").length;
 }

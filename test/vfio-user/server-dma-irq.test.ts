@@ -50,7 +50,7 @@ import { closeFd } from "../../src/transport/fd.js";
 import { EventFd } from "../../src/transport/eventfd.js";
 import type { PciFunction } from "../../src/core/pci/api.js";
 import { createPciFunction } from "../../src/core/pci/function.js";
-import { RawClient, sleep, openFdCount, expectFdCount, type ReceivedFrame } from "./raw-client.js";
+import { RawClient, sleep, openFdCount, expectFdCount, waitNoSession, type ReceivedFrame } from "./raw-client.js";
 import { Bytes, message, toHex } from "./bytes.js";
 
 let seq = 0;
@@ -364,7 +364,7 @@ describe("edu over vfio-user: interrupts, DMA, dirty logging", () => {
 
   it("a client disconnect releases its DMA mappings and irq fds; the next client is accepted", async () => {
     client.close();
-    await sleep(30);
+    await waitNoSession(server);
     const baseline = openFdCount();
     client = await RawClient.negotiated(path);
     await mapRam();
@@ -376,6 +376,7 @@ describe("edu over vfio-user: interrupts, DMA, dirty logging", () => {
     client.close();
     // Our own client socket is gone too, so the count returns exactly to the baseline.
     expect(await expectFdCount(baseline)).toBe(baseline);
+    await waitNoSession(server);
     client = await RawClient.negotiated(path);
     expect(server.current!.dmaRegions().length).toBe(0);
     expect(await rd(client, 0, EDU_REG.ID)).toBe(BigInt(EDU_ID_VALUE));

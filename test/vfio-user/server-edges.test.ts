@@ -1,6 +1,7 @@
 // Edge cases of the server's DMA map table, SET_IRQS, migration data and REGION_WRITE_MULTI
-// validation, each with its errno, the fds of every rejected request closed, and the connection
-// still serving; and the server's own DMA requests while other traffic flows or the client leaves.
+// validation (beyond the common cases in server-dma-irq.test.ts), each with its errno, the fds of
+// every rejected request closed, and the connection still serving; and the server's own DMA
+// requests while other traffic flows or the client leaves.
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,7 +12,7 @@ import { memfdCreate } from "../../src/transport/shm.js";
 import { closeFd } from "../../src/transport/fd.js";
 import { EventFd } from "../../src/transport/eventfd.js";
 import { Bytes, message } from "./bytes.js";
-import { RawClient, sleep, openFdCount, expectFdCount, type ReceivedFrame } from "./raw-client.js";
+import { RawClient, sleep, openFdCount, expectFdCount, waitNoSession, type ReceivedFrame } from "./raw-client.js";
 
 let seq = 0;
 const socketPath = () => join(tmpdir(), `wasmdev-vfu-edge-${process.pid}-${++seq}.sock`);
@@ -67,16 +68,14 @@ describe("server edge cases (edu)", () => {
   }
 
   // (An fd offset need not be page aligned: the transport maps from the page below it.)
-  it("DMA_MAP: empty, wrapping, unaligned, bad flags or argsz, fd offset past the file: EINVAL; the fd is closed each time", async () => {
+  it("DMA_MAP: empty, size unaligned, bad flags or argsz, fd offset past the file: EINVAL; the fd is closed each time", async () => {
     const memfd = memfdCreate("edge-ram", 0x10000);
     try {
       await stillServes();
       const baseline = openFdCount();
       const cases: [string, Uint8Array, number[]][] = [
         ["size 0", dmaMap(1, 3, 0n, 0x10000n, 0n), []],
-        ["wraps past 2^64", dmaMap(2, 3, 0n, 0xffff_ffff_ffff_f000n, 0x2000n), []],
         ["ends exactly at 2^64 with an fd too small", dmaMap(3, 3, 0n, 0xffff_ffff_ffff_f000n, 0x1000n * 32n), [memfd]],
-        ["address not page aligned", dmaMap(4, 3, 0n, 0x10800n, 0x1000n), []],
         ["size not page aligned", dmaMap(5, 3, 0n, 0x10000n, 0x1800n), []],
         ["unknown flag bits", dmaMap(6, 3 | 0x100, 0n, 0x10000n, 0x1000n), []],
         ["argsz below 32", dmaMap(7, 3, 0n, 0x10000n, 0x1000n, 24), []],
@@ -95,7 +94,7 @@ describe("server edge cases (edu)", () => {
     }
   });
 
-  it("DMA_UNMAP: size 0, wrapping, unknown flags, ALL with a range or a bitmap: EINVAL; a range never mapped or covering only part of a mapping: ENOENT", async () => {
+  it("DMA_UNMAP: size 0, wrapping, unknown flags, ALL with a range or a bitmap: EINVAL; a range larger than the mapping: ENOENT", async () => {
     expectOk(await client.request(dmaMap(1, 3, 0n, 0x10000n, 0x4000n)));
     const cases: [string, Uint8Array, number][] = [
       ["size 0", dmaUnmap(2, 0, 0x10000n, 0n), Errno.EINVAL],
@@ -103,8 +102,6 @@ describe("server edge cases (edu)", () => {
       ["unknown flag bits", dmaUnmap(4, 0x4, 0x10000n, 0x4000n), Errno.EINVAL],
       ["ALL with a range", dmaUnmap(5, 2, 0x10000n, 0x4000n), Errno.EINVAL],
       ["ALL with a bitmap", dmaUnmap(6, 3, 0n, 0n, { pgsize: 4096n, size: 8n }), Errno.EINVAL],
-      ["never mapped", dmaUnmap(7, 0, 0x40000n, 0x1000n), Errno.ENOENT],
-      ["first page of a mapping", dmaUnmap(8, 0, 0x10000n, 0x1000n), Errno.ENOENT],
       ["larger than the mapping", dmaUnmap(9, 0, 0x10000n, 0x8000n), Errno.ENOENT],
     ];
     for (const [what, bytes, errno] of cases) expectErrno(await client.request(bytes), errno, what);
@@ -148,7 +145,6 @@ describe("server edge cases (edu)", () => {
         ["no DATA flag", setIrqs(7, TRIG, PciIrq.INTX, 0, 1), []],
         ["no ACTION flag", setIrqs(8, IrqSetFlag.DATA_NONE, PciIrq.INTX, 0, 1), []],
         ["unknown flag bit", setIrqs(9, IrqSetFlag.DATA_NONE | TRIG | 0x40, PciIrq.INTX, 0, 1), []],
-        ["unknown index", setIrqs(10, IrqSetFlag.DATA_NONE | TRIG, 9, 0, 1), []],
         ["DATA_BOOL with fewer booleans than count", setIrqs(11, IrqSetFlag.DATA_BOOL | TRIG, PciIrq.INTX, 0, 1, [], 21), []],
         ["DATA_NONE with trailing data", setIrqs(12, IrqSetFlag.DATA_NONE | TRIG, PciIrq.INTX, 0, 1, [1]), []],
         ["argsz below the payload", setIrqs(13, IrqSetFlag.DATA_BOOL | TRIG, PciIrq.INTX, 0, 1, [1], 20), []],
@@ -261,6 +257,7 @@ describe("the server's DMA requests and the rest of the traffic", () => {
       closeFd(memfd);
       e.close();
       expect(await expectFdCount(baseline)).toBe(baseline);
+      await waitNoSession(server);
       c = await RawClient.negotiated(path);
       expect(server.current!.dmaRegions()).toEqual([]);
       expect(await readU32(c, 0, EDU_REG.DMA_CMD)).toBe(0);

@@ -35,7 +35,7 @@ import { closeFd } from "../../src/transport/fd.js";
 import { EventFd } from "../../src/transport/eventfd.js";
 import type { PciFunction } from "../../src/core/pci/api.js";
 import { Bytes, message } from "./bytes.js";
-import { RawClient, sleep, openFdCount, expectFdCount } from "./raw-client.js";
+import { RawClient, sleep, openFdCount, expectFdCount, waitNoSession } from "./raw-client.js";
 
 const REQ = 0;
 const NO_REPLY = 0x10;
@@ -277,9 +277,8 @@ describe("vfio-user server with the edu device", () => {
     }
 
     it("requests before VERSION: EINVAL", async () => {
-      const c = client;
-      c.close();
-      await sleep(20);
+      client.close();
+      await waitNoSession(server);
       client = await RawClient.connect(path);
       expectError(await client.request(readReq(1, 0, 0, 4)), Errno.EINVAL);
       expectError(await client.request(message(2, Command.DEVICE_GET_INFO, REQ, new Bytes().u32(16).zeros(12))), Errno.EINVAL);
@@ -298,7 +297,7 @@ describe("vfio-user server with the edu device", () => {
 
     it("malformed VERSION JSON: EINVAL, and a correct retry succeeds", async () => {
       client.close();
-      await sleep(20);
+      await waitNoSession(server);
       client = await RawClient.connect(path);
       const bad = message(1, Command.VERSION, REQ, new Bytes().u16(0).u16(1).ascii('{"capabilities":{"max_msg_fds":').u8(0));
       expectError(await client.request(bad), Errno.EINVAL);
@@ -311,7 +310,7 @@ describe("vfio-user server with the edu device", () => {
 
     it("an unsupported major version: error reply, then the connection is closed", async () => {
       client.close();
-      await sleep(20);
+      await waitNoSession(server);
       client = await RawClient.connect(path);
       const r = await client.request(message(1, Command.VERSION, REQ, new Bytes().u16(1).u16(0)));
       expectError(r, Errno.EINVAL);
@@ -352,16 +351,16 @@ describe("vfio-user server with the edu device", () => {
     it("a size field below the 16-byte header: the connection is closed, the server keeps serving", async () => {
       client.send(new Bytes().u16(1).u16(Command.REGION_READ).u32(8).u32(0).u32(0).build());
       await client.waitClosed();
-      await sleep(20);
+      await waitNoSession(server);
       client = await RawClient.negotiated(path);
       await stillWorks();
     });
 
     it("a header shorter than 16 bytes, then the client goes away: the server keeps serving", async () => {
       client.send(new Uint8Array([1, 0, 9, 0, 32, 0]));
-      await sleep(10);
+      await sleep(10); // lets the server read the partial header before the end of stream
       client.close();
-      await sleep(30);
+      await waitNoSession(server);
       expect(logs.some((l) => l.includes("mid-message") || l.includes("stream ended"))).toBe(true);
       client = await RawClient.negotiated(path);
       await stillWorks();
@@ -457,7 +456,7 @@ describe("vfio-user server with the edu device", () => {
   it("after a disconnect it accepts the next client; device state is kept", async () => {
     await writeU32(client, 0, EDU_REG.LIVENESS, 0x0f0f0f0f);
     client.close();
-    await sleep(30);
+    await waitNoSession(server);
     client = await RawClient.negotiated(path);
     expect(await readU32(client, 0, EDU_REG.LIVENESS)).toBe(0xf0f0f0f0);
     expect(server.connections).toBe(2);
