@@ -154,6 +154,16 @@ describe("region reads and writes", () => {
     expect(server.requests.filter((r) => r.command === READ).map((r) => regionAccess(r).count)).toEqual([1 << 16, 1 << 16, 1 << 16]);
   });
 
+  it("offsets given as numbers must be exact integers (a fraction or a value above 2^53 is ERR_ARGUMENT, nothing sent)", async () => {
+    const { client, server } = await setup(echoReads);
+    for (const offset of [1.5, -4, 2 ** 53, Number.NaN]) {
+      expect((await rejection(client.readRegion(0, offset, 4))).code, String(offset)).toBe("ERR_ARGUMENT");
+      expect((await rejection(client.writeRegion(0, offset, Uint8Array.of(1), { posted: false }))).code, String(offset)).toBe("ERR_ARGUMENT");
+    }
+    expect(server.requests.filter((r) => r.command === READ || r.command === WRITE)).toEqual([]);
+    expect(await client.readValue(0, 2 ** 53 - 1, 1)).toBe(BigInt((2 ** 53 - 1) & 0xff));
+  });
+
   it("an error reply becomes ERR_REMOTE carrying the errno, and the connection keeps working", async () => {
     const { client } = await setup((req, reply) => {
       const { offset } = regionAccess(req);

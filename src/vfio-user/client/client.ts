@@ -1220,6 +1220,8 @@ export class VfioUserClient extends EventEmitter {
   private checkAccess(region: number, offset: bigint | number, size: number, kind: "read" | "write"): bigint {
     checkU32(region, "region index");
     if (!Number.isSafeInteger(size) || size < 0) throw argumentError(`size must be a non-negative integer, got ${size}`);
+    // A number offset must be exact: above 2^53 it may already have lost bits (pass a bigint).
+    if (typeof offset === "number" && !Number.isSafeInteger(offset)) throw argumentError(`offset ${offset} is not an exact integer; pass offsets at or above 2^53 as bigint`);
     const start = BigInt(offset);
     if (start < 0n || start + BigInt(size) > 1n << 64n) throw argumentError(`offset ${offset} + size ${size} is outside the 64-bit range`);
     const info = this.regions.get(region);
