@@ -7,13 +7,13 @@
 // builds on: INTx is level-triggered and automasked (signalled once, then masked until the client
 // unmasks; still asserted at unmask -> signalled again); a masked MSI/MSI-X vector that fires
 // becomes pending and is signalled when unmasked.
-import { readlinkSync } from "node:fs";
 import { EventFd } from "../../transport/eventfd.js";
+import { TransportError } from "../../transport/errors.js";
 import { closeFdQuietly } from "../../transport/fd.js";
 import type { InterruptSink, MsiMessage, PciFunction, VectorKind } from "../../core/pci/api.js";
 import { Errno, IrqInfoFlag, IrqSetFlag, PciIrq } from "../wire/constants.js";
 import type { IrqSet } from "../wire/messages.js";
-import { badRequest, VfioUserServerError } from "./errors.js";
+import { badRequest } from "./errors.js";
 
 interface IrqLine {
   trigger: EventFd | null;
@@ -40,10 +40,7 @@ function newLine(): IrqLine {
 export interface IrqCounters {
   /** Eventfd signals sent, per index. */
   signalled: number[];
-  /**
-   * Interrupts dropped, per index: no trigger eventfd was set, or it could not be signalled
-   * (the client let its counter reach the maximum, or closed its end in a way writes fail).
-   */
+  /** Interrupts dropped, per index: no trigger eventfd was set, or signalling it failed. */
   dropped: number[];
 }
 
@@ -211,8 +208,8 @@ export class IrqTable implements InterruptSink {
       this.counters.dropped[index]++;
       return;
     }
-    // The device calls in here from its own timers too: a client-controlled eventfd that
-    // cannot take the signal loses this interrupt, it never throws into the device.
+    // The device calls in here from its own timers too (an exception there ends the process):
+    // whatever a client did to its eventfd, a failed signal loses this interrupt and is logged.
     const failure = trySignal(line.trigger);
     if (failure !== null) {
       this.counters.dropped[index]++;
@@ -294,33 +291,21 @@ function trySignal(e: EventFd): string | null {
 }
 
 /**
- * Whether `fd` is an eventfd. Anything else (a file, a pipe, a socket) would be written 8 bytes
- * per interrupt, or block; Linux vfio likewise refuses non-eventfds (eventfd_ctx_fdget).
- */
-function isEventFd(fd: number): boolean {
-  try {
-    return readlinkSync(`/proc/self/fd/${fd}`) === "anon_inode:[eventfd]";
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Adopts every fd as an EventFd; on failure closes all of them and throws (EINVAL for an fd
- * that is not an eventfd, EBADF for one that cannot be used).
+ * Adopts every fd as an EventFd; on failure closes all of them and throws: EINVAL for an fd that
+ * is not an eventfd (a file, pipe or socket would be written 8 bytes per interrupt; EventFd.adopt
+ * refuses it, as Linux vfio's eventfd_ctx_fdget does), EBADF for one that cannot be used.
  */
 function adoptAll(fds: number[]): EventFd[] {
   const out: EventFd[] = [];
   for (let i = 0; i < fds.length; i++) {
     try {
-      if (!isEventFd(fds[i])) throw badRequest(Errno.EINVAL, `SET_IRQS fd #${i} is not an eventfd`);
       out.push(EventFd.adopt(fds[i]));
     } catch (cause) {
       for (const e of out) e.close();
       for (let j = i; j < fds.length; j++) closeFdQuietly(fds[j]);
       fds.length = 0;
-      if (cause instanceof VfioUserServerError) throw cause;
-      throw badRequest(Errno.EBADF, `SET_IRQS fd #${i} cannot be used as an eventfd`, { cause });
+      const notEventFd = cause instanceof TransportError && cause.code === "ERR_INVALID_ARGUMENT";
+      throw badRequest(notEventFd ? Errno.EINVAL : Errno.EBADF, `SET_IRQS fd #${i} ${notEventFd ? "is not an eventfd" : "cannot be used as an eventfd"}`, { cause });
     }
   }
   return out;
