@@ -5,7 +5,9 @@
 //    listen(path) -> Server ('connection' events), connect(path), adoptFd(fd).
 //  - socketpair(), spawnWithFds(): start a peer process with one end of a socket.
 //  - memfdCreate(), mmapFd() -> MappedRegion (zero-copy ArrayBuffer, bounds checked with fstat,
-//    charged to a MapBudget), fileSize().
+//    charged to a MapBudget; memfds sealed against shrinking; a SIGBUS guard turns a peer
+//    shrinking an unsealable file under a mapping into zero pages + MappedRegion.truncated),
+//    fileSize(), fileSeals()/addFileSeals().
 //  - EventFd: create/adopt, signal, read, onReadable (epoll on the event loop, no polling).
 //  - ReceiveBuffer / SendBuffer: the framing buffers the protocols share.
 //  - TransportError: the layer's single error class (stable `code`).
@@ -16,7 +18,7 @@
 // takeFds(); anything not taken is closed when consumed or on close.
 
 export { TransportError, type TransportErrorCode, type TransportErrorFields } from "./errors.js";
-export { DEFAULT_LIMITS, DEFAULT_MAX_MAPPED_BYTES, KERNEL_MAX_FDS_PER_MESSAGE, type TransportLimits } from "./limits.js";
+export { DEFAULT_LIMITS, DEFAULT_MAX_MAPPED_BYTES, KERNEL_MAX_FDS_PER_MESSAGE, MAX_MAPPINGS, type TransportLimits } from "./limits.js";
 export { ReceiveBuffer, SendBuffer, type ReceiveBufferOptions } from "./buffers.js";
 export {
   Connection,
@@ -31,5 +33,17 @@ export {
   type Receiver,
 } from "./connection.js";
 export { socketpair, closeFd, closeFdQuietly, dupFd, spawnWithFds, type SpawnWithFdsOptions, type SpawnedWithFds } from "./fd.js";
-export { memfdCreate, fileSize, mmapFd, MappedRegion, MapBudget, defaultMapBudget, type MapOptions } from "./shm.js";
+export {
+  memfdCreate,
+  fileSize,
+  mmapFd,
+  MappedRegion,
+  MapBudget,
+  defaultMapBudget,
+  FileSeal,
+  fileSeals,
+  addFileSeals,
+  mappingGuardStats,
+  type MapOptions,
+} from "./shm.js";
 export { EventFd, type EventFdOptions } from "./eventfd.js";

@@ -26,3 +26,10 @@ export const KERNEL_MAX_FDS_PER_MESSAGE = 253;
 
 /** Default budget of bytes mapped at once through mmapFd() by the whole process (16 GiB). */
 export const DEFAULT_MAX_MAPPED_BYTES = 16 * 1024 * 1024 * 1024;
+
+/**
+ * Most mappings (mmapFd regions) the whole process holds at once: the size of the addon's
+ * SIGBUS guard table, which must know every mapping to recover from a peer shrinking its file.
+ * One more fails with ERR_MAP_LIMIT. (Linux's own default, vm.max_map_count, is 65530.)
+ */
+export const MAX_MAPPINGS = 32768;

@@ -46,9 +46,23 @@ export interface NativeTransport {
   fstatSize(fd: number): number;
   /**
    * Maps [offset, offset+length) of fd (any offset; page alignment handled inside). -ERANGE when
-   * the range is not inside the file (fstat, exact 64-bit arithmetic).
+   * the range is not inside the file (fstat, exact 64-bit arithmetic), -ENOSPC when the SIGBUS
+   * guard table is full. With sealShrink the file first gets F_SEAL_SHRINK when it allows it.
+   * info[0] receives the mapping's guard slot, info[1] 1 when the file cannot shrink.
    */
-  mmap(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer | number;
+  mmap(fd: number, offset: number, length: number, writable: boolean, sealShrink?: boolean, info?: Int32Array): ArrayBuffer | number;
+  /**
+   * The SIGBUS guard's per-slot flag words (Int32 each, process-wide, shared with the signal
+   * handler): flags[slot] becomes 1 once a page of that mapping was replaced by zeros because
+   * its file shrank. One ArrayBuffer per environment.
+   */
+  mappingGuard(): { flags: ArrayBuffer; slots: number };
+  /** [guard slots, live mappings (whole process), pages replaced by zeros since start]. */
+  mappingGuardStats(): [number, number, number];
+  /** fcntl(F_GET_SEALS): the seals, or -errno (-EINVAL for files that cannot be sealed). */
+  fileSeals(fd: number): number;
+  /** fcntl(F_ADD_SEALS): 0 or -errno. */
+  addFileSeals(fd: number, seals: number): number;
   /** Unmaps an ArrayBuffer returned by mmap and detaches it (views become empty). */
   munmap(buffer: ArrayBuffer): number;
   eventfd(initial: number, semaphore: boolean): number;

@@ -3,7 +3,7 @@
 import { constants as bufferConstants } from "node:buffer";
 import { native } from "./native.js";
 import { TransportError, syscallError } from "./errors.js";
-import { DEFAULT_MAX_MAPPED_BYTES } from "./limits.js";
+import { DEFAULT_MAX_MAPPED_BYTES, MAX_MAPPINGS } from "./limits.js";
 
 /**
  * Creates an anonymous memory file of `size` bytes (memfd_create with close-on-exec and
@@ -25,6 +25,50 @@ export function fileSize(fd: number): number {
   if (r < 0) throw syscallError("fstat", -r, { fd });
   return r;
 }
+
+/** File seals (fcntl F_ADD_SEALS / F_GET_SEALS bits). */
+export const FileSeal = Object.freeze({
+  /** No further seals may be added. */
+  SEAL: 1,
+  /** The file may not shrink. */
+  SHRINK: 2,
+  /** The file may not grow. */
+  GROW: 4,
+  /** The contents may not be written. */
+  WRITE: 8,
+});
+
+/** The seals of fd (a memfd created with sealing allowed has none; others may refuse: EINVAL). */
+export function fileSeals(fd: number): number {
+  const r = native().fileSeals(fd);
+  if (r < 0) throw syscallError("fcntl(F_GET_SEALS)", -r, { fd });
+  return r;
+}
+
+/** Adds seals to fd (EPERM once FileSeal.SEAL is set or when fd is not open for writing). */
+export function addFileSeals(fd: number, seals: number): void {
+  const r = native().addFileSeals(fd, seals);
+  if (r < 0) throw syscallError("fcntl(F_ADD_SEALS)", -r, { fd });
+}
+
+/**
+ * The addon's SIGBUS guard, process-wide: `slots` mappings at most (MAX_MAPPINGS), `liveMappings`
+ * now (every thread's), `recoveredPages` = pages replaced by zeros since the process started
+ * because a peer shrank a mapped file.
+ */
+export function mappingGuardStats(): { slots: number; liveMappings: number; recoveredPages: number } {
+  const [slots, liveMappings, recoveredPages] = native().mappingGuardStats();
+  return { slots, liveMappings, recoveredPages };
+}
+
+// The guard's per-slot "truncated" words, shared with the signal handler (fetched once).
+let guardFlags: Int32Array | null = null;
+function guardFlagWords(): Int32Array {
+  if (guardFlags === null) guardFlags = new Int32Array(native().mappingGuard().flags);
+  return guardFlags;
+}
+// Filled by each mmap call: [guard slot, 1 if the file cannot shrink].
+const mapInfo = new Int32Array(2);
 
 /**
  * A byte budget for mappings (the `maxMappedBytes` limit). mmapFd() charges a region's length
@@ -49,10 +93,19 @@ export interface MapOptions {
   writable?: boolean;
   /** Budget to charge (default: defaultMapBudget). */
   budget?: MapBudget;
+  /**
+   * Add F_SEAL_SHRINK to the file before mapping it, when the file allows it (default true): a
+   * peer then cannot shrink the file under the mapping (its ftruncate fails with EPERM). The
+   * seal belongs to the file, so it binds every holder of it, this process included; files
+   * that cannot be sealed (F_SEAL_SEAL set, not a memfd, not opened for writing) are mapped all
+   * the same and rely on the SIGBUS guard (see MappedRegion).
+   */
+  sealShrink?: boolean;
 }
 
 const MAX_LENGTH = bufferConstants.MAX_LENGTH;
 const ERANGE = 34;
+const ENOSPC = 28;
 
 // Mappings dropped without unmap() are unmapped by the addon's finalizer; refund their budget.
 const unreclaimed = new FinalizationRegistry<{ budget: MapBudget; length: number }>((held) => {
@@ -67,12 +120,17 @@ const unreclaimed = new FinalizationRegistry<{ budget: MapBudget; length: number
  * Ownership: the mapping does not own the fd it came from (closing the fd does not unmap it);
  * unmap() when done. A region that is garbage-collected is unmapped then, but do not rely on it.
  *
- * Caveat: if another process shrinks the file below a mapped page, touching that page raises
- * SIGBUS; seal memfds you create (F_SEAL_SHRINK) when peers are untrusted.
+ * A peer that shrinks the file: mmapFd() seals memfds against shrinking when they allow it
+ * (`sealed`). For files that cannot be sealed, touching a page past the new end of the file
+ * would raise SIGBUS and kill the process; the addon's SIGBUS guard instead puts a private zero
+ * page there (reads see zeros, writes go nowhere) and sets `truncated`. Consumers check
+ * `truncated` after each access through the mapping and treat a set flag as a failed access
+ * (the contents can no longer be trusted), then unmap.
  */
 export class MappedRegion {
   private mapped: ArrayBuffer | null;
   private token = {};
+  private truncatedAtUnmap = false;
 
   /** @internal use mmapFd() */
   constructor(
@@ -82,6 +140,10 @@ export class MappedRegion {
     readonly length: number,
     readonly writable: boolean,
     private readonly budget: MapBudget,
+    /** @internal the SIGBUS guard slot */
+    private readonly slot: number,
+    /** True when the file cannot shrink (F_SEAL_SHRINK was present or added at map time). */
+    readonly sealed: boolean,
   ) {
     this.mapped = buffer;
     // Keyed on the buffer: the addon unmaps when the buffer itself is collected.
@@ -90,6 +152,16 @@ export class MappedRegion {
 
   get isMapped(): boolean {
     return this.mapped !== null;
+  }
+
+  /**
+   * True once a page of this mapping was found past the end of its (shrunk) file and replaced
+   * by zeros. One load from memory shared with the signal handler; after unmap(), the value it
+   * had then.
+   */
+  get truncated(): boolean {
+    if (this.mapped === null) return this.truncatedAtUnmap;
+    return guardFlagWords()[this.slot] !== 0;
   }
 
   /** The mapped memory. Throws ERR_UNMAPPED after unmap(). */
@@ -106,9 +178,11 @@ export class MappedRegion {
   /** Unmaps the region and refunds its budget. Calling it twice is an error (ERR_UNMAPPED). */
   unmap(): void {
     const buffer = this.buffer;
+    const truncated = this.truncated;
     const r = native().munmap(buffer);
     if (r < 0) throw syscallError("munmap", -r, { fd: this.fd });
     this.mapped = null;
+    this.truncatedAtUnmap = truncated;
     this.budget.mappedBytes -= this.length;
     unreclaimed.unregister(this.token);
   }
@@ -119,11 +193,13 @@ export class MappedRegion {
  * inside) as shared memory. Checks, in order: length > 0, offset/length are safe integers,
  * length ≤ buffer.constants.MAX_LENGTH (4 GiB on Node 20: map larger files in pieces),
  * offset + length ≤ the file's size (fstat; ERR_MAP_OUT_OF_BOUNDS), the budget
- * (ERR_MAP_LIMIT). The fd is borrowed, not taken.
+ * (ERR_MAP_LIMIT), the process-wide count of mappings (MAX_MAPPINGS, ERR_MAP_LIMIT). The fd is
+ * borrowed, not taken. Memfds are sealed against shrinking first unless `sealShrink` is false.
  */
 export function mmapFd(fd: number, offset: number | bigint, length: number, options: MapOptions = {}): MappedRegion {
   const writable = options.writable ?? true;
   const budget = options.budget ?? defaultMapBudget;
+  const sealShrink = options.sealShrink ?? true;
   const start = typeof offset === "bigint" ? Number(offset) : offset;
   if (typeof offset === "bigint" && BigInt(start) !== offset) {
     throw new TransportError("ERR_MAP_OUT_OF_BOUNDS", `offset ${offset} is beyond any mappable file`, { fd });
@@ -153,7 +229,15 @@ export function mmapFd(fd: number, offset: number | bigint, length: number, opti
       { fd, limit: budget.maxMappedBytes, actual: budget.mappedBytes + length },
     );
   }
-  const r = native().mmap(fd, start, length, writable);
+  guardFlagWords(); // fetched before mapping, so `truncated` can never fail afterwards
+  const r = native().mmap(fd, start, length, writable, sealShrink, mapInfo);
+  if (r === -ENOSPC) {
+    throw new TransportError(
+      "ERR_MAP_LIMIT",
+      `the process already holds ${MAX_MAPPINGS} mappings, the most the SIGBUS guard tracks`,
+      { fd, limit: MAX_MAPPINGS, actual: MAX_MAPPINGS + 1 },
+    );
+  }
   if (r === -ERANGE) {
     // The addon re-checks with exact 64-bit sizes (the double sum above rounds past 2^53, and a
     // page beyond the end of the file would raise SIGBUS when touched) and just before mmap.
@@ -165,5 +249,5 @@ export function mmapFd(fd: number, offset: number | bigint, length: number, opti
   }
   if (typeof r === "number") throw syscallError("mmap", -r, { fd });
   budget.mappedBytes += length;
-  return new MappedRegion(r, fd, start, length, writable, budget);
+  return new MappedRegion(r, fd, start, length, writable, budget, mapInfo[0], mapInfo[1] === 1);
 }

@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -359,6 +361,7 @@ typedef struct {
   int tearing_down;
   napi_async_cleanup_hook_handle cleanup;
   size_t refs;            // 1 for the environment + 1 per watcher not yet freed
+  napi_ref guard_flags;   // this environment's ArrayBuffer over guard_flags (mappingGuard)
 } env_state;
 
 static void release_state(env_state *state) {
@@ -461,7 +464,10 @@ static void on_env_teardown(napi_async_cleanup_hook_handle handle, void *data) {
 }
 
 static void finalize_state(napi_env env, void *data, void *hint) {
-  release_state(data);
+  env_state *state = data;
+  if (state->guard_flags != NULL) napi_delete_reference(env, state->guard_flags);
+  state->guard_flags = NULL;
+  release_state(state);
 }
 
 static napi_value js_poll_start(napi_env env, napi_callback_info info) {
@@ -566,56 +572,258 @@ static napi_value js_fstat_size(napi_env env, napi_callback_info info) {
   return make_number(env, (double)st.st_size);
 }
 
+// ---- SIGBUS guard ---------------------------------------------------------------------------
+//
+// A peer that shrinks a file we mapped (ftruncate of its memfd) turns every access to the pages
+// past the new end into SIGBUS, which would kill the whole process. Every mapping made here is
+// registered in a fixed, process-wide slot table; a SIGBUS handler (installed once per process,
+// on the first mapping) looks the faulting address up there and, when it lies in one of our
+// live mappings, puts a private anonymous zero page over the faulting page (mmap MAP_FIXED, so
+// the access resumes: reads see zeros, writes land in the private page) and raises that slot's
+// "truncated" flag. JS reads the flags through an Int32Array over `guard_flags` and turns a
+// raised one into an error. Any other SIGBUS (outside our mappings, a hardware memory error,
+// kill -BUS) goes to the previous handler or the default action, so real bugs still crash.
+//
+// The table is process-wide because signal dispositions are: the main thread and every worker
+// register here, each for its own mappings. The handler runs on the thread that faulted and
+// takes no locks and allocates nothing: it only reads slots (atomically) and calls mmap. A slot
+// is claimed (FREE -> CLAIMED, compare-and-swap), filled, then published (LIVE, release store);
+// it is retired (FREE) before its pages are unmapped. A mapping is only ever touched by the
+// thread that owns its ArrayBuffer, so a slot never changes while its own thread faults in it.
+
+#define GUARD_SLOTS 32768
+
+enum { SLOT_FREE = 0, SLOT_CLAIMED = 1, SLOT_LIVE = 2 };
+
+typedef struct {
+  int state;              // SLOT_*, accessed atomically
+  int prot;
+  uintptr_t base;         // page-aligned start of the mapping
+  size_t length;
+} guard_slot;
+
+static guard_slot guard_slots[GUARD_SLOTS];
+// One word per slot, shared with JS (Int32Array): 1 once a page of the slot's mapping was
+// replaced by zeros. Reset when the slot is claimed by a new mapping.
+static int32_t guard_flags[GUARD_SLOTS];
+static size_t guard_high;          // slots [0, guard_high) may be in use (only grows)
+static size_t guard_hint;          // where the next claim starts looking
+static uint64_t guard_recovered;   // pages replaced since the process started
+static uintptr_t guard_page_size;
+static struct sigaction guard_previous;
+static int guard_install_error;
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+
+static void guard_default_action(int sig, siginfo_t *info) {
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  sigaction(sig, &dfl, NULL);
+  // A fault re-executes the access on return and dies of the default action; a signal sent
+  // with kill()/raise() (si_code <= 0) does not recur, so send it again: it is blocked while
+  // this handler runs and is delivered as soon as it returns.
+  if (info == NULL || info->si_code <= 0) raise(sig);
+}
+
+static void guard_chain(int sig, siginfo_t *info, void *context) {
+  if (guard_previous.sa_flags & SA_SIGINFO) {
+    if (guard_previous.sa_sigaction != NULL) {
+      guard_previous.sa_sigaction(sig, info, context);
+      return;
+    }
+  } else if (guard_previous.sa_handler == SIG_IGN) {
+    // A real fault cannot be ignored (the access would fault forever); a sent signal can.
+    if (info != NULL && info->si_code <= 0) return;
+  } else if (guard_previous.sa_handler != SIG_DFL) {
+    guard_previous.sa_handler(sig);
+    return;
+  }
+  guard_default_action(sig, info);
+}
+
+static void guard_on_sigbus(int sig, siginfo_t *info, void *context) {
+  int saved_errno = errno;
+  // BUS_ADRERR is what an access past the end of a mapped file raises; hardware errors
+  // (BUS_MCEERR_*) and alignment faults are not ours to hide.
+  if (info != NULL && info->si_code == BUS_ADRERR) {
+    uintptr_t address = (uintptr_t)info->si_addr;
+    size_t high = __atomic_load_n(&guard_high, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i < high; i++) {
+      guard_slot *slot = &guard_slots[i];
+      if (__atomic_load_n(&slot->state, __ATOMIC_ACQUIRE) != SLOT_LIVE) continue;
+      if (address - slot->base >= slot->length) continue;  // unsigned: also below base
+      void *page = (void *)(address & ~(guard_page_size - 1));
+      void *r = mmap(page, guard_page_size, slot->prot, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (r == MAP_FAILED) break;  // cannot repair: let it crash as it would have
+      __atomic_store_n(&guard_flags[i], 1, __ATOMIC_RELEASE);
+      __atomic_add_fetch(&guard_recovered, 1, __ATOMIC_RELAXED);
+      errno = saved_errno;
+      return;
+    }
+  }
+  guard_chain(sig, info, context);
+  errno = saved_errno;
+}
+
+static void guard_install(void) {
+  guard_page_size = (uintptr_t)sysconf(_SC_PAGESIZE);
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_sigaction = guard_on_sigbus;
+  action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  if (sigaction(SIGBUS, &action, &guard_previous) < 0) guard_install_error = errno;
+}
+
+/** Claims a free slot (FREE -> CLAIMED); -1 when all GUARD_SLOTS are in use. */
+static int guard_claim(void) {
+  size_t start = __atomic_load_n(&guard_hint, __ATOMIC_RELAXED);
+  for (size_t n = 0; n < GUARD_SLOTS; n++) {
+    size_t i = (start + n) % GUARD_SLOTS;
+    int expected = SLOT_FREE;
+    if (!__atomic_compare_exchange_n(&guard_slots[i].state, &expected, SLOT_CLAIMED, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) continue;
+    size_t high = __atomic_load_n(&guard_high, __ATOMIC_RELAXED);
+    while (high < i + 1 && !__atomic_compare_exchange_n(&guard_high, &high, i + 1, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+    }
+    __atomic_store_n(&guard_hint, (i + 1) % GUARD_SLOTS, __ATOMIC_RELAXED);
+    return (int)i;
+  }
+  return -1;
+}
+
+static void guard_publish(int i, void *base, size_t length, int prot) {
+  guard_slots[i].base = (uintptr_t)base;
+  guard_slots[i].length = length;
+  guard_slots[i].prot = prot;
+  __atomic_store_n(&guard_flags[i], 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&guard_slots[i].state, SLOT_LIVE, __ATOMIC_RELEASE);
+}
+
+static void guard_retire(int i) {
+  __atomic_store_n(&guard_slots[i].state, SLOT_FREE, __ATOMIC_RELEASE);
+}
+
+// mappingGuard(): { flags: ArrayBuffer over the per-slot flag words, slots: capacity }. One
+// ArrayBuffer per environment (cached): JS keeps an Int32Array over it.
+static napi_value js_mapping_guard(napi_env env, napi_callback_info info);
+
+// mappingGuardStats(): [slots, live mappings, pages replaced by zeros since start].
+static napi_value js_mapping_guard_stats(napi_env env, napi_callback_info info) {
+  size_t live = 0, high = __atomic_load_n(&guard_high, __ATOMIC_ACQUIRE);
+  for (size_t i = 0; i < high; i++) live += __atomic_load_n(&guard_slots[i].state, __ATOMIC_ACQUIRE) == SLOT_LIVE;
+  napi_value result;
+  napi_create_array_with_length(env, 3, &result);
+  napi_set_element(env, result, 0, make_number(env, GUARD_SLOTS));
+  napi_set_element(env, result, 1, make_number(env, (double)live));
+  napi_set_element(env, result, 2, make_number(env, (double)__atomic_load_n(&guard_recovered, __ATOMIC_RELAXED)));
+  return result;
+}
+
+// ---- file seals ---------------------------------------------------------------------------
+
+static napi_value js_file_seals(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  int seals = fcntl(arg_int(env, argv[0]), F_GET_SEALS);
+  return make_int(env, seals < 0 ? -errno : seals);
+}
+
+static napi_value js_add_file_seals(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  return make_int(env, fcntl(arg_int(env, argv[0]), F_ADD_SEALS, arg_int(env, argv[1])) < 0 ? -errno : 0);
+}
+
+/** Best effort: makes the file unshrinkable. 1 when F_SEAL_SHRINK is in place afterwards. */
+static int seal_shrink(int fd) {
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0) return 0;  // not a sealable file (EINVAL): regular files, hugetlbfs...
+  if (seals & F_SEAL_SHRINK) return 1;
+  if (seals & F_SEAL_SEAL) return 0;  // the owner forbade further seals
+  return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0;  // EPERM when not opened for writing
+}
+
 // One mapping. The ArrayBuffer carries a pointer to it (napi_wrap) so munmap() finds it without
-// any shared table; it is freed by the ArrayBuffer's finalizer, which also unmaps if munmap()
-// was never called.
+// any table lookup; it is freed by the ArrayBuffer's finalizer, which also unmaps if munmap()
+// was never called. `slot` is its entry in the SIGBUS guard table.
 typedef struct {
   void *base;
   size_t length;
+  int slot;
   int unmapped;
 } mapping;
 
 static void finalize_mapping(napi_env env, void *data, void *hint) {
   mapping *m = hint;
-  if (!m->unmapped) munmap(m->base, m->length);
+  if (!m->unmapped) {
+    guard_retire(m->slot);
+    munmap(m->base, m->length);
+  }
   free(m);
 }
 
 // Largest integer a double holds exactly (2^53): offsets and lengths arrive as JS numbers.
 #define MAX_EXACT 9007199254740992.0
 
-// mmap(fd, offset, length, writable): any offset; the mapping starts at the page below it and
-// the ArrayBuffer starts at the requested byte. The file size is checked here, in exact 64-bit
-// arithmetic right before mapping (a double sum loses the last bits above 2^53, and a page past
-// the end of the file raises SIGBUS when touched): -ERANGE when [offset, offset+length) is not
-// inside the file.
+// mmap(fd, offset, length, writable, sealShrink?, info?): any offset; the mapping starts at the
+// page below it and the ArrayBuffer starts at the requested byte. With sealShrink the file gets
+// F_SEAL_SHRINK first when it allows it (then no peer can shrink it under the mapping). The file
+// size is checked here, in exact 64-bit arithmetic right before mapping (a double sum loses the
+// last bits above 2^53, and a page past the end of the file raises SIGBUS when touched): -ERANGE
+// when [offset, offset+length) is not inside the file; -ENOSPC when the guard table is full.
+// info (Int32Array, optional): [0] = guard slot, [1] = 1 when the file cannot shrink.
 static napi_value js_mmap(napi_env env, napi_callback_info info) {
-  ARGS(4);
+  ARGS(6);
   int fd = arg_int(env, argv[0]);
   double offset = arg_double(env, argv[1]), length = arg_double(env, argv[2]);
   int writable = arg_bool(env, argv[3]);
+  int want_seal = argc > 4 && arg_bool(env, argv[4]);
+  int32_t *out = NULL;
+  if (argc > 5) {
+    uint8_t *data;
+    size_t size;
+    napi_valuetype kind;
+    napi_typeof(env, argv[5], &kind);
+    if (kind != napi_undefined && kind != napi_null) {
+      if (arg_bytes(env, argv[5], &data, &size) < 0 || size < 2 * sizeof(int32_t)) return make_int(env, -EINVAL);
+      out = (int32_t *)data;
+    }
+  }
   if (!(offset >= 0 && offset < MAX_EXACT && length > 0 && length < MAX_EXACT)) return make_int(env, -EINVAL);
   if (offset != (double)(uint64_t)offset || length != (double)(uint64_t)length) return make_int(env, -EINVAL);
+  pthread_once(&guard_once, guard_install);
+  if (guard_install_error != 0) return make_int(env, -guard_install_error);
   uint64_t start = (uint64_t)offset, size = (uint64_t)length;
+  // Seal before the size check, so the checked size is one the peer can no longer reduce.
+  int sealed = want_seal ? seal_shrink(fd) : 0;
   struct stat st;
   if (fstat(fd, &st) < 0) return make_int(env, -errno);
   if (st.st_size < 0 || start > (uint64_t)st.st_size || size > (uint64_t)st.st_size - start) return make_int(env, -ERANGE);
-  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  uint64_t page = guard_page_size;
   uint64_t aligned = start & ~(page - 1), delta = start - aligned;
   if (size > SIZE_MAX - delta) return make_int(env, -ENOMEM);
   size_t map_length = (size_t)(delta + size);
   mapping *m = calloc(1, sizeof *m);
   if (m == NULL) return make_int(env, -ENOMEM);
-  void *base = mmap(NULL, map_length, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, (off_t)aligned);
+  int slot = guard_claim();
+  if (slot < 0) {
+    free(m);
+    return make_int(env, -ENOSPC);
+  }
+  int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+  void *base = mmap(NULL, map_length, prot, MAP_SHARED, fd, (off_t)aligned);
   if (base == MAP_FAILED) {
     int err = -errno;
+    guard_retire(slot);
     free(m);
     return make_int(env, err);
   }
+  guard_publish(slot, base, map_length, prot);
   m->base = base;
   m->length = map_length;
+  m->slot = slot;
   napi_value buffer;
   if (napi_create_external_arraybuffer(env, (uint8_t *)base + delta, (size_t)size, finalize_mapping, m, &buffer) != napi_ok) {
+    guard_retire(slot);
     munmap(base, map_length);
     free(m);
     return NULL;
@@ -623,6 +831,10 @@ static napi_value js_mmap(napi_env env, napi_callback_info info) {
   // From here the finalizer owns m; a failed wrap only means munmap() cannot find it (the
   // mapping still goes when the buffer is collected).
   if (napi_wrap(env, buffer, m, NULL, NULL, NULL) != napi_ok) return NULL;
+  if (out != NULL) {
+    out[0] = slot;
+    out[1] = sealed;
+  }
   return buffer;
 }
 
@@ -641,7 +853,30 @@ static napi_value js_munmap(napi_env env, napi_callback_info info) {
   // Detach first so no JS view can reach the pages once they are gone.
   if (napi_detach_arraybuffer(env, argv[0]) != napi_ok) return make_int(env, -EBUSY);
   m->unmapped = 1;
+  // Retire the guard slot before the pages go, so a later mapping at this address is never
+  // mistaken for this one.
+  guard_retire(m->slot);
   return make_int(env, munmap(m->base, m->length) < 0 ? -errno : 0);
+}
+
+static void finalize_nothing(napi_env env, void *data, void *hint) {}
+
+static napi_value js_mapping_guard(napi_env env, napi_callback_info info) {
+  env_state *state = get_state(env);
+  if (state == NULL) return NULL;
+  napi_value buffer = NULL, result, slots;
+  if (state->guard_flags != NULL) napi_get_reference_value(env, state->guard_flags, &buffer);
+  if (buffer == NULL) {
+    if (napi_create_external_arraybuffer(env, guard_flags, sizeof guard_flags, finalize_nothing, NULL, &buffer) != napi_ok) return NULL;
+    if (state->guard_flags != NULL) napi_delete_reference(env, state->guard_flags);
+    if (napi_create_reference(env, buffer, 1, &state->guard_flags) != napi_ok) return NULL;
+  }
+  if (napi_create_object(env, &result) != napi_ok || napi_create_int32(env, GUARD_SLOTS, &slots) != napi_ok ||
+      napi_set_named_property(env, result, "flags", buffer) != napi_ok ||
+      napi_set_named_property(env, result, "slots", slots) != napi_ok) {
+    return NULL;
+  }
+  return result;
 }
 
 // ---- eventfd --------------------------------------------------------------------------------
@@ -740,6 +975,10 @@ NAPI_MODULE_INIT() {
       {"fstatSize", js_fstat_size},
       {"mmap", js_mmap},
       {"munmap", js_munmap},
+      {"mappingGuard", js_mapping_guard},
+      {"mappingGuardStats", js_mapping_guard_stats},
+      {"fileSeals", js_file_seals},
+      {"addFileSeals", js_add_file_seals},
       {"eventfd", js_eventfd},
       {"eventfdWrite", js_eventfd_write},
       {"eventfdRead", js_eventfd_read},
