@@ -23,7 +23,7 @@ import {
 import { R_GUARD, R_IMAX, R_IMIN, R_IOFLAGS, R_VMAX, R_VMIN, guardTable, regionPtr } from "./regions";
 import {
   F_IO, F_LAST, F_OFFSET, F_PTR, F_START, IOW_FAST_SHIFT, IOW_GUARD_MASK, IOW_NO_GUARD, MODE_IO, MODE_RAM, MODE_ROMD,
-  flatFor, flatMode, flatRegion, ioWord, liveAs,
+  flatFor, flatMode, flatRegion, liveAs,
 } from "./flatview";
 
 // Host callbacks (src/core/memory/wasm-engine.ts). `key` = region id << 4 | access size.
@@ -323,8 +323,8 @@ export function writeScalar(ap: usize, addr: u64, size: u32, value: u64): u32 {
       storeN(<usize>load<u32>(f, F_PTR) + <usize>(addr - load<u64>(f, F_START)), value, size);
       return MEMTX_OK;
     }
-    if (mode >= MODE_IO) {
-      const word = mode == MODE_IO ? load<u32>(f, F_IO) : ioWord(flatRegion(f));
+    if (mode == MODE_IO) {
+      const word = load<u32>(f, F_IO);
       const addr1 = load<u64>(f, F_OFFSET) + (addr - load<u64>(f, F_START));
       if (fastPiece(word, addr1, size)) return fastIoWrite(word, flatRegion(f), <u32>addr1, size, value);
     }
@@ -351,6 +351,21 @@ export function writeScalar(ap: usize, addr: u64, size: u32, value: u64): u32 {
   return status;
 }
 
+let romdPieceLength: u32 = 0;
+
+/**
+ * One piece of a buffer write to a ROM device in ROMD mode: cut and dispatched like an I/O
+ * piece (the general path; kept out of line so the RAM and I/O paths stay as they were).
+ * The piece length goes to romdPieceLength.
+ */
+function romdWritePiece(f: usize, addr: u64, buf: usize, len: u32): u32 {
+  const region = flatRegion(f);
+  const addr1 = load<u64>(f, F_OFFSET) + (addr - load<u64>(f, F_START));
+  const piece = memoryAccessSize(region, len, addr1);
+  romdPieceLength = piece;
+  return dispatchWrite(region, addr1, piece, loadN(buf, piece));
+}
+
 /** Buffer access of any length (QEMU flatview_read_continue / flatview_write_continue). */
 export function accessBuffer(ap: usize, addr: u64, buf: usize, len: usize, isWrite: bool): u32 {
   let status: u32 = MEMTX_OK;
@@ -359,16 +374,20 @@ export function accessBuffer(ap: usize, addr: u64, buf: usize, len: usize, isWri
     const mode = flatMode(f);
     const rem = load<u64>(f, F_LAST) - addr;
     let l: usize = rem < <u64>(len - 1) ? <usize>rem + 1 : len;
-    if (mode < MODE_IO || (mode == MODE_ROMD && !isWrite)) {
+    if (mode != MODE_IO) {
       const host = <usize>load<u32>(f, F_PTR) + <usize>(addr - load<u64>(f, F_START));
       if (!isWrite) memory.copy(buf, host, l);
       else if (mode == MODE_RAM) memory.copy(host, buf, l);
+      else if (mode == MODE_ROMD) {
+        status |= romdWritePiece(f, addr, buf, l > 8 ? 8 : <u32>l);
+        l = romdPieceLength;
+      } // MODE_ROM: dropped
     } else {
       const region = flatRegion(f);
       const addr1 = load<u64>(f, F_OFFSET) + (addr - load<u64>(f, F_START));
       const piece = memoryAccessSize(region, l > 8 ? 8 : <u32>l, addr1);
       l = piece;
-      const word = mode == MODE_IO ? load<u32>(f, F_IO) : ioWord(region);
+      const word = load<u32>(f, F_IO);
       if (isWrite) {
         const v = loadN(buf, piece);
         status |= fastPiece(word, addr1, piece) ? fastIoWrite(word, region, <u32>addr1, piece, v) : dispatchWrite(region, addr1, piece, v);

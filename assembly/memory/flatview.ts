@@ -18,7 +18,7 @@
 //   24 region id (bits 0..23)   27 mode (u8): MODE_RAM / MODE_ROM / MODE_IO / MODE_ROMD,
 //                                             | FLAT_READONLY
 //   28 RAM/ROM/ROMD: host pointer of `start` (u32) (a ROM device in ROMD mode: its writes
-//               take the dispatch word from the region table, ioWord())
+//               take the general dispatch path, dispatch.ts dispatchWrite)
 //      I/O:     dispatch word: guard slot (bits 0..20), IOW_NO_GUARD (bit 23), the region's
 //               R_FAST sizes (bits 24..31); copied from the region at render time
 //               (regionSetIo re-renders where the region shows)
