@@ -31,6 +31,12 @@ export type DmaPerm = 0 | 1 | 2 | 3;
 export interface MappedMemory {
   readonly bytes: Uint8Array;
   unmap(): void;
+  /**
+   * True once the file behind the mapping was found shrunk under it (the transport's SIGBUS
+   * guard replaced the pages past the new end with zeros: MappedRegion.truncated). The DMA
+   * space reads it after every access through the mapping; absent = cannot happen.
+   */
+  readonly truncated?: boolean;
 }
 
 /** Maps `length` bytes of `fd` at `offset` (the transport's mmap, #3). */
@@ -118,6 +124,9 @@ export interface DmaSegment {
  *   DMA_PERMISSION — mapped, but without the required permission (QEMU: MEMTX_ACCESS_ERROR)
  *   DMA_NO_SHARED_MEMORY — a synchronous/zero-copy call reached a `message` region
  *   DMA_INVALID_ARGUMENT — bad length, address wrap past 2^64, etc.
+ *   DMA_BACKING_TRUNCATED — the file behind a region was shrunk by its owner (errno EFAULT):
+ *     the bytes read are not guest memory (zeros) and writes did not reach it. The region is
+ *     removed from the table before the error is thrown (live maps over it are invalidated).
  * Nothing is written unless the whole range translated (writes are all-or-nothing with
  * respect to translation faults).
  */
@@ -160,7 +169,8 @@ export type DmaErrorCode =
   | "DMA_REGION_NOT_FOUND" // errno ENOENT
   | "DMA_LIMIT" // a documented limit was exceeded
   | "DMA_CHAIN_TOO_DEEP"
-  | "DMA_BUSY"; // table modified from inside a translation callback
+  | "DMA_BUSY" // table modified from inside a translation callback
+  | "DMA_BACKING_TRUNCATED"; // errno EFAULT: the region's file shrank under its mapping
 
 /**
  * The DMA map table (vfio-user DMA_MAP/DMA_UNMAP, mpqemu SYNC_SYSMEM). Servers own one per
@@ -201,4 +211,19 @@ export interface DmaContextOptions {
   hook?: DmaMessageHook;
   /** IOTLB sets (power of two, default 256) × 4 ways. */
   iotlbSets?: number;
+  /**
+   * Called when an access found a region's file shrunk under its mapping, after the region was
+   * removed from the table (the access itself fails with DMA_BACKING_TRUNCATED). For logging,
+   * and for a server to tell its peer; the region is gone either way.
+   */
+  onBackingTruncated?: (region: DmaTruncatedRegion) => void;
+}
+
+/** A region removed because its backing file shrank (see DmaContextOptions.onBackingTruncated). */
+export interface DmaTruncatedRegion {
+  iova: bigint;
+  size: bigint;
+  /** The fd it was mapped from (closed already when the table owned it). */
+  fd: number;
+  offset: bigint;
 }

@@ -6,10 +6,18 @@ import { IommuCore } from "../iommu/iommu.js";
 import { mmapFd } from "../../transport/shm.js";
 
 /** mmap through the transport (#3): shared, bounds-checked against the file size, charged to
- *  the process mapping budget; unmap detaches the views so stale ones read as empty. */
+ *  the process mapping budget, memfds sealed against shrinking where they allow it (others are
+ *  covered by the SIGBUS guard: `truncated`); unmap detaches the views so stale ones read as
+ *  empty. */
 export const transportFdMapper: FdMapper = (fd, offset, length, writable) => {
   const region = mmapFd(fd, offset, length, { writable });
-  return { bytes: region.bytes(), unmap: () => region.unmap() };
+  return {
+    bytes: region.bytes(),
+    unmap: () => region.unmap(),
+    get truncated() {
+      return region.truncated;
+    },
+  };
 };
 
 export interface DmaContext {
@@ -23,6 +31,7 @@ export interface DmaContext {
 export function createDmaContext(options: DmaContextOptions & { core?: IommuCore } = {}): DmaContext {
   const core = options.core ?? new IommuCore();
   const table = new DmaMapTable(core, options.mapFd ?? transportFdMapper, options.iotlbSets);
+  table.onBackingTruncated = options.onBackingTruncated ?? null;
   const dma = new DmaSpace({ table, hook: options.hook });
   return {
     core,

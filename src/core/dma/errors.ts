@@ -12,6 +12,7 @@ const ERRNO: Record<DmaErrorCode, number> = {
   DMA_LIMIT: 28, // ENOSPC
   DMA_CHAIN_TOO_DEEP: 40, // ELOOP
   DMA_BUSY: 16, // EBUSY
+  DMA_BACKING_TRUNCATED: 14, // EFAULT: the memory the peer gave is no longer there
 };
 
 export interface DmaErrorFields {

@@ -5,7 +5,8 @@
 import { DmaError } from "./errors.js";
 import {
   DMA_MAX_REGIONS, DMA_MAX_REGION_SIZE,
-  type DmaBacking, type DmaMapTableApi, type DmaPerm, type DmaRegionSpec, type FdMapper, type MappedMemory,
+  type DmaBacking, type DmaMapTableApi, type DmaPerm, type DmaRegionSpec, type DmaTruncatedRegion, type FdMapper,
+  type MappedMemory,
 } from "./api.js";
 import type { IommuCore, IommuDomain } from "../iommu/iommu.js";
 import { IO_SLOT, hi32, lo32 } from "../iommu/iommu.js";
@@ -33,6 +34,8 @@ export class DmaMapTable implements DmaMapTableApi {
   /** Records by slot (the core's segment addresses carry the slot). */
   readonly slots: (RegionRecord | undefined)[] = [];
   private readonly freeSlots: number[] = [];
+  /** Told about each region dropped because its file shrank (DmaContextOptions.onBackingTruncated). */
+  onBackingTruncated: ((region: DmaTruncatedRegion) => void) | null = null;
 
   constructor(readonly core: IommuCore, private readonly mapFd: FdMapper | null, iotlbSets = 256) {
     this.domain = core.createDomain("map-table", undefined, iotlbSets);
@@ -131,6 +134,30 @@ export class DmaMapTable implements DmaMapTableApi {
         try { closeSync(r.backing.fd); } catch { /* already closed by its owner */ }
       }
     }
+  }
+
+  /**
+   * @internal Drops a region whose file shrank under its mapping (found by the DMA space after
+   * an access): removed like an unmap (IOTLB purged, live maps invalidated, memory unmapped, an
+   * owned fd closed), then reported to onBackingTruncated. Returns the first error a listener
+   * threw, for the caller to attach as the cause.
+   */
+  dropTruncated(r: RegionRecord): unknown {
+    if (this.slots[r.slot] !== r) return undefined; // already removed
+    let first: unknown;
+    try {
+      this.remove(r.iova, r.size);
+    } catch (e) {
+      first = e;
+    }
+    if (this.onBackingTruncated !== null && r.backing.kind === "fd") {
+      try {
+        this.onBackingTruncated({ iova: r.iova, size: r.size, fd: r.backing.fd, offset: r.backing.offset });
+      } catch (e) {
+        first ??= e;
+      }
+    }
+    return first;
   }
 
   protect(iova: bigint, size: bigint, perm: DmaPerm): void {

@@ -79,6 +79,7 @@ export class DmaSpace implements DmaApi {
   private xlateLength = 0;
   private readonly describeXlate = () => ({ iova: this.xlateIova, length: this.xlateLength });
   private readonly word = new Uint8Array(8);
+  private directOff = 0;
   private readonly wordView = new DataView(this.word.buffer);
 
   constructor(options: DmaSpaceOptions) {
@@ -164,6 +165,34 @@ export class DmaSpace implements DmaApi {
     return r;
   }
 
+  /**
+   * After an access through `rec`'s shared memory: when the peer shrank the file behind it (the
+   * transport's SIGBUS guard put zero pages past the new end), the access never reached guest
+   * memory. The region is dropped from the table and the access fails with EFAULT.
+   */
+  private checkBacking(rec: RegionRecord, iova: bigint, length: number): void {
+    const mapped = rec.mapped;
+    if (mapped !== null && mapped.truncated === true) this.failTruncated(rec, iova, length);
+  }
+
+  private failTruncated(rec: RegionRecord, iova: bigint, length: number): never {
+    const cause = this.table.dropTruncated(rec);
+    throw new DmaError(
+      "DMA_BACKING_TRUNCATED",
+      `the file behind DMA region 0x${rec.iova.toString(16)}+0x${rec.size.toString(16)} was shrunk under its mapping by its owner; the access failed and the region was removed`,
+      { iova, length, cause },
+    );
+  }
+
+  /** Checks the backing of the `n` segments of the last translation (see checkBacking). */
+  private checkSegments(n: number, iova: bigint, length: number): void {
+    const base = this.outPtr >>> 2;
+    for (let i = 0; i < n; i++) {
+      const rec = this.table.slots[this.m32[base + i * 4 + 1] >>> 8];
+      if (rec !== undefined) this.checkBacking(rec, iova, length);
+    }
+  }
+
   /** Shared memory of every segment, or throws DMA_NO_SHARED_MEMORY (nothing copied yet). */
   private requireShared(n: number, iova: bigint, length: number): void {
     const base = this.outPtr >>> 2;
@@ -185,10 +214,12 @@ export class DmaSpace implements DmaApi {
     const base = this.outPtr >>> 2;
     if (n === 1) {
       const hi = m[base + 1];
-      const bytes = this.record(hi >>> 8).bytes;
+      const rec = this.record(hi >>> 8);
+      const bytes = rec.bytes;
       if (!bytes) this.requireShared(n, iova, length);
       const off = (hi & 0xff) * TWO32 + m[base];
       dest.set(bytes!.subarray(off, off + length));
+      if (rec.mapped !== null) this.checkBacking(rec, iova, length);
       return;
     }
     this.requireShared(n, iova, length);
@@ -200,6 +231,7 @@ export class DmaSpace implements DmaApi {
       dest.set(this.table.slots[m[r + 1] >>> 8]!.bytes!.subarray(off, off + len), pos);
       pos += len;
     }
+    this.checkSegments(n, iova, length);
   }
 
   writeSync(iova: bigint, src: Uint8Array): void {
@@ -211,9 +243,11 @@ export class DmaSpace implements DmaApi {
     const base = this.outPtr >>> 2;
     if (n === 1) {
       const hi = m[base + 1];
-      const bytes = this.record(hi >>> 8).bytes;
+      const rec = this.record(hi >>> 8);
+      const bytes = rec.bytes;
       if (!bytes) this.requireShared(n, iova, length);
       bytes!.set(src, (hi & 0xff) * TWO32 + m[base]);
+      if (rec.mapped !== null) this.checkBacking(rec, iova, length);
       return;
     }
     this.requireShared(n, iova, length);
@@ -224,6 +258,7 @@ export class DmaSpace implements DmaApi {
       this.table.slots[m[r + 1] >>> 8]!.bytes!.set(src.subarray(pos, pos + len), (m[r + 1] & 0xff) * TWO32 + m[r]);
       pos += len;
     }
+    this.checkSegments(n, iova, length);
   }
 
   /** Segments of the last translation as plain objects (survive awaits). */
@@ -259,6 +294,7 @@ export class DmaSpace implements DmaApi {
       else pending.push({ ...s, pos });
       pos += s.length;
     }
+    for (const s of segs) this.checkBacking(s.rec, iova, length);
     for (const p of pending) {
       const data = await this.hook!.read(p.rec.iova + BigInt(p.offset), p.length);
       if (!(data instanceof Uint8Array) || data.length !== p.length) {
@@ -281,35 +317,52 @@ export class DmaSpace implements DmaApi {
       else pending.push(this.hook!.write(s.rec.iova + BigInt(s.offset), piece.slice()));
       pos += s.length;
     }
+    try {
+      for (const s of segs) this.checkBacking(s.rec, iova, length);
+    } catch (e) {
+      // The message pieces are on their way; their outcome no longer changes this one.
+      Promise.all(pending).catch(() => {});
+      throw e;
+    }
     await Promise.all(pending);
   }
 
   // ------------------------------------------------------------------ little-endian helpers
 
-  /** Single-segment fast path: the region bytes and offset, or null (straddles / message). */
-  private direct(iova: bigint, size: number, access: DmaPerm): { bytes: Uint8Array; off: number } | null {
+  /** Single-segment fast path: the region (its bytes at directOff), or null (straddles /
+   *  message). */
+  private direct(iova: bigint, size: number, access: DmaPerm): RegionRecord | null {
     const n = this.xlate(iova, size, access);
     if (n !== 1) return null;
     this.mem();
     const base = this.outPtr >>> 2;
     const hi = this.m32[base + 1];
-    const bytes = this.record(hi >>> 8).bytes;
-    if (!bytes) return null;
-    return { bytes, off: (hi & 0xff) * TWO32 + this.m32[base] };
+    const rec = this.record(hi >>> 8);
+    if (!rec.bytes) return null;
+    this.directOff = (hi & 0xff) * TWO32 + this.m32[base];
+    return rec;
   }
 
   private loadWord(iova: bigint, size: number): Uint8Array {
-    const d = this.direct(iova, size, DMA_PERM_READ);
+    const rec = this.direct(iova, size, DMA_PERM_READ);
     const w = this.word.subarray(0, size);
-    if (d) w.set(d.bytes.subarray(d.off, d.off + size));
-    else this.readSync(iova, w);
+    if (rec) {
+      w.set(rec.bytes!.subarray(this.directOff, this.directOff + size));
+      if (rec.mapped !== null) this.checkBacking(rec, iova, size);
+    } else {
+      this.readSync(iova, w);
+    }
     return this.word;
   }
 
   private storeWord(iova: bigint, size: number): void {
-    const d = this.direct(iova, size, DMA_PERM_WRITE);
-    if (d) d.bytes.set(this.word.subarray(0, size), d.off);
-    else this.writeSync(iova, this.word.subarray(0, size));
+    const rec = this.direct(iova, size, DMA_PERM_WRITE);
+    if (rec) {
+      rec.bytes!.set(this.word.subarray(0, size), this.directOff);
+      if (rec.mapped !== null) this.checkBacking(rec, iova, size);
+    } else {
+      this.writeSync(iova, this.word.subarray(0, size));
+    }
   }
 
   readU8(iova: bigint): number {
@@ -350,6 +403,8 @@ export class DmaSpace implements DmaApi {
     if (typeof onInvalidate !== "function") throw new DmaError("DMA_INVALID_ARGUMENT", "map() needs an onInvalidate callback", { iova, length });
     const n = this.xlate(iova, length, accessOf(direction));
     this.requireShared(n, iova, length);
+    // A region already found shrunk is not handed out again (views would show zeros).
+    this.checkSegments(n, iova, length);
     const segs = this.collect(n);
     const views = segs.map((s) => s.rec.bytes!.subarray(s.offset, s.offset + s.length));
     const pieces = segs.map((s) => {
