@@ -13,7 +13,7 @@ import type { PciFunction, PciIoEventFd } from "../../core/pci/api.js";
 import { PciError } from "../../core/pci/errors.js";
 import { createDmaContext, type DmaContext } from "../../core/dma/context.js";
 import { DmaError } from "../../core/dma/errors.js";
-import { DMA_PERM_READ, DMA_PERM_WRITE, type DmaMessageHook, type DmaPerm } from "../../core/dma/api.js";
+import { DMA_PERM_READ, DMA_PERM_WRITE, type DmaMessageHook, type DmaPerm, type DmaTruncatedRegion } from "../../core/dma/api.js";
 import {
   Command,
   HeaderFlag,
@@ -192,7 +192,11 @@ export class Session {
       read: (iova, length) => this.dmaRead(iova, length),
       write: (iova, data) => this.dmaWrite(iova, data),
     };
-    this.dma = config.createDma ? config.createDma(hook) : createDmaContext({ hook });
+    // A client that shrinks a DMA_MAP'ed file under us: the device's access fails (EFAULT) and
+    // the region is dropped (the DMA layer does both); log which one, and keep serving.
+    const onBackingTruncated = (r: DmaTruncatedRegion) =>
+      this.config.log(`client shrank the file of DMA region 0x${r.iova.toString(16)}+0x${r.size.toString(16)} under its mapping: device DMA to it failed with EFAULT and the region was removed`);
+    this.dma = config.createDma ? config.createDma(hook) : createDmaContext({ hook, onBackingTruncated });
     this.irqs = new IrqTable(this.device, config.log);
     this.migration = new MigrationFsm(this.device);
     for (let i = 0; i < PciRegion.COUNT; i++) {
@@ -959,11 +963,14 @@ function wireFailure(e: WireError): VfioUserServerError {
 }
 
 /** Device errors: the PCI layer says which errno (EINVAL for bad accesses, EIO for a master
- *  abort); anything else the model throws is EIO. */
+ *  abort), unless the device failed because a DMA it made while handling the access failed:
+ *  then the DMA layer's errno (EFAULT for memory the client no longer backs). Anything else the
+ *  model throws is EIO. */
 function deviceFailure(e: unknown, region?: number, offset?: number, count?: number): VfioUserServerError {
   if (e instanceof VfioUserServerError) return e;
+  const dma = e instanceof DmaError ? e : e instanceof PciError && e.cause instanceof DmaError ? e.cause : null;
   return new VfioUserServerError("VFIO_USER_DEVICE_ERROR", `device: ${(e as Error)?.message ?? String(e)}`, {
-    errno: e instanceof PciError ? e.errno : Errno.EIO,
+    errno: dma !== null ? dma.errno : e instanceof PciError ? e.errno : Errno.EIO,
     region,
     offset,
     count,
