@@ -17,7 +17,7 @@
 import { fstatSync } from "node:fs";
 import type { InterruptSink, PciFunction } from "../core/pci/api.js";
 import { createDmaContext, type DmaContext } from "../core/dma/context.js";
-import { DMA_PERM_RW, type FdMapper } from "../core/dma/api.js";
+import { DMA_PERM_RW, type DmaTruncatedRegion, type FdMapper } from "../core/dma/api.js";
 import { MpqemuError } from "./errors.js";
 import {
   ALL_ONES, Cmd, MpqemuEncoder, MpqemuParser, expectsReply,
@@ -312,7 +312,14 @@ export class MpqemuRemote {
       return;
     }
     // Build the whole new set first; only a complete set replaces the current one.
-    const ctx = createDmaContext(this.mapFd ? { mapFd: this.mapFd } : {});
+    // A RAM file the VMM shrinks under us: the device's DMA into it fails (EFAULT; a BAR access
+    // that needed it answers all-ones) and the DMA layer drops that region. Forget the layout
+    // key too, so a resend of the same fds is mapped (and checked) again.
+    const onBackingTruncated = (r: DmaTruncatedRegion) => {
+      this.log(`guest RAM at 0x${r.iova.toString(16)}+0x${r.size.toString(16)} was shrunk under its mapping by the VMM: DMA to it failed and the region was removed`);
+      if (this.dmaCtx === ctx) this.sysmemKeys = [];
+    };
+    const ctx = createDmaContext(this.mapFd ? { mapFd: this.mapFd, onBackingTruncated } : { onBackingTruncated });
     let added = 0;
     try {
       for (const r of regions) {

@@ -48,9 +48,9 @@ export interface RunningChild {
   exited: Promise<ChildOutcome>;
 }
 
-/** Starts `node script ...args`, collecting its output. */
-export function startScenario(script: string, args: string[] = []): RunningChild {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+/** Starts `node script ...args`, collecting its output; `fds` become the child's fds 3, 4... */
+export function startScenario(script: string, args: string[] = [], fds: number[] = []): RunningChild {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ["ignore", "pipe", "pipe", ...fds] });
   let out = "";
   let err = "";
   const watchers: (() => void)[] = [];
