@@ -21,7 +21,8 @@ function setup(options: Parameters<typeof createEdu>[0] = {}) {
   return { fn, events, errors, rd, wr };
 }
 
-async function until(cond: () => boolean, ms = 2000) {
+// A deadline, not a timing assertion: generous so a loaded machine does not fail it.
+async function until(cond: () => boolean, ms = 10_000) {
   const end = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > end) throw new Error("condition not reached");
@@ -69,6 +70,21 @@ describe("edu: registers", () => {
     expect(rd(0x10)).toBe(0xffffffffn); // unknown register
   });
 
+  it("ignores writes to its read-only registers; write-only ones read as all-ones", () => {
+    const { rd, wr, events } = setup();
+    wr(EDU_REG.ID, 0);
+    expect(rd(EDU_REG.ID)).toBe(0x010000edn);
+    wr(EDU_REG.IRQ_RAISE, 0x4);
+    wr(EDU_REG.IRQ_STATUS, 0); // 0x24 is RO: the raised bit stays
+    expect(rd(EDU_REG.IRQ_STATUS)).toBe(4n);
+    expect(events).toEqual(["intx:1"]);
+    expect(rd(EDU_REG.IRQ_RAISE)).toBe(0xffffffffn);
+    expect(rd(EDU_REG.IRQ_ACK)).toBe(0xffffffffn);
+    // status bit 0x01 (computing) is RO: writing it starts nothing
+    wr(EDU_REG.STATUS, 0x01);
+    expect(rd(EDU_REG.STATUS)).toBe(0n);
+  });
+
   it("inverts the liveness value", () => {
     const { rd, wr } = setup();
     wr(EDU_REG.LIVENESS, 0x12345678);
@@ -81,9 +97,12 @@ describe("edu: registers", () => {
     const { rd, wr } = setup({ factorialDelayMs: 5 });
     wr(EDU_REG.FACTORIAL, 5);
     expect(rd(EDU_REG.STATUS) & 1n).toBe(1n);
+    expect(rd(EDU_REG.FACTORIAL)).toBe(5n); // the operand until the result replaces it
     wr(EDU_REG.FACTORIAL, 7); // busy: ignored
     await until(() => (rd(EDU_REG.STATUS) & 1n) === 0n);
     expect(rd(EDU_REG.FACTORIAL)).toBe(120n);
+    // status bit 0x80 was not set: no interrupt
+    expect(rd(EDU_REG.IRQ_STATUS)).toBe(0n);
     wr(EDU_REG.FACTORIAL, 13);
     await until(() => (rd(EDU_REG.STATUS) & 1n) === 0n);
     expect(rd(EDU_REG.FACTORIAL)).toBe(6227020800n % 2n ** 32n); // 32-bit arithmetic
@@ -185,6 +204,46 @@ describe("edu: DMA engine", () => {
     const { rd, wr } = setup();
     wr(EDU_REG.DMA_CMD, 4);
     expect(rd(EDU_REG.DMA_CMD)).toBe(0n);
+  });
+
+  it("holds 64-bit DMA registers: 8-byte accesses whole, a 4-byte write replaces, a 4-byte read gives the low half", () => {
+    const { rd, wr } = setup();
+    wr(EDU_REG.DMA_DST, 0x8123_4567_9abc_def0n, 8);
+    expect(rd(EDU_REG.DMA_DST, 8)).toBe(0x8123_4567_9abc_def0n);
+    expect(rd(EDU_REG.DMA_DST)).toBe(0x9abc_def0n);
+    wr(EDU_REG.DMA_DST, 0x40000); // 4-byte write: the value zero-extended (QEMU dma_rw)
+    expect(rd(EDU_REG.DMA_DST, 8)).toBe(0x40000n);
+    // the upper dword's offset is not a register
+    wr(EDU_REG.DMA_DST + 4, 0x5);
+    expect(rd(EDU_REG.DMA_DST, 8)).toBe(0x40000n);
+    expect(rd(EDU_REG.DMA_DST + 4)).toBe(0xffffffffn);
+    wr(EDU_REG.DMA_CNT, 0x1234_5678_0000_0010n, 8);
+    expect(rd(EDU_REG.DMA_CNT, 8)).toBe(0x1234_5678_0000_0010n);
+  });
+
+  it("ignores every DMA register write, the command included, while a transfer runs", async () => {
+    const { fn, rd, wr, events } = setup({ dmaDelayMs: 5 });
+    const { guest, ctx } = withMemory(fn);
+    guest.fill(0x6b, 0, 16);
+    wr(EDU_REG.DMA_SRC, 0x100000);
+    wr(EDU_REG.DMA_DST, 0x40000);
+    wr(EDU_REG.DMA_CNT, 16);
+    wr(EDU_REG.DMA_CMD, 1);
+    wr(EDU_REG.DMA_SRC, 0x100100);
+    wr(EDU_REG.DMA_DST, 0x40100, 8);
+    wr(EDU_REG.DMA_CMD, 1 | 2 | 4); // would reverse the direction and add an interrupt
+    expect([rd(EDU_REG.DMA_SRC, 8), rd(EDU_REG.DMA_DST, 8), rd(EDU_REG.DMA_CMD, 8)]).toEqual([0x100000n, 0x40000n, 1n]);
+    await until(() => (rd(EDU_REG.DMA_CMD) & 1n) === 0n);
+    expect(events).toEqual([]); // the interrupt bit never got in
+    expect(rd(EDU_REG.IRQ_STATUS)).toBe(0n);
+    // RAM was the source: it is unchanged; the buffer got the bytes (read them back out)
+    wr(EDU_REG.DMA_SRC, 0x40000);
+    wr(EDU_REG.DMA_DST, 0x100800);
+    wr(EDU_REG.DMA_CNT, 16);
+    wr(EDU_REG.DMA_CMD, 3);
+    await until(() => (rd(EDU_REG.DMA_CMD) & 1n) === 0n);
+    expect([...guest.subarray(0x800, 0x810)]).toEqual(new Array(16).fill(0x6b));
+    ctx.close();
   });
 
   it("refuses transfers outside its 4 KiB buffer and clamps addresses to the DMA mask", async () => {

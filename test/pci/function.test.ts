@@ -60,23 +60,59 @@ describe("header", () => {
     expect(fn.configSize).toBe(256);
   });
 
-  it("ignores writes to read-only registers and clears W1C status bits", () => {
+  it("ignores writes to read-only registers and bits (QEMU pci_init_wmask)", () => {
     const fn = createPciFunction({ ...base, capabilities: [{ kind: "pcie" }] });
     fn.writeConfig(0, 4, 0xffffffff);
     fn.writeConfig(8, 4, 0);
     fn.writeConfig(0x3d, 1, 4);
+    fn.writeConfig(0x2c, 4, 0);
     expect(fn.readConfig(0, 4)).toBe(0x56781234);
     expect(fn.readConfig(8, 4)).toBe(0x02000003);
     expect(fn.readConfig(0x3d, 1)).toBe(1);
+    expect(fn.readConfig(0x2c, 4)).toBe(0x11001af4);
     fn.writeConfig(0x3c, 1, 11); // interrupt line is writable
     expect(fn.readConfig(0x3c, 1)).toBe(11);
-    // PCIe device status error bits are W1C; set them as hardware would, then clear one.
+    // command: only IO, MEMORY, MASTER, SERR and INTX_DISABLE are writable
+    fn.writeConfig(4, 2, 0xffff);
+    expect(fn.readConfig(4, 2)).toBe(0x0507);
+    fn.writeConfig(4, 2, 0);
+    // status: the capability-list bit is read-only, writing ones clears nothing that is set
+    fn.writeConfig(6, 2, 0xffff);
+    expect(fn.readConfig(6, 2) & 0x10).toBe(0x10);
+    // PCIe device control: only the error-reporting enables are writable
     const pcie = fn.readConfig(0x34, 1);
-    const devsta = pcie + 10;
-    const snap = fn.configSnapshot();
-    expect(snap[devsta] & 0xf).toBe(0);
-    fn.writeConfig(pcie + 8, 2, 0xffff); // devctl: only error enables are writable
+    fn.writeConfig(pcie + 8, 2, 0xffff);
     expect(fn.readConfig(pcie + 8, 2)).toBe(0x000f);
+    // PCIe device status error bits are W1C and start clear: writing ones sets nothing
+    fn.writeConfig(pcie + 10, 2, 0xffff);
+    expect(fn.readConfig(pcie + 10, 2) & 0xf).toBe(0);
+  });
+
+  it("clears write-1-to-clear bits only where a 1 is written (QEMU w1cmask)", () => {
+    // A raw capability whose first body byte holds latched W1C flags (high nibble) next to
+    // read-only bits (low nibble), and whose second byte is half writable.
+    const fn = createPciFunction({
+      ...base,
+      capabilities: [{ kind: "raw", id: 0x09, body: new Uint8Array([0xff, 0xa5]), wmask: new Uint8Array([0x00, 0x0f]), w1cmask: new Uint8Array([0xf0, 0x00]) }],
+      extendedCapabilities: [{ id: 0x1, version: 1, body: new Uint8Array([0x00, 0x00, 0x33, 0x00]), w1cmask: new Uint8Array([0, 0, 0xff, 0]) }],
+    });
+    const cap = fn.readConfig(0x34, 1);
+    expect(fn.readConfig(cap, 1)).toBe(0x09);
+    const flags = cap + 2;
+    fn.writeConfig(flags, 1, 0x0f); // ones on read-only bits only: nothing changes
+    expect(fn.readConfig(flags, 1)).toBe(0xff);
+    fn.writeConfig(flags, 1, 0x30); // clears exactly bits 4 and 5
+    expect(fn.readConfig(flags, 1)).toBe(0xcf);
+    fn.writeConfig(flags, 1, 0x00); // zeros clear nothing
+    expect(fn.readConfig(flags, 1)).toBe(0xcf);
+    fn.writeConfig(flags, 2, 0x0380); // bit 7 cleared, byte 2: low nibble written, high kept
+    expect(fn.readConfig(flags, 2)).toBe(0xa34f);
+    // the same rule in the extended space
+    fn.writeConfig(0x106, 1, 0x11);
+    expect(fn.readConfig(0x106, 1)).toBe(0x22);
+    // reset brings the latched bits back as declared
+    fn.reset();
+    expect(fn.readConfig(flags, 2)).toBe(0xa5ff);
   });
 
   it("rejects config accesses out of range or crossing a dword", () => {
@@ -145,16 +181,21 @@ describe("BAR sizing", () => {
         { kind: "io", size: 32, ram: true },
         { kind: "mem32", size: 0x1000, ram: true },
         { kind: "mem32", size: 0x100000, prefetchable: true, ram: true },
-        { kind: "mem64", size: 2n ** 33n, prefetchable: true, ram: { bytes: new Uint8Array(0) } as never },
-      ].slice(0, 3) as PciFunctionSpec["bars"],
+        undefined,
+        { kind: "mem64", size: 0x4000, ops: recorder(0x4000).ops },
+      ],
       rom: { bytes: new Uint8Array(3000) },
     });
     expect(sized(fn, 0x10)).toBe(0xffffffe1);
     expect(sized(fn, 0x14)).toBe(0xfffff000);
     expect(sized(fn, 0x18)).toBe(0xfff00008);
     expect(sized(fn, 0x1c)).toBe(0); // unimplemented BAR reads 0
+    expect(sized(fn, 0x20)).toBe(0xffffc004); // 64-bit, non-prefetchable, 16 KiB
+    expect(sized(fn, 0x24)).toBe(0xffffffff); // its upper half: all address bits writable
     expect(sized(fn, 0x30)).toBe(0xfffff001); // 4 KiB ROM, enable bit writable
     expect(fn.regionInfo(6).size).toBe(4096n);
+    expect(fn.regionInfo(4)).toMatchObject({ kind: "mem64", size: 0x4000n, prefetchable: false });
+    expect(fn.regionInfo(5)).toMatchObject({ size: 0n, upperHalfOf: 4 });
   });
 
   it("sizes a 64-bit BAR across both dwords (8 GiB, above 4 GiB)", () => {
@@ -163,6 +204,21 @@ describe("BAR sizing", () => {
     expect(sized(fn, 0x1c)).toBe(0xfffffffe);
     expect(fn.regionInfo(2)).toMatchObject({ kind: "mem64", size: 2n ** 33n, prefetchable: true });
     expect(fn.regionInfo(3)).toMatchObject({ size: 0n, upperHalfOf: 2 });
+  });
+
+  it("sizing a live BAR unmaps it while it reads all-ones and maps it back on restore", () => {
+    const r = recorder(0x1000);
+    const fn = createPciFunction({ ...base, bars: [{ kind: "mem32", size: 0x1000, ops: r.ops }] });
+    fn.writeConfig(0x10, 4, 0xfebf0000);
+    fn.writeConfig(4, 2, 0x0002);
+    const saved = fn.readConfig(0x10, 4);
+    expect(sized(fn, 0x10)).toBe(0xfffff000);
+    // 0xfffff000 + 0xfff reaches 0xffffffff: not a valid 32-bit placement (pci_bar_address)
+    expect(fn.barAddress(0)).toBeUndefined();
+    fn.writeConfig(0x10, 4, saved);
+    expect(fn.barAddress(0)).toBe(0xfebf0000n);
+    r.mem[0] = 0x99;
+    expect(fn.busRead("mem", 0xfebf0000n, 1)).toBe(0x99n);
   });
 });
 
@@ -225,6 +281,35 @@ describe("BAR decode and remap", () => {
     fn.busWrite("mem", 0xfeb00000n, 2, 0n);
     expect(fn.readRegion(6, 0, 2)).toBe(0xaa55n);
     expect(fn.regionInfo(6)).toMatchObject({ kind: "rom", writable: false });
+    // the enable bit alone is not enough: COMMAND.MEMORY gates the ROM too (pci_bar_address)
+    fn.writeConfig(4, 2, 0);
+    expect(fn.barAddress(6)).toBeUndefined();
+    expect(fn.busRead("mem", 0xfeb00000n, 2)).toBeUndefined();
+    fn.writeConfig(4, 2, 0x0002);
+    expect(fn.barAddress(6)).toBe(0xfeb00000n);
+    // clearing the enable bit unmaps it again, the address bits stay
+    fn.writeConfig(0x30, 4, 0xfeb00000);
+    expect(fn.barAddress(6)).toBeUndefined();
+    expect(fn.readConfig(0x30, 4)).toBe(0xfeb00000);
+  });
+
+  it("moves an enabled 64-bit BAR across 4 GiB when its upper dword is written", () => {
+    const r = recorder(0x1000);
+    r.mem[0x10] = 0x3c;
+    const fn = createPciFunction({ ...base, bars: [, { kind: "mem64", size: 0x1000, prefetchable: true, ops: r.ops }] });
+    fn.writeConfig(0x14, 4, 0xfe000000);
+    fn.writeConfig(4, 2, 0x0002);
+    expect(fn.barAddress(1)).toBe(0xfe000000n);
+    fn.writeConfig(0x18, 4, 0x80);
+    expect(fn.barAddress(1)).toBe(0x80fe000000n);
+    expect(fn.busRead("mem", 0xfe000010n, 1)).toBeUndefined();
+    expect(fn.busRead("mem", 0x80fe000010n, 1)).toBe(0x3cn);
+    const space = fn.busAddressSpace("mem");
+    expect(space.flatView().map((f) => [f.start, f.last])).toEqual([[0x80fe000000n, 0x80fe000fffn]]);
+    expect(space.read(0x80fe000010n, 1)).toBe(0x3c);
+    fn.writeConfig(0x18, 4, 0);
+    expect(fn.barAddress(1)).toBe(0xfe000000n);
+    expect(space.read(0xfe000010, 1)).toBe(0x3c);
   });
 });
 
@@ -610,7 +695,7 @@ describe("BARs in the memory core", () => {
   });
 
   it("maps into containers the caller provides (a VMM's shared bus)", async () => {
-    const { MemoryCore } = await import("../../src/core/memory/index.js");
+    const { MemoryCore, MemTx } = await import("../../src/core/memory/index.js");
     const { defaultPciCore } = await import("../../src/core/pci/index.js");
     const mem = MemoryCore.attach(defaultPciCore());
     const system = mem.container("system", 2n ** 64n);
@@ -631,7 +716,7 @@ describe("BARs in the memory core", () => {
     expect(b.readRegion(0, 0x10, 4)).toBe(0x12345678n);
     expect(as.read(0x10, 4)).toBe(0x99);
     a.dispose();
-    expect(as.tryRead(0xfe000010, 4)).not.toBe(0); // unmapped: decode error
+    expect(as.tryRead(0xfe000010, 4)).toBe(MemTx.DECODE_ERROR); // unmapped
     expect(as.read(0xfe001010, 4)).toBe(0x12345678);
     b.dispose();
   });
