@@ -129,6 +129,13 @@ export interface MappedArea {
   offset: bigint;
   size: bigint;
   view: Uint8Array;
+  /**
+   * True once the server shrank the file behind this area under the mapping: pages past the new
+   * end read as zeros and writes to them go nowhere (the transport's SIGBUS guard keeps the
+   * process alive). readRegion/writeRegion check it after each access through the mapping;
+   * code that uses `view` directly should check it too.
+   */
+  readonly truncated: boolean;
 }
 
 /** An ioeventfd sub-region with the eventfd to signal. */
@@ -165,7 +172,8 @@ export type EventFdWriter = (fd: number, value: number) => void;
 
 /** Maps a server-offered region fd; supplied by the connect layer (transport mmap). */
 export interface RegionMapper {
-  map(fd: number, fileOffset: bigint, size: bigint, writable: boolean): { view: Uint8Array; unmap(): void };
+  /** `truncated` (optional): true once the file shrank under the mapping (MappedRegion.truncated). */
+  map(fd: number, fileOffset: bigint, size: bigint, writable: boolean): { view: Uint8Array; unmap(): void; readonly truncated?: boolean };
 }
 
 interface Pending {
@@ -231,6 +239,8 @@ export class VfioUserClient extends EventEmitter {
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
   private closedError: VfioUserClientError | null = null;
   private readonly mappings = new Map<number, { areas: MappedArea[]; unmaps: (() => void)[] }>();
+  /** The area of the last mappedView() (checked right after the access). */
+  private lastMappedArea: MappedArea | null = null;
   private readonly cleanups: (() => void)[] = [];
   /** ioeventfd sets handed out and not yet released (closed at shutdown). */
   private readonly ioFdSets = new Set<RegionIoFds>();
@@ -495,7 +505,11 @@ export class VfioUserClient extends EventEmitter {
   async readRegion(region: number, offset: bigint | number, size: number, options: RequestOptions = {}): Promise<Uint8Array> {
     const start = this.checkAccess(region, offset, size, "read");
     const mapped = this.mappedView(region, start, size);
-    if (mapped) return mapped.slice();
+    if (mapped) {
+      const data = mapped.slice();
+      this.checkMappedArea(region, start, size);
+      return data;
+    }
     const out = new Uint8Array(size);
     if (size === 0) return out;
     const max = this.maxReadTransfer;
@@ -566,6 +580,7 @@ export class VfioUserClient extends EventEmitter {
     const mapped = this.mappedView(region, start, data.length);
     if (mapped) {
       mapped.set(data);
+      this.checkMappedArea(region, start, data.length);
       return { posted: false, viaMapping: true };
     }
     if (data.length === 0) return { posted: false, viaMapping: false };
@@ -668,7 +683,14 @@ export class VfioUserClient extends EventEmitter {
         if (area.size === 0n) continue;
         const m = this.regionMapper.map(info.fd, info.offset + area.offset, area.size, info.writable);
         unmaps.push(m.unmap);
-        areas.push({ offset: area.offset, size: area.size, view: m.view });
+        areas.push({
+          offset: area.offset,
+          size: area.size,
+          view: m.view,
+          get truncated() {
+            return m.truncated === true;
+          },
+        });
       }
     } catch (err) {
       for (const u of unmaps) u();
@@ -1236,16 +1258,37 @@ export class VfioUserClient extends EventEmitter {
     return start;
   }
 
+  /** The mapped bytes of [start, start + size) when one area holds them all; remembers the
+   *  area for checkMappedArea(). */
   private mappedView(region: number, start: bigint, size: number): Uint8Array | undefined {
     const m = this.mappings.get(region);
     if (!m || size === 0) return undefined;
     for (const a of m.areas) {
       if (start >= a.offset && start + BigInt(size) <= a.offset + a.size) {
         const from = Number(start - a.offset);
+        this.lastMappedArea = a;
         return a.view.subarray(from, from + size);
       }
     }
     return undefined;
+  }
+
+  /**
+   * After an access through the area mappedView() returned: a server that shrank the region's
+   * file under the mapping made it read zeros / drop writes, so the access failed. The region
+   * is unmapped (later accesses go through the socket) and the access throws
+   * ERR_REGION_TRUNCATED (errno EFAULT).
+   */
+  private checkMappedArea(region: number, start: bigint, size: number): void {
+    const area = this.lastMappedArea;
+    this.lastMappedArea = null;
+    if (area === null || !area.truncated) return;
+    this.unmapRegion(region);
+    throw new VfioUserClientError(
+      "ERR_REGION_TRUNCATED",
+      `the server shrank the file behind mapped region ${region} (access at ${hex(start)}, ${size} bytes): the access failed and the region was unmapped`,
+      { region, offset: start, count: size, errno: Errno.EFAULT },
+    );
   }
 }
 

@@ -76,7 +76,13 @@ export async function connectVfioUser(path: string, options: ConnectClientOption
   client.regionMapper = {
     map(fd, fileOffset, size, writable) {
       const region: MappedRegion = mmapFd(fd, fileOffset, Number(size), { writable });
-      return { view: region.bytes(), unmap: () => region.isMapped && region.unmap() };
+      return {
+        view: region.bytes(),
+        unmap: () => region.isMapped && region.unmap(),
+        get truncated() {
+          return region.truncated;
+        },
+      };
     },
   };
   client.eventFdWriter = writeEventFd;

@@ -22,7 +22,12 @@ export type VfioUserClientErrorCode =
   /** The connection is closed (by us, by the server, or after an unrecoverable stream error). */
   | "ERR_CLOSED"
   /** A region mapping or DMA memory operation failed locally. */
-  | "ERR_MAPPING";
+  | "ERR_MAPPING"
+  /**
+   * The server shrank the file behind a mapped region under the mapping (errno EFAULT): the
+   * access through it failed and the region was unmapped (later accesses use the socket).
+   */
+  | "ERR_REGION_TRUNCATED";
 
 /** "EINVAL (22)" for a known errno, "errno 123" otherwise. */
 export function describeErrno(errno: number): string {
