@@ -8,7 +8,7 @@ import { ftruncateSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { ALL_ONES, Cmd, MpqemuEncoder, MpqemuParser, type Encoded, type MpqemuMsg } from "../../src/mpqemu/wire.js";
 import { RawSocket, closeFd, socketpair } from "../../src/mpqemu/sys.js";
-import { FileSeal, addFileSeals, memfdCreate } from "../../src/transport/index.js";
+import { FileSeal, addFileSeals, fileSeals, memfdCreate } from "../../src/transport/index.js";
 import { bundleScenario, lastJson, removeScenario, root, startScenario } from "../transport/child.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -89,6 +89,9 @@ describe("SYNC_SYSMEM RAM shrunk by the VMM (remote in a child process)", () => 
       // The VMM's next layout is mapped and reached by DMA.
       proxy.send(proxy.enc.syncSysmem([{ gpa: GPA, size: BigInt(RAM), offset: 0n, fd: good }]));
       expect(await setAddress(GPA + 0x20n)).toBe(0n);
+      // This memfd allows seals: the remote sealed it against shrinking when it mapped it.
+      expect(fileSeals(good) & FileSeal.SHRINK).toBe(FileSeal.SHRINK);
+      expect(() => ftruncateSync(good, 0)).toThrow(expect.objectContaining({ code: "EPERM" }));
       expect(await store(0xcafef00dn)).toBe(0n);
       const seen = Buffer.alloc(4);
       readSync(good, seen, 0, 4, 0x20);

@@ -10,9 +10,14 @@ import { fileURLToPath } from "node:url";
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
-/** Bundles `entry` (a .ts file) to build/test-children/<name>-<pid>.mjs; returns that path. */
+/**
+ * Bundles `entry` (a .ts file) to build/test-children/<name>-<pid>.mjs; returns that path.
+ * WASMDEV_SCENARIO_ROOT=<dir> puts the bundles under <dir>/build/ instead, so they load the
+ * addon and core from <dir>/build/: how to check that these tests fail with an addon built
+ * without the SIGBUS guard.
+ */
 export async function bundleScenario(entry: string, name: string): Promise<string> {
-  const dir = join(root, "build", "test-children");
+  const dir = join(process.env.WASMDEV_SCENARIO_ROOT ?? root, "build", "test-children");
   mkdirSync(dir, { recursive: true });
   const outfile = join(dir, `${name}-${process.pid}.mjs`);
   await build({

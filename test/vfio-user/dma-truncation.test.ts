@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connectVfioUser } from "../../src/vfio-user/client/connect.js";
 import type { VfioUserClient } from "../../src/vfio-user/client/client.js";
-import { FileSeal, addFileSeals, closeFd, memfdCreate } from "../../src/transport/index.js";
+import { FileSeal, addFileSeals, closeFd, fileSeals, memfdCreate } from "../../src/transport/index.js";
 import { EDU_DMA_START, EDU_REG } from "../../src/devices/edu.js";
 import { bundleScenario, removeScenario, root, startScenario, type RunningChild } from "../transport/child.js";
 import { sleep } from "./raw-client.js";
@@ -100,6 +100,9 @@ describe("a client shrinking its DMA_MAP'ed memfd (server in a child process)", 
       client = await connectWhenFree(path);
       const good = memfdCreate("good-dma", SIZE);
       await client.dmaMap({ iova: IOVA, size: SIZE, memory: new Uint8Array(SIZE), fd: good });
+      // A memfd that allows seals was sealed against shrinking by the server when it mapped it.
+      expect(fileSeals(good) & FileSeal.SHRINK).toBe(FileSeal.SHRINK);
+      expect(() => ftruncateSync(good, 0)).toThrow(expect.objectContaining({ code: "EPERM" }));
       await client.writeValue(0, 0, 8, IOVA + 0x10n, { posted: false });
       await client.writeValue(0, 8, 4, 0xcafef00d, { posted: false });
       readSync(good, seen, 0, 4, 0x10);
