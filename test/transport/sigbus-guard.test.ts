@@ -50,6 +50,14 @@ describe("a peer shrinking a mapped file (child process)", () => {
     expect(r).toEqual({ sevens: 3 * PAGE - 100, zeros: 5 * PAGE, truncated: true, writerUntouched: false });
   });
 
+  test("worker threads: each thread's fault is repaired on that thread, the slot table is shared", async () => {
+    const outcome = await runScenario(script, ["truncate-in-workers"]);
+    expect(outcome.signal, outcome.stderr).toBeNull();
+    expect(outcome.code, outcome.stderr).toBe(0);
+    const seen = { sum: 3 * (PAGE / 64), truncated: true }; // page 0 kept, the other 7 zeros
+    expect(lastJson(outcome)).toEqual({ main: seen, workers: [seen, seen], live: 0 });
+  });
+
   test("a SIGBUS that is not a fault in our mappings (kill -BUS) still kills the process", async () => {
     const outcome = await runScenario(script, ["kill-self"]);
     expect(outcome.signal).toBe("SIGBUS");
