@@ -2,7 +2,7 @@
 // Node process (a fresh JIT and heap per benchmark). `npm run bench -- iommu transport` runs
 // only the named ones.
 import { build } from "esbuild";
-import { readdirSync, mkdirSync } from "node:fs";
+import { readdirSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -25,6 +25,34 @@ if (benches.length === 0) {
   process.exit(1);
 }
 
+/**
+ * Why bench/results/<name>.json is not a valid results file written by this run, or null:
+ * a JSON array of { name, value, unit, baseline, ratio } with unique names, finite figures, a
+ * positive baseline and ratio = value / baseline.
+ */
+function resultsProblem(name, startedMs) {
+  const file = join(benchDir, "results", `${name}.json`);
+  let rows;
+  try {
+    if (statSync(file).mtimeMs < startedMs) return `${file} was not rewritten by this run`;
+    rows = JSON.parse(readFileSync(file, "utf8"));
+  } catch (e) {
+    return `${file}: ${e.message}`;
+  }
+  if (!Array.isArray(rows)) return `${file} is not a JSON array`;
+  const names = new Set();
+  for (const row of rows) {
+    const keys = Object.keys(row ?? {}).sort().join(",");
+    if (keys !== "baseline,name,ratio,unit,value") return `${file}: a row has keys ${keys}`;
+    if (typeof row.name !== "string" || !row.name || typeof row.unit !== "string" || !row.unit) return `${file}: a row lacks a name or unit`;
+    if (names.has(row.name)) return `${file}: duplicate row ${row.name}`;
+    names.add(row.name);
+    if (![row.value, row.baseline, row.ratio].every(Number.isFinite) || row.baseline <= 0) return `${file}: ${row.name} has a non-finite figure or a non-positive baseline`;
+    if (Math.abs(row.ratio - row.value / row.baseline) > 1e-9 * Math.max(1, Math.abs(row.ratio))) return `${file}: ${row.name}: ratio is not value / baseline`;
+  }
+  return null;
+}
+
 let failed = 0;
 for (const name of benches) {
   const outfile = join(outDir, `${name}.mjs`);
@@ -40,9 +68,17 @@ for (const name of benches) {
     logLevel: "warning",
   });
   console.log(`\n=== ${name} ===`);
+  // File times have coarser resolution than Date.now on some filesystems: allow 1 s of slack.
+  const started = Date.now() - 1000;
   const r = spawnSync(process.execPath, ["--expose-gc", outfile], { stdio: "inherit", cwd: root });
   if (r.status !== 0) {
     console.error(`benchmark ${name} failed (exit ${r.status})`);
+    failed++;
+    continue;
+  }
+  const problem = resultsProblem(name, started);
+  if (problem) {
+    console.error(`benchmark ${name}: ${problem}`);
     failed++;
   }
 }

@@ -5,12 +5,12 @@
 // the same length the vfio-user server sends, so the ratio is what protocol decode, validation,
 // dispatch into the device and reply encoding add on top of the transport.
 //
-//   region_read_4B        4-byte REGION_READ of the throughput device's RAM BAR, round trip
-//   region_write_4B       non-posted 4-byte REGION_WRITE (waits for the reply), round trip
-//   posted_writes         NO_REPLY 4-byte doorbell writes (device callback per write), then a
+//   region-read/4B        4-byte REGION_READ of the throughput device's RAM BAR, round trip
+//   region-write/4B       non-posted 4-byte REGION_WRITE (waits for the reply), round trip
+//   posted-write/4B       NO_REPLY 4-byte doorbell writes (device callback per write), then a
 //                         flushing read; writes per second from first send to the read's reply
-//   region_read_4KiB      4 KiB REGION_READs of the RAM BAR, 8 in flight; MB/s
-//   doorbell_ioeventfd    rings of the throughput device's doorbell through the ioeventfd the
+//   region-read/4KiB      4 KiB REGION_READs of the RAM BAR, 8 in flight; MB/s
+//   doorbell/ioeventfd    rings of the throughput device's doorbell through the ioeventfd the
 //                         server passed (DEVICE_GET_REGION_IO_FDS), against the same rings as
 //                         posted 4-byte REGION_WRITEs of 1 (same run): rings per second from the
 //                         first ring until the device's DOORBELL_SUM counted them all. Signals
@@ -184,6 +184,12 @@ class Client {
   }
 }
 
+// Reply sizes of the server, which the bare responder mirrors: a region access reply is the
+// 16-byte header + offset (8), region (4), count (4), then the data for a read.
+const ACCESS_REPLY = 16 + 16;
+const READ4_REPLY = ACCESS_REPLY + 4;
+const WRITE_REPLY = ACCESS_REPLY;
+
 /** A bare request: 16-byte header + `payload` zero bytes, asking for a `replyLen`-byte answer. */
 function bare(w: MessageWriter, id: number, payload: number, replyLen: number, noReply = false): void {
   w.begin(id, 9, noReply ? 0x10 : 0, replyLen).zeros(payload).end();
@@ -218,21 +224,21 @@ async function main(): Promise<void> {
     const writeV: number[] = [];
     const writeB: number[] = [];
     await v.pingPong(warm, readReq);
-    await b.pingPong(warm, (w, id) => bare(w, id, 16, 20));
+    await b.pingPong(warm, (w, id) => bare(w, id, 16, READ4_REPLY));
     for (let round = 0; round < 4; round++) {
       readV.push(...(await v.pingPong(N / 4, readReq)));
-      readB.push(...(await b.pingPong(N / 4, (w, id) => bare(w, id, 16, 20))));
+      readB.push(...(await b.pingPong(N / 4, (w, id) => bare(w, id, 16, READ4_REPLY))));
       writeV.push(...(await v.pingPong(N / 4, writeReq)));
-      writeB.push(...(await b.pingPong(N / 4, (w, id) => bare(w, id, 20, 16))));
+      writeB.push(...(await b.pingPong(N / 4, (w, id) => bare(w, id, 20, WRITE_REPLY))));
     }
     const rv = percentiles(readV);
     const rb = percentiles(readB);
     const wv = percentiles(writeV);
     const wb = percentiles(writeB);
-    results.push(result("region_read_4B_median", rv.median, "us", rb.median));
-    results.push(result("region_read_4B_p99", rv.p99, "us", rb.p99));
-    results.push(result("region_write_4B_median", wv.median, "us", wb.median));
-    results.push(result("region_write_4B_p99", wv.p99, "us", wb.p99));
+    results.push(result("region-read/4B/median/vs-bare-ping-pong", rv.median, "us", rb.median));
+    results.push(result("region-read/4B/p99/vs-bare-ping-pong", rv.p99, "us", rb.p99));
+    results.push(result("region-write/4B/median/vs-bare-ping-pong", wv.median, "us", wb.median));
+    results.push(result("region-write/4B/p99/vs-bare-ping-pong", wv.p99, "us", wb.p99));
 
     // Posted writes: doorbell writes (a device callback each), then a flushing read.
     const POSTED = 400_000;
@@ -240,14 +246,14 @@ async function main(): Promise<void> {
     const postedV = (w: MessageWriter, id: number) => writeRegionWriteRequest(w, id, THROUGHPUT_REG.DOORBELL, 0, REG_BAR, doorbell, true);
     const flushV = (w: MessageWriter, id: number) => writeRegionReadRequest(w, id, THROUGHPUT_REG.DOORBELL_COUNT, 0, REG_BAR, 4);
     await v.stream(50_000, 1024, postedV, flushV);
-    await b.stream(50_000, 1024, (w, id) => bare(w, id, 20, 0, true), (w, id) => bare(w, id, 16, 20));
+    await b.stream(50_000, 1024, (w, id) => bare(w, id, 20, 0, true), (w, id) => bare(w, id, 16, READ4_REPLY));
     let bestV = Infinity;
     let bestB = Infinity;
     for (let round = 0; round < 3; round++) {
       bestV = Math.min(bestV, await v.stream(POSTED, 1024, postedV, flushV));
-      bestB = Math.min(bestB, await b.stream(POSTED, 1024, (w, id) => bare(w, id, 20, 0, true), (w, id) => bare(w, id, 16, 20)));
+      bestB = Math.min(bestB, await b.stream(POSTED, 1024, (w, id) => bare(w, id, 20, 0, true), (w, id) => bare(w, id, 16, READ4_REPLY)));
     }
-    results.push(result("posted_writes_per_s", POSTED / bestV, "writes/s", POSTED / bestB));
+    results.push(result("posted-write/4B/throughput/vs-bare-posted", POSTED / bestV, "writes/s", POSTED / bestB));
 
     // Doorbell rings through the ioeventfd vs posted REGION_WRITEs of 1, both counted by the
     // device's DOORBELL_SUM (the eventfd path is asynchronous: poll the sum until it is complete).
@@ -281,20 +287,20 @@ async function main(): Promise<void> {
       bestPosted = Math.min(bestPosted, await v.stream(RINGS, 1024, postedRing, sumRead));
     }
     closeFd(bell);
-    results.push(result("doorbell_ioeventfd_rings_per_s", RINGS / bestBell, "rings/s", RINGS / bestPosted));
+    results.push(result("doorbell/ioeventfd-vs-posted-write/throughput", RINGS / bestBell, "rings/s", RINGS / bestPosted));
 
     // 4 KiB reads, 8 in flight.
     const READS = 20000;
     const read4k = (w: MessageWriter, id: number) => writeRegionReadRequest(w, id, 0, 0, DATA_BAR, 4096);
     await v.pipelined(2000, 8, read4k);
-    await b.pipelined(2000, 8, (w, id) => bare(w, id, 16, 16 + 16 + 4096));
+    await b.pipelined(2000, 8, (w, id) => bare(w, id, 16, ACCESS_REPLY + 4096));
     let tV = Infinity;
     let tB = Infinity;
     for (let round = 0; round < 3; round++) {
       tV = Math.min(tV, await v.pipelined(READS, 8, read4k));
-      tB = Math.min(tB, await b.pipelined(READS, 8, (w, id) => bare(w, id, 16, 16 + 16 + 4096)));
+      tB = Math.min(tB, await b.pipelined(READS, 8, (w, id) => bare(w, id, 16, ACCESS_REPLY + 4096)));
     }
-    results.push(result("region_read_4KiB_MBps", (READS * 4096) / tV / 1e6, "MB/s", (READS * 4096) / tB / 1e6));
+    results.push(result("region-read/4KiB/throughput/vs-bare-ping-pong", (READS * 4096) / tV / 1e6, "MB/s", (READS * 4096) / tB / 1e6));
 
     v.conn.destroy();
     b.conn.destroy();

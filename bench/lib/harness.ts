@@ -31,12 +31,26 @@ export function percentiles(samples: number[]): { median: number; p99: number; m
   return { median: at(0.5), p99: at(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length };
 }
 
+/**
+ * One row: `value` and `baseline` in the same `unit`, both measured in this run; ratio =
+ * value / baseline (for a time unit lower is better, for a rate higher is better). Refuses a
+ * row that could not mean anything (a NaN or infinite figure, a zero or negative baseline),
+ * so a broken measurement fails the benchmark instead of landing in the results file.
+ */
 export function result(name: string, value: number, unit: string, baseline: number): BenchResult {
+  if (!name || !unit) throw new Error(`benchmark row needs a name and a unit (got ${JSON.stringify({ name, unit })})`);
+  if (!Number.isFinite(value)) throw new Error(`${name}: value ${value} is not a finite number`);
+  if (!Number.isFinite(baseline) || baseline <= 0) throw new Error(`${name}: baseline ${baseline} is not a positive finite number`);
   return { name, value, unit, baseline, ratio: value / baseline };
 }
 
 /** Prints a table and writes bench/results/<file>.json. */
 export function report(file: string, results: BenchResult[]): void {
+  const seen = new Set<string>();
+  for (const r of results) {
+    if (seen.has(r.name)) throw new Error(`${file}: two rows are named ${r.name}`);
+    seen.add(r.name);
+  }
   const rows = results.map((r) => [r.name, fmt(r.value), r.unit, fmt(r.baseline), r.ratio.toFixed(3)]);
   const head = ["name", "value", "unit", "baseline", "ratio"];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
