@@ -277,6 +277,25 @@ for (const engine of ENGINES) {
       expect(code(() => sys.addSubregion(0, mem.ram("z", 1), 2 ** 31))).toBe("BAD_ARGUMENT");
     });
 
+    it("errors are MemoryErrors naming the region and saying what is wrong", () => {
+      const mem = newCore(engine);
+      const sys = mem.container("sys", 1n << 64n);
+      const a = mem.container("outer", 0x1000);
+      const b = mem.container("inner", 0x1000);
+      a.addSubregion(0, b);
+      const cases: [() => unknown, string, RegExp][] = [
+        [() => mem.ram("empty", 0), "SIZE_ZERO", /"empty".*size is 0/],
+        [() => mem.container("huge", (1n << 64n) + 1n), "BAD_ARGUMENT", /"huge".*2\^64.*18446744073709551617/],
+        [() => mem.io("dev", 8, { ...loggingDevice().ops, impl: { unaligned: true } }), "IMPL_UNALIGNED_WITHOUT_VALID", /"dev".*impl\.unaligned.*valid\.unaligned/],
+        [() => b.addSubregion(0, a), "CYCLE", /"outer".*"inner".*reachable from itself/],
+        [() => sys.addSubregion(0xfffffffffffff800n, mem.ram("tail", 0x1000)), "OVERFLOW", /"tail".*"sys".*past 2\^64/],
+      ];
+      for (const [fn, code, message] of cases) {
+        expect(fn).toThrowError(MemoryError);
+        expect(fn).toThrowError(expect.objectContaining({ code, message: expect.stringMatching(message) }));
+      }
+    });
+
     it("cycles through subregions and aliases are rejected", () => {
       const mem = newCore(engine);
       const a = mem.container("a", 0x1000);
