@@ -1,11 +1,11 @@
 // The command-line front ends as processes: `wasmdev serve --protocol mpqemu --fd N` behind
 // QEMU's proxy, and `wasmdev lspci --mpqemu -- <remote>` against QEMU's remote and ours.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { build } from "esbuild";
 import { spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { rmSync } from "node:fs";
 import { closeFd, socketpair } from "../../src/mpqemu/sys.js";
+import { bundleCli } from "../support/cli-bundle.js";
 import { HmpVm, killAllQemu, qemuAvailable, qemuRemoteCommand, track } from "./harness.js";
 
 const haveQemu = qemuAvailable();
@@ -13,17 +13,7 @@ const haveQemu = qemuAvailable();
 const cli = join(process.cwd(), "build", "test-mpqemu", `cli-${process.pid}.mjs`);
 
 beforeAll(async () => {
-  await build({
-    entryPoints: ["src/cli.ts"],
-    outfile: cli,
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    external: ["usocket"],
-    banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
-    logLevel: "warning",
-  });
+  await bundleCli(cli);
 }, 60_000);
 
 afterAll(async () => {

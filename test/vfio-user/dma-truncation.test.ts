@@ -13,6 +13,7 @@ import { FileSeal, addFileSeals, closeFd, fileSeals, memfdCreate } from "../../s
 import { EDU_DMA_START, EDU_REG } from "../../src/devices/edu.js";
 import { bundleScenario, removeScenario, root, startScenario, type RunningChild } from "../transport/child.js";
 import { sleep } from "./raw-client.js";
+import { connectWhenFree } from "./connect-when-free.js";
 
 let script = "";
 let seq = 0;
@@ -37,18 +38,6 @@ function hostileMemfd(): number {
   const fd = memfdCreate("hostile-dma", SIZE);
   addFileSeals(fd, FileSeal.SEAL);
   return fd;
-}
-
-async function connectWhenFree(path: string): Promise<VfioUserClient> {
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    try {
-      return await connectVfioUser(path);
-    } catch (err) {
-      if ((err as { errno?: number }).errno !== 16 || Date.now() > deadline) throw err;
-      await sleep(5);
-    }
-  }
 }
 
 async function rejection(p: Promise<unknown>): Promise<{ code?: string; errno?: number }> {

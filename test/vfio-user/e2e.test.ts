@@ -1,7 +1,6 @@
 // End to end: the project's own vfio-user client (#7) against the server, and the
 // `wasmdev serve` command as a separate process (socket mode, logs, SIGTERM, --help, errors).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { build } from "esbuild";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, statSync, writeFileSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,6 +15,8 @@ import { memfdCreate, mmapFd } from "../../src/transport/shm.js";
 import { closeFd } from "../../src/transport/fd.js";
 import { PciIrq, MigrationState } from "../../src/vfio-user/wire/index.js";
 import { sleep } from "./raw-client.js";
+import { connectWhenFree } from "./connect-when-free.js";
+import { bundleCli } from "../support/cli-bundle.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 let seq = 0;
@@ -101,18 +102,7 @@ describe("wasmdev serve (separate process)", () => {
   const cli = join(outDir, "cli.mjs");
 
   beforeAll(async () => {
-    mkdirSync(outDir, { recursive: true });
-    await build({
-      entryPoints: [join(root, "src", "cli.ts")],
-      outfile: cli,
-      bundle: true,
-      platform: "node",
-      format: "esm",
-      target: "node20",
-      external: ["usocket"],
-      banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
-      logLevel: "warning",
-    });
+    await bundleCli(cli);
   });
 
   afterAll(() => rmSync(outDir, { recursive: true, force: true }));
@@ -213,16 +203,3 @@ describe("wasmdev serve (separate process)", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 });
-
-/** Connects once the server has let go of its previous client (it answers EBUSY until then). */
-async function connectWhenFree(path: string): Promise<Awaited<ReturnType<typeof connectVfioUser>>> {
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    try {
-      return await connectVfioUser(path);
-    } catch (err) {
-      if ((err as { errno?: number }).errno !== 16 || Date.now() > deadline) throw err;
-      await sleep(5);
-    }
-  }
-}
