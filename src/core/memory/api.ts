@@ -18,13 +18,24 @@ import { ReferenceMemoryEngine } from "./reference-model.js";
 
 /** A guest-physical / bus address or an offset: a non-negative safe integer or a bigint < 2^64. */
 export type Address = number | bigint;
+/** Access sizes in bytes. */
 export type AccessSize = 1 | 2 | 4 | 8;
 export type Endianness = "little" | "big" | "native";
 
-/** QEMU MemoryRegionOps.valid / .impl. Omitted = QEMU's 0 ("unspecified") meaning. */
+/**
+ * Access-size constraints of a callback region (QEMU MemoryRegionOps `valid` / `impl`; an
+ * omitted field has the meaning of QEMU's 0, "unspecified"). `valid`: what the bus may issue;
+ * anything else is a decode error. Without `valid.max`, every size is valid, and bus/byte
+ * accesses are split into pieces of at most 4 bytes (QEMU memory_access_size). `impl`: what
+ * the callback handles (default 1..4); other valid sizes are split or widened as QEMU's
+ * access_with_adjusted_size does. The PCI function model (src/core/pci) uses the same type.
+ */
 export interface AccessConstraints {
+  /** Smallest access size (default 1). */
   min?: AccessSize;
+  /** Largest access size (`valid`: unset = any; `impl`: default 4). */
   max?: AccessSize;
+  /** Whether accesses not aligned to their size are allowed (default false). */
   unaligned?: boolean;
 }
 

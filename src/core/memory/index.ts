@@ -75,7 +75,7 @@
  * fetch them again after any call into the core instead of keeping them.
  */
 export { MemoryCore, MemoryRegion, AddressSpace, AccessTrace } from "./api.js";
-// AccessSize and AccessConstraints have the same shape as the ones src/core/pci exports.
+// AccessSize and AccessConstraints (defined in ./api.ts) are exported through src/core/pci.
 export type { Address, Endianness, IoOps, MemoryCoreOptions, TraceResult } from "./api.js";
 export { MemoryError } from "./errors.js";
 export type { MemoryErrorCode, MemoryErrorFields } from "./errors.js";

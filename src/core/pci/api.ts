@@ -22,28 +22,11 @@
 //   fn.writeConfig(0x10, 4, 0xfebf0000); fn.writeConfig(0x04, 2, 0x0002);
 //   fn.busRead("mem", 0xfebf0000n, 4);   // → the device's read(0, 4)
 import type { DmaApi } from "../dma/api.js";
-import type { AddressSpace } from "../memory/api.js";
+import type { AccessConstraints, AccessSize, AddressSpace } from "../memory/api.js";
 import type { PciError } from "./errors.js";
 
-/** Access sizes in bytes. */
-export type AccessSize = 1 | 2 | 4 | 8;
-
-/**
- * Access-size constraints of a callback region (QEMU MemoryRegionOps `valid` / `impl`).
- * `valid`: what the bus may issue; anything else fails with PciError("PCI_ACCESS_INVALID")
- * (QEMU: MEMTX_DECODE_ERROR; a read of it yields 0). Without `valid.max`, every size is
- * valid, and bus/byte accesses are split into pieces of at most 4 bytes (QEMU
- * memory_access_size). `impl`: what the callback handles (default 1..4); other valid sizes
- * are split or widened by the library as QEMU's access_with_adjusted_size does.
- */
-export interface AccessConstraints {
-  /** Smallest access size (default 1). */
-  min?: AccessSize;
-  /** Largest access size (`valid`: unset = any; `impl`: default 4). */
-  max?: AccessSize;
-  /** Whether accesses not aligned to their size are allowed (default false). */
-  unaligned?: boolean;
-}
+// Access sizes and their constraints are the memory core's (one definition for both layers).
+export type { AccessSize, AccessConstraints } from "../memory/api.js";
 
 /**
  * Callbacks of an MMIO or port-I/O BAR. Offsets are region offsets. Values are
@@ -55,7 +38,10 @@ export interface AccessConstraints {
 export interface RegionOps {
   read(offset: number, size: AccessSize): number | bigint;
   write(offset: number, size: AccessSize, value: number | bigint): void;
+  /** Sizes the bus may issue; any other access fails with PciError("PCI_ACCESS_INVALID")
+   *  (QEMU: MEMTX_DECODE_ERROR; a read of it yields 0). */
   valid?: AccessConstraints;
+  /** Sizes the callbacks implement (default 1..4); the library splits or widens the rest. */
   impl?: AccessConstraints;
 }
 
