@@ -121,6 +121,16 @@ export let lastValue: u64 = 0;
   return v;
 }
 
+/** QEMU access_with_adjusted_size: the size of each callback call for an access of `size`. */
+// @ts-ignore: decorator
+@inline function adjustedAccessSize(p: usize, size: u32): u32 {
+  let imin = <u32>load<u8>(p, R_IMIN);
+  let imax = <u32>load<u8>(p, R_IMAX);
+  if (imin == 0) imin = 1;
+  if (imax == 0) imax = 4;
+  return size < imax ? (size > imin ? size : imin) : (imax > imin ? imax : imin);
+}
+
 let dispatchValue: u64 = 0;
 
 /** QEMU memory_region_dispatch_read for one I/O piece; value in dispatchValue. */
@@ -129,18 +139,13 @@ export function dispatchRead(region: u32, addr1: u64, size: u32): u32 {
   if (!accessValid(region, addr1, size, false)) return MEMTX_DECODE_ERROR;
   const p = regionPtr(region);
   const flags = <u32>load<u8>(p, R_IOFLAGS);
-  // access_with_adjusted_size
-  let imin = <u32>load<u8>(p, R_IMIN);
-  let imax = <u32>load<u8>(p, R_IMAX);
-  if (imin == 0) imin = 1;
-  if (imax == 0) imax = 4;
   let guard: usize = 0;
   if ((flags & IO_NO_GUARD) == 0) {
     guard = guardTable + <usize>load<u32>(p, R_GUARD);
     if (load<u8>(guard) != 0) return MEMTX_ACCESS_ERROR; // re-entrant access to this device
     store<u8>(guard, 1);
   }
-  const accessSize = size < imax ? (size > imin ? size : imin) : (imax > imin ? imax : imin);
+  const accessSize = adjustedAccessSize(p, size);
   const mask = sizeMask(accessSize);
   const big = (flags & IO_BIG_ENDIAN) != 0;
   let value: u64 = 0;
@@ -171,17 +176,13 @@ export function dispatchWrite(region: u32, addr1: u64, size: u32, data: u64): u3
   let value = data & sizeMask(size);
   const big = (flags & IO_BIG_ENDIAN) != 0;
   if (big) value = bswapN(value, size);
-  let imin = <u32>load<u8>(p, R_IMIN);
-  let imax = <u32>load<u8>(p, R_IMAX);
-  if (imin == 0) imin = 1;
-  if (imax == 0) imax = 4;
   let guard: usize = 0;
   if ((flags & IO_NO_GUARD) == 0) {
     guard = guardTable + <usize>load<u32>(p, R_GUARD);
     if (load<u8>(guard) != 0) return MEMTX_ACCESS_ERROR;
     store<u8>(guard, 1);
   }
-  const accessSize = size < imax ? (size > imin ? size : imin) : (imax > imin ? imax : imin);
+  const accessSize = adjustedAccessSize(p, size);
   const mask = sizeMask(accessSize);
   let status: u32 = MEMTX_OK;
   for (let i: u32 = 0; i < size; i += accessSize) {

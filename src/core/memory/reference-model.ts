@@ -136,7 +136,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
   }
 
   regionNew(kind: number, lastHi: number, lastLo: number): number {
-    const last = (BigInt(lastHi >>> 0) << 32n) | BigInt(lastLo >>> 0);
+    const last = u64(lastHi, lastLo);
     if (kind < 0 || kind > RegionKind.ROM_DEVICE) return -T.WRONG_KIND;
     const backed = kind === RegionKind.RAM || kind === RegionKind.ROM || kind === RegionKind.ROM_DEVICE;
     if (backed && last >= BigInt(MAX_RAM_REGION_SIZE)) return -T.RAM_TOO_LARGE;
@@ -196,7 +196,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     if (!r || !t) return T.NO_SUCH_REGION;
     if (r.kind !== RegionKind.ALIAS) return T.WRONG_KIND;
     if (r.aliasTarget) return T.IN_USE;
-    const off = (BigInt(offHi >>> 0) << 32n) | BigInt(offLo >>> 0);
+    const off = u64(offHi, offLo);
     if (off > U64_MAX - r.last) return T.OVERFLOW;
     if (target === id || this.reaches(target, id)) return T.CYCLE;
     this.begin();
@@ -220,7 +220,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     if (!p || !c) return T.NO_SUCH_REGION;
     if (p.kind === RegionKind.ALIAS) return T.WRONG_KIND;
     if (c.container) return T.ALREADY_MAPPED;
-    const addr = (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+    const addr = u64(hi, lo);
     if (addr > U64_MAX - c.last) return T.OVERFLOW;
     if (parent === child || this.reaches(child, parent)) return T.CYCLE;
     this.begin();
@@ -247,7 +247,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
   regionSetAddress(id: number, hi: number, lo: number): number {
     const r = this.live(id);
     if (!r) return T.NO_SUCH_REGION;
-    const addr = (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+    const addr = u64(hi, lo);
     if (addr > U64_MAX - r.last) return T.OVERFLOW;
     if (r.addr === addr) return T.OK;
     this.begin();
@@ -262,21 +262,21 @@ export class ReferenceMemoryEngine implements MemoryEngine {
   }
 
   regionSetEnabled(id: number, on: number): number {
-    const r = this.live(id);
-    if (!r) return T.NO_SUCH_REGION;
-    if (r.enabled === (on !== 0)) return T.OK;
-    this.begin();
-    r.enabled = on !== 0;
-    this.dirty = true;
-    return this.finish(T.OK);
+    return this.setFlag(id, "enabled", on);
   }
 
   regionSetReadonly(id: number, on: number): number {
+    return this.setFlag(id, "readonly", on);
+  }
+
+  /** Sets a boolean that shapes the flat views; re-renders only when it changes. */
+  private setFlag(id: number, flag: "enabled" | "readonly" | "romd", on: number): number {
     const r = this.live(id);
     if (!r) return T.NO_SUCH_REGION;
-    if (r.readonly === (on !== 0)) return T.OK;
+    if (flag === "romd" && r.kind !== RegionKind.ROM_DEVICE) return T.WRONG_KIND;
+    if (r[flag] === (on !== 0)) return T.OK;
     this.begin();
-    r.readonly = on !== 0;
+    r[flag] = on !== 0;
     this.dirty = true;
     return this.finish(T.OK);
   }
@@ -285,7 +285,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     const r = this.live(id);
     if (!r) return T.NO_SUCH_REGION;
     if (r.kind !== RegionKind.ALIAS) return T.WRONG_KIND;
-    const off = (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+    const off = u64(hi, lo);
     if (off > U64_MAX - r.last) return T.OVERFLOW;
     if (r.aliasOffset === off) return T.OK;
     this.begin();
@@ -295,14 +295,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
   }
 
   regionSetRomd(id: number, on: number): number {
-    const r = this.live(id);
-    if (!r) return T.NO_SUCH_REGION;
-    if (r.kind !== RegionKind.ROM_DEVICE) return T.WRONG_KIND;
-    if (r.romd === (on !== 0)) return T.OK;
-    this.begin();
-    r.romd = on !== 0;
-    this.dirty = true;
-    return this.finish(T.OK);
+    return this.setFlag(id, "romd", on);
   }
 
   regionFree(id: number): number {
@@ -384,9 +377,9 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     for (let i = 0; i < s.count; i++) {
       const k = i * FW;
       out.push({
-        start: (BigInt(w[k + 1]) << 32n) | BigInt(w[k]),
-        last: (BigInt(w[k + 3]) << 32n) | BigInt(w[k + 2]),
-        offsetInRegion: (BigInt(w[k + 5]) << 32n) | BigInt(w[k + 4]),
+        start: u64(w[k + 1], w[k]),
+        last: u64(w[k + 3], w[k + 2]),
+        offsetInRegion: u64(w[k + 5], w[k + 4]),
         region: w[k + 6],
         readonly: (w[k + 7] & FLAT_READONLY) !== 0,
       });
@@ -672,14 +665,12 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     this.dHi = 0;
     const r = this.regions[id];
     if (!this.accessValid(id, r, addr1, addr1Lo, size, false)) return MemTx.DECODE_ERROR;
-    const imin = r.imin || 1;
-    const imax = r.imax || 4;
     const guarded = !(r.ioFlags & IoFlag.NO_REENTRANCY_GUARD);
     if (guarded) {
       if (this.guards[r.guard]) return MemTx.ACCESS_ERROR;
       this.guards[r.guard] = 1;
     }
-    const accessSize = size < imax ? (size > imin ? size : imin) : imax > imin ? imax : imin;
+    const accessSize = adjustedAccessSize(r, size);
     const big = (r.ioFlags & IoFlag.BIG_ENDIAN) !== 0;
     const ops = this.ops[id];
     let vLo = 0;
@@ -769,14 +760,12 @@ export class ReferenceMemoryEngine implements MemoryEngine {
       lo = this.dLo;
       hi = this.dHi;
     }
-    const imin = r.imin || 1;
-    const imax = r.imax || 4;
     const guarded = !(r.ioFlags & IoFlag.NO_REENTRANCY_GUARD);
     if (guarded) {
       if (this.guards[r.guard]) return MemTx.ACCESS_ERROR;
       this.guards[r.guard] = 1;
     }
-    const accessSize = size < imax ? (size > imin ? size : imin) : imax > imin ? imax : imin;
+    const accessSize = adjustedAccessSize(r, size);
     const ops = this.ops[id];
     let status = 0;
     for (let i = 0; i < size; i += accessSize) {
@@ -805,7 +794,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
         if (accessSize < 4) tLo &= (1 << (accessSize * 8)) - 1;
       }
       try {
-        ops!.write(addr1 + i, accessSize, accessSize === 8 ? (BigInt(tHi >>> 0) << 32n) | BigInt(tLo >>> 0) : tLo >>> 0);
+        ops!.write(addr1 + i, accessSize, accessSize === 8 ? u64(tHi, tLo) : tLo >>> 0);
       } catch (e) {
         this.ioError = e;
         status |= MemTx.ERROR;
@@ -1065,4 +1054,16 @@ export class ReferenceMemoryEngine implements MemoryEngine {
 
 function byteOf(lo: number, hi: number, i: number): number {
   return (i < 4 ? lo >>> (i * 8) : hi >>> ((i - 4) * 8)) & 0xff;
+}
+
+/** 64-bit value from its u32 halves. */
+function u64(hi: number, lo: number): bigint {
+  return (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+}
+
+/** QEMU access_with_adjusted_size: the size of each callback call for an access of `size`. */
+function adjustedAccessSize(r: Region, size: number): number {
+  const imin = r.imin || 1;
+  const imax = r.imax || 4;
+  return size < imax ? (size > imin ? size : imin) : imax > imin ? imax : imin;
 }
