@@ -209,56 +209,40 @@ export class DmaSpace implements DmaApi {
     const length = dest.length;
     if (length === 0) return;
     const n = this.xlate(iova, length, DMA_PERM_READ);
-    this.mem();
-    const m = this.m32;
-    const base = this.outPtr >>> 2;
-    if (n === 1) {
-      const hi = m[base + 1];
-      const rec = this.record(hi >>> 8);
-      const bytes = rec.bytes;
-      if (!bytes) this.requireShared(n, iova, length);
-      const off = (hi & 0xff) * TWO32 + m[base];
-      dest.set(bytes!.subarray(off, off + length));
-      if (rec.mapped !== null) this.checkBacking(rec, iova, length);
-      return;
-    }
-    this.requireShared(n, iova, length);
-    let pos = 0;
-    for (let i = 0; i < n; i++) {
-      const r = base + i * 4;
-      const off = (m[r + 1] & 0xff) * TWO32 + m[r];
-      const len = m[r + 2];
-      dest.set(this.table.slots[m[r + 1] >>> 8]!.bytes!.subarray(off, off + len), pos);
-      pos += len;
-    }
-    this.checkSegments(n, iova, length);
+    const rec = this.singleShared(n);
+    if (rec === null) return this.copySegments(n, iova, dest, false);
+    dest.set(rec.bytes!.subarray(this.directOff, this.directOff + length));
+    if (rec.mapped !== null) this.checkBacking(rec, iova, length);
   }
 
   writeSync(iova: bigint, src: Uint8Array): void {
     const length = src.length;
     if (length === 0) return;
     const n = this.xlate(iova, length, DMA_PERM_WRITE);
+    const rec = this.singleShared(n);
+    if (rec === null) return this.copySegments(n, iova, src, true);
+    rec.bytes!.set(src, this.directOff);
+    if (rec.mapped !== null) this.checkBacking(rec, iova, length);
+  }
+
+  /** Copies `data` to (toGuest) or from the `n` segments of the last translation; every
+   *  segment must have shared memory (DMA_NO_SHARED_MEMORY before anything is copied). */
+  private copySegments(n: number, iova: bigint, data: Uint8Array, toGuest: boolean): void {
     this.mem();
+    this.requireShared(n, iova, data.length);
     const m = this.m32;
     const base = this.outPtr >>> 2;
-    if (n === 1) {
-      const hi = m[base + 1];
-      const rec = this.record(hi >>> 8);
-      const bytes = rec.bytes;
-      if (!bytes) this.requireShared(n, iova, length);
-      bytes!.set(src, (hi & 0xff) * TWO32 + m[base]);
-      if (rec.mapped !== null) this.checkBacking(rec, iova, length);
-      return;
-    }
-    this.requireShared(n, iova, length);
     let pos = 0;
     for (let i = 0; i < n; i++) {
       const r = base + i * 4;
+      const bytes = this.table.slots[m[r + 1] >>> 8]!.bytes!;
+      const off = (m[r + 1] & 0xff) * TWO32 + m[r];
       const len = m[r + 2];
-      this.table.slots[m[r + 1] >>> 8]!.bytes!.set(src.subarray(pos, pos + len), (m[r + 1] & 0xff) * TWO32 + m[r]);
+      if (toGuest) bytes.set(data.subarray(pos, pos + len), off);
+      else data.set(bytes.subarray(off, off + len), pos);
       pos += len;
     }
-    this.checkSegments(n, iova, length);
+    this.checkSegments(n, iova, data.length);
   }
 
   /** Segments of the last translation as plain objects (survive awaits). */
@@ -332,7 +316,12 @@ export class DmaSpace implements DmaApi {
   /** Single-segment fast path: the region (its bytes at directOff), or null (straddles /
    *  message). */
   private direct(iova: bigint, size: number, access: DmaPerm): RegionRecord | null {
-    const n = this.xlate(iova, size, access);
+    return this.singleShared(this.xlate(iova, size, access));
+  }
+
+  /** After a translation into `n` segments: the region when it is one segment with shared
+   *  memory (its bytes at directOff), else null. */
+  private singleShared(n: number): RegionRecord | null {
     if (n !== 1) return null;
     this.mem();
     const base = this.outPtr >>> 2;
