@@ -69,6 +69,17 @@ function readCount64(b: Uint8Array, p: number): number {
   return readU32(b, p + 4) === 0 ? readU32(b, p) : -1;
 }
 
+/** The 16-byte head DEVICE_GET_REGION_IO_FDS and DEVICE_GET_IRQ_INFO share: argsz, flags,
+ *  index, count. */
+function readIndexCountHead(body: Uint8Array): { argsz: number; flags: number; index: number; count: number } {
+  return { argsz: readU32(body, 0), flags: readU32(body, 4), index: readU32(body, 8), count: readU32(body, 12) };
+}
+
+/** A request made of that head alone, flags and count 0. */
+function writeIndexCountRequest(w: MessageWriter, msgId: number, command: number, index: number, argsz: number): void {
+  w.begin(msgId, command, REQUEST).u32(argsz).u32(0).u32(index).u32(0).end();
+}
+
 // ---------------------------------------------------------------------------------------------
 // generic replies
 
@@ -403,11 +414,11 @@ export interface RegionIoFdsRequest {
 
 export function decodeRegionIoFdsRequest(body: Uint8Array): RegionIoFdsRequest | WireError {
   if (body.length !== REGION_IO_FDS_SIZE) return lengthError(Command.DEVICE_GET_REGION_IO_FDS, "request", REGION_IO_FDS_SIZE, body.length);
-  return { argsz: readU32(body, 0), flags: readU32(body, 4), index: readU32(body, 8), count: readU32(body, 12) };
+  return readIndexCountHead(body);
 }
 
 export function writeRegionIoFdsRequest(w: MessageWriter, msgId: number, index: number, argsz = REGION_IO_FDS_SIZE): void {
-  w.begin(msgId, Command.DEVICE_GET_REGION_IO_FDS, REQUEST).u32(argsz).u32(0).u32(index).u32(0).end();
+  writeIndexCountRequest(w, msgId, Command.DEVICE_GET_REGION_IO_FDS, index, argsz);
 }
 
 export interface SubRegionIoFd {
@@ -452,7 +463,7 @@ export function writeRegionIoFdsReply(w: MessageWriter, msgId: number, index: nu
 export function decodeRegionIoFdsReply(body: Uint8Array): RegionIoFdsReply | WireError {
   const C = Command.DEVICE_GET_REGION_IO_FDS;
   if (body.length < REGION_IO_FDS_SIZE) return lengthError(C, "reply", REGION_IO_FDS_SIZE, body.length, true);
-  const out: RegionIoFdsReply = { argsz: readU32(body, 0), flags: readU32(body, 4), index: readU32(body, 8), count: readU32(body, 12), subRegions: [] };
+  const out: RegionIoFdsReply = { ...readIndexCountHead(body), subRegions: [] };
   const present = body.length - REGION_IO_FDS_SIZE;
   if (present === 0) return out; // head only: argsz says how much to ask for
   // The spec's entries are 40 bytes but it tells readers to take the stride from the payload:
@@ -486,11 +497,11 @@ export interface IrqInfo {
 
 export function decodeIrqInfo(body: Uint8Array): IrqInfo | WireError {
   if (body.length !== IRQ_INFO_SIZE) return lengthError(Command.DEVICE_GET_IRQ_INFO, "payload", IRQ_INFO_SIZE, body.length);
-  return { argsz: readU32(body, 0), flags: readU32(body, 4), index: readU32(body, 8), count: readU32(body, 12) };
+  return readIndexCountHead(body);
 }
 
 export function writeIrqInfoRequest(w: MessageWriter, msgId: number, index: number, argsz = IRQ_INFO_SIZE): void {
-  w.begin(msgId, Command.DEVICE_GET_IRQ_INFO, REQUEST).u32(argsz).u32(0).u32(index).u32(0).end();
+  writeIndexCountRequest(w, msgId, Command.DEVICE_GET_IRQ_INFO, index, argsz);
 }
 
 export function writeIrqInfoReply(w: MessageWriter, msgId: number, info: Omit<IrqInfo, "argsz">): void {
@@ -542,35 +553,34 @@ export interface RegionAccess {
   data: Uint8Array;
 }
 
-function decodeAccessHead(body: Uint8Array, data: Uint8Array): RegionAccess {
-  return { offsetLo: readU32(body, 0), offsetHi: readU32(body, 4), region: readU32(body, 8), count: readU32(body, 12), data };
+/** The 16-byte head, then exactly `count` data bytes when `withData`, else nothing. */
+function decodeRegionAccess(command: number, what: string, body: Uint8Array, withData: boolean): RegionAccess | WireError {
+  if (withData) {
+    if (body.length < REGION_ACCESS_SIZE) return lengthError(command, what, REGION_ACCESS_SIZE, body.length, true);
+    const count = readU32(body, 12);
+    const dataLen = body.length - REGION_ACCESS_SIZE;
+    if (dataLen !== count) return fieldError(command, "count", `${what} count ${count} but ${dataLen} data bytes`, dataLen, count);
+  } else if (body.length !== REGION_ACCESS_SIZE) {
+    return lengthError(command, what, REGION_ACCESS_SIZE, body.length);
+  }
+  return { offsetLo: readU32(body, 0), offsetHi: readU32(body, 4), region: readU32(body, 8), count: readU32(body, 12), data: body.subarray(REGION_ACCESS_SIZE) };
 }
 
 export function decodeRegionReadRequest(body: Uint8Array): RegionAccess | WireError {
-  if (body.length !== REGION_ACCESS_SIZE) return lengthError(Command.REGION_READ, "request", REGION_ACCESS_SIZE, body.length);
-  return decodeAccessHead(body, body.subarray(REGION_ACCESS_SIZE));
+  return decodeRegionAccess(Command.REGION_READ, "request", body, false);
 }
 
 /** The payload after the 16-byte head must hold exactly `count` bytes. */
 export function decodeRegionWriteRequest(body: Uint8Array): RegionAccess | WireError {
-  return decodeAccessWithData(Command.REGION_WRITE, "request", body);
+  return decodeRegionAccess(Command.REGION_WRITE, "request", body, true);
 }
 
 export function decodeRegionReadReply(body: Uint8Array): RegionAccess | WireError {
-  return decodeAccessWithData(Command.REGION_READ, "reply", body);
+  return decodeRegionAccess(Command.REGION_READ, "reply", body, true);
 }
 
 export function decodeRegionWriteReply(body: Uint8Array): RegionAccess | WireError {
-  if (body.length !== REGION_ACCESS_SIZE) return lengthError(Command.REGION_WRITE, "reply", REGION_ACCESS_SIZE, body.length);
-  return decodeAccessHead(body, body.subarray(REGION_ACCESS_SIZE));
-}
-
-function decodeAccessWithData(command: number, what: string, body: Uint8Array): RegionAccess | WireError {
-  if (body.length < REGION_ACCESS_SIZE) return lengthError(command, what, REGION_ACCESS_SIZE, body.length, true);
-  const count = readU32(body, 12);
-  const dataLen = body.length - REGION_ACCESS_SIZE;
-  if (dataLen !== count) return fieldError(command, "count", `${what} count ${count} but ${dataLen} data bytes`, dataLen, count);
-  return decodeAccessHead(body, body.subarray(REGION_ACCESS_SIZE));
+  return decodeRegionAccess(Command.REGION_WRITE, "reply", body, false);
 }
 
 export function writeRegionReadRequest(w: MessageWriter, msgId: number, offsetLo: number, offsetHi: number, region: number, count: number): void {
