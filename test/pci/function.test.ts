@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createPciFunction, PciError, type InterruptSink, type MsiMessage, type PciFunctionSpec, type RegionOps } from "../../src/core/pci/index.js";
+import { errCode } from "./helpers.js";
 
 /** A register file that records every callback it receives. */
 function recorder(size = 0x100, extra: Partial<RegionOps> = {}) {
@@ -38,16 +39,6 @@ function sinkLog() {
 }
 
 const base: PciFunctionSpec = { vendorId: 0x1234, deviceId: 0x5678, classCode: 0x020000, revision: 3, subsystemVendorId: 0x1af4, subsystemId: 0x1100, interruptPin: 1 };
-
-function errCode(f: () => unknown): string | undefined {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(PciError);
-    return (e as PciError).code;
-  }
-  return undefined;
-}
 
 describe("header", () => {
   it("lays out ids, class, revision, subsystem and the interrupt pin", () => {

@@ -2,25 +2,9 @@
 // memory inside wasm (no host import runs), writes reach the device's ops.write, and the
 // device updates the bytes through PciFunction.shadow(), whose view follows memory growth.
 import { describe, expect, it } from "vitest";
-import { createPciFunction, PciError, type PciFunctionSpec, type RegionOps } from "../../src/core/pci/index.js";
-import { MemoryCore } from "../../src/core/memory/index.js";
-import { instantiateCore, type CoreRef, type HostImportFactory } from "../../src/core/wasm.js";
-
-/** A core whose memory-subsystem host imports count how often wasm calls out through them. */
-function countingCore(): { core: CoreRef; crossings: Record<string, number> } {
-  const crossings: Record<string, number> = {};
-  const counted: HostImportFactory = (ref) =>
-    Object.fromEntries(
-      Object.entries(MemoryCore.hostImports(ref)).map(([name, fn]) => [
-        name,
-        (...args: unknown[]) => {
-          crossings[name] = (crossings[name] ?? 0) + 1;
-          return fn(...args);
-        },
-      ]),
-    );
-  return { core: instantiateCore([counted]), crossings };
-}
+import { createPciFunction, type PciFunctionSpec, type RegionOps } from "../../src/core/pci/index.js";
+import { countingCore } from "../support/counting-core.js";
+import { errCode } from "./helpers.js";
 
 function device() {
   const calls: string[] = [];
@@ -40,16 +24,6 @@ function device() {
 
 const base: PciFunctionSpec = { vendorId: 0x1234, deviceId: 0x5678, classCode: 0xff0000 };
 const BAR_ADDRESS = 0xfe000000;
-
-function errCode(f: () => unknown): string | undefined {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(PciError);
-    return (e as PciError).code;
-  }
-  return undefined;
-}
 
 describe("shadow windows", () => {
   it("serve reads inside wasm — region, bus and replayed-trace reads call no host import — while writes reach ops.write", () => {

@@ -4,7 +4,7 @@
 // to the read callback too. Every behaviour is checked on both engines.
 import { describe, expect, it } from "vitest";
 import { MemoryCore } from "../../../src/core/memory/index.js";
-import { instantiateCore, type HostImportFactory } from "../../../src/core/wasm.js";
+import { countingCore } from "../../support/counting-core.js";
 import { ENGINES, flat, loggingDevice, newCore } from "./helpers.js";
 
 for (const engine of ENGINES) {
@@ -111,19 +111,8 @@ for (const engine of ENGINES) {
 
 describe("ROM device reads never leave wasm", () => {
   it("no host import runs for ROMD reads, per call or in a replayed trace; writes cross once each", () => {
-    const crossings: Record<string, number> = {};
-    // The memory subsystem's own imports, each wrapped in a counter.
-    const counted: HostImportFactory = (ref) =>
-      Object.fromEntries(
-        Object.entries(MemoryCore.hostImports(ref)).map(([name, fn]) => [
-          name,
-          (...args: unknown[]) => {
-            crossings[name] = (crossings[name] ?? 0) + 1;
-            return fn(...args);
-          },
-        ]),
-      );
-    const mem = MemoryCore.attach(instantiateCore([counted]));
+    const { core, crossings } = countingCore();
+    const mem = MemoryCore.attach(core);
     const sys = mem.container("sys", 2n ** 64n);
     const dev = loggingDevice();
     const rd = mem.romDevice("status", 0x10, dev.ops, new Uint8Array([0x11, 0x22, 0x33, 0x44]));

@@ -1,15 +1,15 @@
 // Region tree and rendering: QEMU docs/devel/memory.rst worked examples, priorities,
 // aliases, transactions, construction errors.
 import { describe, expect, it } from "vitest";
-import { MemTx, MemoryError } from "../../../src/core/memory/index.js";
+import { MemTx, MemoryError, type AddressSpace, type MemoryCore, type MemoryRegion } from "../../../src/core/memory/index.js";
 import { ENGINES, flat, loggingDevice, newCore } from "./helpers.js";
 
 for (const engine of ENGINES) {
   describe(`memory.rst worked examples (${engine})`, () => {
-    it("overlapping regions: B (prio 2, container with D, E) over C (prio 1): C shows through B's holes", () => {
-      const mem = newCore(engine);
+    // A (0x8000) holds B (0x4000 at 0x2000, priority 2; D at 0 and E at 0x2000 inside it)
+    // over C (0x6000 at 0, priority 1).
+    function overlappingRegions(mem: MemoryCore, B: MemoryRegion): AddressSpace {
       const A = mem.container("A", 0x8000);
-      const B = mem.container("B", 0x4000);
       const C = mem.io("C", 0x6000, loggingDevice().ops);
       const D = mem.ram("D", 0x1000);
       const E = mem.ram("E", 0x1000);
@@ -19,7 +19,12 @@ for (const engine of ENGINES) {
         B.addSubregion(0, D);
         B.addSubregion(0x2000, E);
       });
-      const as = mem.addressSpace("A", A);
+      return mem.addressSpace("A", A);
+    }
+
+    it("overlapping regions: B (prio 2, container with D, E) over C (prio 1): C shows through B's holes", () => {
+      const mem = newCore(engine);
+      const as = overlappingRegions(mem, mem.container("B", 0x4000));
       // [CCCCCCCCCCCC][DDDDD][CCCCC][EEEEE][CCCCC]
       expect(flat(as)).toEqual([
         "0-1fff C+0",
@@ -32,19 +37,9 @@ for (const engine of ENGINES) {
 
     it("overlapping regions: if B is not a pure container its own ops fill the holes", () => {
       const mem = newCore(engine);
-      const A = mem.container("A", 0x8000);
-      const B = mem.io("B", 0x4000, loggingDevice().ops);
-      const C = mem.io("C", 0x6000, loggingDevice().ops);
-      const D = mem.ram("D", 0x1000);
-      const E = mem.ram("E", 0x1000);
-      mem.transaction(() => {
-        A.addSubregion(0x2000, B, 2);
-        A.addSubregion(0, C, 1);
-        B.addSubregion(0, D);
-        B.addSubregion(0x2000, E);
-      });
+      const as = overlappingRegions(mem, mem.io("B", 0x4000, loggingDevice().ops));
       // [CCCCCCCCCCCC][DDDDD][BBBBB][EEEEE][BBBBB]
-      expect(flat(mem.addressSpace("A", A))).toEqual([
+      expect(flat(as)).toEqual([
         "0-1fff C+0",
         "2000-2fff D+0",
         "3000-3fff B+1000",
