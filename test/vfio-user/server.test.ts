@@ -35,6 +35,7 @@ import { closeFd } from "../../src/transport/fd.js";
 import { EventFd } from "../../src/transport/eventfd.js";
 import type { PciFunction } from "../../src/core/pci/api.js";
 import { Bytes, message } from "./bytes.js";
+import type { Capabilities } from "../../src/vfio-user/wire/version.js";
 import { RawClient, sleep, openFdCount, expectFdCount, waitNoSession } from "./raw-client.js";
 
 const REQ = 0;
@@ -469,14 +470,27 @@ async function stillWorksOn(c: RawClient): Promise<void> {
 }
 
 describe("vfio-user server with a RAM-backed BAR (throughput device)", () => {
-  it("offers the region fd with a sparse-mmap capability that excludes the MSI-X pages, and the client sees writes through the mapping", async () => {
-    const size = 64 * 1024;
+  const size = 64 * 1024;
+
+  /** Serves a throughput device whose BAR0 is a `size`-byte memfd to a raw client. */
+  async function serveMemfdBar(clientCaps?: Capabilities) {
     const fd = memfdCreate("tp-data", size);
     const mapping = mmapFd(fd, 0, size, { writable: true });
     const tp = createThroughputDevice({ data: { bytes: mapping.bytes(), fd, fdOffset: 0n } });
     const path = socketPath();
     const server = VfioUserServer.listen({ device: tp.fn, socketPath: path });
-    const client = await RawClient.negotiated(path);
+    const client = await RawClient.negotiated(path, clientCaps);
+    const close = async () => {
+      client.close();
+      await server.close();
+      mapping.unmap();
+      closeFd(fd);
+    };
+    return { tp, client, close };
+  }
+
+  it("offers the region fd with a sparse-mmap capability that excludes the MSI-X pages, and the client sees writes through the mapping", async () => {
+    const { tp, client, close } = await serveMemfdBar();
     try {
       const w = new MessageWriter();
       // Small argsz first: the struct only, argsz says how much to ask for, no fd.
@@ -519,21 +533,12 @@ describe("vfio-user server with a RAM-backed BAR (throughput device)", () => {
       expect(tp.doorbells).toBe(1000);
       expect(await readU32(client, 2, THROUGHPUT_REG.LAST_DOORBELL)).toBe(999 & 0xff);
     } finally {
-      client.close();
-      await server.close();
-      mapping.unmap();
-      closeFd(fd);
+      await close();
     }
   });
 
   it("a client announcing max_msg_fds 0 gets the RAM BAR's info without the fd, so not as mappable", async () => {
-    const size = 64 * 1024;
-    const fd = memfdCreate("tp-data", size);
-    const mapping = mmapFd(fd, 0, size, { writable: true });
-    const tp = createThroughputDevice({ data: { bytes: mapping.bytes(), fd, fdOffset: 0n } });
-    const path = socketPath();
-    const server = VfioUserServer.listen({ device: tp.fn, socketPath: path });
-    const client = await RawClient.negotiated(path, { maxMsgFds: 0 });
+    const { client, close } = await serveMemfdBar({ maxMsgFds: 0 });
     try {
       const w = new MessageWriter();
       writeRegionInfoRequest(w, 1, 0, 1024);
@@ -545,10 +550,7 @@ describe("vfio-user server with a RAM-backed BAR (throughput device)", () => {
       expect(info).toMatchObject({ size: BigInt(size), flags: RegionInfoFlag.READ | RegionInfoFlag.WRITE, caps: [] });
       expect(await readU32(client, 0, 0)).toBe(0); // still served over the socket
     } finally {
-      client.close();
-      await server.close();
-      mapping.unmap();
-      closeFd(fd);
+      await close();
     }
   });
 
