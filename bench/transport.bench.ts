@@ -99,35 +99,45 @@ function startChild(kind: Kind, mode: string): { fd: number; child: ChildProcess
   return { fd: mine, child };
 }
 
+/** Where a peer's received chunk lengths go; each measurement installs its own handler. */
+interface Receiver {
+  onChunk: (length: number) => void;
+}
+
+/** Calls `send` (which sends `length` bytes) and waits until as many bytes came back,
+ *  `count` times; µs per round trip. */
+function timedRoundTrips(rx: Receiver, length: number, count: number, send: () => void): Promise<Float64Array> {
+  return new Promise((resolve) => {
+    const samples = new Float64Array(count);
+    let i = 0;
+    let got = 0;
+    let t0 = performance.now();
+    rx.onChunk = (n) => {
+      got += n;
+      if (got < length) return;
+      got = 0;
+      const t1 = performance.now();
+      samples[i++] = (t1 - t0) * 1000;
+      if (i === count) return resolve(samples);
+      t0 = performance.now();
+      send();
+    };
+    send();
+  });
+}
+
 function oursPeer(mode: string): Peer {
   const { fd, child } = startChild("ours", mode);
   const c: Connection = adoptFd(fd);
-  let onChunk: (length: number) => void = () => {};
-  c.onData((chunk) => onChunk(chunk.length));
-  const pingPong: PingPong = (message, count, fds) =>
-    new Promise((resolve) => {
-      const samples = new Float64Array(count);
-      let i = 0;
-      let got = 0;
-      let t0 = performance.now();
-      onChunk = (length) => {
-        got += length;
-        if (got < message.length) return;
-        got = 0;
-        const t1 = performance.now();
-        samples[i++] = (t1 - t0) * 1000;
-        if (i === count) return resolve(samples);
-        t0 = performance.now();
-        c.send(message, fds);
-      };
-      c.send(message, fds);
-    });
+  const rx: Receiver = { onChunk: () => {} };
+  c.onData((chunk) => rx.onChunk(chunk.length));
+  const pingPong: PingPong = (message, count, fds) => timedRoundTrips(rx, message.length, count, () => c.send(message, fds));
   const stream = (size: number, total: number) =>
     new Promise<number>((resolve) => {
       const head = new Float64Array([total]);
       const message = new Uint8Array(size);
       const t0 = performance.now();
-      onChunk = () => resolve((total / size) / ((performance.now() - t0) / 1000));
+      rx.onChunk = () => resolve((total / size) / ((performance.now() - t0) / 1000));
       c.send(new Uint8Array(head.buffer));
       let sent = 0;
       const pump = () => {
@@ -144,33 +154,16 @@ function oursPeer(mode: string): Peer {
 function netPeer(mode: string): Peer {
   const { fd, child } = startChild("net", mode);
   const s = new Socket({ fd, readable: true, writable: true });
-  let onChunk: (length: number) => void = () => {};
-  s.on("data", (chunk: Buffer) => onChunk(chunk.length));
-  const pingPong: PingPong = (message, count) =>
-    new Promise((resolve) => {
-      const samples = new Float64Array(count);
-      let i = 0;
-      let got = 0;
-      let t0 = performance.now();
-      onChunk = (length) => {
-        got += length;
-        if (got < message.length) return;
-        got = 0;
-        const t1 = performance.now();
-        samples[i++] = (t1 - t0) * 1000;
-        if (i === count) return resolve(samples);
-        t0 = performance.now();
-        s.write(message);
-      };
-      s.write(message);
-    });
+  const rx: Receiver = { onChunk: () => {} };
+  s.on("data", (chunk: Buffer) => rx.onChunk(chunk.length));
+  const pingPong: PingPong = (message, count) => timedRoundTrips(rx, message.length, count, () => s.write(message));
   const stream = (size: number, total: number) =>
     new Promise<number>((resolve) => {
       const head = Buffer.alloc(8);
       head.writeDoubleLE(total);
       const message = Buffer.alloc(size);
       const t0 = performance.now();
-      onChunk = () => resolve((total / size) / ((performance.now() - t0) / 1000));
+      rx.onChunk = () => resolve((total / size) / ((performance.now() - t0) / 1000));
       s.write(head);
       let sent = 0;
       const pump = () => {
@@ -188,27 +181,12 @@ function usocketPeer(): Peer {
   const { fd, child } = startChild("usocket", "echo");
   const { USocket } = requireCjs("usocket");
   const s = new USocket({ fd });
-  let onChunk: (length: number) => void = () => {};
-  s.on("data", (chunk: Buffer) => onChunk(chunk.length));
-  const pingPong: PingPong = (message, count) =>
-    new Promise((resolve) => {
-      const samples = new Float64Array(count);
-      const data = Buffer.from(message.buffer, message.byteOffset, message.length);
-      let i = 0;
-      let got = 0;
-      let t0 = performance.now();
-      onChunk = (length) => {
-        got += length;
-        if (got < message.length) return;
-        got = 0;
-        const t1 = performance.now();
-        samples[i++] = (t1 - t0) * 1000;
-        if (i === count) return resolve(samples);
-        t0 = performance.now();
-        s.write(data);
-      };
-      s.write(data);
-    });
+  const rx: Receiver = { onChunk: () => {} };
+  s.on("data", (chunk: Buffer) => rx.onChunk(chunk.length));
+  const pingPong: PingPong = (message, count) => {
+    const data = Buffer.from(message.buffer, message.byteOffset, message.length);
+    return timedRoundTrips(rx, message.length, count, () => s.write(data));
+  };
   return { pingPong, child, close: () => s.destroy() };
 }
 
