@@ -6,8 +6,11 @@
 // with the very same bytes, sent and matched by hand (no client library):
 //   - 4-byte REGION_READ latency (median, p99) vs bare ping-pong of the same request/reply;
 //   - posted-write throughput (N NO_REPLY writes then one read that flushes them) vs the same
-//     bytes sent raw;
-//   - 4 KiB REGION_READ throughput vs bare ping-pong of the same 4 KiB replies.
+//     bytes sent raw, one transport send() per write; one row per client path: writeRegion()
+//     and writeValue() (a settled promise per write) and post() (synchronous, no promise). The
+//     client gathers a tick's posts into one buffer itself, so it may beat per-write raw sends;
+//   - 4 KiB REGION_READ throughput vs bare ping-pong of the same 4 KiB replies: readRegion()
+//     (a fresh buffer per read) and readRegionInto() (one reused buffer).
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -216,6 +219,11 @@ async function main(): Promise<void> {
     const W = 20_000;
     const writes = Array.from({ length: W }, (_, i) => postedWrite(i & 0xffff));
     const value = Uint8Array.of(0xef, 0xbe, 0xad, 0xde);
+    const rawPosts = async () => {
+      for (const w of writes) raw.send(w);
+      await raw.roundTrip(req4, 36);
+    };
+    const notPosted = () => new Error("a write was not posted: the benchmark measures the wrong path");
     const [cliPosted, rawPosted] = await pairedRates(
       5,
       W,
@@ -223,14 +231,35 @@ async function main(): Promise<void> {
         const posted: Promise<{ posted: boolean }>[] = new Array(W);
         for (let i = 0; i < W; i++) posted[i] = client.writeRegion(0, 0, value);
         await client.readRegion(0, 0, 4);
-        for (const r of await Promise.all(posted)) if (!r.posted) throw new Error("a write was not posted: the benchmark measures the wrong path");
+        for (const r of await Promise.all(posted)) if (!r.posted) throw notPosted();
       },
-      async () => {
-        for (const w of writes) raw.send(w);
-        await raw.roundTrip(req4, 36);
-      },
+      rawPosts,
     );
     results.push(result("posted-write/4B/throughput", cliPosted, "ops/s", rawPosted));
+    const [cliValue, rawValue] = await pairedRates(
+      5,
+      W,
+      async () => {
+        const posted: Promise<{ posted: boolean }>[] = new Array(W);
+        for (let i = 0; i < W; i++) posted[i] = client.writeValue(0, 0, 4, 0xdeadbeef);
+        await client.readRegion(0, 0, 4);
+        for (const r of await Promise.all(posted)) if (!r.posted) throw notPosted();
+      },
+      rawPosts,
+    );
+    results.push(result("posted-write/4B/writeValue/throughput", cliValue, "ops/s", rawValue));
+    const [cliPost, rawPost] = await pairedRates(
+      5,
+      W,
+      async () => {
+        let refused = 0;
+        for (let i = 0; i < W; i++) if (!client.post(0, 0, 4, 0xdeadbeef)) refused++;
+        await client.readRegion(0, 0, 4);
+        if (refused !== 0) throw notPosted();
+      },
+      rawPosts,
+    );
+    results.push(result("posted-write/4B/post/throughput", cliPost, "ops/s", rawPost));
 
     // 4 KiB read throughput (sequential round trips).
     const R = 5_000;
@@ -246,6 +275,18 @@ async function main(): Promise<void> {
       },
     );
     results.push(result("read-throughput/4KiB", (cliBw * 4096) / 1e6, "MB/s", (rawBw * 4096) / 1e6));
+    const into = new Uint8Array(4096);
+    const [cliIntoBw, rawIntoBw] = await pairedRates(
+      3,
+      R,
+      async () => {
+        for (let i = 0; i < R; i++) await client.readRegionInto(0, 0, into);
+      },
+      async () => {
+        for (let i = 0; i < R; i++) await raw.roundTrip(req4k, 32 + 4096);
+      },
+    );
+    results.push(result("read-throughput/4KiB/into", (cliIntoBw * 4096) / 1e6, "MB/s", (rawIntoBw * 4096) / 1e6));
 
     client.close();
     rawConn.destroy();

@@ -14,6 +14,7 @@ import { DmaMemoryTable, type DmaMapping } from "./dma.js";
 import { VfioUserClientError, describeErrno, type VfioUserClientErrorCode } from "./errors.js";
 import { Errno } from "../wire/constants.js";
 import { PostedWritePolicy, type PostedWritePolicyOptions, type RegionSpace } from "./posted-writes.js";
+import { SendBatch, REGION_ACCESS_HEAD } from "./send-batch.js";
 import {
   Command,
   HeaderFlag,
@@ -55,6 +56,8 @@ import {
   type ParseEvent,
   decodeRegionReadReply,
   joinU64,
+  readU32,
+  REGION_ACCESS_SIZE,
   encodeMigDeviceState,
   writeDeviceFeatureRequest,
   writeDeviceInfoRequest,
@@ -194,6 +197,12 @@ interface QueuedSend {
 
 const MSG_ID_SPACE = 0x10000;
 const POSTED: WriteResult = Object.freeze({ posted: true, viaMapping: false });
+/** What writeRegion()/writeValue() return for a posted write: one shared settled promise. */
+const POSTED_DONE: Promise<WriteResult> = Promise.resolve(POSTED);
+const TWO_32 = 0x1_0000_0000;
+/** 2^(8 * width) for the access widths (NaN elsewhere, so any comparison with it is false). */
+const VALUE_LIMIT = [NaN, 2 ** 8, 2 ** 16, NaN, 2 ** 32, NaN, NaN, NaN, 2 ** 64];
+const BIGINT_VALUE_LIMIT = [0n, 1n << 8n, 1n << 16n, 0n, 1n << 32n, 0n, 0n, 0n, 1n << 64n];
 const REGION_INFO_ARGSZ = 1024;
 const REGION_INFO_ARGSZ_LIMIT = 64 * 1024;
 /** Room for 16 sub-regions at first; a cut reply says how much more to ask for. */
@@ -246,6 +255,17 @@ export class VfioUserClient extends EventEmitter {
   private readonly ioFdSets = new Set<RegionIoFds>();
   /** Reused output buffer (the wire module's serializers write into it). */
   private readonly writer = new MessageWriter();
+  /**
+   * Posted writes of this tick (and, pipelined, the message that follows them), sent as one
+   * write: see send-batch.ts. Serialized mode queues posts as before instead.
+   */
+  private readonly batch = new SendBatch();
+  private batchFlushQueued = false;
+  private readonly endOfTick = () => {
+    this.batchFlushQueued = false;
+    this.flushBatch();
+  };
+  private readonly closeFdList = (fds: readonly number[]) => this.closeFds(fds);
   /** Messages set aside while our replies pile up unread (see MAX_QUEUED_REPLY_BYTES). */
   private backlog: ParseEvent[] = [];
 
@@ -454,6 +474,8 @@ export class VfioUserClient extends EventEmitter {
           }
         }
         if (!this.eventFdWriter) throw argumentError("no eventfd writer: connect with connectVfioUser() or set client.eventFdWriter");
+        // A doorbell is a posted write too: earlier posts leave on the socket first.
+        this.flushBatch();
         this.eventFdWriter(sub.fd, 1);
       },
       release: () => {
@@ -502,57 +524,121 @@ export class VfioUserClient extends EventEmitter {
    * Errors: ERR_REMOTE (errno), ERR_REPLY_TOO_BIG (E2BIG: more data than asked),
    * ERR_SHORT_TRANSFER (`transferred`, `data` hold what arrived), ERR_PROTOCOL, ERR_TIMEOUT.
    */
-  async readRegion(region: number, offset: bigint | number, size: number, options: RequestOptions = {}): Promise<Uint8Array> {
-    const start = this.checkAccess(region, offset, size, "read");
-    const mapped = this.mappedView(region, start, size);
-    if (mapped) {
-      const data = mapped.slice();
-      this.checkMappedArea(region, start, size);
-      return data;
+  readRegion(region: number, offset: bigint | number, size: number, options: RequestOptions = {}): Promise<Uint8Array> {
+    let into: Uint8Array;
+    try {
+      if (!(Number.isSafeInteger(size) && size >= 0 && typeof offset === "number" && this.fitsRegion(region, offset, size, "read"))) {
+        this.checkAccess(region, offset, size, "read");
+      }
+      into = new Uint8Array(size);
+    } catch (err) {
+      return Promise.reject(err);
     }
-    const out = new Uint8Array(size);
-    if (size === 0) return out;
+    return this.readInto(region, offset, into, options);
+  }
+
+  /**
+   * readRegion() into the caller's buffer: reads `into.length` bytes at `offset`, copies each
+   * reply's data straight into `into` (a buffer reused across reads costs no allocation) and
+   * resolves with `into`. Same splitting, mapping and errors as readRegion(); after a failure
+   * `into` may hold part of the data. Do not share one buffer between reads in flight.
+   */
+  readRegionInto(region: number, offset: bigint | number, into: Uint8Array, options: RequestOptions = {}): Promise<Uint8Array> {
+    if (!(into instanceof Uint8Array)) return Promise.reject(argumentError("readRegionInto needs a Uint8Array to read into"));
+    try {
+      if (!(typeof offset === "number" && this.fitsRegion(region, offset, into.length, "read"))) this.checkAccess(region, offset, into.length, "read");
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.readInto(region, offset, into, options);
+  }
+
+  /** The read itself, arguments checked. One chunk: one pending object, no other allocation. */
+  private readInto(region: number, offset: bigint | number, into: Uint8Array, options: RequestOptions): Promise<Uint8Array> {
+    const size = into.length;
+    if (this.mappings.size !== 0) {
+      const start = BigInt(offset);
+      const mapped = this.mappedView(region, start, size);
+      if (mapped) {
+        into.set(mapped);
+        try {
+          this.checkMappedArea(region, start, size);
+        } catch (err) {
+          return Promise.reject(err);
+        }
+        return Promise.resolve(into);
+      }
+    }
+    if (size === 0) return Promise.resolve(into);
+    if (this.closedError) return Promise.reject(this.closedError);
     const max = this.maxReadTransfer;
+    if (size > max) return this.readChunked(region, BigInt(offset), into, max, options);
+    const hi = typeof offset === "number" ? (offset < TWO_32 ? 0 : Math.floor(offset / TWO_32)) : hi32(offset);
+    const lo = typeof offset === "number" ? offset - hi * TWO_32 : lo32(offset);
+    return new Promise<Uint8Array>((resolve, reject) => this.sendRead(region, lo, hi, into, 0, size, true, resolve, reject, options));
+  }
+
+  /** A read above the transfer limit: chunks pipelined, then checked for a short one in order. */
+  private async readChunked(region: number, start: bigint, into: Uint8Array, max: number, options: RequestOptions): Promise<Uint8Array> {
+    const size = into.length;
     const parts: Promise<number>[] = [];
     for (let done = 0; done < size; done += max) {
       const count = Math.min(max, size - done);
       const at = start + BigInt(done);
-      const into = done;
-      parts.push(
-        this.request(
-          Command.REGION_READ,
-          () => `REGION_READ region ${region} offset ${hex(at)} (${count} bytes)`,
-          (w, id) => writeRegionReadRequest(w, id, lo32(at), hi32(at), region, count),
-          (payload) => {
-            const reply = decodeRegionReadReply(payload);
-            if (reply instanceof WireError) throw protocolError(Command.REGION_READ, reply.message, region, at, count);
-            if (reply.region !== region || reply.offsetLo !== lo32(at) || reply.offsetHi !== hi32(at)) {
-              throw protocolError(Command.REGION_READ, `reply is for region ${reply.region} offset ${hex(joinU64(reply.offsetLo, reply.offsetHi))}, asked region ${region} offset ${hex(at)}`, region, at, count);
-            }
-            if (reply.count > count) {
-              throw new VfioUserClientError("ERR_REPLY_TOO_BIG", `REGION_READ reply carries ${reply.count} bytes, ${count} were asked (region ${region} offset ${hex(at)})`, {
-                command: Command.REGION_READ, commandName: "REGION_READ", errno: Errno.E2BIG, region, offset: at, count,
-              });
-            }
-            out.set(reply.data, into);
-            return reply.count;
-          },
-          options,
-        ),
-      );
+      const into_ = done;
+      parts.push(new Promise<number>((resolve, reject) => this.sendRead(region, lo32(at), hi32(at), into, into_, count, false, resolve, reject, options)));
     }
-    const counts = parts.length === 1 ? [await parts[0]] : await Promise.all(parts);
+    const counts = await Promise.all(parts);
     let transferred = 0;
     for (let i = 0; i < counts.length; i++) {
       const asked = Math.min(max, size - i * max);
       transferred += counts[i];
-      if (counts[i] < asked) {
-        throw new VfioUserClientError("ERR_SHORT_TRANSFER", `short read: region ${region} offset ${hex(start)}: ${transferred} of ${size} bytes read`, {
-          command: Command.REGION_READ, commandName: "REGION_READ", region, offset: start, count: size, transferred, data: out.slice(0, transferred),
-        });
-      }
+      if (counts[i] < asked) throw shortRead(region, start, size, transferred, into);
     }
-    return out;
+    return into;
+  }
+
+  /** Registers and sends one REGION_READ whose reply data lands in into[at, at + count). */
+  private sendRead(
+    region: number,
+    offsetLo: number,
+    offsetHi: number,
+    into: Uint8Array,
+    at: number,
+    count: number,
+    whole: boolean,
+    resolve: (value: never) => void,
+    reject: (error: unknown) => void,
+    options: RequestOptions,
+  ): void {
+    const batched = !this.options.serializeRequests;
+    if (batched && !this.batch.fits(REGION_ACCESS_HEAD)) this.flushBatch();
+    let msgId: number;
+    try {
+      if (this.closedError) throw this.closedError;
+      msgId = this.allocateId();
+    } catch (err) {
+      reject(err);
+      return;
+    }
+    const timeoutMs = options.timeoutMs ?? this.options.timeoutMs;
+    const deadline = timeoutMs > 0 ? performance.now() + timeoutMs : Infinity;
+    const p = new RegionReadPending(msgId, deadline, region, offsetLo, offsetHi, into, at, count, whole, resolve, reject, this.closeFdList);
+    this.pending.set(msgId, p);
+    if (deadline !== Infinity) this.armSweep(timeoutMs);
+    if (!batched) {
+      this.enqueue({ bytes: this.encode((w, id) => writeRegionReadRequest(w, id, offsetLo, offsetHi, region, count), msgId), pending: p });
+      return;
+    }
+    // Behind this tick's posted writes, in the same socket write.
+    this.batch.readRequest(msgId, offsetLo, offsetHi, region, count);
+    const bytes = this.batch.take();
+    try {
+      this.channel.send(bytes);
+    } catch (err) {
+      this.pending.delete(msgId);
+      p.fail(withRequest(new VfioUserClientError("ERR_CLOSED", `could not send: ${(err as Error).message}`, { cause: err }), p));
+    }
   }
 
   /**
@@ -560,22 +646,30 @@ export class VfioUserClient extends EventEmitter {
    * soon as they are handed to the socket); otherwise each chunk waits for its reply, and a reply
    * count below the chunk is ERR_SHORT_TRANSFER, above it ERR_REPLY_TOO_BIG.
    */
-  async writeRegion(region: number, offset: bigint | number, data: Uint8Array, options: WriteOptions = {}): Promise<WriteResult> {
-    // Fast path of the common posted store: numeric offset, one message, nothing mapped.
+  writeRegion(region: number, offset: bigint | number, data: Uint8Array, options: WriteOptions = {}): Promise<WriteResult> {
+    // Fast path of the common posted store: numeric offset, one message, nothing mapped. No
+    // async frame: the settled POSTED_DONE promise is returned.
     if (
       typeof offset === "number" &&
+      options.posted !== false &&
       this.mappings.size === 0 &&
       data.length !== 0 &&
       data.length <= this.maxTransfer &&
-      options.posted !== false &&
-      this.postedWrites.shouldPost(region) &&
+      this.postedWrites.canPost(region) &&
       this.fitsRegion(region, offset, data.length, "write")
     ) {
-      const lo = offset % 0x1_0000_0000;
-      const hi = (offset - lo) / 0x1_0000_0000;
-      this.post((w, id) => writeRegionWriteRequest(w, id, lo, hi, region, data, true));
-      return POSTED;
+      const hi = offset < TWO_32 ? 0 : Math.floor(offset / TWO_32);
+      try {
+        this.postMessage(region, offset - hi * TWO_32, hi, data);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      return POSTED_DONE;
     }
+    return this.writeRegionChecked(region, offset, data, options);
+  }
+
+  private async writeRegionChecked(region: number, offset: bigint | number, data: Uint8Array, options: WriteOptions): Promise<WriteResult> {
     const start = this.checkAccess(region, offset, data.length, "write");
     const mapped = this.mappedView(region, start, data.length);
     if (mapped) {
@@ -588,9 +682,8 @@ export class VfioUserClient extends EventEmitter {
     const max = this.maxTransfer;
     if (posted) {
       for (let done = 0; done < data.length; done += max) {
-        const chunk = data.subarray(done, Math.min(done + max, data.length));
         const at = start + BigInt(done);
-        this.post((w, id) => writeRegionWriteRequest(w, id, lo32(at), hi32(at), region, chunk, true));
+        this.postMessage(region, lo32(at), hi32(at), data.subarray(done, Math.min(done + max, data.length)));
       }
       return { posted: true, viaMapping: false };
     }
@@ -642,13 +735,75 @@ export class VfioUserClient extends EventEmitter {
     return v;
   }
 
-  async writeValue(region: number, offset: bigint | number, width: 1 | 2 | 4 | 8, value: bigint | number, options: WriteOptions = {}): Promise<WriteResult> {
+  /** Writes a little-endian value of 1, 2, 4 or 8 bytes (see writeRegion() and post()). */
+  writeValue(region: number, offset: bigint | number, width: 1 | 2 | 4 | 8, value: bigint | number, options: WriteOptions = {}): Promise<WriteResult> {
+    if (options.posted !== false && typeof offset === "number") {
+      try {
+        if (this.postFast(region, offset, width, value)) return POSTED_DONE;
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    return this.writeValueChecked(region, offset, width, value, options);
+  }
+
+  private async writeValueChecked(region: number, offset: bigint | number, width: 1 | 2 | 4 | 8, value: bigint | number, options: WriteOptions): Promise<WriteResult> {
     checkWidth(width);
-    let v = BigInt(value);
-    if (v < 0n || v >= 1n << BigInt(width * 8)) throw argumentError(`value ${value} does not fit in ${width} bytes`);
-    const bytes = new Uint8Array(width);
-    for (let i = 0; i < width; i++, v >>= 8n) bytes[i] = Number(v & 0xffn);
-    return this.writeRegion(region, offset, bytes, options);
+    return this.writeRegion(region, offset, valueBytes(width, value), options);
+  }
+
+  /**
+   * Synchronous store of a little-endian `width`-byte value: the path for a VMM's vCPU loop or a
+   * test harness issuing many stores. Returns true when the store needs nothing more from the
+   * caller: it went into a mapped area, or it was posted (NO_REPLY, no promise, no wait). Posts
+   * of one tick leave in one socket write at the end of the tick (or every 64 KiB), and any
+   * later request goes out behind them, so a read issued after posts sees their effect.
+   * Returns false, sending nothing, when the PCI ordering policy says this write must wait for
+   * its reply (I/O BAR, config space, ROM, a region of unknown space, a region mapped under the
+   * strict policy, posting disabled): issue it with writeValue() and await it.
+   * A posted write that fails on the server is reported on the next request that wants a
+   * reply: that request fails with ERR_REMOTE carrying the errno (it is not performed).
+   * Throws ERR_ARGUMENT (width, value, region, an access outside the region), ERR_CLOSED,
+   * ERR_REGION_TRUNCATED (a mapped area whose file the server shrank).
+   */
+  post(region: number, offset: bigint | number, width: 1 | 2 | 4 | 8, value: bigint | number): boolean {
+    if (this.closedError) throw this.closedError;
+    if (typeof offset === "number" && this.postFast(region, offset, width, value)) return true;
+    checkWidth(width);
+    const bytes = valueBytes(width, value);
+    const start = this.checkAccess(region, offset, width, "write");
+    const mapped = this.mappedView(region, start, width);
+    if (mapped) {
+      mapped.set(bytes);
+      this.checkMappedArea(region, start, width);
+      return true;
+    }
+    if (!this.postedWrites.shouldPost(region)) return false;
+    this.postMessage(region, lo32(start), hi32(start), bytes);
+    return true;
+  }
+
+  /**
+   * Posts the store when everything is plain — numeric offset and value in range, nothing
+   * mapped, the policy allows it, the access fits the region — and returns true; false (nothing
+   * sent) sends the caller to the checked path, which explains any refusal.
+   */
+  private postFast(region: number, offset: number, width: number, value: bigint | number): boolean {
+    let lo: number;
+    let hi: number;
+    if (typeof value === "number") {
+      if (!(value >= 0 && value < VALUE_LIMIT[width]) || !Number.isInteger(value)) return false;
+      hi = value < TWO_32 ? 0 : Math.floor(value / TWO_32);
+      lo = value - hi * TWO_32;
+    } else {
+      if (typeof value !== "bigint" || !(value >= 0n && value < BIGINT_VALUE_LIMIT[width])) return false;
+      lo = Number(value & 0xffff_ffffn);
+      hi = Number(value >> 32n);
+    }
+    if (this.mappings.size !== 0 || !this.postedWrites.canPost(region) || !this.fitsRegion(region, offset, width, "write")) return false;
+    const offsetHi = offset < TWO_32 ? 0 : Math.floor(offset / TWO_32);
+    this.postStore(region, offset - offsetHi * TWO_32, offsetHi, width, lo, hi);
+    return true;
   }
 
   /**
@@ -924,6 +1079,7 @@ export class VfioUserClient extends EventEmitter {
 
   /** Fails every pending request with ERR_CLOSED, releases mappings and fds, closes the socket. */
   close(): void {
+    this.flushBatch(); // posts issued before close() are written, as writes the caller already made
     this.shutdown("the client closed the connection");
   }
 
@@ -990,10 +1146,69 @@ export class VfioUserClient extends EventEmitter {
     });
   }
 
-  /** Sends a NO_REPLY command (a posted write): nothing is tracked, nothing comes back. */
-  private post(encode: (writer: MessageWriter, msgId: number) => void): void {
+  /**
+   * Id of a posted (NO_REPLY) message. No reply comes for it, but a server that answers one
+   * anyway must not be taken for answering a request in flight: while any request is pending
+   * (or timed out), the id skips theirs as allocateId() does.
+   */
+  private postedMsgId(): number {
+    if (this.pending.size !== 0 || this.zombies.size !== 0) return this.allocateId();
+    const id = this.nextId;
+    this.nextId = (id + 1) & 0xffff;
+    return id;
+  }
+
+  /** Posts a store of a `width`-byte value (policy and bounds already checked). */
+  private postStore(region: number, offsetLo: number, offsetHi: number, width: number, valueLo: number, valueHi: number): void {
     if (this.closedError) throw this.closedError;
-    this.enqueue({ bytes: this.encode(encode, this.allocateId()) });
+    if (this.options.serializeRequests) {
+      const bytes = new Uint8Array(8);
+      const v = new DataView(bytes.buffer);
+      v.setUint32(0, valueLo, true);
+      v.setUint32(4, valueHi, true);
+      this.postMessage(region, offsetLo, offsetHi, bytes.subarray(0, width));
+      return;
+    }
+    if (!this.batch.fits(REGION_ACCESS_HEAD + width)) this.flushBatch();
+    this.batch.postStore(this.postedMsgId(), offsetLo, offsetHi, region, width, valueLo, valueHi);
+    this.endTickFlush();
+  }
+
+  /** Posts a REGION_WRITE of `data` (policy and bounds already checked; at most maxTransfer). */
+  private postMessage(region: number, offsetLo: number, offsetHi: number, data: Uint8Array): void {
+    if (this.closedError) throw this.closedError;
+    if (this.options.serializeRequests || REGION_ACCESS_HEAD + data.length > this.batch.capacity) {
+      // Queued in order behind awaited replies (serialized), or too big to gather: on its own.
+      const msgId = this.postedMsgId();
+      this.enqueue({ bytes: this.encode((w, id) => writeRegionWriteRequest(w, id, offsetLo, offsetHi, region, data, true), msgId) });
+      return;
+    }
+    if (!this.batch.fits(REGION_ACCESS_HEAD + data.length)) this.flushBatch();
+    this.batch.postBytes(this.postedMsgId(), offsetLo, offsetHi, region, data);
+    this.endTickFlush();
+  }
+
+  private endTickFlush(): void {
+    if (this.batchFlushQueued) return;
+    this.batchFlushQueued = true;
+    queueMicrotask(this.endOfTick);
+  }
+
+  /**
+   * Sends the gathered posted writes now: at the end of the tick, when the batch is full, and
+   * before a message that may not join it (one with fds, a doorbell, close). A channel that
+   * refuses means the connection is gone: the posts are lost with it, as any still on a dying
+   * socket would be, and every request fails with ERR_CLOSED.
+   */
+  private flushBatch(): void {
+    if (this.batch.length === 0) return;
+    const bytes = this.batch.take();
+    if (this.closedError) return;
+    try {
+      this.channel.send(bytes);
+    } catch (err) {
+      this.shutdown(`could not send posted writes: ${(err as Error).message}`, err);
+    }
   }
 
   /**
@@ -1021,7 +1236,16 @@ export class VfioUserClient extends EventEmitter {
 
   private transmit(item: QueuedSend): void {
     try {
-      this.channel.send(item.bytes, item.fds);
+      if (this.batch.length === 0) this.channel.send(item.bytes, item.fds);
+      else if ((item.fds === undefined || item.fds.length === 0) && this.batch.fits(item.bytes.length)) {
+        // Behind this tick's posted writes, in the same socket write.
+        this.batch.append(item.bytes);
+        this.channel.send(this.batch.take());
+      } else {
+        // An fd-carrying message must end its sendmsg (parser.ts): posts go first, on their own.
+        this.channel.send(this.batch.take());
+        this.channel.send(item.bytes, item.fds);
+      }
     } catch (err) {
       const e = new VfioUserClientError("ERR_CLOSED", `could not send: ${(err as Error).message}`, { cause: err });
       if (item.pending) {
@@ -1045,7 +1269,7 @@ export class VfioUserClient extends EventEmitter {
   private settle(p: Pending): boolean {
     if (this.pending.get(p.msgId) !== p) return false;
     this.pending.delete(p.msgId);
-    const queued = this.sendQueue.findIndex((q) => q.pending === p);
+    const queued = this.sendQueue.length === 0 ? -1 : this.sendQueue.findIndex((q) => q.pending === p);
     if (queued >= 0) this.sendQueue.splice(queued, 1);
     else this.released();
     return true;
@@ -1155,7 +1379,14 @@ export class VfioUserClient extends EventEmitter {
     if (this.closedError) return;
     try {
       write(this.writer);
-      this.channel.send(this.writer.take());
+      const bytes = this.writer.take();
+      if (this.batch.length !== 0 && this.batch.fits(bytes.length)) {
+        this.batch.append(bytes);
+        this.channel.send(this.batch.take());
+      } else {
+        if (this.batch.length !== 0) this.channel.send(this.batch.take());
+        this.channel.send(bytes);
+      }
     } catch {
       // A closed channel: the close path fails everything pending. Leave the writer clean.
       this.writer.clear();
@@ -1202,6 +1433,7 @@ export class VfioUserClient extends EventEmitter {
     const pending = [...this.pending.values()];
     this.pending.clear();
     this.sendQueue.length = 0;
+    this.batch.take(); // posts not yet written go down with the connection
     this.zombies.clear();
     for (const p of pending) p.fail(withRequest(new VfioUserClientError("ERR_CLOSED", `${p.what} failed: ${reason}`, { cause }), p));
     for (const index of [...this.mappings.keys()]) this.unmapRegion(index);
@@ -1363,4 +1595,84 @@ function lo32(v: bigint): number {
 
 function hi32(v: bigint): number {
   return Number(v >> 32n);
+}
+
+/** Little-endian bytes of a `width`-byte value; ERR_ARGUMENT when it is not an integer that fits. */
+function valueBytes(width: number, value: bigint | number): Uint8Array {
+  if (typeof value === "number" ? !Number.isInteger(value) : typeof value !== "bigint") throw argumentError(`value ${value} is not an integer`);
+  let v = BigInt(value);
+  if (v < 0n || v >= 1n << BigInt(width * 8)) throw argumentError(`value ${value} does not fit in ${width} bytes`);
+  const bytes = new Uint8Array(width);
+  for (let i = 0; i < width; i++, v >>= 8n) bytes[i] = Number(v & 0xffn);
+  return bytes;
+}
+
+function shortRead(region: number, start: bigint, size: number, transferred: number, into: Uint8Array): VfioUserClientError {
+  return new VfioUserClientError("ERR_SHORT_TRANSFER", `short read: region ${region} offset ${hex(start)}: ${transferred} of ${size} bytes read`, {
+    command: Command.REGION_READ, commandName: "REGION_READ", region, offset: start, count: size, transferred, data: into.slice(0, transferred),
+  });
+}
+
+/**
+ * A REGION_READ in flight. Its reply is checked (the same checks as decodeRegionReadReply, which
+ * words the error when one fails) and its data copied straight into `into` at `at`: the one copy
+ * from the receive buffer, no decoded object, no closures.
+ */
+class RegionReadPending implements Pending {
+  readonly command = Command.REGION_READ;
+  constructor(
+    readonly msgId: number,
+    readonly deadline: number,
+    private readonly region: number,
+    private readonly offsetLo: number,
+    private readonly offsetHi: number,
+    private readonly into: Uint8Array,
+    private readonly at: number,
+    private readonly count: number,
+    /** A whole read (resolves `into`; a short reply is ERR_SHORT_TRANSFER) or one chunk of several (resolves the count). */
+    private readonly whole: boolean,
+    private readonly resolve: (value: never) => void,
+    private readonly reject: (error: unknown) => void,
+    private readonly closeFds: (fds: readonly number[]) => void,
+  ) {}
+
+  get what(): string {
+    return `REGION_READ region ${this.region} offset ${hex(this.offset)} (${this.count} bytes)`;
+  }
+
+  private get offset(): bigint {
+    return joinU64(this.offsetLo, this.offsetHi);
+  }
+
+  fail(error: VfioUserClientError): void {
+    this.reject(error);
+  }
+
+  onReply(payload: Uint8Array, fds: number[]): void {
+    if (fds.length !== 0) this.closeFds(fds);
+    const n = payload.length - REGION_ACCESS_SIZE;
+    if (n < 0 || readU32(payload, 12) !== n) {
+      const wire = decodeRegionReadReply(payload);
+      return this.failWith(protocolError(Command.REGION_READ, wire instanceof WireError ? wire.message : `reply of ${payload.length} bytes`, this.region, this.offset, this.count));
+    }
+    if (readU32(payload, 8) !== this.region || readU32(payload, 0) !== this.offsetLo || readU32(payload, 4) !== this.offsetHi) {
+      const asked = `asked region ${this.region} offset ${hex(this.offset)}`;
+      return this.failWith(protocolError(Command.REGION_READ, `reply is for region ${readU32(payload, 8)} offset ${hex(joinU64(readU32(payload, 0), readU32(payload, 4)))}, ${asked}`, this.region, this.offset, this.count));
+    }
+    if (n > this.count) {
+      return this.failWith(new VfioUserClientError("ERR_REPLY_TOO_BIG", `REGION_READ reply carries ${n} bytes, ${this.count} were asked (region ${this.region} offset ${hex(this.offset)})`, {
+        command: Command.REGION_READ, commandName: "REGION_READ", errno: Errno.E2BIG, region: this.region, offset: this.offset, count: this.count,
+      }));
+    }
+    const into = this.into;
+    if (n <= 16) for (let i = 0, at = this.at; i < n; i++) into[at + i] = payload[REGION_ACCESS_SIZE + i];
+    else into.set(payload.subarray(REGION_ACCESS_SIZE, REGION_ACCESS_SIZE + n), this.at);
+    if (!this.whole) return this.resolve(n as never);
+    if (n < this.count) return this.reject(shortRead(this.region, this.offset, this.count, n, into));
+    this.resolve(into as never);
+  }
+
+  private failWith(err: VfioUserClientError): void {
+    this.reject(withRequest(err, this));
+  }
 }

@@ -67,6 +67,15 @@ export class PostedWritePolicy {
   }
 
   shouldPost(region: number): boolean {
-    return this.decide(region).posted;
+    return this.canPost(region);
+  }
+
+  /** decide(region).posted without building the decision (the per-write check). */
+  canPost(region: number): boolean {
+    return (
+      this.spaces.get(region) === "memory" &&
+      this.postMemoryWrites &&
+      (this.mapped.size === 0 || this.postRegardlessOfMappings)
+    );
   }
 }
