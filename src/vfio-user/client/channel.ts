@@ -4,8 +4,11 @@
 
 export interface ClientChannel {
   /**
-   * Queues one whole message (and its fds, which the channel only borrows) for sending, in call
-   * order. Throws if the channel is closed. Must not call back synchronously.
+   * Queues whole messages — one, or several back to back (the client gathers posted writes) —
+   * for sending, in call order; fds (which the channel only borrows) belong to the last message
+   * and are only passed with a single one. The bytes are borrowed too: the client reuses the
+   * buffer once send() returns, so what cannot be written at once must be copied. Throws if
+   * the channel is closed. Must not call back synchronously.
    */
   send(bytes: Uint8Array, fds?: readonly number[]): void;
   /** Closes the connection; `onClose` fires once afterwards (if it has not already). */

@@ -1079,7 +1079,7 @@ export class VfioUserClient extends EventEmitter {
 
   /** Fails every pending request with ERR_CLOSED, releases mappings and fds, closes the socket. */
   close(): void {
-    this.flushBatch(); // posts issued before close() are written, as writes the caller already made
+    this.flushBatch(); // posts issued before close() go to the channel first (best effort, as any send before a close)
     this.shutdown("the client closed the connection");
   }
 
