@@ -239,7 +239,7 @@ export class VfioUserClient extends EventEmitter {
   private readonly channel: ClientChannel;
   /** Framing of the server's byte stream (the wire module's parser, as the server uses). */
   private readonly parser: MessageParser;
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new PendingTable();
   /** Ids of timed-out requests whose late replies must be dropped. */
   private readonly zombies = new Set<number>();
   private readonly sendQueue: QueuedSend[] = [];
@@ -1090,7 +1090,7 @@ export class VfioUserClient extends EventEmitter {
     for (let tries = 0; tries < MSG_ID_SPACE; tries++) {
       const id = this.nextId;
       this.nextId = (this.nextId + 1) & 0xffff;
-      if (!this.pending.has(id) && !this.zombies.has(id)) return id;
+      if (!this.pending.has(id) && (this.zombies.size === 0 || !this.zombies.has(id))) return id;
     }
     throw argumentError(`all ${MSG_ID_SPACE} message ids are in use by requests awaiting replies`);
   }
@@ -1406,7 +1406,7 @@ export class VfioUserClient extends EventEmitter {
   private sweep(): void {
     const now = performance.now();
     let live = 0;
-    for (const p of [...this.pending.values()]) {
+    for (const p of this.pending.values(this.nextId)) {
       if (p.deadline === Infinity) continue;
       if (p.deadline > now) {
         live++;
@@ -1430,7 +1430,7 @@ export class VfioUserClient extends EventEmitter {
     this.closedError = err;
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
-    const pending = [...this.pending.values()];
+    const pending = this.pending.values(this.nextId);
     this.pending.clear();
     this.sendQueue.length = 0;
     this.batch.take(); // posts not yet written go down with the connection
@@ -1521,6 +1521,52 @@ export class VfioUserClient extends EventEmitter {
       `the server shrank the file behind mapped region ${region} (access at ${hex(start)}, ${size} bytes): the access failed and the region was unmapped`,
       { region, offset: start, count: size, errno: Errno.EFAULT },
     );
+  }
+}
+
+/**
+ * Requests awaiting replies, by msg_id: one slot per id of the 16-bit space. A Map costs a hash
+ * and, as ids cycle, table churn on every request; a slot is one array access.
+ */
+class PendingTable {
+  private readonly slots: (Pending | undefined)[] = new Array(MSG_ID_SPACE).fill(undefined);
+  size = 0;
+
+  get(msgId: number): Pending | undefined {
+    return this.slots[msgId];
+  }
+
+  has(msgId: number): boolean {
+    return this.slots[msgId] !== undefined;
+  }
+
+  set(msgId: number, p: Pending): void {
+    if (this.slots[msgId] === undefined) this.size++;
+    this.slots[msgId] = p;
+  }
+
+  delete(msgId: number): void {
+    if (this.slots[msgId] === undefined) return;
+    this.slots[msgId] = undefined;
+    this.size--;
+  }
+
+  /**
+   * The pending requests, oldest first (ids are handed out in order up to `nextId`). Walks back
+   * from the newest id and stops at the last one found: a few slots when few are in flight.
+   */
+  values(nextId: number): Pending[] {
+    const out: Pending[] = [];
+    for (let i = 1; i <= MSG_ID_SPACE && out.length < this.size; i++) {
+      const p = this.slots[(nextId - i) & (MSG_ID_SPACE - 1)];
+      if (p !== undefined) out.push(p);
+    }
+    return out.reverse();
+  }
+
+  clear(): void {
+    this.slots.fill(undefined);
+    this.size = 0;
   }
 }
 

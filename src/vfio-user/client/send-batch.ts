@@ -76,7 +76,10 @@ export class SendBatch {
     v.setUint32(p + 20, offsetHi, true);
     v.setUint32(p + 24, region, true);
     v.setUint32(p + 28, data.length, true);
-    this.buf.set(data, p + ACCESS_HEAD);
+    const b = this.buf;
+    const at = p + ACCESS_HEAD;
+    if (data.length <= 16) for (let i = 0; i < data.length; i++) b[at + i] = data[i]; // cheaper than set() for a register's bytes
+    else b.set(data, at);
     this.length = p + size;
   }
 
