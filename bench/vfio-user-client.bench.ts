@@ -8,7 +8,7 @@
 //   - posted-write throughput (N NO_REPLY writes then one read that flushes them) vs the same
 //     bytes sent raw, one transport send() per write; one row per client path: writeRegion()
 //     and writeValue() (a settled promise per write) and post() (synchronous, no promise). The
-//     client gathers a tick's posts into one buffer itself, so it may beat per-write raw sends;
+//     client gathers posts into one buffer itself, so it may beat per-write raw sends;
 //   - 4 KiB REGION_READ throughput vs bare ping-pong of the same 4 KiB replies: readRegion()
 //     (a fresh buffer per read) and readRegionInto() (one reused buffer).
 import { spawn } from "node:child_process";

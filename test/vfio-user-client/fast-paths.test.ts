@@ -1,5 +1,5 @@
-// The client's fast paths: post() (synchronous posted stores gathered into one socket write per
-// tick), the settled-promise posted path of writeRegion()/writeValue(), and readRegionInto().
+// The client's fast paths: post() (synchronous posted stores gathered into one socket write
+// before the event loop waits), the settled-promise posted path of writeRegion()/writeValue(), and readRegionInto().
 // Against the project's server: every post reaches the device, in call order, before any later
 // request; a failed post is reported on the next request. Against a scripted server: the bytes
 // of each posted store (built here independently), the PCI policy refusing to post, argument
@@ -110,7 +110,7 @@ describe("post() and the posted paths against the project's server", () => {
     expect(await client.readRegion(0, 0, 0x8000)).toEqual(expected);
   });
 
-  it("in one tick, each read sees exactly the posts issued before it (post, writeValue and writeRegion alike)", async () => {
+  it("issued together, each read sees exactly the posts issued before it (post, writeValue and writeRegion alike)", async () => {
     const { client } = await throughput();
     const S = THROUGHPUT_REG.SCRATCH;
     client.post(2, S, 4, 1);
@@ -211,14 +211,21 @@ const echo: Script = (req, reply) => {
 async function scripted(script: Script = echo, options: VfioUserClientOptions = {}) {
   const server = await new ScriptedServer(script).start();
   cleanups.push(() => server.stop());
-  const client = new VfioUserClient(await netChannel(server.path), { timeoutMs: 2000, ...options });
+  const channel = await netChannel(server.path);
+  const sends = { count: 0 };
+  const send = channel.send.bind(channel);
+  channel.send = (bytes, fds) => {
+    sends.count++;
+    send(bytes, fds);
+  };
+  const client = new VfioUserClient(channel, { timeoutMs: 2000, ...options });
   cleanups.push(() => client.close());
   await client.negotiate();
   client.postedWrites.setRegionSpace(0, "memory");
   client.postedWrites.setRegionSpace(1, "io");
   client.postedWrites.setRegionSpace(6, "other");
   client.postedWrites.setRegionSpace(7, "config");
-  return { server, client };
+  return { server, client, sends };
 }
 
 const writes = (s: ScriptedServer) => s.requests.filter((r) => r.command === WRITE);
@@ -236,7 +243,7 @@ describe("post() on the wire (scripted server)", () => {
       [32, 4, 0x8000_0000, [0, 0, 0, 0x80]],
     ];
     for (const [offset, width, value] of cases) expect(client.post(0, offset, width, value)).toBe(true);
-    expect(writes(server)).toHaveLength(0); // nothing written before the tick ends
+    expect(writes(server)).toHaveLength(0); // gathered: nothing written yet
     await client.readValue(0, 0, 1);
     const got = writes(server);
     expect(got).toHaveLength(cases.length);
@@ -249,6 +256,20 @@ describe("post() on the wire (scripted server)", () => {
     // The read went out after them, and every posted id differs from its neighbours'.
     expect(server.requests.at(-1)!.command).toBe(READ);
     expect(new Set(got.map((r) => r.msgId)).size).toBe(got.length);
+  });
+
+  it("posts awaited one by one still leave in one socket write, with the read that follows them", async () => {
+    const { server, client, sends } = await scripted();
+    const before = sends.count;
+    for (let i = 0; i < 200; i++) expect(await client.writeValue(0, i * 4, 4, i)).toEqual({ posted: true, viaMapping: false });
+    for (let i = 200; i < 400; i++) await client.writeRegion(0, i * 4, Uint8Array.of(i & 0xff, i >> 8, 0, 0));
+    await client.readValue(0, 0, 1);
+    expect(sends.count - before).toBe(1);
+    expect(writes(server).map((w) => regionAccess(w).offset)).toEqual(Array.from({ length: 400 }, (_, i) => BigInt(i * 4)));
+    // Left alone, posts go out before the event loop waits: no request needed to push them.
+    client.post(0, 0, 4, 7);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(writes(server)).toHaveLength(401);
   });
 
   it("refuses (false, nothing sent) what the PCI policy does not post: I/O BAR, config, ROM, unknown regions, posting disabled", async () => {

@@ -256,12 +256,12 @@ export class VfioUserClient extends EventEmitter {
   /** Reused output buffer (the wire module's serializers write into it). */
   private readonly writer = new MessageWriter();
   /**
-   * Posted writes of this tick (and, pipelined, the message that follows them), sent as one
+   * Posted writes not yet written (and, pipelined, the message that follows them), sent as one
    * write: see send-batch.ts. Serialized mode queues posts as before instead.
    */
   private readonly batch = new SendBatch();
   private batchFlushQueued = false;
-  private readonly endOfTick = () => {
+  private readonly flushLater = () => {
     this.batchFlushQueued = false;
     this.flushBatch();
   };
@@ -630,7 +630,7 @@ export class VfioUserClient extends EventEmitter {
       this.enqueue({ bytes: this.encode((w, id) => writeRegionReadRequest(w, id, offsetLo, offsetHi, region, count), msgId), pending: p });
       return;
     }
-    // Behind this tick's posted writes, in the same socket write.
+    // Behind the posted writes not yet written, in the same socket write.
     this.batch.readRequest(msgId, offsetLo, offsetHi, region, count);
     const bytes = this.batch.take();
     try {
@@ -756,7 +756,8 @@ export class VfioUserClient extends EventEmitter {
    * Synchronous store of a little-endian `width`-byte value: the path for a VMM's vCPU loop or a
    * test harness issuing many stores. Returns true when the store needs nothing more from the
    * caller: it went into a mapped area, or it was posted (NO_REPLY, no promise, no wait). Posts
-   * of one tick leave in one socket write at the end of the tick (or every 64 KiB), and any
+   * are gathered and leave in one socket write before the event loop next waits (or every
+   * 64 KiB, even when each post is awaited), and any
    * later request goes out behind them, so a read issued after posts sees their effect.
    * Returns false, sending nothing, when the PCI ordering policy says this write must wait for
    * its reply (I/O BAR, config space, ROM, a region of unknown space, a region mapped under the
@@ -1171,7 +1172,7 @@ export class VfioUserClient extends EventEmitter {
     }
     if (!this.batch.fits(REGION_ACCESS_HEAD + width)) this.flushBatch();
     this.batch.postStore(this.postedMsgId(), offsetLo, offsetHi, region, width, valueLo, valueHi);
-    this.endTickFlush();
+    this.flushBeforeWaiting();
   }
 
   /** Posts a REGION_WRITE of `data` (policy and bounds already checked; at most maxTransfer). */
@@ -1185,17 +1186,23 @@ export class VfioUserClient extends EventEmitter {
     }
     if (!this.batch.fits(REGION_ACCESS_HEAD + data.length)) this.flushBatch();
     this.batch.postBytes(this.postedMsgId(), offsetLo, offsetHi, region, data);
-    this.endTickFlush();
-  }
-
-  private endTickFlush(): void {
-    if (this.batchFlushQueued) return;
-    this.batchFlushQueued = true;
-    queueMicrotask(this.endOfTick);
+    this.flushBeforeWaiting();
   }
 
   /**
-   * Sends the gathered posted writes now: at the end of the tick, when the batch is full, and
+   * Posts leave when this turn of the event loop ends (setImmediate runs before the loop waits
+   * for I/O again), not when the current microtasks end: a caller awaiting each posted write
+   * still gets one socket write per batch rather than one per write. Nothing waits on them, and
+   * anything that must follow them (a request, a reply, a doorbell, close) flushes them first.
+   */
+  private flushBeforeWaiting(): void {
+    if (this.batchFlushQueued) return;
+    this.batchFlushQueued = true;
+    setImmediate(this.flushLater);
+  }
+
+  /**
+   * Sends the gathered posted writes now: before the loop waits, when the batch is full, and
    * before a message that may not join it (one with fds, a doorbell, close). A channel that
    * refuses means the connection is gone: the posts are lost with it, as any still on a dying
    * socket would be, and every request fails with ERR_CLOSED.
@@ -1238,7 +1245,7 @@ export class VfioUserClient extends EventEmitter {
     try {
       if (this.batch.length === 0) this.channel.send(item.bytes, item.fds);
       else if ((item.fds === undefined || item.fds.length === 0) && this.batch.fits(item.bytes.length)) {
-        // Behind this tick's posted writes, in the same socket write.
+        // Behind the posted writes not yet written, in the same socket write.
         this.batch.append(item.bytes);
         this.channel.send(this.batch.take());
       } else {

@@ -1,8 +1,8 @@
-// Outgoing messages of one tick, gathered into one reused buffer.
+// Posted writes gathered into one reused buffer.
 //
 // A posted write needs no reply, so nothing is gained by handing each one to the socket on its
 // own: the client encodes posted stores straight into this buffer (no per-write allocation) and
-// sends it as one channel.send() when the tick's microtasks run, when it is full, or as soon as
+// sends it as one channel.send() before the event loop next waits, when it is full, or as soon as
 // any other message must go out — that message is appended and the lot leaves together, so the
 // socket order is the call order (a read issued after posts is behind them on the wire, and the
 // server, handling requests in order, performs the posts first).
@@ -11,7 +11,7 @@
 //           0                         length      capacity (64 KiB)
 import { Command, HEADER_SIZE, HeaderFlag } from "../wire/constants.js";
 
-/** Bytes gathered before the batch is sent without waiting for the end of the tick. */
+/** Bytes gathered before the batch is sent at once. */
 export const SEND_BATCH_CAPACITY = 64 * 1024;
 /** Header + REGION_READ/WRITE head (offset u64, region u32, count u32). */
 export const REGION_ACCESS_HEAD = HEADER_SIZE + 16;
