@@ -7,8 +7,9 @@
 //   - 4-byte REGION_READ latency (median, p99) vs bare ping-pong of the same request/reply;
 //   - posted-write throughput (N NO_REPLY writes then one read that flushes them) vs the same
 //     bytes sent raw, one transport send() per write; one row per client path: writeRegion()
-//     and writeValue() (a settled promise per write) and post() (synchronous, no promise). The
-//     client gathers posts into one buffer itself, so it may beat per-write raw sends;
+//     and writeValue() (a settled promise per write, collected), post() (synchronous, no
+//     promise), and writeValue() awaited one by one. The client gathers posts into one buffer
+//     itself, so it may beat per-write raw sends;
 //   - 4 KiB REGION_READ throughput vs bare ping-pong of the same 4 KiB replies: readRegion()
 //     (a fresh buffer per read) and readRegionInto() (one reused buffer).
 import { spawn } from "node:child_process";
@@ -264,6 +265,18 @@ async function main(): Promise<void> {
       rawPosts,
     );
     results.push(result("posted-write/4B/post/throughput", cliPost, "ops/s", rawPost));
+    // A caller that awaits each posted write (the natural use of the promise API): same bytes,
+    // same raw baseline; the client still gathers the writes into 64 KiB socket writes.
+    const [cliAwaited, rawAwaited] = await pairedRates(
+      5,
+      W,
+      async () => {
+        for (let i = 0; i < W; i++) if (!(await client.writeValue(0, 0, 4, 0xdeadbeef)).posted) throw notPosted();
+        await client.readRegion(0, 0, 4);
+      },
+      rawPosts,
+    );
+    results.push(result("posted-write/4B/awaited/throughput", cliAwaited, "ops/s", rawAwaited));
 
     // 4 KiB read throughput (sequential round trips).
     const R = 5_000;
