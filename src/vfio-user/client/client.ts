@@ -757,8 +757,8 @@ export class VfioUserClient extends EventEmitter {
    * test harness issuing many stores. Returns true when the store needs nothing more from the
    * caller: it went into a mapped area, or it was posted (NO_REPLY, no promise, no wait). Posts
    * are gathered and leave in one socket write before the event loop next waits (or every
-   * 64 KiB, even when each post is awaited), and any
-   * later request goes out behind them, so a read issued after posts sees their effect.
+   * 64 KiB), and any later request goes out behind them, so a read issued after posts sees
+   * their effect.
    * Returns false, sending nothing, when the PCI ordering policy says this write must wait for
    * its reply (I/O BAR, config space, ROM, a region of unknown space, a region mapped under the
    * strict policy, posting disabled): issue it with writeValue() and await it.
