@@ -53,6 +53,14 @@ function resultsProblem(name, startedMs) {
   return null;
 }
 
+// Every benchmark (and the peer processes it starts) runs on one CPU by default: a wake-up
+// across CPUs costs ~30 µs here and the scheduler's choice flips from run to run, which made
+// socket round trips bimodal. WASMDEV_BENCH_PIN=0 lets the scheduler decide; benchmarks that
+// measure both placements (mpqemu) set their own affinity per row.
+const PIN_CPU = "0";
+const pin = process.env.WASMDEV_BENCH_PIN !== "0" && spawnSync("taskset", ["-c", PIN_CPU, "true"]).status === 0;
+console.log(pin ? `benchmarks pinned to CPU ${PIN_CPU} (WASMDEV_BENCH_PIN=0 to unpin)` : "benchmarks not pinned");
+
 let failed = 0;
 for (const name of benches) {
   const outfile = join(outDir, `${name}.mjs`);
@@ -70,7 +78,8 @@ for (const name of benches) {
   console.log(`\n=== ${name} ===`);
   // File times have coarser resolution than Date.now on some filesystems: allow 1 s of slack.
   const started = Date.now() - 1000;
-  const r = spawnSync(process.execPath, ["--expose-gc", outfile], { stdio: "inherit", cwd: root });
+  const argv = [process.execPath, "--expose-gc", outfile];
+  const r = spawnSync(pin ? "taskset" : argv[0], pin ? ["-c", PIN_CPU, ...argv] : argv.slice(1), { stdio: "inherit", cwd: root });
   if (r.status !== 0) {
     console.error(`benchmark ${name} failed (exit ${r.status})`);
     failed++;
