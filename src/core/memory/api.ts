@@ -9,6 +9,7 @@ import {
   RegionKind,
   TRACE_OP_WRITE,
   TRACE_WORDS,
+  TopologyStatus,
   type RegionKindName,
 } from "./abi.js";
 import type { EngineIoOps, EngineTrace, FlatRangeInfo, MemoryEngine } from "./engine.js";
@@ -116,6 +117,8 @@ function checkConstraint(c: AccessConstraints | undefined, what: string): void {
 export class MemoryCore {
   readonly engine: MemoryEngine;
   private readonly regions = new Map<number, MemoryRegion>();
+  /** Live address spaces per root region id (destroy() of a viewed region needs the count). */
+  private readonly spacesByRoot = new Map<number, number>();
   private readonly owners = new WeakMap<object, number>();
   private nextGuard = 1 << 20; // guard slots for shared owners live above region ids
 
@@ -240,6 +243,7 @@ export class MemoryCore {
     root.checkLive();
     const id = this.engine.asNew(root.id);
     if (id < 0) throw topologyError(-id, `address space "${name}"`, { addressSpace: name, region: root.name });
+    this.spacesByRoot.set(root.id, (this.spacesByRoot.get(root.id) ?? 0) + 1);
     return new AddressSpace(this, id, name, root);
   }
 
@@ -259,6 +263,23 @@ export class MemoryCore {
   /** @internal */
   forget(id: number): void {
     this.regions.delete(id);
+  }
+
+  /** @internal live regions created by this core */
+  liveRegions(): IterableIterator<MemoryRegion> {
+    return this.regions.values();
+  }
+
+  /** @internal how many live address spaces render `root` */
+  addressSpaceCount(root: MemoryRegion): number {
+    return this.spacesByRoot.get(root.id) ?? 0;
+  }
+
+  /** @internal */
+  addressSpaceGone(root: MemoryRegion): void {
+    const n = (this.spacesByRoot.get(root.id) ?? 0) - 1;
+    if (n > 0) this.spacesByRoot.set(root.id, n);
+    else this.spacesByRoot.delete(root.id);
   }
 
   /** @internal apply a topology change (engines run each change as its own transaction). */
@@ -422,6 +443,10 @@ export class MemoryRegion {
   destroy(): void {
     if (this.destroyed) return;
     if (this.ownView) {
+      // The view is an address space rooted here, so the engine would refuse the free while it
+      // lives: check every other reason first, so that a refused destroy leaves the region and
+      // its view exactly as they were.
+      this.checkFreeableBesidesView();
       this.ownView.destroy();
       this.ownView = null;
     }
@@ -429,6 +454,21 @@ export class MemoryRegion {
     if (st !== 0) throw topologyError(st, `destroy "${this.name}"`, { region: this.name });
     this.destroyed = true;
     this.core.forget(this.id);
+  }
+
+  /**
+   * The engine's IN_USE rule (mapped, has subregions, aliased, root of an address space) with
+   * this region's own view left out. Scans the core's live regions: only destroy() of a region
+   * whose view() was used pays for it.
+   */
+  private checkFreeableBesidesView(): void {
+    const inUse = () => topologyError(TopologyStatus.IN_USE, `destroy "${this.name}"`, { region: this.name });
+    if (this.info().container !== 0 || this.core.addressSpaceCount(this) > 1) throw inUse();
+    for (const other of this.core.liveRegions()) {
+      if (other === this) continue;
+      const i = this.core.engine.regionInfo(other.id);
+      if (i && (i.container === this.id || i.aliasTarget === this.id)) throw inUse();
+    }
   }
 }
 
@@ -581,6 +621,7 @@ export class AddressSpace {
     if (this.destroyed) return;
     this.core.engine.asFree(this.id);
     this.destroyed = true;
+    this.core.addressSpaceGone(this.root);
   }
 
   private checkLive(): void {
