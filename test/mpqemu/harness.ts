@@ -48,6 +48,8 @@ export interface VmOptions {
   ramMiB?: number;
   /** memfd-backed RAM so a proxy can share it (default true). */
   memfd?: boolean;
+  /** Accelerator and extra -machine properties (default "tcg"), e.g. "kvm,kernel-irqchip=on". */
+  accel?: string;
 }
 
 /** A QEMU VMM (q35, TCG, CPU stopped with -S) driven through HMP on stdio. */
@@ -81,7 +83,7 @@ export class HmpVm {
   static async start(opts: VmOptions, timeoutMs = 20_000): Promise<HmpVm> {
     const ram = opts.ramMiB ?? 64;
     const memArgs = opts.memfd === false ? ["-m", `${ram}M`] : ["-m", `${ram}M`, "-object", `memory-backend-memfd,id=sysmem-file,size=${ram}M`, "-numa", "node,memdev=sysmem-file"];
-    const args = ["-machine", "q35,accel=tcg", "-nodefaults", "-display", "none", ...memArgs, "-S", "-monitor", "stdio", ...opts.args];
+    const args = ["-machine", `q35,accel=${opts.accel ?? "tcg"}`, "-nodefaults", "-display", "none", ...memArgs, "-S", "-monitor", "stdio", ...opts.args];
     const extra = opts.extraFds ?? [];
     const child = track(spawn(QEMU, args, { stdio: ["pipe", "pipe", "pipe", ...extra] }));
     const vm = new HmpVm(child);
