@@ -558,7 +558,7 @@ export async function connect(path: string, options: ConnectOptions = {}): Promi
 }
 
 export interface ListenOptions {
-  /** File mode of the socket path (default 0o600: only this user may connect). */
+  /** File mode of the socket path, set as bind() creates it (default 0o600: only this user may connect). */
   mode?: number;
   /** listen() backlog (default 16). */
   backlog?: number;

@@ -241,7 +241,7 @@ describe("listen() input checks leave nothing behind", () => {
     expect(existsSync(path)).toBe(false);
   });
 
-  test("a mode that is not a permission value never reaches chmod", () => {
+  test("a mode that is not a permission value never reaches the addon's umask", () => {
     const path = join(tempDir(), "s.sock");
     for (const mode of ["600", -1, 0o4777, 1.5] as unknown as number[]) {
       expect(codeOf(() => listen(path, { mode }))).toBe("ERR_INVALID_ARGUMENT");

@@ -141,25 +141,33 @@ static int fill_address(napi_env env, napi_value value, struct sockaddr_un *addr
   return 0;
 }
 
-// listen(path, backlog, mode): the socket file gets `mode` before listen(), so nobody can connect
-// through looser permissions in between (connecting to a bound, non-listening socket fails).
+// listen(path, backlog, mode): the socket file is created by bind() with `mode` already, so it is
+// never visible with looser permissions, and nothing is ever chmod'ed through the path (chmod
+// follows symlinks: a path swapped after bind would hand the mode to another file). bind() makes
+// the file with 0777 & ~umask, so the umask is set to ~mode around that one call and restored at
+// once. The umask is process-wide: a file another thread creates during that bind() gets the
+// same mask (never a looser one than our socket's). bind() itself never follows a symlink at the
+// path: anything already there (symlink, regular file, stale socket) fails with EADDRINUSE.
 static napi_value js_listen(napi_env env, napi_callback_info info) {
   ARGS(3);
   struct sockaddr_un address;
   socklen_t length;
   int32_t backlog = arg_int(env, argv[1]), mode = arg_int(env, argv[2]);
-  // A bad mode must not fall through to chmod(-1): that would open the socket to everyone.
+  // A bad mode must not reach umask(): ~(-1) would create the socket open to everyone.
   if (backlog < 0 || mode < 0 || mode > 0777) return make_int(env, -EINVAL);
   int err = fill_address(env, argv[0], &address, &length);
   if (err < 0) return make_int(env, err);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return make_int(env, -errno);
-  if (bind(fd, (struct sockaddr *)&address, length) < 0) {
-    err = -errno;
+  mode_t saved_umask = umask((mode_t)(~mode & 0777));
+  int bound = bind(fd, (struct sockaddr *)&address, length);
+  err = -errno;
+  umask(saved_umask);
+  if (bound < 0) {
     close(fd);
     return make_int(env, err);
   }
-  if (chmod(address.sun_path, (mode_t)mode) < 0 || listen(fd, backlog) < 0) {
+  if (listen(fd, backlog) < 0) {
     err = -errno;
     unlink(address.sun_path);
     close(fd);
