@@ -357,7 +357,7 @@ describe("edu over vfio-user: interrupts, DMA, dirty logging", () => {
     expect(toHex(set.body)).toBe(toHex(new Bytes().u32(64).u32(setFlags).u32(MigrationState.RUNNING).u32(0xffff_ffff).build()));
     err(await feature(client, DeviceFeatureFlag.GET | 3), Errno.EOPNOTSUPP);
     err(await feature(client, DeviceFeatureFlag.GET | DeviceFeatureFlag.SET | DeviceFeature.MIG_DEVICE_STATE), Errno.EINVAL);
-    const m = decodeDeviceFeature(ok(await feature(client, DeviceFeatureFlag.GET | DeviceFeature.MIGRATION)).body);
+    const m = decodeDeviceFeature(ok(await feature(client, DeviceFeatureFlag.GET | DeviceFeature.MIGRATION, undefined, 8 + 8)).body);
     if (m instanceof WireError) throw m;
     expect(decodeMigrationFeature(m.data)).toEqual({ flags: MigrationFlag.STOP_COPY });
   });
@@ -548,7 +548,7 @@ describe("migration v2 between two servers", () => {
       writeMigDataWriteRequest(cb.w, cb.id(), Uint8Array.of(1, 2, 3));
       ok(await cb.request(cb.w.take()));
       err(await feature(cb, DeviceFeatureFlag.SET | DeviceFeature.MIG_DEVICE_STATE, encodeMigDeviceState(MigrationState.RUNNING)), Errno.EINVAL);
-      const g = decodeDeviceFeature(ok(await feature(cb, DeviceFeatureFlag.GET | DeviceFeature.MIG_DEVICE_STATE)).body);
+      const g = decodeDeviceFeature(ok(await feature(cb, DeviceFeatureFlag.GET | DeviceFeature.MIG_DEVICE_STATE, undefined, 8 + 8)).body);
       expect(decodeMigDeviceState((g as { data: Uint8Array }).data)).toMatchObject({ deviceState: MigrationState.ERROR });
       err(await feature(cb, DeviceFeatureFlag.SET | DeviceFeature.MIG_DEVICE_STATE, encodeMigDeviceState(MigrationState.STOP)), Errno.EINVAL);
       ok(await cb.request(new Uint8Array([1, 0, Command.DEVICE_RESET, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])));

@@ -36,6 +36,8 @@ import {
   DEFAULT_MAX_BITMAP_SIZE,
   DEFAULT_MAX_MSG_FDS,
   DMA_UNMAP_SIZE,
+  DEVICE_FEATURE_SIZE,
+  MIG_DATA_SIZE,
   BITMAP_HEADER_SIZE,
   REGION_INFO_SIZE,
   REGION_IO_FDS_SIZE,
@@ -693,6 +695,8 @@ export class Session {
     const req = decodeDmaUnmap(f.body);
     if (req instanceof WireError) throw wireFailure(req);
     if ((req.flags & ~(DmaUnmapFlag.GET_DIRTY_BITMAP | DmaUnmapFlag.ALL)) !== 0) throw badRequest(Errno.EINVAL, `DMA_UNMAP flags 0x${req.flags.toString(16)} has unknown bits`);
+    // argsz bounds the reply, which repeats the 24-byte request (the bitmap case is checked below).
+    if (!req.bitmap && req.argsz < DMA_UNMAP_SIZE) throw badRequest(Errno.EINVAL, `DMA_UNMAP argsz ${req.argsz} is below ${DMA_UNMAP_SIZE}`);
     if (req.flags & DmaUnmapFlag.ALL) {
       if (req.flags & DmaUnmapFlag.GET_DIRTY_BITMAP || req.address !== 0n || req.size !== 0n) {
         throw badRequest(Errno.EINVAL, "DMA_UNMAP with the ALL flag takes address 0, size 0 and no dirty bitmap");
@@ -763,6 +767,11 @@ export class Session {
     // Spec, VFIO_USER_DEVICE_FEATURE Reply: SET and PROBE replies repeat the request payload
     // (argsz included); a GET reply carries the feature data and argsz counts it.
     const reply = (payload: Uint8Array = data) => {
+      // argsz bounds the reply; a GET reply is 8 bytes plus the feature data (DMA_LOGGING_REPORT
+      // has its own rule below). GETs change nothing, so refusing here leaves no trace.
+      if (get && !probe && feature !== DeviceFeature.DMA_LOGGING_REPORT && req.argsz < DEVICE_FEATURE_SIZE + payload.length) {
+        throw badRequest(Errno.EINVAL, `DEVICE_FEATURE GET argsz ${req.argsz} cannot hold the ${DEVICE_FEATURE_SIZE + payload.length}-byte reply`);
+      }
       if (wantsReply(f.flags)) writeDeviceFeatureReply(this.out, f.msgId, flags, payload, get && !probe ? undefined : req.argsz);
     };
     if (probe) return reply();
@@ -816,6 +825,8 @@ export class Session {
     const req = decodeMigDataWriteRequest(f.body);
     if (req instanceof WireError) throw wireFailure(req);
     if (req.size > this.config.maxDataXferSize) throw badRequest(Errno.E2BIG, `MIG_DATA_WRITE size ${req.size} exceeds max_data_xfer_size ${this.config.maxDataXferSize}`);
+    // Like MIG_DATA_READ (and libvfio-user): argsz covers the request's own header and data.
+    if (req.argsz < MIG_DATA_SIZE + req.size) throw badRequest(Errno.EINVAL, `MIG_DATA_WRITE argsz ${req.argsz} cannot hold ${req.size} bytes`);
     this.migration.write(req.data);
     if (wantsReply(f.flags)) writeEmptyReply(this.out, f.msgId, Command.MIG_DATA_WRITE);
   }
