@@ -11,7 +11,9 @@ export default {
   async instantiate(memory, createImports, instantiate, binary) {
     const ref = { instance: null };
     const imports = createImports({ env: { memory }, host: hostStubs(ref) });
-    const result = instantiate(binary, imports);
+    // The loader resolves to { exports, instance, module }; stubs read ref.instance.exports
+    // when the core calls them, which is only after this has resolved.
+    const result = await instantiate(binary, imports);
     ref.instance = result;
     return result;
   },

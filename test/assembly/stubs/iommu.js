@@ -14,20 +14,7 @@ export function iommuStubNotifications() {
 }
 
 export function iommuStubs(ref) {
-  // as-pect.config.js stores the loader's instantiate() result in ref.instance, and that result
-  // is a Promise; keep the resolved instance for the imports (they run after it resolved).
-  let resolved = null;
-  let value = ref.instance;
-  Object.defineProperty(ref, "instance", {
-    configurable: true,
-    enumerable: true,
-    get: () => value,
-    set: (v) => {
-      value = v;
-      Promise.resolve(v).then((r) => (resolved = r));
-    },
-  });
-  const memory = () => (resolved ?? value)?.exports?.memory;
+  const memory = () => ref.instance.exports.memory;
   return {
     iommu_miss(domain, iovaLo, iovaHi, _access, entry) {
       if (iovaHi !== 0) return 1;
