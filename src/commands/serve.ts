@@ -7,6 +7,7 @@ import { lstatSync } from "node:fs";
 import { resolve } from "node:path";
 import type { PciFunction } from "../core/pci/api.js";
 import { createEdu } from "../devices/edu.js";
+import { createNvme } from "../devices/nvme/index.js";
 import { createThroughputDevice } from "../devices/throughput.js";
 import { VfioUserServer } from "../vfio-user/server/server.js";
 
@@ -20,8 +21,15 @@ options:
                     (see: wasmdev serve --protocol mpqemu --help)
   --socket PATH     UNIX socket to listen on (default ./wasmdev.sock), created with mode 0600
                     and removed on exit; a stale socket there is replaced, any other file is not
-  --device NAME     device to serve: edu (default; QEMU's educational device) or throughput
-                    (a RAM-backed data BAR plus a doorbell register, for benchmarks)
+  --device NAME     device to serve: edu (default; QEMU's educational device), throughput
+                    (a RAM-backed data BAR plus a doorbell register, for benchmarks) or nvme
+                    (an NVMe controller with one namespace; guest RAM must be shared, e.g.
+                    QEMU's memory-backend-memfd,share=on)
+  --size BYTES      nvme: namespace size, a multiple of the LBA size; suffixes K, M, G
+                    (default 64M in memory; with --disk, the file's size, growing it if larger)
+  --lba-size N      nvme: logical block size, 512 (default) or 4096
+  --disk FILE       nvme: keep the namespace in FILE (created when --size is given) instead of
+                    memory; Flush makes writes durable with fdatasync
   --max-xfer BYTES  vfio-user max_data_xfer_size to offer (default 1048576)
   --quiet           log errors only (default: one line per connection and per error)
   -h, --help        show this help
@@ -46,9 +54,10 @@ const PROTOCOLS: Record<string, ProtocolRunner | undefined> = {
   "vfio-user": serveVfioUser,
 };
 
-const DEVICES: Record<string, () => PciFunction> = {
+const DEVICES: Record<string, (args: ParsedArgs) => PciFunction> = {
   edu: () => createEdu(),
   throughput: () => createThroughputDevice().fn,
+  nvme: (args) => createNvme({ size: args.nvme.size, lbaSize: args.nvme.lbaSize, disk: args.nvme.disk }).fn,
 };
 
 class UsageError extends Error {}
@@ -60,10 +69,11 @@ interface ParsedArgs {
   maxDataXferSize: number;
   quiet: boolean;
   help: boolean;
+  nvme: { size?: number; lbaSize?: 512 | 4096; disk?: string };
 }
 
 function parse(argv: string[]): ParsedArgs {
-  const out: ParsedArgs = { protocol: "vfio-user", socketPath: "./wasmdev.sock", deviceName: "edu", maxDataXferSize: 1 << 20, quiet: false, help: false };
+  const out: ParsedArgs = { protocol: "vfio-user", socketPath: "./wasmdev.sock", deviceName: "edu", maxDataXferSize: 1 << 20, quiet: false, help: false, nvme: {} };
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
     let value: string | undefined;
@@ -105,6 +115,23 @@ function parse(argv: string[]): ParsedArgs {
         out.maxDataXferSize = n;
         break;
       }
+      case "--size": {
+        const m = /^([0-9]+)([KMG]?)$/i.exec(takeValue());
+        const n = m ? Number(m[1]) * 1024 ** " KMG".indexOf((m[2] || " ").toUpperCase()) : NaN;
+        if (!Number.isSafeInteger(n) || n <= 0) throw new UsageError("--size must be a byte count, optionally with K, M or G");
+        out.nvme.size = n;
+        break;
+      }
+      case "--lba-size": {
+        const v = takeValue();
+        if (v !== "512" && v !== "4096") throw new UsageError("--lba-size must be 512 or 4096");
+        out.nvme.lbaSize = Number(v) as 512 | 4096;
+        break;
+      }
+      case "--disk":
+        out.nvme.disk = takeValue();
+        if (out.nvme.disk === "") throw new UsageError("--disk needs a file");
+        break;
       default:
         throw new UsageError(`unexpected argument '${argv[i]}'`);
     }
@@ -144,7 +171,8 @@ export async function run(argv: string[]): Promise<number> {
   };
   let device: PciFunction;
   try {
-    device = DEVICES[args.deviceName]();
+    if (args.deviceName !== "nvme" && Object.keys(args.nvme).length) throw new Error("--size, --lba-size and --disk apply to --device nvme only");
+    device = DEVICES[args.deviceName](args);
   } catch (err) {
     process.stderr.write(`wasmdev serve: cannot create device '${args.deviceName}': ${(err as Error).message}\n`);
     return 1;
