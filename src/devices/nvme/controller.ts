@@ -501,15 +501,20 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     return walkPrps(dmaApi(), prp1, prp2, length, pageSize, prpScratch, segments);
   }
 
-  /** Copies `data` to the host buffer of an admin command. */
-  function toHost(at: number, data: Uint8Array): number {
+  /**
+   * Copies between `data` and the host buffer an admin command's PRPs describe: into guest
+   * memory when `intoGuest`, out of it otherwise. Returns a status (0 = done).
+   */
+  function copyWithHost(at: number, data: Uint8Array, intoGuest: boolean): number {
     const status = mapPrps(at, data.length);
     if (status) return status;
     const api = dmaApi();
     let pos = 0;
     try {
       for (let i = 0; i < segments.count; i++) {
-        api.writeSync(segments.iova[i], data.subarray(pos, pos + segments.length[i]));
+        const chunk = data.subarray(pos, pos + segments.length[i]);
+        if (intoGuest) api.writeSync(segments.iova[i], chunk);
+        else api.readSync(segments.iova[i], chunk);
         pos += segments.length[i];
       }
     } catch {
@@ -517,22 +522,8 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     }
     return 0;
   }
-
-  function fromHost(at: number, data: Uint8Array): number {
-    const status = mapPrps(at, data.length);
-    if (status) return status;
-    const api = dmaApi();
-    let pos = 0;
-    try {
-      for (let i = 0; i < segments.count; i++) {
-        api.readSync(segments.iova[i], data.subarray(pos, pos + segments.length[i]));
-        pos += segments.length[i];
-      }
-    } catch {
-      return STATUS.DATA_TRANSFER_ERROR;
-    }
-    return 0;
-  }
+  const toHost = (at: number, data: Uint8Array) => copyWithHost(at, data, true);
+  const fromHost = (at: number, data: Uint8Array) => copyWithHost(at, data, false);
 
   // ---- admin commands --------------------------------------------------------------------
 
