@@ -1,83 +1,16 @@
 // QEMU 11.1's own vfio-user client (vfio-user-pci) against our server, driven through qtest
 // without a guest: config space through 0xcf8/0xcfc, BAR sizing, edu's registers, and a
 // second QEMU attaching to the same server after the first quits.
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEdu, EDU_BAR_SIZE, EDU_ID_VALUE } from "../../src/devices/edu.js";
 import { VfioUserServer } from "../../src/vfio-user/server/index.js";
+import { QtestQemu } from "../support/qtest.js";
 import { trixie, trixieSkipReason } from "../support/trixie.js";
 
 const BAR0 = 0xfe000000;
-const DEVFN = 0x08; // slot 1, function 0 (addr=0x1 below)
-
-/** One QEMU under qtest: each command resolves with its "OK ..." line or rejects on "FAIL". */
-class QtestQemu {
-  private readonly waiting: { resolve: (line: string) => void; reject: (e: Error) => void }[] = [];
-  private readonly exited: Promise<number | null>;
-  private stderr = "";
-
-  constructor(private readonly child: ChildProcess) {
-    createInterface({ input: child.stdout! }).on("line", (line) => {
-      if (line.startsWith("IRQ")) return;
-      const w = this.waiting.shift();
-      if (!w) return;
-      if (line.startsWith("OK")) w.resolve(line.slice(2).trim());
-      else w.reject(new Error(`qtest: ${line}`));
-    });
-    child.stderr!.on("data", (d) => (this.stderr += String(d)));
-    this.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
-    void this.exited.then(() => {
-      for (const w of this.waiting.splice(0)) w.reject(new Error(`QEMU exited: ${this.stderr.trim()}`));
-    });
-  }
-
-  static start(socketPath: string): QtestQemu {
-    const c = trixie!.qemu([
-      "-machine", "q35", "-accel", "qtest", "-nodefaults", "-display", "none", "-m", "64M",
-      "-qtest", "stdio", "-qtest-log", "/dev/null",
-      "-device", JSON.stringify({ driver: "vfio-user-pci", id: "d0", addr: "0x1", socket: { path: socketPath, type: "unix" } }),
-    ]);
-    return new QtestQemu(spawn(c.file, c.args, { env: c.env, stdio: ["pipe", "pipe", "pipe"] }));
-  }
-
-  cmd(line: string): Promise<string> {
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ resolve, reject });
-      this.child.stdin!.write(line + "\n");
-    });
-  }
-
-  async configRead(offset: number): Promise<number> {
-    await this.cmd(`outl 0xcf8 0x${((0x80000000 | (DEVFN << 8) | (offset & 0xfc)) >>> 0).toString(16)}`);
-    return Number(await this.cmd("inl 0xcfc"));
-  }
-
-  async configWrite(offset: number, value: number): Promise<void> {
-    await this.cmd(`outl 0xcf8 0x${((0x80000000 | (DEVFN << 8) | (offset & 0xfc)) >>> 0).toString(16)}`);
-    await this.cmd(`outl 0xcfc 0x${(value >>> 0).toString(16)}`);
-  }
-
-  async readl(addr: number): Promise<number> {
-    return Number(await this.cmd(`readl 0x${addr.toString(16)}`));
-  }
-
-  async writel(addr: number, value: number): Promise<void> {
-    await this.cmd(`writel 0x${addr.toString(16)} 0x${(value >>> 0).toString(16)}`);
-  }
-
-  /** Closes qtest's stdin (QEMU quits) and waits for the exit; kills it if it lingers. */
-  async quit(): Promise<number | null> {
-    this.child.stdin!.end();
-    const timer = setTimeout(() => this.child.kill("SIGKILL"), 20_000);
-    const code = await this.exited;
-    clearTimeout(timer);
-    return code;
-  }
-}
 
 const d = describe.skipIf(!trixie);
 if (trixieSkipReason) it.skip(`QEMU 11.1 e2e skipped: ${trixieSkipReason}`, () => {});
