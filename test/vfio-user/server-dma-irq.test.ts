@@ -3,7 +3,7 @@
 // logging, migration between two servers, and resource release on disconnect.
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { tmpdir } from "node:os";
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { VfioUserServer } from "../../src/vfio-user/server/index.js";
 import {
@@ -162,6 +162,64 @@ describe("edu over vfio-user: interrupts, DMA, dirty logging", () => {
     ok(await setIrqs(client, PciIrq.INTX, IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, 0, 1));
     expect(await waitSignal(e)).toBe(1);
     e.close();
+  });
+
+  /**
+   * Waits until the server has read `e` (the counter the two sides share is back to 0; the
+   * kernel shows it in fdinfo without consuming it), one server round trip per check.
+   */
+  async function consumedByServer(e: EventFd): Promise<void> {
+    for (let i = 0; i < 1000; i++) {
+      const info = readFileSync(`/proc/self/fdinfo/${e.fd}`, "utf8");
+      if (/eventfd-count:\s*0\b/.test(info)) return;
+      await rd(client, 0, EDU_REG.ID);
+    }
+    throw new Error(`the server never read eventfd ${e.fd}`);
+  }
+
+  it("INTx resample: an eventfd given with ACTION_UNMASK is watched (its signal unmasks), never written; one with ACTION_MASK masks", async () => {
+    // SET_IRQS payload as bytes (argsz, flags, index, start, count): DATA_EVENTFD 0x4 with
+    // ACTION_MASK 0x8 / ACTION_UNMASK 0x10 / ACTION_TRIGGER 0x20, as QEMU sends them under KVM.
+    const setIrq = (flags: number, index: number) =>
+      message(client.id(), Command.DEVICE_SET_IRQS, 0, new Bytes().u32(20).u32(flags).u32(index).u32(0).u32(1));
+    const trigger = EventFd.create();
+    const resample = EventFd.create();
+    ok(await client.request(setIrq(0x4 | 0x20, PciIrq.INTX), [trigger.fd]));
+    ok(await client.request(setIrq(0x4 | 0x10, PciIrq.INTX), [resample.fd]));
+    const signalled = (e: EventFd) => new Promise<number>((resolve) => e.onReadable((n) => { e.onReadable(null); resolve(n); }));
+
+    // The device signals the trigger from inside the write's handler, before its reply.
+    await wr(client, 0, EDU_REG.IRQ_RAISE, 1);
+    expect(trigger.read()).toBe(1);
+    // Automasked; still asserted. The server has not written the resample fd.
+    expect(resample.read()).toBe(0);
+    // The VMM (KVM's resampler on the guest's EOI) signals the resample fd: the server unmasks,
+    // sees the line still asserted and signals again.
+    const again = signalled(trigger);
+    resample.signal();
+    expect(await again).toBe(1);
+    // Acknowledged, then the resample fd fires: no new interrupt; a later raise signals.
+    await wr(client, 0, EDU_REG.IRQ_ACK, 1);
+    const third = signalled(trigger);
+    resample.signal();
+    await wr(client, 0, EDU_REG.IRQ_RAISE, 4);
+    expect(await third).toBe(1);
+    expect(resample.read()).toBe(0);
+
+    // ACTION_MASK with an eventfd: its signal masks INTx; a raise while masked stays pending
+    // until the unmask.
+    await wr(client, 0, EDU_REG.IRQ_ACK, 4);
+    const masker = EventFd.create();
+    ok(await client.request(setIrq(0x4 | 0x8, PciIrq.INTX), [masker.fd]));
+    resample.signal(); // clears the automask left by the last raise (the line is low: no signal)
+    await consumedByServer(resample);
+    masker.signal();
+    await consumedByServer(masker);
+    await wr(client, 0, EDU_REG.IRQ_RAISE, 8);
+    expect(trigger.read()).toBe(0);
+    ok(await client.request(setIrq(0x1 | 0x10, PciIrq.INTX), []));
+    expect(trigger.read()).toBe(1);
+    for (const e of [trigger, resample, masker]) e.close();
   });
 
   it("MSI: enabling the vector switches edu to MSI; masked interrupts are pending until unmask", async () => {

@@ -1,12 +1,15 @@
 // Interrupt state of one client session: per IRQ index (INTx, MSI, MSI-X, ERR, REQ) and vector,
-// the client's trigger eventfd, the mask and pending bits, and optional mask/unmask notifiers.
+// the client's trigger eventfd, the mask and pending bits, and optional mask/unmask eventfds.
 // Implements the device's InterruptSink with "peer" delivery: the client (the VMM) emulates the
 // MSI/MSI-X capability and table, so masking happens here, driven by SET_IRQS.
 //
 // Semantics follow Linux vfio-pci (drivers/vfio/pci/vfio_pci_intrs.c), which the vfio-user spec
 // builds on: INTx is level-triggered and automasked (signalled once, then masked until the client
 // unmasks; still asserted at unmask -> signalled again); a masked MSI/MSI-X vector that fires
-// becomes pending and is signalled when unmasked.
+// becomes pending and is signalled when unmasked. An eventfd given with ACTION_UNMASK (or
+// ACTION_MASK) is one the device side *watches*: when the VMM signals it, the vector is unmasked
+// (or masked), as vfio-pci's virqfd does for the INTx resample fd that QEMU passes under KVM
+// (vfio_pci_set_intx_unmask with DATA_EVENTFD). The device never writes those fds.
 import { EventFd } from "../../transport/eventfd.js";
 import { TransportError } from "../../transport/errors.js";
 import { closeFdQuietly } from "../../transport/fd.js";
@@ -17,8 +20,10 @@ import { badRequest } from "./errors.js";
 
 interface IrqLine {
   trigger: EventFd | null;
-  maskNotify: EventFd | null;
-  unmaskNotify: EventFd | null;
+  /** Watched: a signal masks the vector. */
+  maskOnSignal: EventFd | null;
+  /** Watched: a signal unmasks the vector (the INTx resample fd). */
+  unmaskOnSignal: EventFd | null;
   masked: boolean;
   pending: boolean;
   /** The last signal of `trigger` failed (logged once until one succeeds again). */
@@ -34,7 +39,7 @@ interface IrqIndexState {
 const INDEX_NAMES = ["INTx", "MSI", "MSI-X", "ERR", "REQ"];
 
 function newLine(): IrqLine {
-  return { trigger: null, maskNotify: null, unmaskNotify: null, masked: false, pending: false, failing: false };
+  return { trigger: null, maskOnSignal: null, unmaskOnSignal: null, masked: false, pending: false, failing: false };
 }
 
 export interface IrqCounters {
@@ -125,11 +130,13 @@ export class IrqTable implements InterruptSink {
           line.trigger = fd;
           if (fd === null) line.pending = false;
         } else if (action === IrqSetFlag.ACTION_MASK) {
-          line.maskNotify?.close();
-          line.maskNotify = fd;
+          line.maskOnSignal?.close();
+          line.maskOnSignal = fd;
+          fd?.onReadable(() => this.mask(index, start + i));
         } else {
-          line.unmaskNotify?.close();
-          line.unmaskNotify = fd;
+          line.unmaskOnSignal?.close();
+          line.unmaskOnSignal = fd;
+          fd?.onReadable(() => this.unmask(index, start + i));
         }
       }
       if (action === IrqSetFlag.ACTION_TRIGGER) this.updatePeerEnable(index);
@@ -182,8 +189,8 @@ export class IrqTable implements InterruptSink {
       const s = this.indexes[i];
       for (const line of s.lines) {
         line.trigger?.close();
-        line.maskNotify?.close();
-        line.unmaskNotify?.close();
+        line.maskOnSignal?.close();
+        line.unmaskOnSignal?.close();
         Object.assign(line, newLine());
       }
     }
@@ -223,7 +230,6 @@ export class IrqTable implements InterruptSink {
       // Level-triggered INTx is automasked until the client's UNMASK (vfio_intx_handler).
       line.masked = true;
       line.pending = true;
-      if (line.maskNotify) trySignal(line.maskNotify);
     }
   }
 
@@ -231,14 +237,12 @@ export class IrqTable implements InterruptSink {
     const line = this.indexes[index].lines[vector];
     if (line.masked) return;
     line.masked = true;
-    if (line.maskNotify) trySignal(line.maskNotify);
   }
 
   private unmask(index: number, vector: number): void {
     const line = this.indexes[index].lines[vector];
     if (!line.masked) return;
     line.masked = false;
-    if (line.unmaskNotify) trySignal(line.unmaskNotify);
     if (index === PciIrq.INTX) {
       // Still asserted at unmask: signal again (vfio_pci_intx_unmask_handler).
       line.pending = false;
