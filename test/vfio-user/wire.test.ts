@@ -704,24 +704,25 @@ describe("fd attachment", () => {
 describe("framing errors", () => {
   const good = message(9, Command.REGION_READ, REQ, new Bytes().u64(0).u32(0).u32(4));
 
-  it("a size above the limit is skipped without allocating, its fds closed, the stream stays in sync", () => {
+  it("a size above the limit is fatal wherever the stream is cut: one event with its header, its fds and all later input dropped", () => {
     const big = message(5, Command.REGION_WRITE, REQ, new Bytes().u64(0).u32(0).u32(200).zeros(200));
-    const stream = concat(big, good);
+    const stream = concat(good, big, good);
     // The fds ride with a chunk that ends inside the big message (as the kernel delivers them).
-    for (let cut = 1; cut <= big.length; cut++) {
+    for (let cut = good.length + 1; cut <= stream.length; cut++) {
       const closed: number[] = [];
-      const { events } = feed([{ bytes: stream.subarray(0, cut), fds: [70] }, { bytes: stream.subarray(cut) }], 128, closed);
+      const { events, parser } = feed([{ bytes: stream.subarray(0, cut), fds: [70] }, { bytes: stream.subarray(cut) }], 128, closed);
       expect(events.length, `cut ${cut}`).toBe(2);
-      const e = events[0];
+      expect((events[0] as Frame).msgId).toBe(9);
+      const e = events[1];
       expect(e.kind).toBe("error");
       if (e.kind !== "error") return;
-      expect(e.fatal).toBe(false);
+      expect(e.fatal).toBe(true);
       expect(e.msgId).toBe(5);
       expect(e.command).toBe(Command.REGION_WRITE);
+      expect(e.flags).toBe(REQ);
       expect(e.error.code).toBe("WIRE_MESSAGE_TOO_LARGE");
       expect(e.error.errno).toBe(Errno.EMSGSIZE);
-      expect((events[1] as Frame).msgId).toBe(9);
-      expect((events[1] as Frame).fds).toEqual([]);
+      expect(parser.isFailed).toBe(true);
       expect(closed).toEqual([70]);
     }
   });

@@ -1284,14 +1284,12 @@ export class VfioUserClient extends EventEmitter {
 
   private onEvent(ev: ParseEvent): void {
     if (ev.kind === "error") {
-      if (ev.fatal) {
-        const err = new VfioUserClientError("ERR_PROTOCOL", `the server sent an unframeable message: ${ev.error.message}`, { cause: ev.error });
-        this.emit("protocolError", err);
-        this.shutdown(`the connection was closed after a framing error: ${ev.error.message}`, err);
-        return;
-      }
-      // Oversized: the parser skipped its body (unbuffered) and closed its fds.
-      this.onOversized(ev.msgId!, ev.command!, ev.flags!, ev.error);
+      // Framing errors are fatal (see wire/parser.ts). An oversized reply still fails its own
+      // request with ERR_REPLY_TOO_BIG before the rest fail with ERR_CLOSED.
+      if (ev.error.code === "WIRE_MESSAGE_TOO_LARGE") this.onOversized(ev.msgId!, ev.command!, ev.flags!, ev.error);
+      const err = new VfioUserClientError("ERR_PROTOCOL", `the server sent an unframeable message: ${ev.error.message}`, { cause: ev.error });
+      this.emit("protocolError", err);
+      this.shutdown(`the connection was closed after a framing error: ${ev.error.message}`, err);
       return;
     }
     const type = ev.flags & HeaderFlag.TYPE_MASK;
@@ -1332,9 +1330,10 @@ export class VfioUserClient extends EventEmitter {
     const type = flags & HeaderFlag.TYPE_MASK;
     if (type === HeaderFlag.TYPE_COMMAND) return this.replyError({ msgId, command, flags }, Errno.EMSGSIZE);
     if (type !== HeaderFlag.TYPE_REPLY) return;
+    // The reply's body never arrives here: it is dropped with the rest of the stream.
     const p = this.claimReply(msgId, command);
     if (!p) return;
-    p.fail(withRequest(new VfioUserClientError("ERR_REPLY_TOO_BIG", `reply of ${error.actual} bytes exceeds the client's limit of ${this.options.maxMessageSize} bytes; discarded`, { errno: Errno.E2BIG, cause: error }), p));
+    p.fail(withRequest(new VfioUserClientError("ERR_REPLY_TOO_BIG", `reply of ${error.actual} bytes exceeds the client's limit of ${this.options.maxMessageSize} bytes; the connection is closed`, { errno: Errno.E2BIG, cause: error }), p));
   }
 
   private onReply(f: Frame): void {

@@ -272,6 +272,11 @@ export class Session {
   private onFramingError(error: WireError, fatal: boolean, msgId?: number, command?: number, flags?: number): void {
     if (fatal) {
       this.config.log(`protocol error, closing the connection: ${error.message}`);
+      // Answer the request whose header broke framing (e.g. EMSGSIZE), then close: nothing
+      // after it can be framed. The reply leaves with this flush's sendmsg, before the close.
+      if (msgId !== undefined && command !== undefined && flags !== undefined && isCommand(flags) && wantsReply(flags)) {
+        writeErrorReply(this.out, msgId, command, error.errno);
+      }
       this.flush();
       this.ending = true;
       this.connection.destroy();

@@ -77,6 +77,11 @@ import { HEADER_SIZE } from "./constants.js";
  * DMA access head plus `count` bytes, or a migration data chunk) with room for the fixed layouts,
  * and never below 64 KiB so control messages (SET_IRQS booleans for 2048 MSI-X vectors,
  * REGION_WRITE_MULTI batches, region capabilities) always fit.
+ *
+ * For libvfio-user's default 1 MiB transfer size its server limit is 1 MiB + 32 (header plus a
+ * region/DMA access head); ours is 1 MiB + 80, the extra 48 bytes being the DEVICE_FEATURE dirty
+ * page report's preamble, whose bitmap may also reach max_data_xfer_size. A size field above the
+ * limit fails the stream (see parser.ts): the peer gets EMSGSIZE and the connection closes.
  */
 export function maxMessageSizeFor(maxDataXferSize: number): number {
   return Math.max(HEADER_SIZE + 64 + maxDataXferSize, 64 * 1024);

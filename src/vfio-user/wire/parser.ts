@@ -9,7 +9,11 @@
 // walking the chunk's size fields before anything is delivered). If no message begins in the chunk
 // they go to the message the chunk continues. Senders (ours included) must therefore put an
 // fd-carrying message last in its sendmsg. Every fd the parser does not hand out in a Frame it
-// closes: oversized messages, a failed stream, and whatever is pending at end()/dispose().
+// closes: a failed stream, and whatever is pending at end()/dispose().
+//
+// A size field below the header or above the limit is fatal: the rest of the stream cannot be
+// trusted to be framed (skipping a claimed 4 GiB body would hang the connection), so the parser
+// reports the header (for an error reply) and drops everything after it; the endpoint closes.
 import { closeSync } from "node:fs";
 import { HEADER_SIZE, HeaderFlag, Errno, commandName } from "./constants.js";
 import { WireError } from "./errors.js";
@@ -47,9 +51,9 @@ export interface FrameError {
   command?: number;
   flags?: number;
   /**
-   * True when the stream can no longer be framed (size field below 16): the parser drops all
-   * further input and the connection should be closed. False when the offending message was
-   * consumed and the stream is still in sync.
+   * True when the stream can no longer be framed (size field below 16 or above the limit): the
+   * parser drops all further input and the connection should be closed. False when the
+   * offending message was consumed and the stream is still in sync.
    */
   fatal: boolean;
 }
@@ -57,7 +61,7 @@ export interface FrameError {
 export type ParseEvent = Frame | FrameError;
 
 export interface ParserOptions {
-  /** Largest accepted message, header included. Larger ones are skipped without allocating. */
+  /** Largest accepted message, header included. A larger size field fails the stream. */
   maxMessageSize: number;
   /** How rejected fds are closed (default fs.closeSync, errors ignored). */
   closeFd?: (fd: number) => void;
@@ -96,8 +100,6 @@ export class MessageParser {
   /** Partial message bytes (header and body) carried over between chunks. */
   private buf = new Uint8Array(256);
   private buffered = 0;
-  /** Bytes of an oversized message still to discard. */
-  private skipping = 0;
   /** Stream position of the first byte not yet consumed. */
   private streamPos = 0;
   /** Fds of the message in progress (taken when it began). */
@@ -128,7 +130,7 @@ export class MessageParser {
 
   /** True when bytes of an unfinished message are held. */
   get hasPartial(): boolean {
-    return this.buffered > 0 || this.skipping > 0;
+    return this.buffered > 0;
   }
 
   /**
@@ -148,14 +150,6 @@ export class MessageParser {
     let p = 0;
     const n = chunk.length;
 
-    // Discard the rest of an oversized message.
-    if (this.skipping > 0) {
-      const d = Math.min(this.skipping, n);
-      this.skipping -= d;
-      p += d;
-      if (this.skipping === 0) this.finishSkip();
-    }
-
     // Complete a message begun in an earlier chunk.
     if (this.buffered > 0 && p < n) {
       p = this.continueBuffered(chunk, p, onMessage);
@@ -163,7 +157,7 @@ export class MessageParser {
     }
 
     // Fast path: whole messages straight out of the chunk, no copy.
-    while (!this.failed && this.buffered === 0 && this.skipping === 0 && p < n) {
+    while (!this.failed && this.buffered === 0 && p < n) {
       const avail = n - p;
       if (avail < HEADER_SIZE) {
         this.beginMessage(this.streamPos + p);
@@ -201,13 +195,13 @@ export class MessageParser {
    */
   end(): WireError | undefined {
     let err: WireError | undefined;
-    if (!this.failed && (this.buffered > 0 || this.skipping > 0)) {
+    if (!this.failed && this.buffered > 0) {
       const got = this.buffered;
       err = new WireError(
         "WIRE_TRUNCATED",
         got > 0 && got < HEADER_SIZE
           ? `stream ended after ${got} bytes of a 16-byte message header`
-          : `stream ended inside a message (${this.skipping > 0 ? this.skipping + " bytes still to skip" : got + " bytes buffered"})`,
+          : `stream ended inside a message (${got} bytes buffered)`,
         { errno: Errno.EPROTO, actual: got },
       );
     }
@@ -222,7 +216,6 @@ export class MessageParser {
     this.currentFds = null;
     this.pending = [];
     this.buffered = 0;
-    this.skipping = 0;
     this.streamPos = 0;
     this.failed = false;
     this.generation++;
@@ -267,57 +260,29 @@ export class MessageParser {
   }
 
   /**
-   * Handles a header whose size field is unacceptable. `remaining` bytes follow the header in the
-   * current chunk; returns how many of them were consumed (skipped).
+   * Handles a header whose size field is unacceptable (below the header or above the limit): the
+   * stream fails, every fd held is closed, and one fatal event carries the header so the
+   * endpoint can address an error reply before it closes. Consumes the rest of the chunk.
    */
   private rejectSizeWithHeader(head: Uint8Array, size: number, remaining: number, onMessage: (event: ParseEvent) => void): number {
     const msgId = readU16(head, 0);
     const command = readU16(head, 2);
     const flags = readU32(head, 8);
-    const fds = this.currentFds;
+    if (this.currentFds) for (const fd of this.currentFds) this.closeFd(fd);
     this.currentFds = null;
-    if (fds) for (const fd of fds) this.closeFd(fd);
-    if (size < HEADER_SIZE) {
-      this.failed = true;
-      for (const group of this.pending) for (const fd of group.fds) this.closeFd(fd);
-      this.pending = [];
-      onMessage({
-        kind: "error",
-        fatal: true,
-        msgId,
-        command,
-        flags,
-        error: new WireError("WIRE_SIZE_BELOW_HEADER", `message size ${size} is below the 16-byte header (${commandName(command)}, id ${msgId}); the stream cannot be resynchronised`, {
-          errno: Errno.EINVAL,
-          command,
-          msgId,
-          field: "size",
-          expected: HEADER_SIZE,
-          actual: size,
-        }),
-      });
-      return remaining;
-    }
-    const bodyLeft = size - HEADER_SIZE;
-    const skippedNow = Math.min(bodyLeft, remaining);
-    this.skipping = bodyLeft - skippedNow;
-    onMessage({
-      kind: "error",
-      fatal: false,
-      msgId,
-      command,
-      flags,
-      error: new WireError("WIRE_MESSAGE_TOO_LARGE", `message size ${size} exceeds the limit of ${this.maxSize} bytes (${commandName(command)}, id ${msgId}); its body was discarded`, {
-        errno: Errno.EMSGSIZE,
-        command,
-        msgId,
-        field: "size",
-        expected: this.maxSize,
-        actual: size,
-      }),
-    });
-    if (this.skipping === 0) this.finishSkip();
-    return skippedNow;
+    this.failed = true;
+    for (const group of this.pending) for (const fd of group.fds) this.closeFd(fd);
+    this.pending = [];
+    const below = size < HEADER_SIZE;
+    const error = below
+      ? new WireError("WIRE_SIZE_BELOW_HEADER", `message size ${size} is below the 16-byte header (${commandName(command)}, id ${msgId}); the stream cannot be resynchronised`, {
+          errno: Errno.EINVAL, command, msgId, field: "size", expected: HEADER_SIZE, actual: size,
+        })
+      : new WireError("WIRE_MESSAGE_TOO_LARGE", `message size ${size} exceeds the limit of ${this.maxSize} bytes (${commandName(command)}, id ${msgId}); the stream cannot be trusted past it`, {
+          errno: Errno.EMSGSIZE, command, msgId, field: "size", expected: this.maxSize, actual: size,
+        });
+    onMessage({ kind: "error", fatal: true, msgId, command, flags, error });
+    return remaining;
   }
 
   /**
@@ -329,8 +294,7 @@ export class MessageParser {
     const chunkEnd = chunkStart + chunk.length;
     // Stream position of the first message boundary at or after the chunk's first byte.
     let next: number;
-    if (this.skipping > 0) next = chunkStart + this.skipping;
-    else if (this.buffered > 0) {
+    if (this.buffered > 0) {
       const size = this.sizeOfMessageInProgress(chunk);
       next = size === undefined || size < HEADER_SIZE ? Infinity : chunkStart - this.buffered + size;
     } else next = chunkStart;
@@ -344,7 +308,6 @@ export class MessageParser {
       next += size;
     }
     if (owner >= 0) this.pending.push({ at: owner, fds });
-    else if (this.skipping > 0) for (const fd of fds) this.closeFd(fd);
     else if (this.buffered > 0) (this.currentFds ??= []).push(...fds);
     else this.pending.push({ at: chunkStart, fds });
   }
@@ -358,11 +321,6 @@ export class MessageParser {
     head.set(this.buf.subarray(0, this.buffered));
     head.set(chunk.subarray(0, need), this.buffered);
     return readU32(head, 4);
-  }
-
-  private finishSkip(): void {
-    if (this.currentFds) for (const fd of this.currentFds) this.closeFd(fd);
-    this.currentFds = null;
   }
 
   /** A message begins at stream position `start`: it takes the fds of chunks that began at or before it. */
