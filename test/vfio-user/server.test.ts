@@ -304,6 +304,9 @@ describe("vfio-user server with the edu device", () => {
       expectError(await client.request(bad), Errno.EINVAL);
       const wrongType = message(2, Command.VERSION, REQ, new Bytes().u16(0).u16(1).ascii('{"capabilities":{"max_data_xfer_size":"big"}}').u8(0));
       expectError(await client.request(wrongType), Errno.EINVAL);
+      // Valid JSON without the NUL terminator the spec requires.
+      const unterminated = message(3, Command.VERSION, REQ, new Bytes().u16(0).u16(1).ascii('{"capabilities":{"max_msg_fds":4}}'));
+      expectError(await client.request(unterminated), Errno.EINVAL);
       const unknownCaps = message(3, Command.VERSION, REQ, new Bytes().u16(0).u16(1).ascii('{"capabilities":{"frobnicate":true}}').u8(0));
       expectOk(await client.request(unknownCaps));
       await stillWorks();

@@ -844,8 +844,11 @@ describe("VERSION capabilities", () => {
     expect(ver(null)).toEqual({ major: 0, minor: 1 });
     expect(ver("{}")).toMatchObject({ capabilities: {} });
   });
-  it("a missing NUL terminator is tolerated", () => {
-    expect(ver('{"capabilities":{"max_data_xfer_size":4096}}', false)).toMatchObject({ capabilities: { maxDataXferSize: 4096 } });
+  it("JSON without its NUL terminator is refused (EINVAL)", () => {
+    const r = ver('{"capabilities":{"max_data_xfer_size":4096}}', false);
+    expect(r).toBeInstanceOf(WireError);
+    expect(r).toMatchObject({ errno: Errno.EINVAL });
+    expect((r as WireError).message).toMatch(/not NUL-terminated/);
   });
   it("twin_socket and write_multiple are typed", () => {
     expect(ver('{"capabilities":{"write_multiple":true,"twin_socket":{"supported":true}}}')).toMatchObject({ capabilities: { writeMultiple: true, twinSocket: { supported: true } } });

@@ -74,10 +74,12 @@ export function decodeVersion(body: Uint8Array): VersionPayload | WireError {
   }
   const major = readU16(body, 0);
   const minor = readU16(body, 2);
+  // The JSON is NUL-terminated (spec, "VFIO_USER_VERSION"; libvfio-user and QEMU check for the
+  // terminator): data without one is refused, bytes after it too.
   let end = body.length;
-  // The JSON is NUL-terminated; tolerate a missing terminator, reject bytes after it.
-  const nul = body.indexOf(0, 4);
-  if (nul >= 0) {
+  if (body.length > 4) {
+    const nul = body.indexOf(0, 4);
+    if (nul < 0) return bad("VERSION data is not NUL-terminated");
     for (let i = nul + 1; i < body.length; i++) {
       if (body[i] !== 0) return bad("VERSION data has bytes after its NUL terminator");
     }
