@@ -177,6 +177,28 @@ describe("server edge cases (edu)", () => {
     expectErrno(await client.request(migWrite(10, 5000)), Errno.E2BIG, "write above max_data_xfer_size");
   });
 
+  it("MIG_DATA_READ replies are as long as asked (libvfio-user's client requires it): the last chunk's real size in `size`, zeros after", async () => {
+    const setState = (id: number, s: number) => feature(id, DeviceFeatureFlag.SET | DeviceFeature.MIG_DEVICE_STATE, encodeMigDeviceState(s));
+    expectOk(await client.request(setState(1, MigrationState.STOP_COPY)));
+    const chunks: Uint8Array[] = [];
+    for (let id = 2; id < 100; id++) {
+      const r = await client.request(message(id, Command.MIG_DATA_READ, REQ, new Bytes().u32(8 + 4096).u32(4096)));
+      expectOk(r);
+      expect(r.body.length).toBe(8 + 4096);
+      const dv = new DataView(r.body.buffer, r.body.byteOffset, r.body.length);
+      expect(dv.getUint32(0, true)).toBe(8 + 4096);
+      const size = dv.getUint32(4, true);
+      expect(r.body.subarray(8 + size).every((b) => b === 0)).toBe(true);
+      if (size === 0) break;
+      chunks.push(r.body.slice(8, 8 + size));
+    }
+    // edu's state (its 4 KiB DMA buffer and registers): full chunks, one short one, the empty end.
+    expect(chunks.length).toBeGreaterThan(1);
+    for (const c of chunks.slice(0, -1)) expect(c.length).toBe(4096);
+    expect(chunks.at(-1)!.length).toBeGreaterThan(0);
+    expect(chunks.at(-1)!.length).toBeLessThan(4096);
+  });
+
   it("REGION_WRITE_MULTI: entries of 0 or 9 bytes, wr_cnt not matching the payload, read-only or out-of-range targets: EINVAL, nothing written", async () => {
     const entry = (b: Bytes, region: number, offset: number, count: number, value: number) => b.u64(offset).u32(region).u32(count).u32(value).u32(0);
     const multi = (id: number, build: (b: Bytes) => Bytes, count: number) => message(id, Command.REGION_WRITE_MULTI, REQ, build(new Bytes().u64(count)));

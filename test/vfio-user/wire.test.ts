@@ -555,6 +555,15 @@ const fixtures: Fixture[] = [
     decoded: { argsz: 11, size: 3, data: Uint8Array.of(7, 7, 7) },
   },
   {
+    // libvfio-user's shape: padded to the 8 bytes asked, the real amount in size.
+    name: "MIG_DATA_READ reply, padded to the asked size",
+    header: { msgId: 22, command: 17, flags: REPLY },
+    bytes: message(22, 17, REPLY, new Bytes().u32(16).u32(3).raw([7, 7, 7]).zeros(5)),
+    write: (w) => writeMigDataReadReply(w, 22, Uint8Array.of(7, 7, 7), 8),
+    decode: decodeMigDataReadReply,
+    decoded: { argsz: 16, size: 3, data: Uint8Array.of(7, 7, 7) },
+  },
+  {
     name: "MIG_DATA_WRITE request",
     header: { msgId: 23, command: 18, flags: REQ },
     bytes: message(23, 18, REQ, new Bytes().u32(10).u32(2).raw([5, 6])),

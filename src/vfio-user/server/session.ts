@@ -823,7 +823,9 @@ export class Session {
     if (req.size > this.config.maxDataXferSize) throw badRequest(Errno.E2BIG, `MIG_DATA_READ size ${req.size} exceeds max_data_xfer_size ${this.config.maxDataXferSize}`);
     if (req.argsz < 8 + req.size) throw badRequest(Errno.EINVAL, `MIG_DATA_READ argsz ${req.argsz} cannot hold ${req.size} bytes`);
     const data = this.migration.read(req.size);
-    if (wantsReply(f.flags)) writeMigDataReadReply(this.out, f.msgId, data);
+    // Padded to the asked size, real amount in `size`: libvfio-user's client accepts only a reply
+    // of the requested length; readers that take `size` (QEMU, ours) ignore the padding.
+    if (wantsReply(f.flags)) writeMigDataReadReply(this.out, f.msgId, data, req.size);
   }
 
   private migDataWrite(f: Frame): void {

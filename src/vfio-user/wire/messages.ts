@@ -828,8 +828,17 @@ export function decodeMigDataReadRequest(body: Uint8Array): MigData | WireError 
   if (body.length !== MIG_DATA_SIZE) return lengthError(Command.MIG_DATA_READ, "request", MIG_DATA_SIZE, body.length);
   return { argsz: readU32(body, 0), size: readU32(body, 4), data: body.subarray(MIG_DATA_SIZE) };
 }
+/**
+ * The reply's `size` is the amount of migration data; the payload may be longer: libvfio-user
+ * pads it to the size that was asked (its client rejects any other length), so padding after
+ * `size` bytes is accepted and dropped here.
+ */
 export function decodeMigDataReadReply(body: Uint8Array): MigData | WireError {
-  return decodeMigWithData(Command.MIG_DATA_READ, "reply", body);
+  if (body.length < MIG_DATA_SIZE) return lengthError(Command.MIG_DATA_READ, "reply", MIG_DATA_SIZE, body.length, true);
+  const size = readU32(body, 4);
+  const carried = body.length - MIG_DATA_SIZE;
+  if (size > carried) return fieldError(Command.MIG_DATA_READ, "size", `reply size ${size} but ${carried} data bytes`, carried, size);
+  return { argsz: readU32(body, 0), size, data: body.subarray(MIG_DATA_SIZE, MIG_DATA_SIZE + size) };
 }
 export function decodeMigDataWriteRequest(body: Uint8Array): MigData | WireError {
   return decodeMigWithData(Command.MIG_DATA_WRITE, "request", body);
@@ -845,8 +854,15 @@ function decodeMigWithData(command: number, what: string, body: Uint8Array): Mig
 export function writeMigDataReadRequest(w: MessageWriter, msgId: number, size: number, argsz = MIG_DATA_SIZE + size): void {
   w.begin(msgId, Command.MIG_DATA_READ, REQUEST).u32(argsz).u32(size).end();
 }
-export function writeMigDataReadReply(w: MessageWriter, msgId: number, data: Uint8Array): void {
-  w.begin(msgId, Command.MIG_DATA_READ, REPLY).u32(MIG_DATA_SIZE + data.length).u32(data.length).bytes(data).end();
+/**
+ * `paddedTo` (at least data.length): the payload carries that many data bytes, zeros after the
+ * real `size`, as libvfio-user's client expects a reply as long as its request asked.
+ */
+export function writeMigDataReadReply(w: MessageWriter, msgId: number, data: Uint8Array, paddedTo = data.length): void {
+  const pad = Math.max(0, paddedTo - data.length);
+  w.begin(msgId, Command.MIG_DATA_READ, REPLY).u32(MIG_DATA_SIZE + data.length + pad).u32(data.length).bytes(data);
+  if (pad > 0) w.zeros(pad);
+  w.end();
 }
 export function writeMigDataWriteRequest(w: MessageWriter, msgId: number, data: Uint8Array, argsz = MIG_DATA_SIZE + data.length): void {
   w.begin(msgId, Command.MIG_DATA_WRITE, REQUEST).u32(argsz).u32(data.length).bytes(data).end();
