@@ -85,9 +85,10 @@ describe("DEVICE_GET_REGION_IO_FDS with the throughput device", () => {
     const r = await client.request(ioFdsReq(0x41, 2));
     expect(r.msgId).toBe(0x41);
     expect(r.flags).toBe(REPLY);
-    // argsz 56 = 16 + one 40-byte entry; offset 4, size 4, fd_index 0, type ioeventfd (0),
-    // flags 0 (memory, no datamatch), padding, datamatch 0.
-    expect(toHex(r.body)).toBe(toHex(new Bytes().u32(56).u32(0).u32(2).u32(1).u64(4).u64(4).u32(0).u32(0).u32(0).u32(0).u64(0).build()));
+    // argsz 64 = 16 + one 48-byte entry in libvfio-user's layout; offset 4, size 4, fd_index 0,
+    // type ioeventfd (0), flags 0 (memory, no datamatch), shadow fd index 0, shadow offset 0,
+    // datamatch 0.
+    expect(toHex(r.body)).toBe(toHex(new Bytes().u32(64).u32(0).u32(2).u32(1).u64(4).u64(4).u32(0).u32(0).u32(0).u32(0).u64(0).u64(0).build()));
     expect(r.fds.length).toBe(1);
     const fd = r.fds[0];
     try {
@@ -133,14 +134,14 @@ describe("DEVICE_GET_REGION_IO_FDS with the throughput device", () => {
   });
 
   it("an argsz too small for the array gets the head with the argsz needed, and no fds", async () => {
-    for (const argsz of [16, 55]) {
+    for (const argsz of [16, 56, 63]) {
       const r = await client.request(ioFdsReq(4, 2, argsz));
       expect(r.flags).toBe(REPLY);
-      expect(toHex(r.body)).toBe(toHex(new Bytes().u32(56).u32(0).u32(2).u32(1).build()));
+      expect(toHex(r.body)).toBe(toHex(new Bytes().u32(64).u32(0).u32(2).u32(1).build()));
       expect(r.fds).toEqual([]);
     }
-    const full = await client.request(ioFdsReq(5, 2, 56));
-    expect(full.body.length).toBe(56);
+    const full = await client.request(ioFdsReq(5, 2, 64));
+    expect(full.body.length).toBe(64);
     expect(full.fds.length).toBe(1);
     closeFd(full.fds[0]);
   });
@@ -279,13 +280,13 @@ describe("DEVICE_GET_REGION_IO_FDS: datamatch, port I/O, max_msg_fds, delivery f
     client = await RawClient.negotiated(path, { maxMsgFds: 8 });
     const r = await client.request(ioFdsReq(1, 0));
     const entry = (offset: number, size: number, fdIndex: number, flags: number, datamatch: number) =>
-      new Bytes().u64(offset).u64(size).u32(fdIndex).u32(0).u32(flags).u32(0).u64(datamatch).build();
+      new Bytes().u64(offset).u64(size).u32(fdIndex).u32(0).u32(flags).u32(0).u64(0).u64(datamatch).build();
     expect(toHex(r.body)).toBe(
-      toHex(new Bytes().u32(16 + 3 * 40).u32(0).u32(0).u32(3).raw(entry(0x10, 2, 0, 1, 1)).raw(entry(0x10, 2, 1, 1, 2)).raw(entry(0x40, 4, 2, 0, 0)).build()),
+      toHex(new Bytes().u32(16 + 3 * 48).u32(0).u32(0).u32(3).raw(entry(0x10, 2, 0, 1, 1)).raw(entry(0x10, 2, 1, 1, 2)).raw(entry(0x40, 4, 2, 0, 0)).build()),
     );
     expect(r.fds.length).toBe(3);
     const io = await client.request(ioFdsReq(2, 2));
-    expect(toHex(io.body)).toBe(toHex(new Bytes().u32(56).u32(0).u32(2).u32(1).raw(entry(8, 1, 0, 3, 0x5a)).build()));
+    expect(toHex(io.body)).toBe(toHex(new Bytes().u32(64).u32(0).u32(2).u32(1).raw(entry(8, 1, 0, 3, 0x5a)).build()));
     expect(io.fds.length).toBe(1);
     try {
       ring(r.fds[1]);

@@ -290,23 +290,24 @@ const fixtures: Fixture[] = [
   {
     name: "DEVICE_GET_REGION_IO_FDS reply",
     header: { msgId: 9, command: 6, flags: REPLY },
-    bytes: message(9, 6, REPLY, new Bytes().u32(56).u32(0).u32(0).u32(1).u64(0x80).u64(4).u32(0).u32(0).u32(1).u32(0).u64(0x1234)),
+    bytes: message(9, 6, REPLY, new Bytes().u32(64).u32(0).u32(0).u32(1).u64(0x80).u64(4).u32(0).u32(0).u32(1).u32(0).u64(0).u64(0x1234)),
     write: (w) => writeRegionIoFdsReply(w, 9, 0, [{ offset: 0x80n, size: 4n, fdIndex: 0, type: 0, flags: 1, datamatch: 0x1234n }], 1024),
     decode: decodeRegionIoFdsReply,
-    decoded: { argsz: 56, flags: 0, index: 0, count: 1, subRegions: [{ offset: 0x80n, size: 4n, fdIndex: 0, type: 0, flags: 1, datamatch: 0x1234n }] },
+    decoded: { argsz: 64, flags: 0, index: 0, count: 1, subRegions: [{ offset: 0x80n, size: 4n, fdIndex: 0, type: 0, flags: 1, datamatch: 0x1234n, shadowFdIndex: 0, shadowOffset: 0n }] },
   },
   {
     // Two ioeventfds of an I/O BAR as the throughput-style doorbell pair would be offered: the
     // first without datamatch, the second PIO + DATAMATCH; written out as hex so the layout is
-    // checked against the spec's table byte by byte (offset 0, size 8, fd_index 16, type 20,
-    // flags 24, padding 28, datamatch 32).
+    // checked against libvfio-user's vfio_user_sub_region_ioeventfd byte by byte (offset 0,
+    // size 8, fd_index 16, type 20, flags 24, shadow_mem_fd_index 28, shadow_offset 32,
+    // datamatch 40).
     name: "DEVICE_GET_REGION_IO_FDS reply, two sub-regions, one fd each",
     header: { msgId: 0x31, command: 6, flags: REPLY },
     bytes: hex(`
-      3100 0600 70000000 01000000 00000000
-      60000000 00000000 04000000 02000000
-      0400000000000000 0400000000000000 00000000 00000000 00000000 00000000 0000000000000000
-      0800000000000000 0200000000000000 01000000 00000000 03000000 00000000 efbe000000000000`),
+      3100 0600 80000000 01000000 00000000
+      70000000 00000000 04000000 02000000
+      0400000000000000 0400000000000000 00000000 00000000 00000000 00000000 0000000000000000 0000000000000000
+      0800000000000000 0200000000000000 01000000 00000000 03000000 00000000 0000000000000000 efbe000000000000`),
     write: (w) =>
       writeRegionIoFdsReply(
         w,
@@ -316,26 +317,26 @@ const fixtures: Fixture[] = [
           { offset: 4n, size: 4n, fdIndex: 0, type: 0, flags: 0, datamatch: 0n },
           { offset: 8n, size: 2n, fdIndex: 1, type: 0, flags: 3, datamatch: 0xbeefn },
         ],
-        0x60,
+        0x70,
       ),
     decode: decodeRegionIoFdsReply,
     decoded: {
-      argsz: 0x60,
+      argsz: 0x70,
       flags: 0,
       index: 4,
       count: 2,
       subRegions: [
-        { offset: 4n, size: 4n, fdIndex: 0, type: 0, flags: 0, datamatch: 0n },
-        { offset: 8n, size: 2n, fdIndex: 1, type: 0, flags: 3, datamatch: 0xbeefn },
+        { offset: 4n, size: 4n, fdIndex: 0, type: 0, flags: 0, datamatch: 0n, shadowFdIndex: 0, shadowOffset: 0n },
+        { offset: 8n, size: 2n, fdIndex: 1, type: 0, flags: 3, datamatch: 0xbeefn, shadowFdIndex: 0, shadowOffset: 0n },
       ],
     },
   },
   {
-    // argsz 0x5f is one byte short of the full reply: only the head goes out, with the argsz
+    // argsz 0x6f is one byte short of the full reply: only the head goes out, with the argsz
     // the client must ask for and the real count.
     name: "DEVICE_GET_REGION_IO_FDS reply cut to the head when argsz is too small",
     header: { msgId: 0x32, command: 6, flags: REPLY },
-    bytes: message(0x32, 6, REPLY, new Bytes().u32(16 + 2 * 40).u32(0).u32(4).u32(2)),
+    bytes: message(0x32, 6, REPLY, new Bytes().u32(16 + 2 * 48).u32(0).u32(4).u32(2)),
     write: (w) =>
       writeRegionIoFdsReply(
         w,
@@ -345,10 +346,10 @@ const fixtures: Fixture[] = [
           { offset: 4n, size: 4n, fdIndex: 0, type: 0, flags: 0, datamatch: 0n },
           { offset: 8n, size: 2n, fdIndex: 1, type: 0, flags: 3, datamatch: 0xbeefn },
         ],
-        0x5f,
+        0x6f,
       ),
     decode: decodeRegionIoFdsReply,
-    decoded: { argsz: 0x60, flags: 0, index: 4, count: 2, subRegions: [] },
+    decoded: { argsz: 0x70, flags: 0, index: 4, count: 2, subRegions: [] },
   },
   {
     name: "DEVICE_GET_REGION_IO_FDS reply with no sub-regions",
@@ -823,6 +824,21 @@ describe("reply shapes other implementations send", () => {
       subRegions: [
         { offset: 0x10n, size: 4n, fdIndex: 0, type: 0, flags: 1, datamatch: 5n, shadowFdIndex: 0, shadowOffset: 0n },
         { offset: 0x20n, size: 4n, fdIndex: 0, type: 2, flags: 1, datamatch: 6n, shadowFdIndex: 1, shadowOffset: 0x3000n },
+      ],
+    });
+  });
+
+  it("IO_FDS reply in the spec's 40-byte entries (padding at 28, datamatch at 32) is read too", () => {
+    const entry = (offset: number, datamatch: number) => new Bytes().u64(offset).u64(2).u32(1).u32(0).u32(3).u32(0).u64(datamatch).build();
+    const body = new Bytes().u32(16 + 2 * 40).u32(0).u32(4).u32(2).raw(entry(0x8, 0xbeef)).raw(entry(0xc, 7)).build();
+    expect(decodeRegionIoFdsReply(body)).toEqual({
+      argsz: 96,
+      flags: 0,
+      index: 4,
+      count: 2,
+      subRegions: [
+        { offset: 0x8n, size: 2n, fdIndex: 1, type: 0, flags: 3, datamatch: 0xbeefn },
+        { offset: 0xcn, size: 2n, fdIndex: 1, type: 0, flags: 3, datamatch: 7n },
       ],
     });
   });

@@ -41,7 +41,6 @@ import {
   BITMAP_HEADER_SIZE,
   REGION_INFO_SIZE,
   REGION_IO_FDS_SIZE,
-  SUB_REGION_IO_FD_SIZE,
   DEVICE_INFO_SIZE,
   IRQ_INFO_SIZE,
   IRQ_SET_SIZE,
@@ -77,6 +76,7 @@ import {
   writeDeviceInfoReply,
   writeRegionInfoReply,
   writeRegionIoFdsReply,
+  regionIoFdsReplySize,
   writeIrqInfoReply,
   writeRegionWriteReply,
   writeRegionWriteMultiReply,
@@ -624,7 +624,7 @@ export class Session {
       flags: (e.datamatch !== undefined ? IoEventFdFlag.DATAMATCH : 0) | (e.space === "io" ? IoEventFdFlag.PIO : 0),
       datamatch: e.datamatch ?? 0n,
     }));
-    const full = req.argsz >= REGION_IO_FDS_SIZE + subRegions.length * SUB_REGION_IO_FD_SIZE;
+    const full = req.argsz >= regionIoFdsReplySize(subRegions.length);
     if (!full || subRegions.length === 0) {
       // Head only (argsz tells the client what to ask for), or nothing to offer: no fds.
       writeRegionIoFdsReply(this.out, f.msgId, req.index, subRegions, req.argsz);

@@ -146,8 +146,14 @@ export const BITMAP_HEADER_SIZE = 16;
 export const DEVICE_INFO_SIZE = 16;
 export const REGION_INFO_SIZE = 32;
 export const REGION_IO_FDS_SIZE = 16;
+/** The spec's sub-region entry (offset, size, fd_index, type, flags, padding, datamatch). */
 export const SUB_REGION_IO_FD_SIZE = 40;
-/** libvfio-user's sub-region entry with shadow ioeventfd fields (decoded, never sent). */
+/**
+ * libvfio-user's entry, which is what we send: shadow_mem_fd_index where the spec has padding,
+ * shadow_offset, then datamatch. libvfio-user's client reads every entry at this stride, and so
+ * does cloud-hypervisor's vfio-user crate; a reader that follows the spec's advice to take the
+ * stride from the payload (ours) reads it too.
+ */
 export const SUB_REGION_IO_FD_SHADOW_SIZE = 48;
 export const IRQ_INFO_SIZE = 16;
 export const IRQ_SET_SIZE = 20;

@@ -448,13 +448,21 @@ export interface RegionIoFdsReply {
   subRegions: SubRegionIoFd[];
 }
 
+/** argsz of a full DEVICE_GET_REGION_IO_FDS reply with `count` sub-regions. */
+export function regionIoFdsReplySize(count: number): number {
+  return REGION_IO_FDS_SIZE + count * SUB_REGION_IO_FD_SHADOW_SIZE;
+}
+
 /** Full reply when `requestArgsz` allows it, else the 16-byte head with the needed argsz; returns whether it was full. */
 export function writeRegionIoFdsReply(w: MessageWriter, msgId: number, index: number, subRegions: readonly SubRegionIoFd[], requestArgsz: number): boolean {
-  const needed = REGION_IO_FDS_SIZE + subRegions.length * SUB_REGION_IO_FD_SIZE;
+  // 48-byte entries (see SUB_REGION_IO_FD_SHADOW_SIZE), shadow fields zero unless given.
+  const needed = regionIoFdsReplySize(subRegions.length);
   const full = requestArgsz >= needed;
   w.begin(msgId, Command.DEVICE_GET_REGION_IO_FDS, REPLY).u32(needed).u32(0).u32(index).u32(subRegions.length);
   if (full) {
-    for (const s of subRegions) w.u64(s.offset).u64(s.size).u32(s.fdIndex).u32(s.type).u32(s.flags).u32(0).u64(s.datamatch);
+    for (const s of subRegions) {
+      w.u64(s.offset).u64(s.size).u32(s.fdIndex).u32(s.type).u32(s.flags).u32(s.shadowFdIndex ?? 0).u64(s.shadowOffset ?? 0n).u64(s.datamatch);
+    }
   }
   w.end();
   return full;
