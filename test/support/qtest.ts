@@ -138,9 +138,14 @@ export class QtestQemu {
     await this.configWrite(0x04, cmd | 0x0006);
   }
 
-  /** Closes qtest's stdin (QEMU quits) and waits for the exit; kills it if it lingers. */
+  /**
+   * Stops QEMU as libqtest does (SIGTERM: a clean shutdown that closes the vfio-user socket; a
+   * closed qtest chardev alone does not end QEMU) and waits for the exit; SIGKILL if it lingers.
+   */
   async quit(): Promise<number | null> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return this.exited;
     this.child.stdin!.end();
+    this.child.kill("SIGTERM");
     const timer = setTimeout(() => this.child.kill("SIGKILL"), 20_000);
     const code = await this.exited;
     clearTimeout(timer);

@@ -704,10 +704,12 @@ export interface DmaWriteReply {
 }
 
 /**
- * DMA_WRITE reply: address u64 then count. Three shapes exist in the wild and all are accepted:
- * libvfio-user sends (and checks) count as a u64 (16 bytes, what writeDmaWriteReply sends); the
- * spec's reply table ("VFIO_USER_DMA_WRITE", Reply) gives count 4 bytes (12 bytes); QEMU's client
- * (hw/vfio-user/pci.c, vfio_user_dma_write) answers with the header alone.
+ * DMA_WRITE reply: address u64 then count. Shapes accepted: count as a u64 (16 bytes), which
+ * libvfio-user sends and checks, writeDmaWriteReply sends, and QEMU 11.1.3 sends on the wire
+ * (a 32-byte message echoing the request's address and count; pinned by
+ * test/qemu11/edu-dma-unshared.test.ts, although a comment of an early QEMU series suggested
+ * the header alone); count as the 4 bytes of the spec's reply table (12 bytes); and a bare
+ * header, which older clients sent.
  */
 export function decodeDmaWriteReply(body: Uint8Array): DmaWriteReply | WireError {
   if (body.length === 0) return {};
