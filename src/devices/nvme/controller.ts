@@ -1050,7 +1050,7 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
       queueEvent(AER_TYPE_ERROR, AER_INFO_ERR_INVALID_DB_REGISTER, LOG.ERROR);
       return;
     }
-    const v = value & 0xffff;
+    let v = value & 0xffff;
     if (v >= queue.size) {
       guestError(`doorbell value ${v} is beyond ${isCq ? "CQ" : "SQ"} ${qid}'s ${queue.size} entries`);
       recordError(0xffff, 0xffff, STATUS.INVALID_FIELD);
@@ -1058,9 +1058,19 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
       return;
     }
     try {
-      // Keep the shadow in step with MMIO writes: drivers that do not use shadow doorbells
-      // for some queue (Linux, for the admin queue) still work (as QEMU nvme_process_db).
-      if (queue.shadow >= 0n) writeShadow(queue.shadow, v);
+      if (queue.shadow >= 0n) {
+        if (qid === 0) {
+          // Linux never updates the admin queue's shadow entries, only its MMIO doorbells:
+          // keep the shadow in step (as QEMU's nvme_process_db does for queue 0).
+          writeShadow(queue.shadow, v);
+        } else {
+          // An I/O queue's shadow is written before its MMIO doorbell (which the host rings only
+          // when EventIdx asks) and is authoritative: our MMIO writes arrive as posted messages,
+          // so the value one carries may be older than the shadow by the time it is handled.
+          const shadowValue = readShadow(queue.shadow);
+          if (shadowValue < queue.size) v = shadowValue;
+        }
+      }
     } catch (err) {
       fatal(`shadow doorbell buffer is not accessible: ${(err as Error).message}`);
       return;
