@@ -576,4 +576,28 @@ describe("nvme: shadow doorbells", () => {
     expect((await h.complete(2)).status).toBe(0);
     expect(h.view.getUint32(Number(ei) + 16, true)).toBe(1);
   });
+
+  it("a late MMIO doorbell carrying an older tail than the shadow does not move an I/O queue back", async () => {
+    // Over vfio-user, MMIO doorbells are posted messages: one can be handled after the host
+    // has published a newer tail in the shadow and the controller has already run to it.
+    const h = host();
+    await h.bringUp(1, 64);
+    const db = h.alloc();
+    const ei = h.alloc();
+    expect((await h.admin({ opcode: 0x7c, prp1: db, prp2: ei })).status).toBe(0);
+    h.shadow = { db, ei };
+    const buf = h.alloc();
+    for (let i = 0; i < 3; i++) h.submit(1, { opcode: READ, nsid: 1, prp1: buf, cdw: rw(0, 1) }, false);
+    h.ringSq(1);
+    for (let i = 0; i < 3; i++) expect((await h.complete(1)).status).toBe(0);
+    const ran = h.ctrl.stats.ioCommands;
+    h.rw(0x1000 + 8, 2); // the stale doorbell: tail 2, the shadow says 3
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(h.ctrl.stats.ioCommands).toBe(ran);
+    expect(h.hasCompletion(1)).toBe(false);
+    expect(h.ctrl.csts & 0x2).toBe(0); // no fatal status
+    // The queue still works.
+    h.submit(1, { opcode: READ, nsid: 1, prp1: buf, cdw: rw(0, 1) });
+    expect((await h.complete(1)).status).toBe(0);
+  });
 });
