@@ -1,0 +1,63 @@
+// QEMU 11.1 posts MMIO writes to a vfio-user server (REGION_WRITE with NO_REPLY) unless
+// x-no-posted-writes=on: either way a read after many writes sees the last one, in order.
+// A recording proxy shows which kind of write QEMU sent.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createEdu, EDU_REG } from "../../src/devices/edu.js";
+import { Command, HeaderFlag } from "../../src/vfio-user/wire/constants.js";
+import { VfioUserServer } from "../../src/vfio-user/server/index.js";
+import { QtestQemu } from "../support/qtest.js";
+import { RecordingProxy } from "../support/recording-proxy.js";
+import { trixie, trixieSkipReason } from "../support/trixie.js";
+
+const BAR0 = 0xfe000000;
+const WRITES = 2000;
+
+const d = describe.skipIf(!trixie);
+if (trixieSkipReason) it.skip(`QEMU 11.1 e2e skipped: ${trixieSkipReason}`, () => {});
+
+d("QEMU 11.1: many MMIO writes then a read", () => {
+  let dir: string;
+  let server: VfioUserServer;
+  let proxy: RecordingProxy;
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "wasmdev-qemu11-posted-"));
+    server = VfioUserServer.listen({ device: createEdu(), socketPath: join(dir, "edu.sock") });
+    proxy = new RecordingProxy(join(dir, "proxy.sock"), join(dir, "edu.sock"));
+  });
+  afterAll(async () => {
+    proxy?.close();
+    await server?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  for (const noPosted of [false, true]) {
+    it(`${noPosted ? "with x-no-posted-writes=on (every write answered)" : "posted (no replies)"}: the read after ${WRITES} writes sees the last`, async () => {
+      proxy.messages.length = 0;
+      const q = QtestQemu.start(proxy.path, noPosted ? { deviceProps: { "x-no-posted-writes": true } } : {});
+      try {
+        await q.placeBar32(0, BAR0);
+        // Issued back to back; qtest runs them in order and each returns once QEMU sent it.
+        const writes: Promise<void>[] = [];
+        for (let i = 1; i <= WRITES; i++) writes.push(q.writel(BAR0 + EDU_REG.LIVENESS, i));
+        const last = q.readl(BAR0 + EDU_REG.LIVENESS);
+        await Promise.all(writes);
+        expect(await last).toBe(~WRITES >>> 0);
+      } finally {
+        await q.quit();
+      }
+      // Writes to BAR0's liveness register, in the order the server received them.
+      const bar0Write = (m: { body: Uint8Array }, offset: number) => Buffer.from(m.body).readUInt32LE(8) === 0 && Buffer.from(m.body).readBigUInt64LE(0) === BigInt(offset);
+      const toLiveness = proxy.of(Command.REGION_WRITE, "client").filter((m) => bar0Write(m, EDU_REG.LIVENESS));
+      expect(toLiveness.map((m) => Buffer.from(m.body).readUInt32LE(16))).toEqual(Array.from({ length: WRITES }, (_, i) => i + 1));
+      const posted = toLiveness.filter((m) => (m.flags & HeaderFlag.NO_REPLY) !== 0).length;
+      expect(posted).toBe(noPosted ? 0 : WRITES);
+      // Every write QEMU did not post was answered; the posted ones were not.
+      const answered = new Set(proxy.of(Command.REGION_WRITE, "server").map((m) => m.msgId));
+      expect(toLiveness.filter((m) => answered.has(m.msgId)).length).toBe(noPosted ? WRITES : 0);
+    }, 120_000);
+  }
+});
