@@ -205,7 +205,7 @@ export interface DmaMapTableApi {
  *   dma.writeSync(iova + 0x10n, bytes);
  */
 export interface DmaContextOptions {
-  /** mmap for `fd` regions; defaults to the transport's mmap (#3). */
+  /** mmap for `fd` regions (src/host: hostFdMapper); without it `fd` regions are refused. */
   mapFd?: FdMapper;
   /** Route for `message` regions; without it they fail with DMA_NO_SHARED_MEMORY. */
   hook?: DmaMessageHook;

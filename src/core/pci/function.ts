@@ -15,10 +15,11 @@ import type {
   PciInterrupts,
   PciIoEventFd,
   PciRegionInfo,
+  EventFdSource,
+  FunctionEventFd,
   VectorKind,
 } from "./api.js";
 import { PCI_ROM_REGION, PCI_MAX_IOEVENTFDS_PER_BAR } from "./api.js";
-import { EventFd } from "../../transport/eventfd.js";
 import type { DmaApi } from "../dma/api.js";
 import { instantiateCore, type CoreRef } from "../wasm.js";
 import { MemoryCore, MemoryRegion, AddressSpace, type IoOps } from "../memory/api.js";
@@ -105,7 +106,7 @@ interface IoEventFdState {
   offset: number;
   size: AccessSize;
   datamatch?: bigint;
-  eventfd: EventFd | null;
+  eventfd: FunctionEventFd | null;
 }
 
 const STATE_MAGIC = 0x49435044; // "DPCI" little-endian
@@ -701,16 +702,16 @@ class PciFunctionImpl implements PciFunction {
 
   // ---- ioeventfds ----------------------------------------------------------------------
 
-  ioEventFds(index: number): readonly PciIoEventFd[] {
+  ioEventFds(index: number, source: EventFdSource): readonly PciIoEventFd[] {
     if (!Number.isInteger(index) || index < 0 || index > PCI_ROM_REGION) throw new PciError("PCI_REGION_INDEX", `region ${index} does not exist (0..5 = BARs, 6 = ROM)`, { region: index });
     if (this.disposed) throw new PciError("PCI_REGION_INDEX", `${this.name} was disposed`, { region: index });
     const b = this.bars[index];
     if (!b || b.ioeventfds.length === 0) return [];
-    const made: EventFd[] = [];
+    const made: FunctionEventFd[] = [];
     try {
       for (const e of b.ioeventfds) {
         if (e.eventfd) continue;
-        const efd = EventFd.create();
+        const efd = source.create();
         made.push(efd);
         efd.onReadable((count) => this.deliverIoEventFd(b, e, count));
         e.eventfd = efd;
