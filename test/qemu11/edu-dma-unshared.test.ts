@@ -1,40 +1,19 @@
 // edu's DMA engine against QEMU 11.1 with plain (unshared) guest RAM: QEMU's DMA_MAP carries no
 // fds, so the server reaches guest memory with DMA_READ / DMA_WRITE messages that QEMU serves.
 // A recording proxy between the two pins the layout QEMU 11.1 puts on the wire.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createEdu, EDU_DMA_RUN, EDU_DMA_START, EDU_DMA_TO_RAM, EDU_REG } from "../../src/devices/edu.js";
+import { expect, it } from "vitest";
+import { EDU_DMA_RUN, EDU_DMA_START, EDU_DMA_TO_RAM, EDU_REG } from "../../src/devices/edu.js";
 import { Command, HeaderFlag } from "../../src/vfio-user/wire/constants.js";
-import { VfioUserServer } from "../../src/vfio-user/server/index.js";
 import { QtestQemu } from "../support/qtest.js";
-import { RecordingProxy } from "../support/recording-proxy.js";
-import { trixie, trixieSkipReason } from "../support/trixie.js";
+import { describeQemu11, useQemu11Fixture } from "../support/qemu11-fixture.js";
 
 const BAR0 = 0xfe000000;
 const SRC = 0x100000;
 const DST = 0x200000;
 const LENGTH = 300;
 
-const d = describe.skipIf(!trixie);
-if (trixieSkipReason) it.skip(`QEMU 11.1 e2e skipped: ${trixieSkipReason}`, () => {});
-
-d("QEMU 11.1: edu DMA with unshared guest RAM (DMA_READ / DMA_WRITE messages)", () => {
-  let dir: string;
-  let server: VfioUserServer;
-  let proxy: RecordingProxy;
-
-  beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), "wasmdev-qemu11-dma-"));
-    server = VfioUserServer.listen({ device: createEdu(), socketPath: join(dir, "edu.sock") });
-    proxy = new RecordingProxy(join(dir, "proxy.sock"), join(dir, "edu.sock"));
-  });
-  afterAll(async () => {
-    proxy?.close();
-    await server?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+describeQemu11("QEMU 11.1: edu DMA with unshared guest RAM (DMA_READ / DMA_WRITE messages)", () => {
+  const f = useQemu11Fixture({ proxy: true });
 
   async function dma(q: QtestQemu, src: number, dst: number, cmd: number): Promise<void> {
     await q.writeq(BAR0 + EDU_REG.DMA_SRC, BigInt(src));
@@ -47,7 +26,8 @@ d("QEMU 11.1: edu DMA with unshared guest RAM (DMA_READ / DMA_WRITE messages)", 
   }
 
   it("copies guest memory into edu and back out; QEMU's DMA_MAP has no fds and the messages use the spec's layout", async () => {
-    const q = QtestQemu.start(proxy.path);
+    const q = QtestQemu.start(f.socketPath);
+    const proxy = f.proxy!;
     try {
       await q.placeBar32(0, BAR0);
       const pattern = Uint8Array.from({ length: LENGTH }, (_, i) => (i * 7 + 3) & 0xff);
