@@ -13,6 +13,7 @@ describeQemu11("QEMU 11.1 vfio-user-pci against the project's server (qtest)", (
 
   it("realizes edu, sizes its BAR, and drives ident, liveness and factorial; a second QEMU attaches after the first quits", async () => {
     for (const round of [1, 2]) {
+      await f.sessionEnded(); // the server takes the next client once it has seen the last one go
       const q = QtestQemu.start(f.socketPath);
       try {
         expect(await q.configRead(0x00), `round ${round}`).toBe(0x11e81234);

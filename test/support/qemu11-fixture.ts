@@ -37,6 +37,11 @@ export interface Qemu11Fixture {
   proxy: RecordingProxy | undefined;
   /** Where QEMU should connect: the proxy's socket if there is one, else the server's. */
   socketPath: string;
+  /**
+   * Resolves once the server has seen its current client go (at once if none): a QEMU that
+   * exited may not have been noticed yet, and the server refuses a newcomer until it has.
+   */
+  sessionEnded(): Promise<void>;
 }
 
 export function useQemu11Fixture(options: Qemu11FixtureOptions = {}): Qemu11Fixture {
@@ -48,6 +53,11 @@ export function useQemu11Fixture(options: Qemu11FixtureOptions = {}): Qemu11Fixt
     f.server = VfioUserServer.listen({ ...options.server, device: f.device, socketPath: f.serverSocket });
     f.proxy = options.proxy ? new RecordingProxy(join(f.dir, "proxy.sock"), f.serverSocket) : undefined;
     f.socketPath = f.proxy?.path ?? f.serverSocket;
+    f.sessionEnded = async () => {
+      const s = f.server.current;
+      if (!s || s.connection.isClosed) return;
+      await new Promise<void>((resolve) => s.connection.once("close", () => resolve()));
+    };
   });
   afterAll(async () => {
     f.proxy?.close();
