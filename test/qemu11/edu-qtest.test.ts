@@ -11,8 +11,10 @@ const BAR0 = 0xfe000000;
 describeQemu11("QEMU 11.1 vfio-user-pci against the project's server (qtest)", () => {
   const f = useQemu11Fixture();
 
-  it("realizes edu, sizes its BAR, and drives ident, liveness and factorial; a second QEMU attaches after the first quits", async () => {
-    for (const round of [1, 2]) {
+  it("realizes edu, sizes its BAR, and drives ident, liveness and factorial; the next QEMU attaches after one quits or is killed", async () => {
+    const ends = ["quit", "killed", "quit"] as const;
+    for (const [i, end] of ends.entries()) {
+      const round = i + 1;
       await f.sessionEnded(); // the server takes the next client once it has seen the last one go
       const q = QtestQemu.start(f.socketPath);
       try {
@@ -39,8 +41,16 @@ describeQemu11("QEMU 11.1 vfio-user-pci against the project's server (qtest)", (
         expect(status & 1).toBe(0);
         expect(await q.readl(BAR0 + 0x08)).toBe(120);
       } finally {
-        await q.quit();
+        if (end === "killed") {
+          q.child.kill("SIGKILL"); // no clean shutdown: the server only sees the socket close
+          await q.exited;
+        } else {
+          await q.quit();
+        }
       }
     }
+    await f.sessionEnded();
+    expect(f.server.connections).toBe(ends.length);
+    expect(f.server.current).toBeNull();
   }, 120_000);
 });
