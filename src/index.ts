@@ -6,3 +6,6 @@ export * from "./vfio-user/client/index.js";
 export * from "./vfio-user/server/index.js";
 export * from "./devices/index.js";
 export * from "./mpqemu/index.js";
+export * from "./log.js";
+// The lspci-style config dump of the CLI, for local functions and raw config bytes.
+export { formatConfigSpace, describeFunction, formatBarSize, type ConfigDumpOptions, type PciNames } from "./commands/config-space.js";

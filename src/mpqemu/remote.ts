@@ -24,13 +24,20 @@ import {
   ALL_ONES, Cmd, MpqemuEncoder, MpqemuParser, expectsReply,
   type Encoded, type ParseEvent, type RequestMsg, type SysmemRegion,
 } from "./wire.js";
+import type { Logger, TraceEvent } from "../log.js";
+import { traceReceived, traceSent } from "./trace.js";
 import { RawSocket, closeFd, eventfdDrain, eventfdSignal, watchFd, watchReadable, type FdWatch } from "./sys.js";
 
 export interface MpqemuRemoteOptions {
   /** Connected socket from the VMM; the remote owns and closes it. */
   fd: number;
   fn: PciFunction;
-  /** Receives one line per rejected message / failed access (default: stderr). */
+  /**
+   * Rejected messages, failed accesses and why serving stopped (warn); with `trace`, every
+   * message both ways. Default: lines on stderr.
+   */
+  logger?: Logger;
+  /** Older form of `logger`: one line per rejected message / failed access (ignored if logger is set). */
   log?: (line: string) => void;
   /** mmap for SYNC_SYSMEM fds (default: the transport's). */
   mapFd?: FdMapper;
@@ -79,11 +86,22 @@ export class MpqemuRemote {
   private intxLevel = false;
   private finished = false;
   private resolveEnded!: (end: RemoteEnd) => void;
-  private readonly onMessage = (ev: ParseEvent<RequestMsg>) => this.handle(ev);
+  private readonly onMessage: (ev: ParseEvent<RequestMsg>) => void;
+  /** Set only when tracing (one test per sent message otherwise). */
+  private readonly trace: ((event: TraceEvent) => void) | undefined;
 
   constructor(opts: MpqemuRemoteOptions) {
     this.fn = opts.fn;
-    this.log = opts.log ?? ((line) => process.stderr.write(`wasmdev mpqemu remote: ${line}\n`));
+    const logger = opts.logger;
+    this.log = logger ? (line) => logger.warn(line) : (opts.log ?? ((line) => process.stderr.write(`wasmdev mpqemu remote: ${line}\n`)));
+    const trace = logger?.trace;
+    this.trace = trace;
+    this.onMessage = trace
+      ? (ev) => {
+          trace(traceReceived(ev));
+          this.handle(ev);
+        }
+      : (ev) => this.handle(ev);
     this.mapFd = opts.mapFd;
     this.maxAccessLogs = opts.maxAccessLogs ?? 20;
     this.sock = new RawSocket(opts.fd);
@@ -166,6 +184,7 @@ export class MpqemuRemote {
 
   private send(frame: Encoded): void {
     if (this.finished) return;
+    if (this.trace !== undefined) this.trace(traceSent(frame.bytes, frame.fds.length));
     if (this.outQueue.length === 0) {
       let n: number;
       try {
