@@ -1,7 +1,13 @@
 // Package entry: `import { ... } from "wasmdev"`.
+import { native } from "./transport/native.js";
+
 export * from "./core/index.js";
 export * from "./transport/index.js";
 export * from "./vfio-user/client/index.js";
 export * from "./vfio-user/server/index.js";
 export * from "./devices/index.js";
 export * from "./mpqemu/index.js";
+
+// Fail at import, saying what to do, rather than at the first socket: everything the package
+// serves or drives goes through the native transport.
+native();
