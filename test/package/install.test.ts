@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, w
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { exampleBlocks } from "../support/readme.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const version = JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version as string;
@@ -114,7 +115,7 @@ describe("the installed package", () => {
     expect(JSON.parse(r.stdout)).toEqual({ ids: "10f01af4", bar: "c0de0008" });
   });
 
-  it("type-checks from ESM and CommonJS TypeScript (module nodenext)", () => {
+  it("type-checks from ESM and CommonJS TypeScript (module nodenext), README examples included", () => {
     const typed = `export async function probe(path: string): Promise<bigint> {
   const client = await connectVfioUser(path);
   // @ts-expect-error: a width of 3 bytes is not an access size (fails if the types were any)
@@ -124,8 +125,14 @@ describe("the installed package", () => {
 `;
     writeFileSync(join(project, "typed.mts"), `import { connectVfioUser } from "wasmdev";\n${typed}`);
     writeFileSync(join(project, "typed.cts"), `import { connectVfioUser } from "wasmdev";\n${typed}`);
+    // The README says its examples are TypeScript as they stand.
+    const examples = exampleBlocks(readFileSync(join(root, "README.md"), "utf8")).map((b, i) => {
+      writeFileSync(join(project, `readme-${i}.mts`), b.code);
+      return `readme-${i}.mts`;
+    });
+    expect(examples.length).toBeGreaterThan(0);
     const tsc = join(root, "node_modules", "typescript", "bin", "tsc");
-    const r = node([tsc, "--noEmit", "--strict", "--module", "nodenext", "--target", "es2022", "--skipLibCheck", "--typeRoots", join(root, "node_modules", "@types"), "--types", "node", "typed.mts", "typed.cts"]);
+    const r = node([tsc, "--noEmit", "--strict", "--module", "nodenext", "--target", "es2022", "--skipLibCheck", "--typeRoots", join(root, "node_modules", "@types"), "--types", "node", "typed.mts", "typed.cts", ...examples]);
     expect(r.stdout + r.stderr).toBe("");
     expect(r.status).toBe(0);
   });
