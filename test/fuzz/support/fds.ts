@@ -1,0 +1,75 @@
+// The fds and mappings a fuzzed peer can make a server hold, counted.
+//
+// Fds are real (eventfds from the transport's addon), so a server that forgets one is seen in
+// /proc/self/fd. DMA mappings go through a fake FdMapper: each fd stands for a small file of
+// FAKE_FILE_SIZE bytes, a mapping is a window of an in-process buffer, and every map and unmap
+// is counted and checked against what the peer sent.
+import { readdirSync } from "node:fs";
+import type { FdMapper, MappedMemory } from "../../../src/core/dma/api.js";
+import { native } from "../../../src/transport/native.js";
+import { check } from "./input.js";
+
+/** Bytes of the file each fd stands for in the fake mapper. */
+export const FAKE_FILE_SIZE = 64 * 1024;
+
+/** Open fds of this process. */
+export function openFdCount(): number {
+  return readdirSync("/proc/self/fd").length;
+}
+
+/** A fresh eventfd the caller (or whoever it is given to) must close. */
+export function newEventFd(): number {
+  const fd = native().eventfd(0, false);
+  check(fd >= 0, `eventfd() failed with errno ${-fd}`);
+  return fd;
+}
+
+export interface GivenRange {
+  fd: number;
+  offset: bigint;
+  size: bigint;
+}
+
+/**
+ * An FdMapper over fake files. `allow(fd, offset, size)` records that the peer offered that
+ * window of fd (a DMA_MAP or SYNC_SYSMEM entry); mapping anything else is an invariant failure,
+ * as is a window outside the file (mmap would fail; the fake fails the same way).
+ */
+export class FakeMapper {
+  live = 0;
+  maps = 0;
+  private readonly files = new Map<number, Uint8Array>();
+  private readonly given: GivenRange[] = [];
+
+  allow(fd: number, offset: bigint, size: bigint): void {
+    this.given.push({ fd, offset, size });
+  }
+
+  fileOf(fd: number): Uint8Array {
+    let f = this.files.get(fd);
+    if (!f) this.files.set(fd, (f = new Uint8Array(FAKE_FILE_SIZE)));
+    return f;
+  }
+
+  readonly mapFd: FdMapper = (fd, offset, length, _writable): MappedMemory => {
+    const end = offset + BigInt(length);
+    check(
+      this.given.some((g) => g.fd === fd && offset >= g.offset && end <= g.offset + g.size),
+      `mapped fd ${fd} [0x${offset.toString(16)}, 0x${end.toString(16)}) which the peer never offered`,
+    );
+    if (end > BigInt(FAKE_FILE_SIZE) || length <= 0) throw new RangeError(`window [${offset}, ${end}) is outside the ${FAKE_FILE_SIZE}-byte file`);
+    const bytes = this.fileOf(fd).subarray(Number(offset), Number(end));
+    this.live++;
+    this.maps++;
+    let mapped = true;
+    return {
+      bytes,
+      unmap: () => {
+        check(mapped, `fd ${fd} window unmapped twice`);
+        mapped = false;
+        this.live--;
+      },
+      truncated: false,
+    };
+  };
+}
