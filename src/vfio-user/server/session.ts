@@ -7,7 +7,7 @@
 // writes and no send at all). Every failure ends in `fail()`, which answers with an error reply
 // carrying a real errno, or, for a posted (NO_REPLY) request, remembers the failure and answers
 // the next request that wants a reply with it (see `postedFailure`).
-import type { Connection, CloseReason } from "../../transport/connection.js";
+import type { StreamConnection, CloseReason } from "../../transport/connection.js";
 import { closeFdQuietly } from "../../transport/fd.js";
 import type { PciFunction, PciIoEventFd } from "../../core/pci/api.js";
 import { PciError } from "../../core/pci/errors.js";
@@ -186,7 +186,7 @@ export class Session {
 
   constructor(
     private readonly config: SessionConfig,
-    readonly connection: Connection,
+    readonly connection: StreamConnection,
     private readonly onClosed: (session: Session, reason: CloseReason) => void,
   ) {
     this.device = config.device;
