@@ -36,11 +36,13 @@
 //
 // The benchmark runs QEMU and the server on the CPU bench/run.mjs pins it to (WASMDEV_BENCH_PIN=0
 // lets them spread over both CPUs). WASMDEV_NVME_BENCH_RUNTIME (seconds per job, default 5),
-// WASMDEV_NVME_BENCH_ROUNDS (default 2), WASMDEV_NVME_BENCH_DISKS (comma list of the names
-// above), WASMDEV_BENCH_CHILD_ARGS (node flags for the server, e.g. "--cpu-prof
+// WASMDEV_NVME_BENCH_ROUNDS (default 2), WASMDEV_NVME_BENCH_PROFILE=DIR (a CPU profile of our
+// server over each job, DIR/<disk>-<job>-<round>.cpuprofile), WASMDEV_NVME_BENCH_DISKS and WASMDEV_NVME_BENCH_JOBS
+// (comma lists of the names above, for a partial run), WASMDEV_BENCH_CHILD_ARGS (node flags for the server, e.g. "--cpu-prof
 // --cpu-prof-dir=/tmp/prof"), WASMDEV_GUEST_CONSOLE=FILE (the last guest's console).
 import { fork, execFileSync, type ChildProcess } from "node:child_process";
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, ftruncateSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, ftruncateSync, writeFileSync } from "node:fs";
+import { Session } from "node:inspector";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createNvme, type NvmeController } from "../src/devices/nvme/index.js";
@@ -63,12 +65,13 @@ interface Job {
   unit: "IOPS" | "MB/s";
 }
 
-const JOBS: Job[] = [
+const ALL_JOBS: Job[] = [
   { name: "randread-4k-qd1", rw: "randread", bs: "4k", qd: 1, unit: "IOPS" },
   { name: "randread-4k-qd32", rw: "randread", bs: "4k", qd: 32, unit: "IOPS" },
   { name: "randwrite-4k-qd32", rw: "randwrite", bs: "4k", qd: 32, unit: "IOPS" },
   { name: "seqread-128k", rw: "read", bs: "128k", qd: 8, unit: "MB/s" },
 ];
+const JOBS = process.env.WASMDEV_NVME_BENCH_JOBS ? ALL_JOBS.filter((j) => process.env.WASMDEV_NVME_BENCH_JOBS!.split(",").includes(j.name)) : ALL_JOBS;
 
 type DiskName = "ours-ram" | "ours-tmpfs" | "qemu-nvme";
 const ALL_DISKS: DiskName[] = ["ours-ram", "qemu-nvme", "ours-tmpfs"];
@@ -86,8 +89,24 @@ interface StatsReply {
 function runServer(socketPath: string, disk: string | undefined): void {
   const nvme: NvmeController = createNvme({ size: SIZE, lbaSize: 512, serial: SERIAL, disk });
   const server = VfioUserServer.listen({ device: nvme.fn, socketPath });
-  process.on("message", (m: string) => {
-    if (m === "stats") {
+  let profiler: Session | null = null;
+  process.on("message", (m: string | { profile: string }) => {
+    if (typeof m === "object") {
+      // CPU profile of one job's window (WASMDEV_NVME_BENCH_PROFILE): boot and fill left out.
+      if (!profiler) {
+        profiler = new Session();
+        profiler.connect();
+        profiler.post("Profiler.enable");
+        profiler.post("Profiler.setSamplingInterval", { interval: 100 });
+      }
+      if (m.profile === "") profiler.post("Profiler.start");
+      else {
+        const file = m.profile;
+        profiler.post("Profiler.stop", (err, r) => {
+          if (!err) writeFileSync(file, JSON.stringify(r.profile));
+        });
+      }
+    } else if (m === "stats") {
       const s = nvme.stats;
       process.send!({ ioCommands: s.ioCommands, interrupts: s.interrupts, mmioDoorbells: s.mmioDoorbells, enables: s.enables } satisfies StatsReply);
     } else if (m === "stop") {
@@ -129,6 +148,10 @@ class ServerProcess {
       child.once("exit", (code) => reject(new Error(`the NVMe server process exited with ${code}`)));
     });
     return new ServerProcess(child, socketPath);
+  }
+
+  profile(file: string): void {
+    this.child.send({ profile: file });
   }
 
   stats(): Promise<StatsReply> {
@@ -175,7 +198,9 @@ function guestScript(prefill: boolean): string {
   return lines.join("\n") + "\n";
 }
 
-async function bootOnce(disk: DiskName, device: string[], qemuArgs: string[], server: ServerProcess | null, prefill: boolean): Promise<Map<string, Sample>> {
+const PROFILE_DIR = process.env.WASMDEV_NVME_BENCH_PROFILE;
+
+async function bootOnce(disk: DiskName, round: number, device: string[], qemuArgs: string[], server: ServerProcess | null, prefill: boolean): Promise<Map<string, Sample>> {
   interface Mark {
     qemu: number;
     server: number;
@@ -197,6 +222,7 @@ async function bootOnce(disk: DiskName, device: string[], qemuArgs: string[], se
       if (!m) return;
       const entry = marks.get(m[2]!) ?? marks.set(m[2]!, {}).get(m[2]!)!;
       entry[m[1] as "start" | "end"] = mark(guest.pid);
+      if (PROFILE_DIR && server) server.profile(m[1] === "start" ? "" : join(PROFILE_DIR, `${disk}-${m[2]}-${round}.cpuprofile`));
     },
   });
   if (r.status !== 0) throw new Error(`${disk}: the guest script failed (status ${r.status}); console tail:\n${r.console.slice(-3000)}`);
@@ -226,9 +252,11 @@ async function bootOnce(disk: DiskName, device: string[], qemuArgs: string[], se
 
 async function main(): Promise<void> {
   if (!trixie) throw new Error(`the NVMe guest benchmark needs the QEMU 11.1 root: ${trixieSkipReason}`);
+  if (JOBS.length === 0) throw new Error(`WASMDEV_NVME_BENCH_JOBS matched none of ${ALL_JOBS.map((j) => j.name).join(", ")}`);
   const wanted = (process.env.WASMDEV_NVME_BENCH_DISKS?.split(",") ?? ALL_DISKS) as DiskName[];
   for (const d of wanted) if (!ALL_DISKS.includes(d)) throw new Error(`unknown disk ${d} (have ${ALL_DISKS.join(", ")})`);
   if (!wanted.includes("qemu-nvme")) throw new Error("the qemu-nvme baseline is required");
+  if (PROFILE_DIR) mkdirSync(PROFILE_DIR, { recursive: true });
   const dir = mkdtempSync(join(tmpdir(), "wasmdev-nvme-bench-"));
   const shm = mkdtempSync("/dev/shm/wasmdev-nvme-bench-");
   const servers: ServerProcess[] = [];
@@ -262,7 +290,7 @@ async function main(): Promise<void> {
       const order = round % 2 === 0 ? wanted : [...wanted].reverse();
       for (const disk of order) {
         const s = setups.get(disk)!;
-        const got = await bootOnce(disk, s.device, s.qemuArgs, s.server, !filled.has(disk));
+        const got = await bootOnce(disk, round, s.device, s.qemuArgs, s.server, !filled.has(disk));
         filled.add(disk);
         const line = JOBS.map((j) => `${j.name} ${got.get(j.name)!.rate.toFixed(0)}`).join("  ");
         console.log(`round ${round} ${disk.padEnd(10)} ${line}`);
