@@ -13,7 +13,7 @@ import { report, result, percentiles, type BenchResult } from "./lib/harness.js"
 import { HmpVm, QEMU, killAllQemu, qemuAvailable, qemuRemoteCommand, track } from "../test/mpqemu/harness.js";
 import { MpqemuProxy } from "../src/mpqemu/proxy.js";
 import { serveMpqemu } from "../src/mpqemu/cli.js";
-import { closeFd, socketpair } from "../src/mpqemu/sys.js";
+import { closeFdQuietly as closeFd, socketpair } from "../src/transport/fd.js";
 
 const N = 1000;
 const ROUNDS = Number(process.env.MPQEMU_BENCH_ROUNDS ?? 31);
