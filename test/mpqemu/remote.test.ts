@@ -237,6 +237,18 @@ describe("malformed and truncated requests to our remote", () => {
     expect(openFds()).toBe(before);
   });
 
+  it("SET_IRQFD whose fds are not eventfds is ignored with a log line, both fds closed, and serving goes on", async () => {
+    const { peer, logs } = start();
+    const before = openFds();
+    const [x, y] = socketpair(); // sockets, not eventfds: signalling would write into them
+    peer.send(enc.setIrqfd(x, y));
+    closeFd(x);
+    closeFd(y);
+    await expectServing(peer);
+    expect(logs.join("\n")).toMatch(/SET_IRQFD ignored: .*not an eventfd/);
+    expect(openFds()).toBe(before);
+  });
+
   it("SET_IRQFD with one fd is rejected and its fd closed", async () => {
     const { peer, logs } = start();
     const before = openFds();
