@@ -31,7 +31,8 @@ options:
   --disk FILE       nvme: keep the namespace in FILE (created when --size is given) instead of
                     memory; Flush makes writes durable with fdatasync
   --max-xfer BYTES  vfio-user max_data_xfer_size to offer (default 1048576)
-  --quiet           log errors only (default: one line per connection and per error)
+  --quiet           log errors only, and the one "listening on PATH" line that says the socket
+                    is ready (default: also one line per connection)
   -h, --help        show this help
 
 exit status: 0 after a clean stop, 1 when the server cannot start, 2 on a usage error.`;
@@ -166,8 +167,10 @@ export async function run(argv: string[]): Promise<number> {
   const stamp = () => new Date().toISOString();
   const log = (line: string) => process.stderr.write(`${stamp()} wasmdev serve: ${line}\n`);
   const quietLog = (line: string) => {
-    // Connection lines are informational; everything else is an error worth seeing.
-    if (!/\b(connected|disconnected|listening|stopping)\b/.test(line)) log(line);
+    // Connection lines are informational; everything else is an error worth seeing. The
+    // "listening on" line stays: it is the readiness signal a launcher waits for before
+    // starting the VMM (QEMU's vfio-user-pci needs the server listening when it realizes).
+    if (!/\b(connected|disconnected|stopping)\b/.test(line)) log(line);
   };
   let device: PciFunction;
   try {
