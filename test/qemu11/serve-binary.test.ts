@@ -26,32 +26,39 @@ describeQemu11("QEMU 11.1 against `wasmdev serve`", () => {
   });
   afterAll(() => rmSync(outDir, { recursive: true, force: true }));
 
-  it("realizes the served edu, drives its registers, and serve stops cleanly", async () => {
-    const serve = startServe(cli, ["--socket", socketPath]);
-    try {
-      await serve.listening;
-      const q = QtestQemu.start(socketPath);
+  for (const quiet of [false, true]) {
+    it(`${quiet ? "--quiet: still says when it listens, then logs nothing for a healthy client; " : ""}realizes the served edu, drives its registers, and serve stops cleanly`, async () => {
+      // serve announces "listening on" once the socket accepts: the launcher's readiness signal.
+      const serve = startServe(cli, ["--socket", socketPath, ...(quiet ? ["--quiet"] : [])]);
       try {
-        expect(await q.configRead(0x00)).toBe(0x11e81234);
-        await q.placeBar32(0, BAR0);
-        expect(await q.readl(BAR0 + EDU_REG.ID)).toBe(EDU_ID_VALUE);
-        const writes: Promise<void>[] = [];
-        for (let i = 1; i <= 500; i++) writes.push(q.writel(BAR0 + EDU_REG.LIVENESS, i));
-        await Promise.all(writes);
-        expect(await q.readl(BAR0 + EDU_REG.LIVENESS)).toBe(~500 >>> 0);
-        await q.writel(BAR0 + EDU_REG.FACTORIAL, 6);
-        let status = 1;
-        for (let i = 0; i < 10_000 && status & 1; i++) status = await q.readl(BAR0 + EDU_REG.STATUS);
-        expect(await q.readl(BAR0 + EDU_REG.FACTORIAL)).toBe(720);
+        await serve.listening;
+        const q = QtestQemu.start(socketPath);
+        try {
+          expect(await q.configRead(0x00)).toBe(0x11e81234);
+          await q.placeBar32(0, BAR0);
+          expect(await q.readl(BAR0 + EDU_REG.ID)).toBe(EDU_ID_VALUE);
+          const writes: Promise<void>[] = [];
+          for (let i = 1; i <= 500; i++) writes.push(q.writel(BAR0 + EDU_REG.LIVENESS, i));
+          await Promise.all(writes);
+          expect(await q.readl(BAR0 + EDU_REG.LIVENESS)).toBe(~500 >>> 0);
+          await q.writel(BAR0 + EDU_REG.FACTORIAL, 6);
+          let status = 1;
+          for (let i = 0; i < 10_000 && status & 1; i++) status = await q.readl(BAR0 + EDU_REG.STATUS);
+          expect(await q.readl(BAR0 + EDU_REG.FACTORIAL)).toBe(720);
+        } finally {
+          await q.quit();
+        }
+        expect(await serve.stop()).toBe(0);
+        if (quiet) {
+          expect(serve.stderr().trim().split("\n")).toEqual([expect.stringMatching(/wasmdev serve: listening on /)]);
+        } else {
+          expect(serve.stderr()).toMatch(/client 1 connected/);
+          expect(serve.stderr()).toMatch(/client 1 disconnected/);
+        }
+        expect(existsSync(socketPath)).toBe(false);
       } finally {
-        await q.quit();
+        await serve.stop();
       }
-      expect(await serve.stop()).toBe(0);
-      expect(serve.stderr()).toMatch(/client 1 connected/);
-      expect(serve.stderr()).toMatch(/client 1 disconnected/);
-      expect(existsSync(socketPath)).toBe(false);
-    } finally {
-      await serve.stop();
-    }
-  }, 60_000);
+    }, 60_000);
+  }
 });
