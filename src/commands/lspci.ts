@@ -6,6 +6,7 @@ import { connectVfioUser } from "../vfio-user/client/connect.js";
 import type { VfioUserClient } from "../vfio-user/client/client.js";
 import { PciRegion } from "../vfio-user/wire/constants.js";
 import { MpqemuProxy } from "../mpqemu/proxy.js";
+import type { Logger } from "../log.js";
 import { LOG_HELP, LOG_OPTIONS, UsageError, nonEmpty, parseCommandLine, parseTimeout } from "./args.js";
 import { formatConfigSpace, type PciNames } from "./config-space.js";
 import { configHexDump } from "./hexdump.js";
@@ -77,7 +78,7 @@ export async function run(argv: string[]): Promise<number> {
   if (v.mpqemu) {
     if (v.socket !== undefined) throw new UsageError("--socket and --mpqemu exclude each other");
     if (command.length === 0 || !command.some((a) => a.includes("{fd}"))) throw new UsageError("give the remote command after --, with {fd} where its socket goes");
-    return lspciMpqemu(command, v.timeout === undefined ? 3000 : parseTimeout(v.timeout), names, dumpBytes);
+    return lspciMpqemu(command, v.timeout === undefined ? 3000 : parseTimeout(v.timeout), names, dumpBytes, logger);
   }
   if (command.length > 0) throw new UsageError(`unexpected argument '${command[0]}' (a command after -- needs --mpqemu)`);
   const socketPath = nonEmpty(v.socket, "--socket", "a path");
@@ -128,10 +129,10 @@ export async function vfioUserSnapshot(client: VfioUserClient, location: string)
   };
 }
 
-async function lspciMpqemu(command: string[], timeoutMs: number, names: PciNames | undefined, dumpBytes: number): Promise<number> {
+async function lspciMpqemu(command: string[], timeoutMs: number, names: PciNames | undefined, dumpBytes: number, logger: Logger): Promise<number> {
   let proxy: MpqemuProxy | undefined;
   try {
-    proxy = await MpqemuProxy.start({ command, timeoutMs, heartbeatMs: 0, stderr: "ignore", ramSize: 0 });
+    proxy = await MpqemuProxy.start({ command, timeoutMs, heartbeatMs: 0, stderr: "ignore", ramSize: 0, logger });
     const info = await proxy.probe();
     // Dword reads only: QEMU's remote exits on a narrower access near the end of the space.
     const config = new Uint8Array(256);

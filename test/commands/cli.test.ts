@@ -249,6 +249,15 @@ describe("logging", () => {
   });
 });
 
+describe("lspci --mpqemu --trace", () => {
+  it("prints the proxy's side of every mpqemu message", async () => {
+    const r = await runCli(["lspci", "-n", "--mpqemu", "--trace", "--", process.execPath, cli, "serve", "--protocol", "mpqemu", "--fd", "{fd}"]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/^wasmdev lspci: trace: mpqemu -> PCI_CFGREAD command size=28 addr=0x0 len=4$/m);
+    expect(r.err).toMatch(/^wasmdev lspci: trace: mpqemu <- RET reply size=24 value=0x11e81234$/m);
+  });
+});
+
 describe("command-line conventions", () => {
   it("--version prints the package version", async () => {
     const r = await runCli(["--version"]);
