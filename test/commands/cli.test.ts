@@ -255,6 +255,11 @@ describe("lspci --mpqemu --trace", () => {
     expect(r.code, r.err).toBe(0);
     expect(r.err).toMatch(/^wasmdev lspci: trace: mpqemu -> PCI_CFGREAD command size=28 addr=0x0 len=4$/m);
     expect(r.err).toMatch(/^wasmdev lspci: trace: mpqemu <- RET reply size=24 value=0x11e81234$/m);
+    // The same formatter as vfio-user's: header, BARs with sizes, the -x dump.
+    const x = await runCli(["lspci", "-n", "-x", "--mpqemu", "--", process.execPath, cli, "serve", "--protocol", "mpqemu", "--fd", "{fd}"]);
+    expect(x.out).toMatch(/^00:00\.0 Unclassified device \[00ff\]: Device 1234:11e8 \(rev 10\)$/m);
+    expect(x.out).toMatch(/Region 0: Memory at <unassigned> .*\[size=1M\]/);
+    expect(x.out).toMatch(/^00: 34 12 e8 11 /m);
   });
 });
 
