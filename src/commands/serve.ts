@@ -11,6 +11,7 @@ import { MpqemuRemote } from "../mpqemu/remote.js";
 import { LOG_HELP, LOG_OPTIONS, UsageError, nonEmpty, parseCommandLine, parseInteger } from "./args.js";
 import { DEVICES, PROTOCOLS, devicesFor, type DeviceOptions, type Protocol } from "./devices.js";
 import { cliLogOptions, createCliLogger } from "./log.js";
+import { describeFunction } from "./config-space.js";
 
 export const SYNOPSIS = `usage: wasmdev serve [--protocol vfio-user] [--socket PATH] [--device NAME] [options]
        wasmdev serve --protocol mpqemu --fd N [--device NAME] [options]`;
@@ -129,6 +130,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`wasmdev serve: cannot create device '${args.deviceName}': ${(err as Error).message}\n`);
     return 1;
   }
+  logger.debug(`device ${args.deviceName}: ${describeFunction(device).split("\n")[0].replace(/^\S+ /, "")}`);
   let onSignal: (name: string) => void = () => {};
   const stopSignal = new Promise<string>((resolveStop) => (onSignal = resolveStop));
   const handler = (name: NodeJS.Signals) => onSignal(name);
