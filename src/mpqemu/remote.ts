@@ -16,7 +16,8 @@
 // reply was tried and measured ~5 µs slower per access here than waiting in the event loop.)
 import { fstatSync } from "node:fs";
 import type { InterruptSink, PciFunction } from "../core/pci/api.js";
-import { createDmaContext, type DmaContext } from "../core/dma/context.js";
+import type { DmaContext } from "../core/dma/context.js";
+import { createHostDmaContext } from "../host/index.js";
 import { DMA_PERM_RW, type DmaTruncatedRegion, type FdMapper } from "../core/dma/api.js";
 import { MpqemuError } from "./errors.js";
 import {
@@ -338,7 +339,7 @@ export class MpqemuRemote {
       this.log(`guest RAM at 0x${r.iova.toString(16)}+0x${r.size.toString(16)} was shrunk under its mapping by the VMM: DMA to it failed and the region was removed`);
       if (this.dmaCtx === ctx) this.sysmemKeys = [];
     };
-    const ctx = createDmaContext(this.mapFd ? { mapFd: this.mapFd, onBackingTruncated } : { onBackingTruncated });
+    const ctx = createHostDmaContext({ mapFd: this.mapFd, onBackingTruncated });
     let added = 0;
     try {
       for (const r of regions) {

@@ -62,6 +62,27 @@ export interface CloseReason {
   unconsumedBytes: number;
 }
 
+/**
+ * What a protocol endpoint uses of its connection. `Connection` is the socket one; an
+ * in-memory one (fuzz targets, tests) drives an endpoint without a socket or the addon.
+ * The contract is Connection's: fds given to the onData callback are its to close, 'close'
+ * is emitted once, asynchronously, after destroy()/end() or the peer's hang-up.
+ */
+export interface StreamConnection {
+  readonly isClosed: boolean;
+  /** Bytes accepted by send() but not yet written (backpressure). */
+  readonly writableLength: number;
+  onData(callback: (chunk: Uint8Array, fds: number[]) => void): void;
+  pause(): void;
+  resume(): void;
+  send(data: Uint8Array | readonly Uint8Array[], fds?: readonly number[]): boolean;
+  end(): void;
+  destroy(error?: TransportError): void;
+  on(event: "close", listener: (reason: CloseReason) => void): this;
+  on(event: "drain", listener: () => void): this;
+  once(event: "close", listener: (reason: CloseReason) => void): this;
+}
+
 /** A framer: called after every read with the receive buffer holding all unconsumed bytes. */
 export type Receiver = (buffer: ReceiveBuffer, connection: Connection) => void;
 
@@ -99,7 +120,7 @@ function resolveLimits(partial: Partial<TransportLimits> | undefined): Transport
  *
  * The connection owns its socket fd: destroy()/end() close it; do not close `fd` yourself.
  */
-export class Connection extends EventEmitter {
+export class Connection extends EventEmitter implements StreamConnection {
   /** The socket fd (-1 once closed). */
   fd: number;
   readonly limits: Readonly<TransportLimits>;
