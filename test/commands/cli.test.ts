@@ -95,7 +95,7 @@ async function runCli(args: string[], env?: NodeJS.ProcessEnv): Promise<{ code: 
 async function serve(name: string, extra: string[] = []): Promise<Proc & { path: string }> {
   const path = join(dir, name);
   const p = start(["serve", "--socket", path, ...extra]);
-  await p.waitErr(/listening on/);
+  await p.waitErr(/listening on[^\n]*\n/);
   return Object.assign(p, { path });
 }
 

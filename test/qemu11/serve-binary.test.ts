@@ -61,8 +61,14 @@ describeQemu11("QEMU 11.1 against `wasmdev serve`", () => {
     const serve = startServe(cli, ["--socket", socketPath]);
     try {
       await serve.listening;
-      const hint = /QEMU >= 10\.1: qemu-system-x86_64 (.*) \.\.\. /.exec(serve.stderr())?.[1];
-      expect(hint, serve.stderr()).toBeDefined();
+      const pattern = /QEMU >= 10\.1: qemu-system-x86_64 (.*) \.\.\. /;
+      // The hint lines follow the "listening on" line, maybe in a later chunk.
+      await new Promise<void>((resolve) => {
+        const check = () => pattern.test(serve.stderr()) && (serve.child.stderr!.off("data", check), resolve());
+        serve.child.stderr!.on("data", check);
+        check();
+      });
+      const hint = pattern.exec(serve.stderr())?.[1];
       // Its words as a shell splits them (the -device JSON is single-quoted), then qtest in place of "...".
       const words = [...hint!.matchAll(/'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2]);
       const c = trixie!.qemu([...words, "-accel", "qtest", "-nodefaults", "-display", "none", "-qtest", "stdio", "-qtest-log", "/dev/null"]);
