@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { report, result, percentiles, type BenchResult } from "./lib/harness.js";
 import { HmpVm, QEMU, killAllQemu, qemuAvailable, qemuRemoteCommand, track } from "../test/mpqemu/harness.js";
 import { MpqemuProxy } from "../src/mpqemu/proxy.js";
-import { serveMpqemu } from "../src/mpqemu/cli.js";
+import { main as cliMain } from "../src/commands/main.js";
 import { closeFdQuietly as closeFd, socketpair } from "../src/transport/fd.js";
 
 const N = 1000;
@@ -23,7 +23,7 @@ const canPin = spawnSync("taskset", ["-c", CPU, "true"]).status === 0;
 
 // Child mode: this same bundle serves as our remote process.
 if (process.argv[2] === "--remote") {
-  serveMpqemu(process.argv.slice(3)).then((code) => process.exit(code));
+  cliMain(["serve", "--protocol", "mpqemu", ...process.argv.slice(3)]).then((code) => process.exit(code));
 } else {
   await main();
 }

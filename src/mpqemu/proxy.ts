@@ -20,7 +20,8 @@ import { RawSocket, watchFd, type FdWatch } from "../transport/raw-socket.js";
 import { closeFdQuietly as closeFd, socketpair } from "../transport/fd.js";
 import { memfdCreate, mmapFd, type MappedRegion } from "../transport/shm.js";
 import { EventFd } from "../transport/eventfd.js";
-
+import type { Logger, TraceEvent } from "../log.js";
+import { traceReceived, traceSent } from "./trace.js";
 
 export interface MpqemuProxyOptions {
   /** Command line of the remote; the argument text `{fd}` becomes the fd number the child
@@ -42,7 +43,9 @@ export interface MpqemuProxyOptions {
   /** What to do with the child's stderr (default "inherit"); "pipe" keeps its last 4 KiB in
    *  `stderrTail` and quotes it in lost-contact errors. */
   stderr?: "inherit" | "ignore" | "pipe";
-  /** Diagnostics sink (default: none). */
+  /** Diagnostics (warn) and, with `trace`, every message both ways (default: none). */
+  logger?: Logger;
+  /** Older form of `logger`: diagnostics lines (ignored if logger is set). */
   log?: (line: string) => void;
 }
 
@@ -128,14 +131,25 @@ export class MpqemuProxy extends EventEmitter {
   private bars: BarAssignment[] = [];
   /** Last 4 KiB of the child's stderr when started with stderr: "pipe". */
   stderrTail = "";
-  private readonly onReplyEvent = (ev: ParseEvent<RetMsg>) => this.onReply(ev);
+  private readonly onReplyEvent: (ev: ParseEvent<RetMsg>) => void;
+  /** Set only when tracing (one test per sent message otherwise). */
+  private readonly trace: ((event: TraceEvent) => void) | undefined;
 
   private constructor(sockFd: number, child: ChildProcess | null, opts: MpqemuProxyOptions) {
     super();
     this.child = child;
     this.timeoutMs = opts.timeoutMs ?? 3000;
     this.replyTimeoutMs = opts.startTimeoutMs ?? Math.max(10_000, this.timeoutMs);
-    this.log = opts.log ?? (() => {});
+    const logger = opts.logger;
+    this.log = logger ? (line) => logger.warn(line) : (opts.log ?? (() => {}));
+    const trace = logger?.trace;
+    this.trace = trace;
+    this.onReplyEvent = trace
+      ? (ev) => {
+          trace(traceReceived(ev));
+          this.onReply(ev);
+        }
+      : (ev) => this.onReply(ev);
     this.ramGpa = opts.ramGpa ?? 0n;
     this.sock = new RawSocket(sockFd);
     this.parser = new MpqemuParser<RetMsg>("proxy", closeFd);
@@ -482,6 +496,7 @@ export class MpqemuProxy extends EventEmitter {
   /** Writes `frame` now if nothing is queued; whatever the socket does not take is queued (copied). */
   private send(frame: Encoded): void {
     if (this.failure) return;
+    if (this.trace !== undefined) this.trace(traceSent(frame.bytes, frame.fds.length));
     if (this.outQueue.length === 0) {
       let n: number;
       try {

@@ -7,7 +7,9 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { EDU_ID_VALUE, EDU_REG } from "../../src/devices/edu.js";
 import { bundleCli } from "../support/cli-bundle.js";
+import { spawn } from "node:child_process";
 import { QtestQemu } from "../support/qtest.js";
+import { trixie } from "../support/trixie.js";
 import { describeQemu11 } from "../support/qemu11-fixture.js";
 import { startServe } from "../support/serve-process.js";
 
@@ -61,4 +63,32 @@ describeQemu11("QEMU 11.1 against `wasmdev serve`", () => {
       }
     }, 60_000);
   }
+
+  it("the QEMU command line serve prints attaches QEMU 11.1", async () => {
+    const serve = startServe(cli, ["--socket", socketPath]);
+    try {
+      await serve.listening;
+      const pattern = /QEMU >= 10\.1: qemu-system-x86_64 (.*) \.\.\. /;
+      // The hint lines follow the "listening on" line, maybe in a later chunk.
+      await new Promise<void>((resolve) => {
+        const check = () => pattern.test(serve.stderr()) && (serve.child.stderr!.off("data", check), resolve());
+        serve.child.stderr!.on("data", check);
+        check();
+      });
+      const hint = pattern.exec(serve.stderr())?.[1];
+      // Its words as a shell splits them (the -device JSON is single-quoted), then qtest in place of "...".
+      const words = [...hint!.matchAll(/'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2]);
+      const c = trixie!.qemu([...words, "-accel", "qtest", "-nodefaults", "-display", "none", "-qtest", "stdio", "-qtest-log", "/dev/null"]);
+      const q = new QtestQemu(spawn(c.file, c.args, { env: c.env, stdio: ["pipe", "pipe", "pipe"] }));
+      try {
+        expect(await q.configRead(0x00), q.stderr).toBe(0x11e81234);
+      } finally {
+        await q.quit();
+      }
+      expect(serve.stderr()).toMatch(/client 1 connected/);
+      expect(await serve.stop()).toBe(0);
+    } finally {
+      await serve.stop();
+    }
+  }, 60_000);
 });
