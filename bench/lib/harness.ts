@@ -89,9 +89,9 @@ export function spreadOf(samples: readonly number[]): Spread {
 }
 
 const LOWER_UNITS = /^(ns|us|ms|s)(\/.+)?$/;
-const HIGHER_UNITS = /\/s$/;
+const HIGHER_UNITS = /\/s$|^IOPS$/;
 
-/** Lower-is-better for times (ns, us, ns/op, …), higher for rates (…/s); others must say. */
+/** Lower-is-better for times (ns, us, ns/op, …), higher for rates (…/s, IOPS); others must say. */
 export function betterFor(unit: string): Better | null {
   if (HIGHER_UNITS.test(unit)) return "higher";
   if (LOWER_UNITS.test(unit)) return "lower";

@@ -56,7 +56,7 @@ export function benchFileProblem(file) {
 
 /** Lower-is-better for times, higher for rates: the direction a legacy row did not record. */
 function legacyBetter(unit) {
-  return /\/s$/.test(unit) ? "higher" : "lower";
+  return /\/s$|^IOPS$/.test(unit) ? "higher" : "lower";
 }
 
 /**

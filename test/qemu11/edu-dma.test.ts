@@ -1,40 +1,22 @@
-// edu's DMA engine against QEMU 11.1 with plain (unshared) guest RAM: QEMU's DMA_MAP carries no
-// fds, so the server reaches guest memory with DMA_READ / DMA_WRITE messages that QEMU serves.
-// A recording proxy between the two pins the layout QEMU 11.1 puts on the wire.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createEdu, EDU_DMA_RUN, EDU_DMA_START, EDU_DMA_TO_RAM, EDU_REG } from "../../src/devices/edu.js";
+// edu's DMA engine against QEMU 11.1, both ways QEMU offers guest RAM:
+//  - shared (memory-backend-memfd,share=on): DMA_MAP carries the memfd, the server maps it and
+//    copies in place; no DMA_READ / DMA_WRITE message crosses the socket;
+//  - plain (unshared) RAM: DMA_MAP carries no fds, so the server reaches guest memory with
+//    DMA_READ / DMA_WRITE messages that QEMU serves.
+// A recording proxy between the two pins what QEMU 11.1 puts on the wire.
+import { expect, it } from "vitest";
+import { EDU_DMA_RUN, EDU_DMA_START, EDU_DMA_TO_RAM, EDU_REG } from "../../src/devices/edu.js";
 import { Command, HeaderFlag } from "../../src/vfio-user/wire/constants.js";
-import { VfioUserServer } from "../../src/vfio-user/server/index.js";
 import { QtestQemu } from "../support/qtest.js";
-import { RecordingProxy } from "../support/recording-proxy.js";
-import { trixie, trixieSkipReason } from "../support/trixie.js";
+import { describeQemu11, useQemu11Fixture } from "../support/qemu11-fixture.js";
 
 const BAR0 = 0xfe000000;
 const SRC = 0x100000;
 const DST = 0x200000;
 const LENGTH = 300;
 
-const d = describe.skipIf(!trixie);
-if (trixieSkipReason) it.skip(`QEMU 11.1 e2e skipped: ${trixieSkipReason}`, () => {});
-
-d("QEMU 11.1: edu DMA with unshared guest RAM (DMA_READ / DMA_WRITE messages)", () => {
-  let dir: string;
-  let server: VfioUserServer;
-  let proxy: RecordingProxy;
-
-  beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), "wasmdev-qemu11-dma-"));
-    server = VfioUserServer.listen({ device: createEdu(), socketPath: join(dir, "edu.sock") });
-    proxy = new RecordingProxy(join(dir, "proxy.sock"), join(dir, "edu.sock"));
-  });
-  afterAll(async () => {
-    proxy?.close();
-    await server?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+describeQemu11("QEMU 11.1: edu DMA", () => {
+  const f = useQemu11Fixture({ proxy: true });
 
   async function dma(q: QtestQemu, src: number, dst: number, cmd: number): Promise<void> {
     await q.writeq(BAR0 + EDU_REG.DMA_SRC, BigInt(src));
@@ -46,11 +28,14 @@ d("QEMU 11.1: edu DMA with unshared guest RAM (DMA_READ / DMA_WRITE messages)", 
     throw new Error("edu DMA did not finish");
   }
 
-  it("copies guest memory into edu and back out; QEMU's DMA_MAP has no fds and the messages use the spec's layout", async () => {
-    const q = QtestQemu.start(proxy.path);
+  /** Guest memory → edu's buffer → elsewhere in guest memory, checked through qtest. */
+  async function roundTrip(sharedMemory: boolean): Promise<void> {
+    await f.sessionEnded();
+    f.proxy!.messages.length = 0;
+    const q = QtestQemu.start(f.socketPath, { sharedMemory });
     try {
       await q.placeBar32(0, BAR0);
-      const pattern = Uint8Array.from({ length: LENGTH }, (_, i) => (i * 7 + 3) & 0xff);
+      const pattern = Uint8Array.from({ length: LENGTH }, (_, i) => (i * 7 + (sharedMemory ? 5 : 3)) & 0xff);
       await q.memWrite(SRC, pattern);
       await dma(q, SRC, EDU_DMA_START, EDU_DMA_RUN);
       await dma(q, EDU_DMA_START, DST, EDU_DMA_RUN | EDU_DMA_TO_RAM);
@@ -58,6 +43,28 @@ d("QEMU 11.1: edu DMA with unshared guest RAM (DMA_READ / DMA_WRITE messages)", 
     } finally {
       await q.quit();
     }
+  }
+
+  it("shared guest RAM: DMA_MAP hands over the memfd and the copy needs no DMA messages", async () => {
+    await roundTrip(true);
+    const proxy = f.proxy!;
+    // DMA_MAP payload: argsz u32, flags u32, offset u64, address u64, size u64.
+    const maps = proxy.of(Command.DMA_MAP, "client").filter((m) => (m.flags & HeaderFlag.TYPE_MASK) === HeaderFlag.TYPE_COMMAND);
+    const covers = (m: { body: Uint8Array }, from: number, to: number) => {
+      const b = Buffer.from(m.body);
+      const address = b.readBigUInt64LE(16);
+      return address <= BigInt(from) && address + b.readBigUInt64LE(24) >= BigInt(to);
+    };
+    const ram = maps.filter((m) => covers(m, SRC, DST + LENGTH));
+    expect(ram.length).toBeGreaterThan(0);
+    expect(ram.every((m) => m.fds === 1)).toBe(true);
+    expect(proxy.of(Command.DMA_READ)).toEqual([]);
+    expect(proxy.of(Command.DMA_WRITE)).toEqual([]);
+  }, 60_000);
+
+  it("unshared guest RAM: DMA_MAP has no fds and the DMA_READ / DMA_WRITE messages use the spec's layout", async () => {
+    await roundTrip(false);
+    const proxy = f.proxy!;
 
     const maps = proxy.of(Command.DMA_MAP, "client");
     expect(maps.length).toBeGreaterThan(0);
