@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { report, result, percentiles, type BenchResult } from "./lib/harness.js";
 import { HmpVm, QEMU, killAllQemu, qemuAvailable, qemuRemoteCommand, track } from "../test/mpqemu/harness.js";
 import { MpqemuProxy } from "../src/mpqemu/proxy.js";
-import { serveMpqemu } from "../src/mpqemu/cli.js";
+import { run as serve } from "../src/commands/serve.js";
 import { closeFd, socketpair } from "../src/mpqemu/sys.js";
 
 const N = 1000;
@@ -20,10 +20,14 @@ const ROUNDS = Number(process.env.MPQEMU_BENCH_ROUNDS ?? 31);
 const PROXY_READS = 4000;
 const CPU = process.env.MPQEMU_BENCH_CPU ?? "0";
 const canPin = spawnSync("taskset", ["-c", CPU, "true"]).status === 0;
+const LEGEND = {
+  title: "mpqemu end to end against QEMU 7.2: 4-byte BAR read latency, medians (same CPU and unpinned)",
+  baseline: "qemu-proxy rows: QEMU's proxy driving QEMU's own remote; our-proxy rows: QEMU's proxy -> QEMU's remote",
+};
 
 // Child mode: this same bundle serves as our remote process.
 if (process.argv[2] === "--remote") {
-  serveMpqemu(process.argv.slice(3)).then((code) => process.exit(code));
+  serve(["--protocol", "mpqemu", ...process.argv.slice(3)]).then((code: number) => process.exit(code));
 } else {
   await main();
 }
@@ -137,7 +141,3 @@ async function main() {
   report("mpqemu", results, LEGEND);
 }
 
-const LEGEND = {
-  title: "mpqemu end to end against QEMU 7.2: 4-byte BAR read latency, medians (same CPU and unpinned)",
-  baseline: "qemu-proxy rows: QEMU's proxy driving QEMU's own remote; our-proxy rows: QEMU's proxy -> QEMU's remote",
-};
