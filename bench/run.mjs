@@ -94,11 +94,12 @@ for (const [i, name] of benches.entries()) {
   });
   console.error(`[${i + 1}/${benches.length}] ${name}: running`);
   console.log(`\n=== ${name} ===`);
+  const t0 = Date.now();
   // File times have coarser resolution than Date.now on some filesystems: allow 1 s of slack.
-  const started = Date.now() - 1000;
+  const started = t0 - 1000;
   const command = [process.execPath, "--expose-gc", outfile];
   const r = spawnSync(pin ? "taskset" : command[0], pin ? ["-c", PIN_CPU, ...command] : command.slice(1), { stdio: "inherit", cwd: root, env });
-  console.error(`[${i + 1}/${benches.length}] ${name}: ${r.status === 0 ? "done" : "failed"} in ${((Date.now() - started - 1000) / 1000).toFixed(1)} s`);
+  console.error(`[${i + 1}/${benches.length}] ${name}: ${r.status === 0 ? "done" : "failed"} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   if (r.status !== 0) {
     console.error(`benchmark ${name} failed (exit ${r.status})`);
     failed++;
