@@ -235,10 +235,10 @@ async function main(): Promise<void> {
     const rb = percentiles(readB);
     const wv = percentiles(writeV);
     const wb = percentiles(writeB);
-    results.push(result("region-read/4B/median/vs-bare-ping-pong", rv.median, "us", rb.median));
-    results.push(result("region-read/4B/p99/vs-bare-ping-pong", rv.p99, "us", rb.p99));
-    results.push(result("region-write/4B/median/vs-bare-ping-pong", wv.median, "us", wb.median));
-    results.push(result("region-write/4B/p99/vs-bare-ping-pong", wv.p99, "us", wb.p99));
+    results.push(result("region-read/4B/median/vs-bare-ping-pong", rv.median, "us", rb.median, { samples: { value: readV, baseline: readB } }));
+    results.push(result("region-read/4B/p99/vs-bare-ping-pong", rv.p99, "us", rb.p99, { samples: { value: readV, baseline: readB } }));
+    results.push(result("region-write/4B/median/vs-bare-ping-pong", wv.median, "us", wb.median, { samples: { value: writeV, baseline: writeB } }));
+    results.push(result("region-write/4B/p99/vs-bare-ping-pong", wv.p99, "us", wb.p99, { samples: { value: writeV, baseline: writeB } }));
 
     // Posted writes: doorbell writes (a device callback each), then a flushing read.
     const POSTED = 400_000;
@@ -304,7 +304,10 @@ async function main(): Promise<void> {
 
     v.conn.destroy();
     b.conn.destroy();
-    report("vfio-user", results);
+    report("vfio-user", results, {
+      title: "vfio-user server through real UNIX sockets: round-trip latency, posted writes, 4 KiB reads, ioeventfd doorbells",
+      baseline: "a bare ping-pong over the same transport answering each message with a canned reply of the same length (doorbell: posted 4-byte writes)",
+    });
   } finally {
     child.send("stop");
     await new Promise((r) => child.once("exit", r));

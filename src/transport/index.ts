@@ -35,7 +35,7 @@ export {
   type Receiver,
   type StreamConnection,
 } from "./connection.js";
-export { socketpair, closeFd, closeFdQuietly, dupFd, spawnWithFds, type SpawnWithFdsOptions, type SpawnedWithFds } from "./fd.js";
+export { socketpair, closeFd, closeFdQuietly, dupFd, spawnWithFds, type SpawnWithFdsOptions, type SpawnedWithFds, type SpawnStdio } from "./fd.js";
 export {
   memfdCreate,
   fileSize,

@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connectVfioUser } from "../../src/vfio-user/client/connect.js";
 import type { VfioUserClient } from "../../src/vfio-user/client/client.js";
 import { MpqemuProxy } from "../../src/mpqemu/proxy.js";
-import { closeFd, socketpair } from "../../src/mpqemu/sys.js";
+import { closeFdQuietly as closeFd, socketpair } from "../../src/transport/fd.js";
 import { bundleCli } from "../support/cli-bundle.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
