@@ -89,8 +89,12 @@ function plan(input: FuzzInput, enc: MpqemuEncoder, mapper: FakeMapper): Planned
   }
 }
 
-export async function fuzz(data: Uint8Array): Promise<void> {
-  const input = new FuzzInput(data);
+export function fuzz(data: Uint8Array): Promise<void> {
+  return fuzzWith(new FuzzInput(data));
+}
+
+/** The target with its choices read from `input` (seeds.ts records random ones). */
+export async function fuzzWith(input: FuzzInput): Promise<void> {
   const fdsBefore = openFdCount();
   const mapper = new FakeMapper();
   const [remoteEnd, proxyEnd] = socketpair();

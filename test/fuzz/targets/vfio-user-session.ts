@@ -152,8 +152,12 @@ const COMMANDS = [2, 3, 4, 5, 6, 7, 8, 9, 9, 10, 10, 10, 13, 15, 16, 17, 18, 1, 
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-export async function fuzz(data: Uint8Array): Promise<void> {
-  const input = new FuzzInput(data);
+export function fuzz(data: Uint8Array): Promise<void> {
+  return fuzzWith(new FuzzInput(data));
+}
+
+/** The target with its choices read from `input` (seeds.ts records random ones). */
+export async function fuzzWith(input: FuzzInput): Promise<void> {
   const fdsBefore = openFdCount();
   const mapper = new FakeMapper();
   const offered = { mapped: [] as { address: bigint; size: bigint }[], mapper };
@@ -164,7 +168,7 @@ export async function fuzz(data: Uint8Array): Promise<void> {
     maxMsgFds: 8,
     maxDmaMaps: 8,
     dmaRequestTimeoutMs: 1000,
-    log: () => {},
+    log: process.env.FUZZ_LOG ? (l) => console.log(l) : () => {},
     createDma: (hook) => createDmaContext({ hook, mapFd: mapper.mapFd }),
   };
 
