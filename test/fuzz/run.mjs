@@ -101,7 +101,7 @@ export function fuzzTarget(name, seconds, { quiet = false } = {}) {
       resolve({
         target: name,
         seconds,
-        executions: num(/stat::number_of_executed_units:\s*(\d+)/g) || num(/Done (\d+) runs/g),
+        executions: num(/stat::number_of_executed_units:\s*(\d+)/g) || num(/Done (\d+) runs/g) || num(/^#(\d+)\s/gm),
         coverage: num(/\bcov: (\d+)/g),
         features: num(/\bft: (\d+)/g),
         corpus: num(/\bcorp: (\d+)/g),
