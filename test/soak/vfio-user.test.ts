@@ -4,7 +4,6 @@
 // (a leaked session, mapping record or parser per cycle would exceed it many times over).
 // Each figure printed here is what the README's reliability table quotes.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { once } from "node:events";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { VfioUserServer } from "../../src/vfio-user/server/index.js";
@@ -33,10 +32,13 @@ afterAll(async () => {
   await server?.close();
 });
 
+/** Resolves on the connection's 'close' (after the session's own handler, registered first). */
+const closed = (c: { once(event: "close", listener: () => void): unknown }) => new Promise<void>((resolve) => c.once("close", () => resolve()));
+
 /** Closes `c` and resolves once the server has dropped its session (its 'close' ran first). */
 async function hangUp(close: () => void): Promise<void> {
   const s = server.current;
-  const gone = s && !s.isClosed ? once(s.connection, "close") : Promise.resolve();
+  const gone = s && !s.isClosed ? closed(s.connection) : Promise.resolve();
   close();
   await gone;
   expect(server.current).toBe(null);
@@ -154,7 +156,7 @@ describe("soak", () => {
       const answerDma = random(2) === 0;
       const conn = await connect(path, { limits: { maxMessageSize: 2 << 20 } });
       const s = await server.waitForClient();
-      const gone = once(s.connection, "close");
+      const gone = closed(s.connection);
       // Answer the server's DMA_READ now and then (else the kill lands while it waits).
       const fromServer = new wire.MessageParser({ maxMessageSize: 2 << 20 });
       let dmaPending = false;
