@@ -8,8 +8,8 @@ import { join } from "node:path";
 import * as wire from "../../src/vfio-user/wire/index.js";
 import { MpqemuEncoder } from "../../src/mpqemu/wire.js";
 import { RecordingInput, concatBytes, type FuzzInput } from "./support/input.js";
-import { fuzzWith as session } from "./targets/vfio-user-session.js";
-import { fuzzWith as remote } from "./targets/mpqemu-remote.js";
+import { fuzzWith as session, stats as sessionStats } from "./targets/vfio-user-session.js";
+import { fuzzWith as remote, stats as remoteStats } from "./targets/mpqemu-remote.js";
 import { fuzzWith as memory } from "./targets/memory-core.js";
 import { fuzzWith as nvme } from "./targets/nvme.js";
 
@@ -75,21 +75,39 @@ function framerSeeds(selector: number, messages: Uint8Array[]): Uint8Array[] {
   return seeds;
 }
 
-async function recorded(run: (input: FuzzInput) => unknown, count: number, budget: number): Promise<Uint8Array[]> {
-  const seeds: Uint8Array[] = [];
-  for (let i = 1; i <= count; i++) {
-    const input = new RecordingInput(0x9e3779b9 * i, budget);
+/**
+ * `count` recorded scripts. With `reaches`, candidates are drawn until half the seeds are ones
+ * for which it says true (e.g. the script mapped memory and made the device DMA), so the
+ * corpus starts at the paths the invariants are about.
+ */
+async function recorded(run: (input: FuzzInput) => unknown, count: number, budget: number, reaches?: () => boolean): Promise<Uint8Array[]> {
+  const plain: Uint8Array[] = [];
+  const deep: Uint8Array[] = [];
+  for (let i = 1; (plain.length < count - (reaches ? count >> 1 : 0) || (reaches && deep.length < count >> 1)) && i < 5000; i++) {
+    const input = new RecordingInput(Math.imul(0x9e3779b9, i), budget);
     await run(input);
-    seeds.push(input.recorded());
+    if (reaches?.()) {
+      if (deep.length < count >> 1) deep.push(input.recorded());
+    } else if (plain.length < count - (reaches ? count >> 1 : 0)) plain.push(input.recorded());
   }
-  return seeds;
+  return [...plain, ...deep];
 }
 
 async function main(): Promise<void> {
   writeSeeds("vfio-user-parser", framerSeeds(3, vfioUserMessages()));
   writeSeeds("mpqemu-parser", [...framerSeeds(1, mpqemuMessages()), ...framerSeeds(0, mpqemuMessages().slice(-2))]);
-  writeSeeds("vfio-user-session", await recorded(session, 16, 600));
-  writeSeeds("mpqemu-remote", await recorded(remote, 16, 400));
+  const sessionMark = { dma: 0, maps: 0 };
+  writeSeeds("vfio-user-session", await recorded(session, 16, 600, () => {
+    const reached = sessionStats.dmaRequests > sessionMark.dma && sessionStats.fdMaps > sessionMark.maps;
+    [sessionMark.dma, sessionMark.maps] = [sessionStats.dmaRequests, sessionStats.fdMaps];
+    return reached;
+  }));
+  let remoteMaps = 0;
+  writeSeeds("mpqemu-remote", await recorded(remote, 16, 400, () => {
+    const reached = remoteStats.fdMaps > remoteMaps && remoteStats.stillServing > 0;
+    remoteMaps = remoteStats.fdMaps;
+    return reached;
+  }));
   writeSeeds("memory-core", await recorded(memory, 16, 700));
   writeSeeds("nvme", await recorded(nvme, 16, 900));
 }
