@@ -1026,7 +1026,6 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     const old = cc;
     cc = value >>> 0;
     if ((old & CC_EN) && !(cc & CC_EN)) {
-      if (!(csts & CSTS_SHST_COMPLETE) && csts & CSTS_RDY) smart.unsafeShutdowns++;
       resetController();
     } else if (!(old & CC_EN) && cc & CC_EN) {
       startController();
@@ -1165,6 +1164,11 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
 
   /** Everything back to power-on values (function-level reset, vfio-user DEVICE_RESET). */
   function powerOnReset() {
+    // SMART Unsafe Shutdowns counts power lost without CC.SHN first (§5.14.1.2). For this device
+    // that is a function reset of a ready controller (a VM reset, or the next VMM after one was
+    // killed); a controller reset (CC.EN 1 → 0) keeps power and is not one. Linux disables the
+    // controller at every probe, because the firmware (SeaBIOS) left it enabled.
+    if ((csts & (CSTS_RDY | CSTS_SHST_MASK)) === CSTS_RDY) smart.unsafeShutdowns++;
     resetController();
     cc = 0;
     csts = 0;
