@@ -350,6 +350,8 @@ describe("nvme: I/O", () => {
     expect((await h.io(1, { opcode: READ, prp1: buf, cdw: rw(8191, 1) })).status).toBe(0);
     expect((await h.io(1, { opcode: READ, prp1: buf, cdw: rw(8191, 2) })).status).toBe(SF.LBA_OUT_OF_RANGE);
     expect((await h.io(1, { opcode: READ, prp1: buf, cdw: [0, 1, 0] })).status).toBe(SF.LBA_OUT_OF_RANGE); // SLBA ≥ 2^32
+    expect((await h.io(1, { opcode: READ, prp1: buf, cdw: [0xffffffff, 0xffffffff, 0] })).status).toBe(SF.LBA_OUT_OF_RANGE); // SLBA 2^64 - 1
+    expect((await h.io(1, { opcode: READ, prp1: buf, cdw: [0, 0x200000, 0] })).status).toBe(SF.LBA_OUT_OF_RANGE); // SLBA 2^53
     expect((await h.io(1, { opcode: READ, nsid: 2, prp1: buf, cdw: rw(0, 1) })).status).toBe(SF.INVALID_NAMESPACE);
     expect((await h.io(1, { opcode: READ, prp1: buf, cdw: rw(0, 2049) })).status).toBe(SF.INVALID_FIELD); // past MDTS (1 MiB)
     expect((await h.io(1, { opcode: 0x05 })).status).toBe(SF.INVALID_OPCODE); // Compare: not in ONCS
