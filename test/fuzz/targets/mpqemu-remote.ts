@@ -94,7 +94,7 @@ export async function fuzz(data: Uint8Array): Promise<void> {
   const fdsBefore = openFdCount();
   const mapper = new FakeMapper();
   const [remoteEnd, proxyEnd] = socketpair();
-  const remote = new MpqemuRemote({ fd: remoteEnd, fn: createEdu({ dmaDelayMs: 0 }), log: () => {}, mapFd: mapper.mapFd }).start();
+  const remote = new MpqemuRemote({ fd: remoteEnd, fn: createEdu({ dmaDelayMs: 0 }).fn, log: () => {}, mapFd: mapper.mapFd }).start();
   let ended = false;
   void remote.ended.then(() => (ended = true));
   const proxy = adoptFd(proxyEnd, { limits: { maxFdsPerMessage: 16 } });

@@ -159,7 +159,7 @@ export async function fuzz(data: Uint8Array): Promise<void> {
   const offered = { mapped: [] as { address: bigint; size: bigint }[], mapper };
   const maxDataXferSize = input.pick([4096, 1 << 20, 64]);
   const config: VfioUserSessionConfig = {
-    device: createEdu({ dmaDelayMs: 0 }),
+    device: createEdu({ dmaDelayMs: 0 }).fn,
     maxDataXferSize: Math.max(maxDataXferSize, 4096),
     maxMsgFds: 8,
     maxDmaMaps: 8,
