@@ -69,6 +69,9 @@ export interface EduOptions {
 export interface EduDevice extends PciDevice {}
 
 const MASK64 = (1n << 64n) - 1n;
+const CMD = 3;
+/** Index into the DMA registers of a register offset, or -1. */
+const dmaRegister = (offset: number) => (offset >= EDU_REG.DMA_SRC && offset <= EDU_REG.DMA_CMD && (offset & 7) === 0 ? (offset - EDU_REG.DMA_SRC) >> 3 : -1);
 const STATE_SIZE = 16 + 32 + EDU_DMA_SIZE;
 
 /** Creates an edu device. */
@@ -82,12 +85,9 @@ export function createEdu(options: EduOptions = {}): EduDevice {
   let fact = 0;
   let status = 0;
   let irqStatus = 0;
-  /** DMA source, destination, count (64-bit registers at 0x80, 0x88, 0x90). */
-  let src = 0n;
-  let dst = 0n;
-  let cnt = 0n;
-  /** DMA command (0x98); only its low bits mean anything, but it reads back as written. */
-  let cmd = 0n;
+  /** DMA source, destination, count and command: 64-bit registers at 0x80, 0x88, 0x90, 0x98
+   *  (only the command's low bits mean anything, but it reads back as written). */
+  const dma = [0n, 0n, 0n, 0n];
   const buffer = new Uint8Array(EDU_DMA_SIZE);
   let factTimer: DeviceTimer | undefined;
   let dmaTimer: DeviceTimer | undefined;
@@ -123,6 +123,7 @@ export function createEdu(options: EduOptions = {}): EduDevice {
 
   const runDma = async (ctx: DeviceContext) => {
     dmaTimer = undefined;
+    const [src, dst, cnt, cmd] = dma;
     if (!(cmd & 1n)) return;
     const myEpoch = epoch;
     const toRam = (Number(cmd & 0xffn) & EDU_DMA_TO_RAM) !== 0;
@@ -146,8 +147,8 @@ export function createEdu(options: EduOptions = {}): EduDevice {
       }
     }
     if (myEpoch !== epoch) return;
-    cmd &= ~1n;
-    if (Number(cmd & 0xffn) & EDU_DMA_IRQ_ENABLE) raiseIrq(ctx, EDU_DMA_IRQ);
+    dma[CMD] &= ~1n;
+    if (Number(dma[CMD] & 0xffn) & EDU_DMA_IRQ_ENABLE) raiseIrq(ctx, EDU_DMA_IRQ);
   };
 
   const startFactorial = (ctx: DeviceContext) => {
@@ -166,18 +167,12 @@ export function createEdu(options: EduOptions = {}): EduDevice {
 
   /** A DMA register write (4 or 8 bytes: the value is zero-extended to 64 bits). */
   const writeDma = (offset: number, v: bigint, ctx: DeviceContext) => {
-    if (offset === EDU_REG.DMA_CMD && !(v & 1n)) return;
-    if (cmd & 1n) return; // registers are frozen while a transfer runs
-    if (offset === EDU_REG.DMA_SRC) src = v;
-    else if (offset === EDU_REG.DMA_DST) dst = v;
-    else if (offset === EDU_REG.DMA_CNT) cnt = v;
-    else if (offset === EDU_REG.DMA_CMD) {
-      cmd = v;
-      startDma(ctx);
-    }
+    const reg = dmaRegister(offset);
+    if (reg < 0 || (reg === CMD && !(v & 1n))) return;
+    if (dma[CMD] & 1n) return; // registers are frozen while a transfer runs
+    dma[reg] = v;
+    if (reg === CMD) startDma(ctx);
   };
-  const readDma = (offset: number): bigint | undefined =>
-    offset === EDU_REG.DMA_SRC ? src : offset === EDU_REG.DMA_DST ? dst : offset === EDU_REG.DMA_CNT ? cnt : offset === EDU_REG.DMA_CMD ? cmd : undefined;
 
   // valid/impl 4..8: read and write see 4-byte accesses, read64/write64 the 8-byte ones.
   const read = (offset: number): number => {
@@ -193,8 +188,8 @@ export function createEdu(options: EduOptions = {}): EduDevice {
       case EDU_REG.IRQ_STATUS:
         return irqStatus;
     }
-    const reg = offset >= 0x80 ? readDma(offset) : undefined;
-    return reg === undefined ? 0xffffffff : Number(reg & 0xffffffffn);
+    const reg = dmaRegister(offset);
+    return reg < 0 ? 0xffffffff : Number(dma[reg] & 0xffffffffn);
   };
 
   const write = (offset: number, _size: number, value: number, ctx: DeviceContext): void => {
@@ -219,14 +214,11 @@ export function createEdu(options: EduOptions = {}): EduDevice {
         lowerIrq(ctx, value);
         return;
     }
-    if (offset >= 0x80) writeDma(offset, BigInt(value), ctx);
+    writeDma(offset, BigInt(value), ctx);
   };
 
   // Below 0x80 only 4-byte accesses mean anything: 8-byte ones read all-ones and are ignored.
-  const read64 = (offset: number): bigint => (offset < 0x80 ? MASK64 : (readDma(offset) ?? MASK64));
-  const write64 = (offset: number, value: bigint, ctx: DeviceContext): void => {
-    if (offset >= 0x80) writeDma(offset, value, ctx);
-  };
+  const read64 = (offset: number): bigint => (dmaRegister(offset) < 0 ? MASK64 : dma[dmaRegister(offset)]);
 
   const fn: PciFunction = createPciFunction(
     {
@@ -238,12 +230,12 @@ export function createEdu(options: EduOptions = {}): EduDevice {
       subsystemVendorId: 0x1af4,
       subsystemId: 0x1100,
       interruptPin: 1,
-      bars: [{ kind: "mem32", size: EDU_BAR_SIZE, name: "edu-mmio", registers: { read, write, read64, write64, valid: { min: 4, max: 8 }, impl: { min: 4, max: 8 } } }],
+      bars: [{ kind: "mem32", size: EDU_BAR_SIZE, name: "edu-mmio", registers: { read, write, read64, write64: writeDma, valid: { min: 4, max: 8 }, impl: { min: 4, max: 8 } } }],
       capabilities: [{ kind: "msi", vectors: 1, address64: true, perVectorMask: false }],
       reset() {
         stopTimers();
         addr4 = fact = status = irqStatus = 0;
-        src = dst = cnt = cmd = 0n;
+        dma.fill(0n);
         buffer.fill(0);
       },
       dispose: stopTimers,
@@ -256,10 +248,7 @@ export function createEdu(options: EduOptions = {}): EduDevice {
         dv.setUint32(4, fact, true);
         dv.setUint32(8, status, true);
         dv.setUint32(12, irqStatus, true);
-        dv.setBigUint64(16, src, true);
-        dv.setBigUint64(24, dst, true);
-        dv.setBigUint64(32, cnt, true);
-        dv.setBigUint64(40, cmd, true);
+        dma.forEach((v, i) => dv.setBigUint64(16 + 8 * i, v, true));
         out.set(buffer, 48);
         return out;
       },
@@ -270,14 +259,11 @@ export function createEdu(options: EduOptions = {}): EduDevice {
         fact = dv.getUint32(4, true);
         status = dv.getUint32(8, true);
         irqStatus = dv.getUint32(12, true);
-        src = dv.getBigUint64(16, true);
-        dst = dv.getBigUint64(24, true);
-        cnt = dv.getBigUint64(32, true);
-        cmd = dv.getBigUint64(40, true);
+        for (let i = 0; i < 4; i++) dma[i] = dv.getBigUint64(16 + 8 * i, true);
         buffer.set(state.subarray(48));
         stopTimers();
         if (status & EDU_STATUS_COMPUTING) startFactorial(ctx);
-        if (cmd & 1n) startDma(ctx);
+        if (dma[CMD] & 1n) startDma(ctx);
       },
     },
     { clock: options.clock, core: options.core },
