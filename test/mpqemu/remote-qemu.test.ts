@@ -95,7 +95,7 @@ describe.skipIf(!haveQemu)("QEMU's proxy against our remote", () => {
   describe("edu", () => {
     let rig: Rig;
     beforeAll(async () => {
-      rig = await startRig(createEdu());
+      rig = await startRig(createEdu().fn);
     }, 60_000);
     afterAll(async () => stopRig(rig));
 

@@ -42,7 +42,7 @@ describe("our proxy driving our remote (edu)", () => {
   async function pair() {
     const [a, b] = socketpair();
     const logs: string[] = [];
-    const remote = new MpqemuRemote({ fd: b, fn: createEdu({ dmaDelayMs: 0 }), log: (l) => logs.push(l) }).start();
+    const remote = new MpqemuRemote({ fd: b, fn: createEdu({ dmaDelayMs: 0 }).fn, log: (l) => logs.push(l) }).start();
     const proxy = await MpqemuProxy.start({ fd: a, ramSize: 1 << 20, heartbeatMs: 0 });
     cleanups.push(() => proxy.close(), () => remote.close());
     const info = await proxy.probe();
@@ -143,7 +143,7 @@ describe("our proxy driving our remote (edu)", () => {
   it("the remote ends cleanly when the proxy hangs up, releasing RAM and irqfds", async () => {
     const before = openFds();
     const [a, b] = socketpair();
-    const remote = new MpqemuRemote({ fd: b, fn: createEdu(), log: () => {} }).start();
+    const remote = new MpqemuRemote({ fd: b, fn: createEdu().fn, log: () => {} }).start();
     const proxy = await MpqemuProxy.start({ fd: a, ramSize: 1 << 20, heartbeatMs: 0 });
     expect(await proxy.configRead(0, 4)).toBe(0x11e81234);
     await proxy.close();
@@ -189,7 +189,7 @@ describe("malformed and truncated requests to our remote", () => {
   function start() {
     const [a, b] = socketpair();
     const logs: string[] = [];
-    const remote = new MpqemuRemote({ fd: b, fn: createEdu(), log: (l) => logs.push(l) }).start();
+    const remote = new MpqemuRemote({ fd: b, fn: createEdu().fn, log: (l) => logs.push(l) }).start();
     const peer = new RawPeer(a, "proxy");
     cleanups.push(() => remote.close(), () => peer.sock.close());
     return { remote, peer, logs };

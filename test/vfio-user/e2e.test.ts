@@ -26,8 +26,8 @@ describe("the project's client against the server", () => {
   it("edu: probe, registers, INTx events, DMA through a memfd, state migration to a second server", async () => {
     const pathA = socketPath();
     const pathB = socketPath();
-    const a = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }), socketPath: pathA });
-    const b = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }), socketPath: pathB });
+    const a = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }).fn, socketPath: pathA });
+    const b = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }).fn, socketPath: pathB });
     const client = await connectVfioUser(pathA);
     const shm = createSharedMemory(1 << 20);
     try {

@@ -76,7 +76,7 @@ describe("wire robustness", () => {
 describe("server robustness", () => {
   it("answers every reply-wanting message of a hostile stream exactly once, in order, and keeps serving", async () => {
     const path = join(tmpdir(), `wasmdev-vfu-fuzz-${process.pid}.sock`);
-    const server = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 0 }), socketPath: path, maxDataXferSize: 4096 });
+    const server = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 0 }).fn, socketPath: path, maxDataXferSize: 4096 });
     // Commands 2..20 (VERSION is negotiated first; a bad major would close the connection),
     // both message types, with and without NO_REPLY, short random payloads or plausible ones.
     const plausible = fc.oneof(

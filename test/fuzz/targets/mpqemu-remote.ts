@@ -101,7 +101,7 @@ export async function fuzzWith(input: FuzzInput): Promise<void> {
   const fdsBefore = openFdCount();
   const mapper = new FakeMapper();
   const [remoteEnd, proxyEnd] = socketpair();
-  const remote = new MpqemuRemote({ fd: remoteEnd, fn: createEdu({ dmaDelayMs: 0 }), log: () => {}, mapFd: mapper.mapFd }).start();
+  const remote = new MpqemuRemote({ fd: remoteEnd, fn: createEdu({ dmaDelayMs: 0 }).fn, log: () => {}, mapFd: mapper.mapFd }).start();
   let ended = false;
   void remote.ended.then(() => (ended = true));
   const proxy = adoptFd(proxyEnd, { limits: { maxFdsPerMessage: 16 } });

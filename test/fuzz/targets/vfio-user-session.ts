@@ -193,7 +193,7 @@ export async function fuzzWith(input: FuzzInput): Promise<void> {
   const offered: Offered = { mapped: [], all: [], mapper };
   const maxDataXferSize = input.pick([4096, 1 << 20, 64]);
   const config: VfioUserSessionConfig = {
-    device: createEdu({ dmaDelayMs: 0, onGuestError: process.env.FUZZ_LOG ? (l) => console.log(l) : undefined }),
+    device: createEdu({ dmaDelayMs: 0, onGuestError: process.env.FUZZ_LOG ? (l) => console.log(l) : undefined }).fn,
     maxDataXferSize: Math.max(maxDataXferSize, 4096),
     maxMsgFds: 8,
     maxDmaMaps: 8,
