@@ -102,6 +102,9 @@ async function main(): Promise<void> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  report("qemu11", rows);
+  report("qemu11", rows, {
+    title: "QEMU 11.1 qtest 4-byte MMIO to edu: through vfio-user-pci to our server vs QEMU's in-process edu",
+    baseline: "QEMU's own -device edu in the same QEMU, same run (lower is better)",
+  });
   console.log(`(QEMU 11.1 -accel qtest; ${N} pipelined commands x ${ROUNDS} rounds per device and placement, alternating; medians)`);
 }
