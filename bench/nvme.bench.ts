@@ -106,13 +106,8 @@ async function main(): Promise<void> {
   }
   h.close();
   report("nvme", results, {
-<<<<<<< ours
-    title: "NVMe controller in process: nanoseconds per command (submission, the controller's pass, completion, reaping) at QD32",
-    baseline: "copying the command's data alone between the same buffers (lower is better)",
-=======
     title: "NVMe controller in process: nanoseconds per command (scripted host, QD32, fastest of 300 windows)",
     baseline: "copying the command's data alone between the same buffers (TypedArray.set), in alternating windows",
->>>>>>> theirs
   });
 }
 

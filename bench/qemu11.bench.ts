@@ -104,13 +104,8 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   report("qemu11", rows, {
-<<<<<<< ours
-    title: "QEMU 11.1 qtest 4-byte MMIO to edu: through vfio-user-pci to our server vs QEMU's in-process edu",
-    baseline: "QEMU's own -device edu in the same QEMU, same run (lower is better)",
-=======
     title: "QEMU 11.1 end to end: 4-byte MMIO through qtest to edu over vfio-user-pci (medians per access, same CPU and unpinned)",
     baseline: "QEMU's own in-process -device edu in the same QEMU, rounds alternating",
->>>>>>> theirs
   });
   console.log(`(QEMU 11.1 -accel qtest; ${N} pipelined commands x ${ROUNDS} rounds per device and placement, alternating; medians)`);
 }
