@@ -30,9 +30,9 @@ export function cliLogOptions(source: string, values: { quiet?: boolean; verbose
   return { source, quiet: values.quiet, verbose, trace: values.trace, format };
 }
 
-/** The CLI's logger: the library's levels plus `notice`, a line printed at every level. */
+/** The library's Logger plus the one line a command prints at every level. */
 export interface CliLogger extends Logger {
-  /** Printed even with -q: the "listening on" line is the readiness signal launchers wait for. */
+  /** Shown even with -q: a server's "listening on" line, which launchers wait for. */
   notice(message: string, fields?: LogFields): void;
 }
 

@@ -5,7 +5,6 @@
 import { fstatSync, lstatSync } from "node:fs";
 import { resolve } from "node:path";
 import type { PciFunction } from "../core/pci/api.js";
-import type { Logger } from "../log.js";
 import { VfioUserServer } from "../vfio-user/server/server.js";
 import { MpqemuRemote } from "../mpqemu/remote.js";
 import { LOG_HELP, LOG_OPTIONS, UsageError, nonEmpty, parseCommandLine, parseInteger } from "./args.js";
@@ -176,6 +175,7 @@ async function serveVfioUser(args: ServeArgs, device: PciFunction, logger: CliLo
     }
     return 1;
   }
+  // Printed even with -q: launchers wait for this line to know the socket accepts.
   logger.notice(`listening on ${path} (vfio-user, device ${args.deviceName}, pid ${process.pid})`);
   for (const line of vfioUserHints(path, args.deviceName)) logger.info(line);
   const signal = await stopSignal;
@@ -197,7 +197,7 @@ export function vfioUserHints(path: string, deviceName: string): string[] {
 
 async function serveMpqemu(args: ServeArgs, device: PciFunction, logger: CliLogger, stopSignal: Promise<string>): Promise<number> {
   const remote = new MpqemuRemote({ fd: args.fd, fn: device, logger }).start();
-  logger.info(`serving mpqemu on fd ${args.fd} (device ${args.deviceName}, pid ${process.pid})`);
+  logger.notice(`serving mpqemu on fd ${args.fd} (device ${args.deviceName}, pid ${process.pid})`);
   logger.info(`QEMU 7.2 drives it with -device x-pci-proxy-dev,id=d0,fd=M where M is its end of the same socketpair`);
   logger.info(`stop: QEMU hanging up ends serving; or Ctrl-C, kill -TERM ${process.pid}`);
   void stopSignal.then((signal) => {
