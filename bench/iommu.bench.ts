@@ -9,7 +9,7 @@ import { IommuCore, IO_ADDR, IO_LEN } from "../src/core/iommu/iommu.js";
 import { ReferenceIotlb } from "../src/core/iommu/reference.js";
 import { DmaMapTable } from "../src/core/dma/map-table.js";
 import { DmaSpace } from "../src/core/dma/space.js";
-import { transportFdMapper } from "../src/core/dma/context.js";
+import { hostFdMapper } from "../src/host/index.js";
 import { memfdCreate } from "../src/transport/shm.js";
 import { closeSync } from "node:fs";
 
@@ -177,7 +177,7 @@ function dmaCopy(): void {
   const SIZE = 8 * 1024 * 1024;
   const fd = memfdCreate("wasmdev-bench-dma", SIZE);
   const core = new IommuCore();
-  const table = new DmaMapTable(core, transportFdMapper);
+  const table = new DmaMapTable(core, hostFdMapper);
   const dma = new DmaSpace({ table });
   const iova = 0x8000_0000n;
   table.add({ iova, size: BigInt(SIZE), perm: 3, backing: { kind: "fd", fd, offset: 0n } });

@@ -16,20 +16,28 @@
 // reply was tried and measured ~5 µs slower per access here than waiting in the event loop.)
 import { fstatSync } from "node:fs";
 import type { InterruptSink, PciFunction } from "../core/pci/api.js";
-import { createDmaContext, type DmaContext } from "../core/dma/context.js";
+import type { DmaContext } from "../core/dma/context.js";
+import { createHostDmaContext } from "../host/index.js";
 import { DMA_PERM_RW, type DmaTruncatedRegion, type FdMapper } from "../core/dma/api.js";
 import { MpqemuError } from "./errors.js";
 import {
   ALL_ONES, Cmd, MpqemuEncoder, MpqemuParser, expectsReply,
   type Encoded, type ParseEvent, type RequestMsg, type SysmemRegion,
 } from "./wire.js";
+import type { Logger, TraceEvent } from "../log.js";
+import { traceReceived, traceSent } from "./trace.js";
 import { RawSocket, closeFd, eventfdDrain, eventfdSignal, watchFd, watchReadable, type FdWatch } from "./sys.js";
 
 export interface MpqemuRemoteOptions {
   /** Connected socket from the VMM; the remote owns and closes it. */
   fd: number;
   fn: PciFunction;
-  /** Receives one line per rejected message / failed access (default: stderr). */
+  /**
+   * Rejected messages, failed accesses and why serving stopped (warn); with `trace`, every
+   * message both ways. Default: lines on stderr.
+   */
+  logger?: Logger;
+  /** Older form of `logger`: one line per rejected message / failed access (ignored if logger is set). */
   log?: (line: string) => void;
   /** mmap for SYNC_SYSMEM fds (default: the transport's). */
   mapFd?: FdMapper;
@@ -78,11 +86,22 @@ export class MpqemuRemote {
   private intxLevel = false;
   private finished = false;
   private resolveEnded!: (end: RemoteEnd) => void;
-  private readonly onMessage = (ev: ParseEvent<RequestMsg>) => this.handle(ev);
+  private readonly onMessage: (ev: ParseEvent<RequestMsg>) => void;
+  /** Set only when tracing (one test per sent message otherwise). */
+  private readonly trace: ((event: TraceEvent) => void) | undefined;
 
   constructor(opts: MpqemuRemoteOptions) {
     this.fn = opts.fn;
-    this.log = opts.log ?? ((line) => process.stderr.write(`wasmdev mpqemu remote: ${line}\n`));
+    const logger = opts.logger;
+    this.log = logger ? (line) => logger.warn(line) : (opts.log ?? ((line) => process.stderr.write(`wasmdev mpqemu remote: ${line}\n`)));
+    const trace = logger?.trace;
+    this.trace = trace;
+    this.onMessage = trace
+      ? (ev) => {
+          trace(traceReceived(ev));
+          this.handle(ev);
+        }
+      : (ev) => this.handle(ev);
     this.mapFd = opts.mapFd;
     this.maxAccessLogs = opts.maxAccessLogs ?? 20;
     this.sock = new RawSocket(opts.fd);
@@ -165,6 +184,7 @@ export class MpqemuRemote {
 
   private send(frame: Encoded): void {
     if (this.finished) return;
+    if (this.trace !== undefined) this.trace(traceSent(frame.bytes, frame.fds.length));
     if (this.outQueue.length === 0) {
       let n: number;
       try {
@@ -319,7 +339,7 @@ export class MpqemuRemote {
       this.log(`guest RAM at 0x${r.iova.toString(16)}+0x${r.size.toString(16)} was shrunk under its mapping by the VMM: DMA to it failed and the region was removed`);
       if (this.dmaCtx === ctx) this.sysmemKeys = [];
     };
-    const ctx = createDmaContext(this.mapFd ? { mapFd: this.mapFd, onBackingTruncated } : { onBackingTruncated });
+    const ctx = createHostDmaContext({ mapFd: this.mapFd, onBackingTruncated });
     let added = 0;
     try {
       for (const r of regions) {

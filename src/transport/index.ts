@@ -31,6 +31,7 @@ export {
   type ListenOptions,
   type CloseReason,
   type Receiver,
+  type StreamConnection,
 } from "./connection.js";
 export { socketpair, closeFd, closeFdQuietly, dupFd, spawnWithFds, type SpawnWithFdsOptions, type SpawnedWithFds } from "./fd.js";
 export {

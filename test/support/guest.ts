@@ -13,6 +13,8 @@ import { trixie } from "./trixie.js";
 export interface GuestOptions {
   /** QEMU -device arguments (JSON strings or key=value lists). */
   devices: string[];
+  /** Further QEMU arguments, placed before the devices (e.g. a -drive a device refers to). */
+  qemuArgs?: string[];
   /** Shell script run by the guest's init (busybox sh -e). */
   script: string;
   /** Further files for the guest's root, e.g. a test program built for it (paths without a leading /). */
@@ -63,6 +65,7 @@ export async function bootGuest(options: GuestOptions): Promise<GuestResult> {
     "-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio",
     "-kernel", t.kernel, "-initrd", initrd,
     "-append", "console=ttyS0 panic=-1 loglevel=4 nokaslr",
+    ...(options.qemuArgs ?? []),
     ...options.devices.flatMap((d) => ["-device", d]),
   ]);
   const child = spawn(c.file, c.args, { env: c.env, stdio: ["ignore", "pipe", "pipe"] });

@@ -10,7 +10,7 @@ import { createEdu, EDU_REG, EDU_ID_VALUE } from "../../src/devices/edu.js";
 import { connectVfioUser, enableIrqs, createSharedMemory } from "../../src/vfio-user/client/connect.js";
 import type { VfioUserClient, IrqEvent } from "../../src/vfio-user/client/client.js";
 import { vfioUserSnapshot } from "../../src/commands/lspci.js";
-import { formatLspci } from "../../src/vfio-user/client/lspci-format.js";
+import { formatLspci } from "../../src/commands/lspci-format.js";
 
 const dirs: string[] = [];
 const servers: VfioUserServer[] = [];

@@ -5,5 +5,5 @@ export type { DmaErrorFields } from "./errors.js";
 export { DmaMapTable } from "./map-table.js";
 export { DmaSpace } from "./space.js";
 export type { DmaSpaceOptions } from "./space.js";
-export { createDmaContext, transportFdMapper } from "./context.js";
+export { createDmaContext } from "./context.js";
 export type { DmaContext } from "./context.js";

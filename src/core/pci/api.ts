@@ -321,6 +321,21 @@ export interface PciRegionInfo {
 }
 
 /** A live ioeventfd of a BAR, for servers (vfio-user DEVICE_GET_REGION_IO_FDS). */
+/** An eventfd as the function uses one: the OS object lives in the host layer (src/host). */
+export interface FunctionEventFd {
+  readonly fd: number;
+  /** Watches the fd; the callback gets the counter read (and reset) on each wake-up. */
+  onReadable(callback: ((count: number) => void) | null): void;
+  /** Reads and resets the counter without blocking (0 when nothing is pending). */
+  read(): number;
+  close(): void;
+}
+
+/** Where a function's ioeventfds come from (servers pass src/host's hostEventFds). */
+export interface EventFdSource {
+  create(): FunctionEventFd;
+}
+
 export interface PciIoEventFd {
   /** Region index (BAR number). */
   region: number;
@@ -411,12 +426,12 @@ export interface PciFunction {
 
   /**
    * The ioeventfds of region `index` (declared with BarSpec.ioeventfds; [] for BARs without
-   * any, the ROM and absent upper halves of 64-bit BARs). The eventfds are created on the first
-   * call and watched on the event loop until releaseIoEventFds() or dispose(); later calls return
-   * the same fds. Throws PCI_REGION_INDEX for a region that does not exist, PCI_RESOURCE when an
+   * any, the ROM and absent upper halves of 64-bit BARs). The eventfds are made by `source` (the
+   * server's: src/host hostEventFds) on the first call and watched until releaseIoEventFds() or
+   * dispose(); later calls return the same fds. Throws PCI_REGION_INDEX for a region that does not exist, PCI_RESOURCE when an
    * eventfd cannot be created (none of the region's fds are left half-made).
    */
-  ioEventFds(index: number): readonly PciIoEventFd[];
+  ioEventFds(index: number, source: EventFdSource): readonly PciIoEventFd[];
   /**
    * Closes every ioeventfd, after delivering signals still pending in them; the next
    * ioEventFds() call creates fresh ones. Servers call it when their client goes away, so a

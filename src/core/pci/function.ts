@@ -15,29 +15,25 @@ import type {
   PciInterrupts,
   PciIoEventFd,
   PciRegionInfo,
+  EventFdSource,
+  FunctionEventFd,
   VectorKind,
 } from "./api.js";
 import { PCI_ROM_REGION, PCI_MAX_IOEVENTFDS_PER_BAR } from "./api.js";
-import { EventFd } from "../../transport/eventfd.js";
 import type { DmaApi } from "../dma/api.js";
 import { instantiateCore, type CoreRef } from "../wasm.js";
 import { MemoryCore, MemoryRegion, AddressSpace, type IoOps } from "../memory/api.js";
 import { MemoryError } from "../memory/errors.js";
-import { MAX_RAM_REGION_SIZE } from "../memory/abi.js";
+import { MAX_RAM_REGION_SIZE } from "../abi/memory.js";
+import type { CoreExports } from "../abi/exports.js";
 import { PciError } from "./errors.js";
 import { layoutCapabilities, type CapabilityLayout, type BarFacts } from "./caps.js";
 import * as R from "./regs.js";
 
-// Mirrors of assembly/pci/config.ts constants.
-const BAR_FLAG_IO = 1;
-const BAR_FLAG_MEM64 = 2;
-const BAR_FLAG_PREFETCH = 4;
-const BAR_FLAG_ROM = 8;
-const CFGW_INTX_DISABLE_CHANGED = 1 << 9;
-const CFGW_INVALID = 1 << 31;
-const BLOCK_CONFIG = 0;
-const BLOCK_WMASK = 4096;
-const BLOCK_W1CMASK = 8192;
+import {
+  BAR_FLAG_IO, BAR_FLAG_MEM64, BAR_FLAG_PREFETCH, BAR_FLAG_ROM, CFGW_INTX_DISABLE_CHANGED, CFGW_INVALID,
+  CONFIG_OFF, WMASK_OFF, W1CMASK_OFF,
+} from "../abi/pci.js";
 
 /** Largest BAR the model accepts (region offsets stay exact as numbers). */
 export const PCI_MAX_BAR_SIZE = 2 ** 52;
@@ -105,7 +101,7 @@ interface IoEventFdState {
   offset: number;
   size: AccessSize;
   datamatch?: bigint;
-  eventfd: EventFd | null;
+  eventfd: FunctionEventFd | null;
 }
 
 const STATE_MAGIC = 0x49435044; // "DPCI" little-endian
@@ -154,7 +150,7 @@ class PciFunctionImpl implements PciFunction {
 
   private readonly spec: PciFunctionSpec;
   private readonly core: CoreRef;
-  private readonly x: Record<string, any>;
+  private readonly x: CoreExports;
   private readonly fnPtr: number;
   private buffer: ArrayBuffer | undefined;
   private cfgView!: Uint8Array;
@@ -202,7 +198,7 @@ class PciFunctionImpl implements PciFunction {
     this.core = options.core ?? defaultPciCore();
     this.x = this.core.exports;
     this.mem = MemoryCore.attach(this.core);
-    this.fnPtr = this.x.pciFunctionCreate(configSize) >>> 0;
+    this.fnPtr = this.x.pci_function_create(configSize) >>> 0;
     if (this.fnPtr === 0) throw new PciError("PCI_INVALID_SPEC", "the core refused the config size", { field: "configSize" });
     try {
       this.refresh();
@@ -225,7 +221,7 @@ class PciFunctionImpl implements PciFunction {
       }
       this.caps = layoutCapabilities(spec.capabilities ?? [], spec.extendedCapabilities ?? [], configSize, facts, this.cfgView, this.wmaskView, this.w1cView);
     } catch (e) {
-      this.x.pciFunctionFree(this.fnPtr);
+      this.x.pci_function_free(this.fnPtr);
       throw e;
     }
     const msix = this.caps.msix;
@@ -259,9 +255,9 @@ class PciFunctionImpl implements PciFunction {
     const buf = this.core.memory.buffer;
     if (buf === this.buffer) return;
     this.buffer = buf;
-    this.cfgView = new Uint8Array(buf, this.fnPtr + BLOCK_CONFIG, 4096);
-    this.wmaskView = new Uint8Array(buf, this.fnPtr + BLOCK_WMASK, 4096);
-    this.w1cView = new Uint8Array(buf, this.fnPtr + BLOCK_W1CMASK, 4096);
+    this.cfgView = new Uint8Array(buf, this.fnPtr + CONFIG_OFF, 4096);
+    this.wmaskView = new Uint8Array(buf, this.fnPtr + WMASK_OFF, 4096);
+    this.w1cView = new Uint8Array(buf, this.fnPtr + W1CMASK_OFF, 4096);
   }
 
   private cfg(): Uint8Array {
@@ -305,7 +301,7 @@ class PciFunctionImpl implements PciFunction {
         checkIoEventFds(b.ioeventfds ?? [], `${field}.ioeventfds`, size, b.ops);
       }
       const flags = (b.kind === "io" ? BAR_FLAG_IO : 0) | (b.kind === "mem64" ? BAR_FLAG_MEM64 : 0) | (b.prefetchable ? BAR_FLAG_PREFETCH : 0);
-      if (this.x.pciBarRegister(this.fnPtr, i, Number(sizeBig & 0xffffffffn), Number(sizeBig >> 32n), flags) !== 0)
+      if (this.x.pci_bar_register(this.fnPtr, i, Number(sizeBig & 0xffffffffn), Number(sizeBig >> 32n), flags) !== 0)
         throw new PciError("PCI_INVALID_SPEC", `${field}: the core rejected the BAR declaration`, { field });
       this.declared[i] = { kind: b.kind, size, spec: b };
     }
@@ -315,7 +311,7 @@ class PciFunctionImpl implements PciFunction {
       const size = spec.rom.size ?? Math.max(2048, 2 ** Math.ceil(Math.log2(bytes.length)));
       if (!isPow2(size) || size < 2048 || size < bytes.length || size > Math.min(2 ** 31, MAX_RAM_REGION_SIZE))
         throw new PciError("PCI_INVALID_SPEC", `rom.size must be a power of two ≥ 2048, ≥ rom.bytes.length and ≤ 1 GiB`, { field: "rom.size" });
-      if (this.x.pciBarRegister(this.fnPtr, 6, size >>> 0, 0, BAR_FLAG_ROM) !== 0) throw new PciError("PCI_INVALID_SPEC", "the core rejected the ROM declaration", { field: "rom" });
+      if (this.x.pci_bar_register(this.fnPtr, 6, size >>> 0, 0, BAR_FLAG_ROM) !== 0) throw new PciError("PCI_INVALID_SPEC", "the core rejected the ROM declaration", { field: "rom" });
       this.declared[6] = { kind: "rom", size };
     }
   }
@@ -435,7 +431,7 @@ class PciFunctionImpl implements PciFunction {
     const msi = this.caps.msi;
     const pm = this.caps.pm;
     const oldPmState = pm !== undefined ? this.cfg()[pm + R.PCI_PM_CTRL] & R.PCI_PM_CTRL_STATE_MASK : 0;
-    const result = this.x.pciConfigWrite(this.fnPtr, offset, size, value) >>> 0;
+    const result = this.x.pci_config_write(this.fnPtr, offset, size, value) >>> 0;
     if (result & CFGW_INVALID) throw new PciError("PCI_CONFIG_RANGE", `config write at 0x${offset.toString(16)} rejected by the core`, { offset, size });
     if (result & 0x7f) this.refreshMappings();
     if (result & CFGW_INTX_DISABLE_CHANGED) this.updateIntxOutput();
@@ -499,8 +495,8 @@ class PciFunctionImpl implements PciFunction {
     const next: (bigint | undefined)[] = new Array(7);
     for (let i = 0; i < 7; i++) {
       if (!this.bars[i]) continue;
-      const lo = this.x.pciBarAddressLo(this.fnPtr, i) >>> 0;
-      const hi = this.x.pciBarAddressHi(this.fnPtr, i) >>> 0;
+      const lo = this.x.pci_bar_address_lo(this.fnPtr, i) >>> 0;
+      const hi = this.x.pci_bar_address_hi(this.fnPtr, i) >>> 0;
       next[i] = lo === 0xffffffff && hi === 0xffffffff ? undefined : (BigInt(hi) << 32n) | BigInt(lo);
       if (next[i] !== this.mapped[i]) changed = true;
     }
@@ -627,11 +623,11 @@ class PciFunctionImpl implements PciFunction {
   /** BAR decode in the pci core: the slot decoding [address, address + size), or -1. */
   private decode(space: "mem" | "io", address: bigint, size: number): number {
     if (typeof address !== "bigint" || address < 0n || address > 0xffffffffffffffffn) return -1;
-    return this.x.pciBarDecode(this.fnPtr, space === "io" ? 1 : 0, Number(address & 0xffffffffn), Number(address >> 32n), size);
+    return this.x.pci_bar_decode(this.fnPtr, space === "io" ? 1 : 0, Number(address & 0xffffffffn), Number(address >> 32n), size);
   }
 
   private decodedOffset(): number {
-    return this.x.pciDecodedOffsetHi(this.fnPtr) * 2 ** 32 + (this.x.pciDecodedOffsetLo(this.fnPtr) >>> 0);
+    return this.x.pci_decoded_offset_hi(this.fnPtr) * 2 ** 32 + (this.x.pci_decoded_offset_lo(this.fnPtr) >>> 0);
   }
 
   busRead(space: "mem" | "io", address: bigint, size: AccessSize): bigint | undefined {
@@ -696,21 +692,21 @@ class PciFunctionImpl implements PciFunction {
       this.busRoots.memory.destroy();
       this.busRoots.io.destroy();
     }
-    this.x.pciFunctionFree(this.fnPtr);
+    this.x.pci_function_free(this.fnPtr);
   }
 
   // ---- ioeventfds ----------------------------------------------------------------------
 
-  ioEventFds(index: number): readonly PciIoEventFd[] {
+  ioEventFds(index: number, source: EventFdSource): readonly PciIoEventFd[] {
     if (!Number.isInteger(index) || index < 0 || index > PCI_ROM_REGION) throw new PciError("PCI_REGION_INDEX", `region ${index} does not exist (0..5 = BARs, 6 = ROM)`, { region: index });
     if (this.disposed) throw new PciError("PCI_REGION_INDEX", `${this.name} was disposed`, { region: index });
     const b = this.bars[index];
     if (!b || b.ioeventfds.length === 0) return [];
-    const made: EventFd[] = [];
+    const made: FunctionEventFd[] = [];
     try {
       for (const e of b.ioeventfds) {
         if (e.eventfd) continue;
-        const efd = EventFd.create();
+        const efd = source.create();
         made.push(efd);
         efd.onReadable((count) => this.deliverIoEventFd(b, e, count));
         e.eventfd = efd;
@@ -1025,7 +1021,7 @@ class PciFunctionImpl implements PciFunction {
     const cfg = this.cfg();
     cfg.set(this.initialConfig);
     this.msixResetTable();
-    this.x.pciUpdateMappings(this.fnPtr);
+    this.x.pci_update_mappings(this.fnPtr);
     this.refreshMappings();
     this.intxLevelValue = false;
     this.updateIntxOutput();
@@ -1133,7 +1129,7 @@ class PciFunctionImpl implements PciFunction {
       const flags = u16(this.cfg(), msix.offset + R.PCI_MSIX_FLAGS);
       this.msixFunctionMasked = !(flags & R.PCI_MSIX_FLAGS_ENABLE) || (flags & R.PCI_MSIX_FLAGS_MASKALL) !== 0;
     }
-    this.x.pciUpdateMappings(this.fnPtr);
+    this.x.pci_update_mappings(this.fnPtr);
     this.refreshMappings();
     this.intxLevelValue = intx;
     this.updateIntxOutput();

@@ -20,3 +20,5 @@ export { VfioUserClientError, type VfioUserClientErrorCode, type VfioUserClientE
 export { PostedWritePolicy, type PostedWritePolicyOptions, type PostDecision, type RegionSpace } from "./posted-writes.js";
 export { DmaMemoryTable, type DmaMapping as ClientDmaMapping } from "./dma.js";
 export type { DeviceInfo, RegionInfo as VfioUserRegionInfo, SparseMmapArea, IrqInfo, ServerCapabilities, IoEventFdSubRegion } from "./protocol.js";
+// The region and interrupt indices every call above takes (VFIO's PCI numbering).
+export { PciRegion, PciIrq } from "../wire/constants.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatConfigSpace, describeFunction, formatBarSize } from "../../src/devices/lspci.js";
+import { formatConfigSpace, describeFunction, formatBarSize } from "../../src/commands/config-space.js";
 import { createEdu } from "../../src/devices/edu.js";
 import { createPciFunction } from "../../src/core/pci/index.js";
 

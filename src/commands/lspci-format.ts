@@ -3,7 +3,7 @@
 //
 // Any front end that can read a function's config space (vfio-user here, mpqemu's proxy)
 // builds a FunctionSnapshot and calls formatLspci().
-import { formatConfigSpace, formatBarSize as formatSize } from "../../devices/lspci.js";
+import { formatConfigSpace, formatBarSize as formatSize, type PciNames } from "./config-space.js";
 
 export interface SnapshotRegion {
   index: number;
@@ -39,13 +39,13 @@ export interface FunctionSnapshot {
 }
 
 /**
- * The config space decoded by the project's lspci dump (src/devices/lspci.ts: header, BARs with
+ * The config space decoded by the project's lspci dump (config-space.ts: header, BARs with
  * the sizes the transport reports, capability chains), then what only the transport knows:
  * access rights and mmap areas per region, the non-BAR regions, interrupt types and counts.
  */
-export function formatLspci(s: FunctionSnapshot): string {
+export function formatLspci(s: FunctionSnapshot, names?: PciNames): string {
   const barSizes = Array.from({ length: 7 }, (_, i) => s.regions.find((r) => r.index === i)?.size);
-  const out = [formatConfigSpace(s.config, { address: s.location, barSizes })];
+  const out = [formatConfigSpace(s.config, { address: s.location, barSizes, names })];
   for (const r of s.regions) {
     if (r.size === 0n) continue;
     const name = r.index <= 5 ? `BAR${r.index}` : r.index === 6 ? "ROM" : r.index === 7 ? "config space" : r.index === 8 ? "VGA" : `device-specific region ${r.index}`;

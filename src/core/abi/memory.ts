@@ -1,6 +1,6 @@
 // Numeric contract between the host and the memory engines (build/core.wasm and the
-// reference model). Mirrors assembly/memory/status.ts and assembly/memory/regions.ts: change
-// both together.
+// reference model): the host side of assembly/memory/status.ts and assembly/memory/regions.ts.
+// test/architecture/abi.test.ts checks every value against the assembly source.
 
 /** Region kinds (QEMU: container, RAM, ROM, I/O, alias, ROM device). */
 export const RegionKind = {

@@ -13,6 +13,26 @@ export interface ConfigDumpOptions {
   address?: string;
   /** Sizes of BARs 0..5 and the ROM (index 6), as found by sizing; undefined = unknown. */
   barSizes?: readonly (bigint | number | undefined)[];
+  /** Vendor and device names (e.g. a pci.ids file, see pci-ids.ts); without them ids are numeric. */
+  names?: PciNames;
+}
+
+/** Looks up names by id; undefined where unknown. */
+export interface PciNames {
+  vendor(vendor: number): string | undefined;
+  device(vendor: number, device: number): string | undefined;
+  subsystem(vendor: number, device: number, subVendor: number, subDevice: number): string | undefined;
+}
+
+/**
+ * "Intel Corporation 82540EM Gigabit Ethernet Controller [8086:100e]" with names (lspci -nn),
+ * "Device 8086:100e" without.
+ */
+function deviceText(names: PciNames | undefined, vendor: number, device: number, fullName?: string): string {
+  const ids = `${hex(vendor, 4)}:${hex(device, 4)}`;
+  const vendorName = names?.vendor(vendor);
+  if (vendorName === undefined) return `Device ${ids}`;
+  return `${vendorName} ${fullName ?? `Device ${hex(device, 4)}`} [${ids}]`;
 }
 
 const CLASS_NAMES: Record<number, string> = {
@@ -135,13 +155,18 @@ export function formatConfigSpace(config: Uint8Array, options: ConfigDumpOptions
   const progIf = c.u8(R.PCI_CLASS_PROG);
   const rev = c.u8(R.PCI_REVISION_ID);
   const className = SUBCLASS_NAMES[classWord] ?? CLASS_NAMES[classWord >> 8] ?? `Class ${hex(classWord, 4)}`;
-  let first = `${address} ${className} [${hex(classWord, 4)}]: Device ${hex(vendor, 4)}:${hex(device, 4)}`;
+  const names = options.names;
+  let first = `${address} ${className} [${hex(classWord, 4)}]: ${deviceText(names, vendor, device, names?.device(vendor, device))}`;
   if (rev) first += ` (rev ${hex(rev, 2)})`;
   if (progIf) first += ` (prog-if ${hex(progIf, 2)})`;
   out.push(first);
 
   const headerType = c.u8(R.PCI_HEADER_TYPE) & 0x7f;
-  if (headerType === 0) out.push(`\tSubsystem: Device ${hex(c.u16(R.PCI_SUBSYSTEM_VENDOR_ID), 4)}:${hex(c.u16(R.PCI_SUBSYSTEM_ID), 4)}`);
+  if (headerType === 0) {
+    const sv = c.u16(R.PCI_SUBSYSTEM_VENDOR_ID);
+    const sd = c.u16(R.PCI_SUBSYSTEM_ID);
+    out.push(`\tSubsystem: ${deviceText(names, sv, sd, names?.subsystem(vendor, device, sv, sd))}`);
+  }
   const cmd = c.u16(R.PCI_COMMAND);
   const st = c.u16(R.PCI_STATUS);
   out.push(
