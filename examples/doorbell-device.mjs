@@ -34,7 +34,7 @@ export function createDoorbellDevice() {
         kind: "mem32",
         size: 4096,
         name: "regs",
-        ops: {
+        registers: {
           valid: { min: 4, max: 4 },
           read(offset) {
             if (offset === REG.ID) return ID_VALUE;
@@ -42,11 +42,11 @@ export function createDoorbellDevice() {
             if (offset === REG.LAST) return state.last;
             return 0;
           },
-          write(offset, _size, value) {
+          write(offset, _size, value, ctx) {
             if (offset !== REG.DOORBELL) return;
             state.rung++;
-            state.last = Number(value);
-            fn.irq.notify(0); // MSI vector 0; does nothing while the VMM has MSI disabled
+            state.last = value;
+            ctx.irq.notify(0); // MSI vector 0; does nothing while the VMM has MSI disabled
           },
         },
       },

@@ -20,7 +20,7 @@ export interface DeviceEntry {
 }
 
 export const DEVICES: Record<string, DeviceEntry> = {
-  edu: { create: () => createEdu(), protocols: ["vfio-user", "mpqemu"], needsSharedRam: false },
+  edu: { create: () => createEdu().fn, protocols: ["vfio-user", "mpqemu"], needsSharedRam: false },
   throughput: { create: () => createThroughputDevice().fn, protocols: ["vfio-user", "mpqemu"], needsSharedRam: false },
   // Brought up and tested over vfio-user only (QEMU 11.1 and a Linux guest).
   nvme: { create: (o) => createNvme({ size: o.nvme?.size, lbaSize: o.nvme?.lbaSize, disk: o.nvme?.disk }).fn, protocols: ["vfio-user"], needsSharedRam: true },

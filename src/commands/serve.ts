@@ -11,6 +11,7 @@ import { MpqemuRemote } from "../mpqemu/remote.js";
 import { LOG_HELP, LOG_OPTIONS, UsageError, nonEmpty, parseCommandLine, parseInteger } from "./args.js";
 import { DEVICES, PROTOCOLS, devicesFor, type DeviceOptions, type Protocol } from "./devices.js";
 import { cliLogOptions, createCliLogger } from "./log.js";
+import { describeFunction } from "./config-space.js";
 
 export const SYNOPSIS = `usage: wasmdev serve [--protocol vfio-user] [--socket PATH] [--device NAME] [options]
        wasmdev serve --protocol mpqemu --fd N [--device NAME] [options]`;
@@ -41,8 +42,6 @@ options:
                     memory; Flush makes writes durable with fdatasync
   --max-xfer BYTES  vfio-user max_data_xfer_size to offer (default 1048576)
 ${LOG_HELP}
-                     (with -q serve still prints its "listening on PATH" line: the socket is
-                     ready, what a launcher waits for before it starts the VMM)
 
 exit status: 0 after a clean stop, 1 when the server cannot start, 2 on a usage error.`;
 
@@ -69,15 +68,11 @@ interface ServeArgs {
   maxDataXferSize: number;
 }
 
-function parse(argv: string[]): { args: ServeArgs; help: boolean; logger: Logger; announce: Logger } {
+/** The options, checked; undefined for --help. */
+function parse(argv: string[]): { args: ServeArgs; logger: Logger } | undefined {
   const { values: v, positionals } = parseCommandLine(argv, OPTIONS);
-  const logOptions = cliLogOptions("wasmdev serve", v);
-  const logger = createCliLogger(logOptions);
-  // The readiness line goes out even under -q: QEMU's vfio-user-pci needs the server listening
-  // when it realizes the device, so launchers wait for this line (with -q it was never printed
-  // and they waited forever).
-  const announce = logOptions.quiet ? createCliLogger({ ...logOptions, quiet: false }) : logger;
-  if (v.help) return { args: undefined as never, help: true, logger, announce };
+  if (v.help) return undefined;
+  const logger = createCliLogger(cliLogOptions("wasmdev serve", v));
   if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
   const protocol = (v.protocol ?? "vfio-user") as Protocol;
   if (!PROTOCOLS.includes(protocol)) throw new UsageError(`unknown protocol '${v.protocol}' (known: ${PROTOCOLS.join(", ")})`);
@@ -115,15 +110,16 @@ function parse(argv: string[]): { args: ServeArgs; help: boolean; logger: Logger
   } else {
     for (const o of ["size", "lba-size", "disk"] as const) only(`--${o}`, v[o], "--device nvme");
   }
-  return { args, help: false, logger, announce };
+  return { args, logger };
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const { args, help, logger, announce } = parse(argv);
-  if (help) {
+  const parsed = parse(argv);
+  if (!parsed) {
     process.stdout.write(USAGE + "\n");
     return 0;
   }
+  const { args, logger } = parsed;
   if (args.protocol === "mpqemu") {
     // Checked before the device exists: a wrong fd is the caller's mistake.
     const problem = socketProblem(args.fd);
@@ -136,12 +132,13 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`wasmdev serve: cannot create device '${args.deviceName}': ${(err as Error).message}\n`);
     return 1;
   }
+  logger.debug(`device ${args.deviceName}: ${describeFunction(device).split("\n")[0].replace(/^\S+ /, "")}`);
   let onSignal: (name: string) => void = () => {};
   const stopSignal = new Promise<string>((resolveStop) => (onSignal = resolveStop));
   const handler = (name: NodeJS.Signals) => onSignal(name);
   for (const s of STOP_SIGNALS) process.once(s, handler);
   try {
-    return args.protocol === "mpqemu" ? await serveMpqemu(args, device, logger, stopSignal) : await serveVfioUser(args, device, logger, announce, stopSignal);
+    return args.protocol === "mpqemu" ? await serveMpqemu(args, device, logger, stopSignal) : await serveVfioUser(args, device, logger, stopSignal);
   } finally {
     for (const s of STOP_SIGNALS) process.off(s, handler);
   }
@@ -160,7 +157,7 @@ function socketProblem(fd: number): string | undefined {
   return `fd ${fd} is not a socket (it is ${kind}); give the socketpair end QEMU's orchestrator passed`;
 }
 
-async function serveVfioUser(args: ServeArgs, device: PciFunction, logger: Logger, announce: Logger, stopSignal: Promise<string>): Promise<number> {
+async function serveVfioUser(args: ServeArgs, device: PciFunction, logger: Logger, stopSignal: Promise<string>): Promise<number> {
   const path = resolve(args.socketPath);
   const st = lstatSync(path, { throwIfNoEntry: false });
   if (st && !st.isSocket()) {
@@ -179,7 +176,7 @@ async function serveVfioUser(args: ServeArgs, device: PciFunction, logger: Logge
     }
     return 1;
   }
-  announce.info(`listening on ${path} (vfio-user, device ${args.deviceName}, pid ${process.pid})`);
+  logger.info(`listening on ${path} (vfio-user, device ${args.deviceName}, pid ${process.pid})`);
   for (const line of vfioUserHints(path, args.deviceName)) logger.info(line);
   const signal = await stopSignal;
   logger.info(`stopping on ${signal}`);

@@ -12,7 +12,7 @@ function config(size: number, writes: [number, number, number][]): Uint8Array {
 
 describe("lspci -vv style dump", () => {
   it("decodes the edu device as QEMU presents it", () => {
-    const fn = createEdu();
+    const fn = createEdu().fn;
     fn.writeConfig(0x10, 4, 0xfea00000);
     fn.writeConfig(0x04, 2, 0x0007);
     fn.writeConfig(0x3c, 1, 11);

@@ -25,7 +25,7 @@ async function serveEdu(options: Parameters<typeof createEdu>[0] = {}): Promise<
   const dir = mkdtempSync(join(tmpdir(), "vfu-e2e-"));
   dirs.push(dir);
   const path = join(dir, "edu.sock");
-  servers.push(VfioUserServer.listen({ device: createEdu(options), socketPath: path }));
+  servers.push(VfioUserServer.listen({ device: createEdu(options).fn, socketPath: path }));
   const client = await connectVfioUser(path, { timeoutMs: 5000 });
   clients.push(client);
   return { path, client };

@@ -97,7 +97,7 @@ describe("vfio-user server with the edu device", () => {
   beforeEach(async () => {
     path = socketPath();
     logs = [];
-    device = createEdu({ dmaDelayMs: 1 });
+    device = createEdu({ dmaDelayMs: 1 }).fn;
     server = VfioUserServer.listen({ device, socketPath: path, log: (l) => logs.push(l), maxDataXferSize: 4096 });
     client = await RawClient.negotiated(path);
   });
