@@ -49,8 +49,7 @@ type Samples = { oursRead: number[]; qemuRead: number[]; oursWrite: number[]; qe
 /** One serve process and one QEMU (both edus), started under the current CPU affinity. */
 async function measure(dir: string): Promise<Samples> {
   const socket = join(dir, "edu.sock");
-  // Not --quiet: startServe waits for the "listening on" line, which --quiet leaves out.
-  const serve = startServe(fileURLToPath(import.meta.url), ["--socket", socket]);
+  const serve = startServe(fileURLToPath(import.meta.url), socket, []);
   let q: QtestQemu | undefined;
   try {
     await serve.listening;
@@ -104,8 +103,7 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   report("qemu11", rows, {
-    title: "QEMU 11.1 end to end: 4-byte MMIO through qtest to edu over vfio-user-pci (medians per access, same CPU and unpinned)",
-    baseline: "QEMU's own in-process -device edu in the same QEMU, rounds alternating",
+    title: `QEMU 11.1 qtest MMIO to edu through vfio-user-pci and wasmdev serve (per access, median of ${ROUNDS} batches of ${N} pipelined commands)`,
+    baseline: "the same access to QEMU's in-process -device edu in the same QEMU, rounds alternating",
   });
-  console.log(`(QEMU 11.1 -accel qtest; ${N} pipelined commands x ${ROUNDS} rounds per device and placement, alternating; medians)`);
 }
