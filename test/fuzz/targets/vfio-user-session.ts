@@ -326,6 +326,8 @@ export async function fuzzWith(input: FuzzInput): Promise<void> {
   } finally {
     conn.hangUp();
     for (let i = 0; i < 20 && !session.isClosed; i++) await turn();
+    // A function keeps its regions in the shared wasm core until disposed.
+    config.device.dispose();
   }
   stats.runs++;
   stats.fdMaps += mapper.maps;
