@@ -10,8 +10,6 @@ import {
 } from "./domain";
 import { occupancy } from "./iotlb";
 
-export const IOMMU_ABI_VERSION: u32 = 2;
-
 @inline function u64of(lo: u32, hi: u32): u64 {
   return (<u64>hi << 32) | <u64>lo;
 }

@@ -38,7 +38,7 @@ declare function hostIoRead(key: u32, offset: u32): u32;
 /** Any size at any offset: the low half; for size 8 the high half goes to SCRATCH + 8. */
 // @ts-ignore: decorator
 @external("host", "mem_io_read_wide")
-declare function hostIoReadWide(key: u32, offHi: u32, offLo: u32): u32;
+declare function hostIoReadWide(key: u32, offLo: u32, offHi: u32): u32;
 /** A 1/2/4-byte write at offset < 2^32. */
 // @ts-ignore: decorator
 @external("host", "mem_io_write")
@@ -46,11 +46,11 @@ declare function hostIoWrite(key: u32, offset: u32, value: u32): void;
 /** Any size at any offset. */
 // @ts-ignore: decorator
 @external("host", "mem_io_write_wide")
-declare function hostIoWriteWide(key: u32, offHi: u32, offLo: u32, valueLo: u32, valueHi: u32): void;
+declare function hostIoWriteWide(key: u32, offLo: u32, offHi: u32, valueLo: u32, valueHi: u32): void;
 /** QEMU valid.accepts: returns 0 to veto. */
 // @ts-ignore: decorator
 @external("host", "mem_io_accepts")
-declare function hostIoAccepts(region: u32, offHi: u32, offLo: u32, size: u32, isWrite: u32): u32;
+declare function hostIoAccepts(region: u32, offLo: u32, offHi: u32, size: u32, isWrite: u32): u32;
 
 /** Set by the host (mem_io_fail) when the device callback just called threw. */
 let ioFailed: bool = false;
@@ -63,7 +63,7 @@ export function setIoFailed(): void {
 @inline function deviceRead(region: u32, a: u64, size: u32): u64 {
   const key = (region << 4) | size;
   if (size <= 4 && a <= <u64>U32.MAX_VALUE) return <u64>hostIoRead(key, <u32>a);
-  const lo = hostIoReadWide(key, <u32>(a >> 32), <u32>a);
+  const lo = hostIoReadWide(key, <u32>a, <u32>(a >> 32));
   return size == 8 ? (<u64>load<u32>(SCRATCH, 8) << 32) | <u64>lo : <u64>lo;
 }
 
@@ -71,7 +71,7 @@ export function setIoFailed(): void {
 @inline function deviceWrite(region: u32, a: u64, size: u32, v: u64): void {
   const key = (region << 4) | size;
   if (size <= 4 && a <= <u64>U32.MAX_VALUE) hostIoWrite(key, <u32>a, <u32>v);
-  else hostIoWriteWide(key, <u32>(a >> 32), <u32>a, <u32>v, <u32>(v >> 32));
+  else hostIoWriteWide(key, <u32>a, <u32>(a >> 32), <u32>v, <u32>(v >> 32));
 }
 
 /** Scratch shared with the host: [0] result value (u64), [8] high half of an 8-byte device read (u32). */
@@ -106,7 +106,7 @@ export let lastValue: u64 = 0;
   const p = regionPtr(region);
   const flags = <u32>load<u8>(p, R_IOFLAGS);
   if ((flags & IO_UNASSIGNED) != 0) return false; // unassigned_mem_accepts
-  if ((flags & IO_ACCEPTS) != 0 && hostIoAccepts(region, <u32>(addr1 >> 32), <u32>addr1, size, isWrite ? 1 : 0) == 0) return false;
+  if ((flags & IO_ACCEPTS) != 0 && hostIoAccepts(region, <u32>addr1, <u32>(addr1 >> 32), size, isWrite ? 1 : 0) == 0) return false;
   if ((flags & IO_VALID_UNALIGNED) == 0 && (addr1 & <u64>(size - 1)) != 0) return false;
   const vmax = <u32>load<u8>(p, R_VMAX);
   if (vmax == 0) return true; // "unspecified": everything is valid
@@ -434,7 +434,7 @@ export function asAccessBuffer(as: u32, addr: u64, buf: usize, len: usize, isWri
 // ---------------------------------------------------------------- traces
 
 /**
- * Trace record (TRACE_RECORD = 24 bytes), see src/core/memory/abi.ts:
+ * Trace record (TRACE_RECORD = 24 bytes), see src/core/abi/memory.ts:
  *   0 op (u32: size in bits 0..3, bit 4 = write)   4 address (u64, lo then hi)
  *   12 value (u64)                                  20 status (u32, written by replay)
  */

@@ -1,5 +1,5 @@
-// Exports of the memory subsystem (see assembly/index.ts). 64-bit values cross as (hi, lo)
-// u32 halves; region sizes as `last = size - 1`. The host side is src/core/memory/wasm-engine.ts.
+// Exports of the memory subsystem (see assembly/index.ts). 64-bit values cross as (lo, hi)
+// u32 halves, as in every subsystem; region sizes as `last = size - 1`. The host side is src/core/memory/wasm-engine.ts.
 import {
   R_ADDR, R_ALIAS_OFFSET, R_ALIAS_TARGET, R_CONTAINER, R_KIND, R_LAST, R_PRIORITY, R_STATE,
   regionAddSubregion, regionAlive, regionDelSubregion, regionFree, regionNewLast, regionPtr, regionRam,
@@ -10,7 +10,7 @@ import { A_COUNT, A_FLAT, FLAT_SIZE, asFree, asNew, asRenderCount, liveAs } from
 import { SCRATCH, TRACE_RECORD, asAccessBuffer, asRead, asReplay, asWrite, lastValue, setIoFailed } from "./dispatch";
 
 // @ts-ignore: decorator
-@inline function u64of(hi: u32, lo: u32): u64 {
+@inline function u64of(lo: u32, hi: u32): u64 {
   return (<u64>hi << 32) | <u64>lo;
 }
 
@@ -18,23 +18,23 @@ export function mem_init(): void {
   initRegions();
 }
 
-export function mem_region_new(kind: u32, lastHi: u32, lastLo: u32): i32 {
-  return regionNewLast(kind, u64of(lastHi, lastLo));
+export function mem_region_new(kind: u32, lastLo: u32, lastHi: u32): i32 {
+  return regionNewLast(kind, u64of(lastLo, lastHi));
 }
 export function mem_region_set_io(id: u32, flags: u32, vmin: u32, vmax: u32, imin: u32, imax: u32, guard: u32): i32 {
   return regionSetIo(id, flags, vmin, vmax, imin, imax, guard);
 }
-export function mem_region_set_alias(id: u32, target: u32, offHi: u32, offLo: u32): i32 {
-  return regionSetAlias(id, target, u64of(offHi, offLo));
+export function mem_region_set_alias(id: u32, target: u32, offLo: u32, offHi: u32): i32 {
+  return regionSetAlias(id, target, u64of(offLo, offHi));
 }
-export function mem_region_add_subregion(parent: u32, child: u32, hi: u32, lo: u32, priority: i32): i32 {
-  return regionAddSubregion(parent, child, u64of(hi, lo), priority);
+export function mem_region_add_subregion(parent: u32, child: u32, lo: u32, hi: u32, priority: i32): i32 {
+  return regionAddSubregion(parent, child, u64of(lo, hi), priority);
 }
 export function mem_region_del_subregion(parent: u32, child: u32): i32 {
   return regionDelSubregion(parent, child);
 }
-export function mem_region_set_address(id: u32, hi: u32, lo: u32): i32 {
-  return regionSetAddress(id, u64of(hi, lo));
+export function mem_region_set_address(id: u32, lo: u32, hi: u32): i32 {
+  return regionSetAddress(id, u64of(lo, hi));
 }
 export function mem_region_set_enabled(id: u32, on: u32): i32 {
   return regionSetEnabled(id, on != 0);
@@ -42,8 +42,8 @@ export function mem_region_set_enabled(id: u32, on: u32): i32 {
 export function mem_region_set_readonly(id: u32, on: u32): i32 {
   return regionSetReadonly(id, on != 0);
 }
-export function mem_region_set_alias_offset(id: u32, hi: u32, lo: u32): i32 {
-  return regionSetAliasOffset(id, u64of(hi, lo));
+export function mem_region_set_alias_offset(id: u32, lo: u32, hi: u32): i32 {
+  return regionSetAliasOffset(id, u64of(lo, hi));
 }
 export function mem_region_set_romd(id: u32, on: u32): i32 {
   return regionSetRomd(id, on != 0);
@@ -122,26 +122,26 @@ export function mem_scratch_ptr(): usize {
 }
 
 /** Reads 1..8 bytes; returns MemTx bits, value at SCRATCH[0]. */
-export function mem_as_read(as: u32, hi: u32, lo: u32, size: u32): u32 {
-  const st = asRead(as, u64of(hi, lo), size);
+export function mem_as_read(as: u32, lo: u32, hi: u32, size: u32): u32 {
+  const st = asRead(as, u64of(lo, hi), size);
   store<u64>(SCRATCH, lastValue);
   return st;
 }
 
 /** Reads 1, 2 or 4 bytes; returns the value when OK, else -(MemTx bits) with the value at SCRATCH[0]. */
-export function mem_as_read32(as: u32, hi: u32, lo: u32, size: u32): f64 {
-  const st = asRead(as, u64of(hi, lo), size);
+export function mem_as_read32(as: u32, lo: u32, hi: u32, size: u32): f64 {
+  const st = asRead(as, u64of(lo, hi), size);
   if (st == 0) return <f64><u32>lastValue;
   store<u64>(SCRATCH, lastValue);
   return -<f64>st;
 }
 
-export function mem_as_write(as: u32, hi: u32, lo: u32, size: u32, vlo: u32, vhi: u32): u32 {
-  return asWrite(as, u64of(hi, lo), size, u64of(vhi, vlo));
+export function mem_as_write(as: u32, lo: u32, hi: u32, size: u32, vlo: u32, vhi: u32): u32 {
+  return asWrite(as, u64of(lo, hi), size, u64of(vlo, vhi));
 }
 
-export function mem_as_rw(as: u32, hi: u32, lo: u32, buf: usize, len: usize, isWrite: u32): u32 {
-  return asAccessBuffer(as, u64of(hi, lo), buf, len, isWrite != 0);
+export function mem_as_rw(as: u32, lo: u32, hi: u32, buf: usize, len: usize, isWrite: u32): u32 {
+  return asAccessBuffer(as, u64of(lo, hi), buf, len, isWrite != 0);
 }
 
 /** Host-owned scratch buffers (bulk data, traces). */

@@ -1,4 +1,4 @@
-// Numeric codes shared with the host (src/core/memory/abi.ts mirrors this file).
+// Numeric codes shared with the host (src/core/abi/memory.ts mirrors this file; test/architecture/abi.test.ts compares them).
 
 // Access results: bits OR-ed over the chunks of one access (QEMU MemTxResult).
 export const MEMTX_OK: u32 = 0;

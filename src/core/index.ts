@@ -5,3 +5,5 @@ export * from "./memory/index.js";
 export * from "./dma/index.js";
 export * from "./iommu/index.js";
 export * from "./pci/index.js";
+export { realClock, createManualClock } from "./clock.js";
+export type { DeviceClock, DeviceTimer, ManualClock } from "./clock.js";

@@ -5,16 +5,43 @@
 import { readFileSync, existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { CORE_ABI_VERSION, CORE_FUNCTION_EXPORTS, type CoreExports, type CoreHostImports } from "./abi/exports.js";
 
 export type CoreBuild = "release" | "debug";
 
 /** Filled after instantiation; import functions read it lazily. */
 export interface CoreRef {
-  exports: Record<string, any>;
+  exports: CoreExports;
   memory: WebAssembly.Memory;
 }
 
-export type HostImportFactory = (ref: CoreRef) => Record<string, (...args: any[]) => any>;
+/** Supplies some of the "host" imports (each subsystem its own). */
+export type HostImportFactory = (ref: CoreRef) => Partial<CoreHostImports>;
+
+const checkedModules = new WeakSet<WebAssembly.Module>();
+
+/**
+ * Refuses a core built from other sources than this host: its CORE_ABI_VERSION, and every
+ * export the host calls with the parameter count it passes. A stale build/core.wasm would
+ * otherwise run with shifted arguments and answer garbage instead of failing.
+ */
+export function checkCoreAbi(mod: WebAssembly.Module, exports: WebAssembly.Exports, path: string): void {
+  if (checkedModules.has(mod)) return;
+  const rebuild = "rebuild it with `npm run build:wasm` (or reinstall the package)";
+  const version = exports.CORE_ABI_VERSION;
+  const found = version instanceof WebAssembly.Global ? Number(version.value) : undefined;
+  if (found !== CORE_ABI_VERSION) {
+    throw new Error(`wasmdev: ${path} has core ABI version ${found ?? "(none)"}, this host needs ${CORE_ABI_VERSION}: ${rebuild}`);
+  }
+  for (const [name, arity] of Object.entries(CORE_FUNCTION_EXPORTS)) {
+    const value = (exports as Record<string, unknown>)[name];
+    if (value === undefined) throw new Error(`wasmdev: ${path} lacks the export ${name}: ${rebuild}`);
+    if (arity >= 0 && (typeof value !== "function" || value.length !== arity)) {
+      throw new Error(`wasmdev: ${path} export ${name} does not take ${arity} parameters: ${rebuild}`);
+    }
+  }
+  checkedModules.add(mod);
+}
 
 const moduleCache = new Map<CoreBuild, WebAssembly.Module>();
 
@@ -67,7 +94,7 @@ function readAsString(memory: WebAssembly.Memory, ptr: number): string {
 export function instantiateCore(factories: HostImportFactory[] = [], build?: CoreBuild): CoreRef {
   const ref = { exports: {}, memory: undefined as unknown as WebAssembly.Memory } as CoreRef;
   const mod = coreModule(build);
-  const host: Record<string, (...args: any[]) => any> = {};
+  const host: Record<string, (...args: never[]) => unknown> = {};
   for (const f of factories) Object.assign(host, f(ref));
   for (const imp of WebAssembly.Module.imports(mod)) {
     if (imp.module === "host" && !(imp.name in host)) {
@@ -80,7 +107,8 @@ export function instantiateCore(factories: HostImportFactory[] = [], build?: Cor
     env: { abort: abortImport(ref), seed: () => Date.now() },
     host,
   });
-  ref.exports = instance.exports as Record<string, any>;
+  checkCoreAbi(mod, instance.exports, coreWasmPath(build));
+  ref.exports = instance.exports as unknown as CoreExports;
   ref.memory = instance.exports.memory as WebAssembly.Memory;
   return ref;
 }

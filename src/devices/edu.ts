@@ -17,8 +17,10 @@
 // The factorial runs asynchronously (QEMU uses a thread) and the DMA fires after a delay
 // (QEMU: 100 ms virtual-time timer), so drivers must poll the busy bits as the spec says.
 import { createPciFunction } from "../core/pci/function.js";
-import type { AccessSize, PciFunction } from "../core/pci/api.js";
+import type { DeviceContext, PciDevice, PciFunction } from "../core/pci/api.js";
 import { PciError } from "../core/pci/errors.js";
+import type { DeviceClock, DeviceTimer } from "../core/clock.js";
+import type { CoreRef } from "../core/wasm.js";
 
 export const EDU_VENDOR_ID = 0x1234;
 export const EDU_DEVICE_ID = 0x11e8;
@@ -58,12 +60,22 @@ export interface EduOptions {
   factorialDelayMs?: number;
   /** Receives guest-error diagnostics (out-of-range DMA, clamped addresses, DMA faults). */
   onGuestError?: (message: string) => void;
+  /** Clock the delays run on (default: real time; tests pass createManualClock()). */
+  clock?: DeviceClock;
+  /** Core instance to build the function in (default: the shared one). */
+  core?: CoreRef;
 }
 
-const MASK64 = (1n << 64n) - 1n;
+export interface EduDevice extends PciDevice {}
 
-/** Creates an edu function. The returned object is a plain PciFunction. */
-export function createEdu(options: EduOptions = {}): PciFunction {
+const MASK64 = (1n << 64n) - 1n;
+const CMD = 3;
+/** Index into the DMA registers of a register offset, or -1. */
+const dmaRegister = (offset: number) => (offset >= EDU_REG.DMA_SRC && offset <= EDU_REG.DMA_CMD && (offset & 7) === 0 ? (offset - EDU_REG.DMA_SRC) >> 3 : -1);
+const STATE_SIZE = 16 + 32 + EDU_DMA_SIZE;
+
+/** Creates an edu device. */
+export function createEdu(options: EduOptions = {}): EduDevice {
   const dmaMask = options.dmaMask ?? (1n << 28n) - 1n;
   const dmaDelay = options.dmaDelayMs ?? 100;
   const factDelay = options.factorialDelayMs ?? 0;
@@ -73,32 +85,37 @@ export function createEdu(options: EduOptions = {}): PciFunction {
   let fact = 0;
   let status = 0;
   let irqStatus = 0;
-  const dma = { src: 0n, dst: 0n, cnt: 0n, cmd: 0n };
+  /** DMA source, destination, count and command: 64-bit registers at 0x80, 0x88, 0x90, 0x98
+   *  (only the command's low bits mean anything, but it reads back as written). */
+  const dma = [0n, 0n, 0n, 0n];
   const buffer = new Uint8Array(EDU_DMA_SIZE);
-  let factTimer: ReturnType<typeof setTimeout> | undefined;
-  let dmaTimer: ReturnType<typeof setTimeout> | undefined;
+  let factTimer: DeviceTimer | undefined;
+  let dmaTimer: DeviceTimer | undefined;
   /** Bumped by reset so an in-flight asynchronous DMA does not complete into new state. */
   let epoch = 0;
 
-  const raiseIrq = (val: number) => {
+  const raiseIrq = (ctx: DeviceContext, val: number) => {
     irqStatus = (irqStatus | val) >>> 0;
     if (irqStatus) {
-      if (fn.irq.msiEnabled) fn.irq.notifyMsi(0);
-      else fn.irq.setIntx(true);
+      if (ctx.irq.msiEnabled) ctx.irq.notifyMsi(0);
+      else ctx.irq.setIntx(true);
     }
   };
-  const lowerIrq = (val: number) => {
+  const lowerIrq = (ctx: DeviceContext, val: number) => {
     irqStatus = (irqStatus & ~val) >>> 0;
-    if (!irqStatus && !fn.irq.msiEnabled) fn.irq.setIntx(false);
+    if (!irqStatus && !ctx.irq.msiEnabled) ctx.irq.setIntx(false);
   };
 
-  const finishFactorial = () => {
+  const finishFactorial = (ctx: DeviceContext) => {
     factTimer = undefined;
-    let ret = 1;
-    for (let v = fact; v > 0; v--) ret = Math.imul(ret, v) >>> 0;
+    // edu_fact_thread multiplies down from the value; mod 2^32 every product from 34! on is 0
+    // (34! holds 2^32), so stop there rather than loop up to 2^32 times on the event loop,
+    // which stalled the whole server for a guest that wrote a large value.
+    let ret = fact >= 34 ? 0 : 1;
+    for (let v = fact >= 34 ? 0 : fact; v > 0; v--) ret = Math.imul(ret, v) >>> 0;
     fact = ret;
     status &= ~EDU_STATUS_COMPUTING;
-    if (status & EDU_STATUS_IRQFACT) raiseIrq(EDU_FACT_IRQ);
+    if (status & EDU_STATUS_IRQFACT) raiseIrq(ctx, EDU_FACT_IRQ);
   };
 
   const clamp = (addr: bigint) => {
@@ -107,42 +124,61 @@ export function createEdu(options: EduOptions = {}): PciFunction {
     return res;
   };
 
-  const runDma = async () => {
+  const runDma = async (ctx: DeviceContext) => {
     dmaTimer = undefined;
-    if (!(dma.cmd & BigInt(EDU_DMA_RUN))) return;
+    const [src, dst, cnt, cmd] = dma;
+    if (!(cmd & 1n)) return;
     const myEpoch = epoch;
-    const toRam = (dma.cmd & BigInt(EDU_DMA_TO_RAM)) !== 0n;
-    const devAddr = toRam ? dma.src : dma.dst;
-    const cnt = dma.cnt;
+    const toRam = (Number(cmd & 0xffn) & EDU_DMA_TO_RAM) !== 0;
+    const devAddr = toRam ? src : dst;
     const start = BigInt(EDU_DMA_START);
     // QEMU edu_check_range only logs and then overruns its buffer; we refuse the transfer.
     const inRange = devAddr >= start && cnt <= BigInt(EDU_DMA_SIZE) && devAddr + cnt <= start + BigInt(EDU_DMA_SIZE);
     if (!inRange) {
       report(`edu: DMA range 0x${devAddr.toString(16)}+0x${cnt.toString(16)} is outside the buffer 0x40000-0x40fff; transfer skipped`);
     } else if (cnt > 0n) {
-      const window = buffer.subarray(Number(devAddr - start), Number(devAddr - start + cnt));
-      const api = fn.dma;
+      const at = Number(devAddr - start);
+      const window = buffer.subarray(at, at + Number(cnt));
+      const api = ctx.dma;
       try {
         if (!api) throw new PciError("PCI_NO_DMA", "edu: DMA started with no DMA API attached to the function");
-        if (toRam) await api.write(clamp(dma.dst), window);
-        else await api.read(clamp(dma.src), window);
+        if (toRam) await api.write(clamp(dst), window);
+        else await api.read(clamp(src), window);
       } catch (e) {
         // QEMU ignores pci_dma_read/write failures; the transfer still completes.
         report(`edu: DMA failed: ${(e as Error).message}`);
       }
     }
     if (myEpoch !== epoch) return;
-    dma.cmd &= ~BigInt(EDU_DMA_RUN);
-    if (dma.cmd & BigInt(EDU_DMA_IRQ_ENABLE)) raiseIrq(EDU_DMA_IRQ);
+    dma[CMD] &= ~1n;
+    if (Number(dma[CMD] & 0xffn) & EDU_DMA_IRQ_ENABLE) raiseIrq(ctx, EDU_DMA_IRQ);
   };
 
-  const dmaRegister = (offset: number): keyof typeof dma | undefined =>
-    offset === EDU_REG.DMA_SRC ? "src" : offset === EDU_REG.DMA_DST ? "dst" : offset === EDU_REG.DMA_CNT ? "cnt" : offset === EDU_REG.DMA_CMD ? "cmd" : undefined;
+  const startFactorial = (ctx: DeviceContext) => {
+    factTimer = ctx.clock.setTimeout(() => finishFactorial(ctx), factDelay);
+  };
+  const startDma = (ctx: DeviceContext) => {
+    dmaTimer?.cancel();
+    dmaTimer = ctx.clock.setTimeout(() => void runDma(ctx), dmaDelay);
+  };
+  const stopTimers = () => {
+    epoch++;
+    factTimer?.cancel();
+    dmaTimer?.cancel();
+    factTimer = dmaTimer = undefined;
+  };
 
-  const read = (offset: number, size: AccessSize): number | bigint => {
-    const allOnes = size === 8 ? MASK64 : 0xffffffff;
-    if (offset < 0x80 && size !== 4) return allOnes;
-    if (offset >= 0x80 && size !== 4 && size !== 8) return allOnes;
+  /** A DMA register write (4 or 8 bytes: the value is zero-extended to 64 bits). */
+  const writeDma = (offset: number, v: bigint, ctx: DeviceContext) => {
+    const reg = dmaRegister(offset);
+    if (reg < 0 || (reg === CMD && !(v & 1n))) return;
+    if (dma[CMD] & 1n) return; // registers are frozen while a transfer runs
+    dma[reg] = v;
+    if (reg === CMD) startDma(ctx);
+  };
+
+  // valid/impl 4..8: read and write see 4-byte accesses, read64/write64 the 8-byte ones.
+  const read = (offset: number): number => {
     switch (offset) {
       case EDU_REG.ID:
         return EDU_ID_VALUE;
@@ -156,115 +192,84 @@ export function createEdu(options: EduOptions = {}): PciFunction {
         return irqStatus;
     }
     const reg = dmaRegister(offset);
-    return reg ? dma[reg] : allOnes;
+    return reg < 0 ? 0xffffffff : Number(dma[reg] & 0xffffffffn);
   };
 
-  const write = (offset: number, size: AccessSize, value: number | bigint): void => {
-    if (offset < 0x80 && size !== 4) return;
-    if (offset >= 0x80 && size !== 4 && size !== 8) return;
-    const v32 = Number(BigInt.asUintN(32, BigInt(value)));
+  const write = (offset: number, _size: number, value: number, ctx: DeviceContext): void => {
     switch (offset) {
       case EDU_REG.LIVENESS:
-        addr4 = ~v32 >>> 0;
+        addr4 = ~value >>> 0;
         return;
       case EDU_REG.FACTORIAL:
         if (status & EDU_STATUS_COMPUTING) return;
-        fact = v32;
+        fact = value;
         status |= EDU_STATUS_COMPUTING;
-        factTimer = setTimeout(finishFactorial, factDelay);
-        factTimer.unref?.();
+        startFactorial(ctx);
         return;
       case EDU_REG.STATUS:
-        if (v32 & EDU_STATUS_IRQFACT) status |= EDU_STATUS_IRQFACT;
+        if (value & EDU_STATUS_IRQFACT) status |= EDU_STATUS_IRQFACT;
         else status &= ~EDU_STATUS_IRQFACT;
         return;
       case EDU_REG.IRQ_RAISE:
-        raiseIrq(v32);
+        raiseIrq(ctx, value);
         return;
       case EDU_REG.IRQ_ACK:
-        lowerIrq(v32);
+        lowerIrq(ctx, value);
         return;
     }
-    const reg = dmaRegister(offset);
-    if (!reg) return;
-    const v = BigInt.asUintN(64, BigInt(value));
-    if (reg === "cmd" && !(v & BigInt(EDU_DMA_RUN))) return;
-    if (dma.cmd & BigInt(EDU_DMA_RUN)) return; // registers are frozen while a transfer runs
-    dma[reg] = v;
-    if (reg === "cmd") {
-      if (dmaTimer) clearTimeout(dmaTimer);
-      dmaTimer = setTimeout(() => void runDma(), dmaDelay);
-      dmaTimer.unref?.();
-    }
+    writeDma(offset, BigInt(value), ctx);
   };
 
-  const fn: PciFunction = createPciFunction({
-    name: "edu",
-    vendorId: EDU_VENDOR_ID,
-    deviceId: EDU_DEVICE_ID,
-    revision: 0x10,
-    classCode: 0x00ff00,
-    subsystemVendorId: 0x1af4,
-    subsystemId: 0x1100,
-    interruptPin: 1,
-    bars: [{ kind: "mem32", size: EDU_BAR_SIZE, name: "edu-mmio", ops: { read, write, valid: { min: 4, max: 8 }, impl: { min: 4, max: 8 } } }],
-    capabilities: [{ kind: "msi", vectors: 1, address64: true, perVectorMask: false }],
-    reset() {
-      epoch++;
-      if (factTimer) clearTimeout(factTimer);
-      if (dmaTimer) clearTimeout(dmaTimer);
-      factTimer = dmaTimer = undefined;
-      addr4 = fact = status = irqStatus = 0;
-      dma.src = dma.dst = dma.cnt = dma.cmd = 0n;
-      buffer.fill(0);
+  // Below 0x80 only 4-byte accesses mean anything: 8-byte ones read all-ones and are ignored.
+  const read64 = (offset: number): bigint => (dmaRegister(offset) < 0 ? MASK64 : dma[dmaRegister(offset)]);
+
+  const fn: PciFunction = createPciFunction(
+    {
+      name: "edu",
+      vendorId: EDU_VENDOR_ID,
+      deviceId: EDU_DEVICE_ID,
+      revision: 0x10,
+      classCode: 0x00ff00,
+      subsystemVendorId: 0x1af4,
+      subsystemId: 0x1100,
+      interruptPin: 1,
+      bars: [{ kind: "mem32", size: EDU_BAR_SIZE, name: "edu-mmio", registers: { read, write, read64, write64: writeDma, valid: { min: 4, max: 8 }, impl: { min: 4, max: 8 } } }],
+      capabilities: [{ kind: "msi", vectors: 1, address64: true, perVectorMask: false }],
+      reset() {
+        stopTimers();
+        addr4 = fact = status = irqStatus = 0;
+        dma.fill(0n);
+        buffer.fill(0);
+      },
+      dispose: stopTimers,
+      saveState() {
+        // Busy bits are saved as they are; the destination restarts a factorial or transfer
+        // that was in flight (QEMU's own edu has no migration support).
+        const out = new Uint8Array(STATE_SIZE);
+        const dv = new DataView(out.buffer);
+        dv.setUint32(0, addr4, true);
+        dv.setUint32(4, fact, true);
+        dv.setUint32(8, status, true);
+        dv.setUint32(12, irqStatus, true);
+        dma.forEach((v, i) => dv.setBigUint64(16 + 8 * i, v, true));
+        out.set(buffer, 48);
+        return out;
+      },
+      restoreState(state, ctx) {
+        if (state.length !== STATE_SIZE) throw new PciError("PCI_STATE_FORMAT", `edu: device state is ${state.length} bytes, expected ${STATE_SIZE}`);
+        const dv = new DataView(state.buffer, state.byteOffset, state.length);
+        addr4 = dv.getUint32(0, true);
+        fact = dv.getUint32(4, true);
+        status = dv.getUint32(8, true);
+        irqStatus = dv.getUint32(12, true);
+        for (let i = 0; i < 4; i++) dma[i] = dv.getBigUint64(16 + 8 * i, true);
+        buffer.set(state.subarray(48));
+        stopTimers();
+        if (status & EDU_STATUS_COMPUTING) startFactorial(ctx);
+        if (dma[CMD] & 1n) startDma(ctx);
+      },
     },
-    dispose() {
-      epoch++;
-      if (factTimer) clearTimeout(factTimer);
-      if (dmaTimer) clearTimeout(dmaTimer);
-      factTimer = dmaTimer = undefined;
-    },
-    saveState() {
-      // Busy bits are saved as they are; the destination restarts a factorial or transfer
-      // that was in flight (QEMU's own edu has no migration support).
-      const out = new Uint8Array(16 + 32 + EDU_DMA_SIZE);
-      const dv = new DataView(out.buffer);
-      dv.setUint32(0, addr4, true);
-      dv.setUint32(4, fact, true);
-      dv.setUint32(8, status, true);
-      dv.setUint32(12, irqStatus, true);
-      dv.setBigUint64(16, dma.src, true);
-      dv.setBigUint64(24, dma.dst, true);
-      dv.setBigUint64(32, dma.cnt, true);
-      dv.setBigUint64(40, dma.cmd, true);
-      out.set(buffer, 48);
-      return out;
-    },
-    restoreState(state) {
-      if (state.length !== 16 + 32 + EDU_DMA_SIZE) throw new PciError("PCI_STATE_FORMAT", `edu: device state is ${state.length} bytes, expected ${48 + EDU_DMA_SIZE}`);
-      const dv = new DataView(state.buffer, state.byteOffset, state.length);
-      addr4 = dv.getUint32(0, true);
-      fact = dv.getUint32(4, true);
-      status = dv.getUint32(8, true);
-      irqStatus = dv.getUint32(12, true);
-      dma.src = dv.getBigUint64(16, true);
-      dma.dst = dv.getBigUint64(24, true);
-      dma.cnt = dv.getBigUint64(32, true);
-      dma.cmd = dv.getBigUint64(40, true);
-      buffer.set(state.subarray(48));
-      if (factTimer) clearTimeout(factTimer);
-      if (dmaTimer) clearTimeout(dmaTimer);
-      factTimer = dmaTimer = undefined;
-      epoch++;
-      if (status & EDU_STATUS_COMPUTING) {
-        factTimer = setTimeout(finishFactorial, factDelay);
-        factTimer.unref?.();
-      }
-      if (dma.cmd & BigInt(EDU_DMA_RUN)) {
-        dmaTimer = setTimeout(() => void runDma(), dmaDelay);
-        dmaTimer.unref?.();
-      }
-    },
-  });
-  return fn;
+    { clock: options.clock, core: options.core },
+  );
+  return { fn };
 }

@@ -21,7 +21,7 @@
 //              count one each here, so benchmarks compare the two paths by this register.
 //     0x800    MSI-X table (2 vectors)     0xc00 MSI-X PBA
 import { createPciFunction } from "../core/pci/function.js";
-import type { AccessSize, PciFunction } from "../core/pci/api.js";
+import type { DeviceContext, PciDevice, ShadowWindowAccess } from "../core/pci/api.js";
 import type { CoreRef } from "../core/wasm.js";
 
 export const THROUGHPUT_VENDOR_ID = 0x1234;
@@ -51,8 +51,7 @@ export interface ThroughputOptions {
   core?: CoreRef;
 }
 
-export interface ThroughputDevice {
-  fn: PciFunction;
+export interface ThroughputDevice extends PciDevice {
   /** Doorbell writes seen since creation/reset. */
   readonly doorbells: number;
   /** Sum of the doorbell values since creation/reset (mod 2^32): rings, when each is 1. */
@@ -61,90 +60,80 @@ export interface ThroughputDevice {
 
 export function createThroughputDevice(options: ThroughputOptions = {}): ThroughputDevice {
   const dataSize = options.data?.bytes.length ?? options.dataSize ?? 1 << 20;
+  const onDoorbell = options.onDoorbell;
   let doorbells = 0;
-  let scratch = 0;
-  let control = 0;
-
-  const mirror = () => {
-    // Shadow window 0 covers 0x08..0x0f: count then last value; window 1 the sum at 0x20.
-    // shadow() views live in the core's linear memory: fetched afresh on every update.
-    const regs = fn.shadow(2);
-    const view = new DataView(regs.buffer, regs.byteOffset, 8);
-    view.setUint32(0, doorbells >>> 0, true);
-    view.setUint32(4, lastValue, true);
-    const sumView = fn.shadow(2, 1);
-    new DataView(sumView.buffer, sumView.byteOffset, 4).setUint32(0, doorbellSum, true);
-  };
   let lastValue = 0;
   let doorbellSum = 0;
+  let scratch = 0;
+  let control = 0;
+  // Shadow window 0 covers 0x08..0x0f (count, then last value); window 1 the sum at 0x20.
+  let counters: ShadowWindowAccess | undefined;
+  let sum: ShadowWindowAccess | undefined;
 
-  const read = (offset: number, _size: AccessSize): number => {
-    switch (offset) {
-      case THROUGHPUT_REG.ID:
-        return THROUGHPUT_ID_VALUE;
-      case THROUGHPUT_REG.SCRATCH:
-        return scratch;
-      case THROUGHPUT_REG.CONTROL:
-        return control;
-      default:
-        return 0;
-    }
+  const mirror = (ctx: DeviceContext) => {
+    counters ??= ctx.fn.shadowWindow(2, 0);
+    sum ??= ctx.fn.shadowWindow(2, 1);
+    counters.setUint32(0, doorbells >>> 0);
+    counters.setUint32(4, lastValue);
+    sum.setUint32(0, doorbellSum);
   };
 
-  const write = (offset: number, _size: AccessSize, value: number | bigint): void => {
-    const v = Number(value) >>> 0;
+  // 4-byte accesses only (valid 4..8, impl 4): 8-byte ones arrive as two calls.
+  const read = (offset: number): number =>
+    offset === THROUGHPUT_REG.ID ? THROUGHPUT_ID_VALUE : offset === THROUGHPUT_REG.SCRATCH ? scratch : offset === THROUGHPUT_REG.CONTROL ? control : 0;
+
+  const write = (offset: number, _size: number, value: number, ctx: DeviceContext): void => {
     switch (offset) {
       case THROUGHPUT_REG.DOORBELL:
         doorbells++;
-        lastValue = v;
-        doorbellSum = (doorbellSum + v) >>> 0;
-        mirror();
-        options.onDoorbell?.(v);
-        if (control & THROUGHPUT_CONTROL_IRQ && !fn.irq.notify(0)) fn.irq.setIntx(true);
+        lastValue = value;
+        doorbellSum = (doorbellSum + value) >>> 0;
+        mirror(ctx);
+        onDoorbell?.(value);
+        if (control & THROUGHPUT_CONTROL_IRQ && !ctx.irq.notify(0)) ctx.irq.setIntx(true);
         return;
       case THROUGHPUT_REG.SCRATCH:
-        scratch = v;
+        scratch = value;
         return;
       case THROUGHPUT_REG.CONTROL:
-        control = v & THROUGHPUT_CONTROL_IRQ;
+        control = value & THROUGHPUT_CONTROL_IRQ;
         return;
       case THROUGHPUT_REG.IRQ_ACK:
-        fn.irq.setIntx(false);
+        ctx.irq.setIntx(false);
         return;
     }
   };
 
-  const fn = createPciFunction({
-    name: "throughput",
-    vendorId: THROUGHPUT_VENDOR_ID,
-    deviceId: THROUGHPUT_DEVICE_ID,
-    classCode: 0xff0000, // unassigned class: a test device
-    interruptPin: 1,
-    bars: [
-      { kind: "mem32", size: dataSize, name: "data", ram: options.data ?? true },
-      undefined,
-      {
-        kind: "mem32",
-        size: 4096,
-        name: "regs",
-        ops: { read, write, valid: { min: 4, max: 8 }, impl: { min: 4, max: 4 } },
-        shadow: [
-          { offset: THROUGHPUT_REG.DOORBELL_COUNT, size: 8 },
-          { offset: THROUGHPUT_REG.DOORBELL_SUM, size: 4 },
-        ],
-        ioeventfds: [{ offset: THROUGHPUT_REG.DOORBELL, size: 4 }],
+  const fn = createPciFunction(
+    {
+      name: "throughput",
+      vendorId: THROUGHPUT_VENDOR_ID,
+      deviceId: THROUGHPUT_DEVICE_ID,
+      classCode: 0xff0000, // unassigned class: a test device
+      interruptPin: 1,
+      bars: [
+        { kind: "mem32", size: dataSize, name: "data", ram: options.data ?? true },
+        undefined,
+        {
+          kind: "mem32",
+          size: 4096,
+          name: "regs",
+          registers: { read, write, valid: { min: 4, max: 8 }, impl: { min: 4, max: 4 } },
+          shadow: [
+            { offset: THROUGHPUT_REG.DOORBELL_COUNT, size: 8 },
+            { offset: THROUGHPUT_REG.DOORBELL_SUM, size: 4 },
+          ],
+          ioeventfds: [{ offset: THROUGHPUT_REG.DOORBELL, size: 4 }],
+        },
+      ],
+      capabilities: [{ kind: "msix", vectors: 2, tableBar: 2, tableOffset: 0x800, pbaBar: 2, pbaOffset: 0xc00 }],
+      reset(ctx) {
+        doorbells = lastValue = doorbellSum = scratch = control = 0;
+        mirror(ctx);
       },
-    ],
-    capabilities: [{ kind: "msix", vectors: 2, tableBar: 2, tableOffset: 0x800, pbaBar: 2, pbaOffset: 0xc00 }],
-    reset() {
-      doorbells = 0;
-      lastValue = 0;
-      doorbellSum = 0;
-      scratch = 0;
-      control = 0;
-      mirror();
     },
-  }, { core: options.core });
+    { core: options.core },
+  );
   return {
     fn,
     get doorbells() {

@@ -16,20 +16,30 @@
 // reply was tried and measured ~5 µs slower per access here than waiting in the event loop.)
 import { fstatSync } from "node:fs";
 import type { InterruptSink, PciFunction } from "../core/pci/api.js";
-import { createDmaContext, type DmaContext } from "../core/dma/context.js";
+import type { DmaContext } from "../core/dma/context.js";
+import { createHostDmaContext } from "../host/index.js";
 import { DMA_PERM_RW, type DmaTruncatedRegion, type FdMapper } from "../core/dma/api.js";
 import { MpqemuError } from "./errors.js";
 import {
   ALL_ONES, Cmd, MpqemuEncoder, MpqemuParser, expectsReply,
   type Encoded, type ParseEvent, type RequestMsg, type SysmemRegion,
 } from "./wire.js";
-import { RawSocket, closeFd, eventfdDrain, eventfdSignal, watchFd, watchReadable, type FdWatch } from "./sys.js";
+import type { Logger, TraceEvent } from "../log.js";
+import { traceReceived, traceSent } from "./trace.js";
+import { RawSocket, watchFd, type FdWatch } from "../transport/raw-socket.js";
+import { closeFdQuietly as closeFd } from "../transport/fd.js";
+import { EventFd } from "../transport/eventfd.js";
 
 export interface MpqemuRemoteOptions {
   /** Connected socket from the VMM; the remote owns and closes it. */
   fd: number;
   fn: PciFunction;
-  /** Receives one line per rejected message / failed access (default: stderr). */
+  /**
+   * Rejected messages, failed accesses and why serving stopped (warn); with `trace`, every
+   * message both ways. Default: lines on stderr.
+   */
+  logger?: Logger;
+  /** Older form of `logger`: one line per rejected message / failed access (ignored if logger is set). */
   log?: (line: string) => void;
   /** mmap for SYNC_SYSMEM fds (default: the transport's). */
   mapFd?: FdMapper;
@@ -72,17 +82,28 @@ export class MpqemuRemote {
   private dmaCtx: DmaContext | null = null;
   /** The mapped set, by file identity, to recognise QEMU's identical resends. */
   private sysmemKeys: string[] = [];
-  private irqfd = -1;
-  private resamplefd = -1;
-  private resampleWatch: FdWatch | null = null;
+  /** INTx lines from SET_IRQFD (QEMU's irqfd and its resample fd), owned once adopted. */
+  private irqfd: EventFd | null = null;
+  private resamplefd: EventFd | null = null;
   private intxLevel = false;
   private finished = false;
   private resolveEnded!: (end: RemoteEnd) => void;
-  private readonly onMessage = (ev: ParseEvent<RequestMsg>) => this.handle(ev);
+  private readonly onMessage: (ev: ParseEvent<RequestMsg>) => void;
+  /** Set only when tracing (one test per sent message otherwise). */
+  private readonly trace: ((event: TraceEvent) => void) | undefined;
 
   constructor(opts: MpqemuRemoteOptions) {
     this.fn = opts.fn;
-    this.log = opts.log ?? ((line) => process.stderr.write(`wasmdev mpqemu remote: ${line}\n`));
+    const logger = opts.logger;
+    this.log = logger ? (line) => logger.warn(line) : (opts.log ?? ((line) => process.stderr.write(`wasmdev mpqemu remote: ${line}\n`)));
+    const trace = logger?.trace;
+    this.trace = trace;
+    this.onMessage = trace
+      ? (ev) => {
+          trace(traceReceived(ev));
+          this.handle(ev);
+        }
+      : (ev) => this.handle(ev);
     this.mapFd = opts.mapFd;
     this.maxAccessLogs = opts.maxAccessLogs ?? 20;
     this.sock = new RawSocket(opts.fd);
@@ -116,12 +137,9 @@ export class MpqemuRemote {
     // to the guest: the remote's log is where the reason shows.
     if (end.reason === "error") this.log(`stopped serving: ${end.error.message}`);
     this.watch?.stop();
-    this.resampleWatch?.stop();
     this.sock.close();
     this.parser.end();
-    closeFd(this.irqfd);
-    closeFd(this.resamplefd);
-    this.irqfd = this.resamplefd = -1;
+    this.closeIntx();
     this.fn.attachInterruptSink(null);
     if (this.dmaCtx) {
       this.fn.attachDma(null);
@@ -165,6 +183,7 @@ export class MpqemuRemote {
 
   private send(frame: Encoded): void {
     if (this.finished) return;
+    if (this.trace !== undefined) this.trace(traceSent(frame.bytes, frame.fds.length));
     if (this.outQueue.length === 0) {
       let n: number;
       try {
@@ -319,7 +338,7 @@ export class MpqemuRemote {
       this.log(`guest RAM at 0x${r.iova.toString(16)}+0x${r.size.toString(16)} was shrunk under its mapping by the VMM: DMA to it failed and the region was removed`);
       if (this.dmaCtx === ctx) this.sysmemKeys = [];
     };
-    const ctx = createDmaContext(this.mapFd ? { mapFd: this.mapFd, onBackingTruncated } : { onBackingTruncated });
+    const ctx = createHostDmaContext({ mapFd: this.mapFd, onBackingTruncated });
     let added = 0;
     try {
       for (const r of regions) {
@@ -348,13 +367,31 @@ export class MpqemuRemote {
   // ---- INTx ---------------------------------------------------------------------------------
 
   private setIrqfd(irqfd: number, resamplefd: number): void {
-    this.resampleWatch?.stop();
-    closeFd(this.irqfd);
-    closeFd(this.resamplefd);
-    this.irqfd = irqfd;
-    this.resamplefd = resamplefd;
-    this.resampleWatch = watchReadable(resamplefd, () => this.onResample());
+    this.closeIntx();
+    let irq: EventFd | null = null;
+    try {
+      irq = EventFd.adopt(irqfd);
+      const resample = EventFd.adopt(resamplefd);
+      this.irqfd = irq;
+      this.resamplefd = resample;
+    } catch (err) {
+      // Not eventfds: INTx stays off rather than writing 8 bytes into some other file.
+      if (irq) irq.close();
+      else closeFd(irqfd);
+      closeFd(resamplefd);
+      this.log(`SET_IRQFD ignored: ${(err as Error).message}`);
+      return;
+    }
+    // The counter is read when the fd polls readable, never blindly: QEMU makes every fd it
+    // receives blocking, and O_NONBLOCK is shared with it.
+    this.resamplefd.onReadable(() => this.onResample());
     if (this.intxLevel) this.raise();
+  }
+
+  private closeIntx(): void {
+    this.irqfd?.close();
+    this.resamplefd?.close();
+    this.irqfd = this.resamplefd = null;
   }
 
   private setIntx(asserted: boolean): void {
@@ -367,22 +404,15 @@ export class MpqemuRemote {
   }
 
   private raise(): void {
-    if (this.irqfd < 0) return;
+    if (!this.irqfd) return;
     try {
-      eventfdSignal(this.irqfd);
+      this.irqfd.signal();
     } catch (err) {
       this.log(`cannot signal the irqfd: ${(err as Error).message}`);
     }
   }
 
   private onResample(): void {
-    if (this.resamplefd < 0) return;
-    try {
-      eventfdDrain(this.resamplefd);
-    } catch (err) {
-      this.log(`cannot read the resample fd: ${(err as Error).message}`);
-      return;
-    }
     if (this.intxLevel) this.raise();
   }
 }

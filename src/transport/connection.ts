@@ -16,7 +16,7 @@
 // when the queue empties.
 
 import { EventEmitter } from "node:events";
-import { unlinkSync, lstatSync } from "node:fs";
+import { unlinkSync, lstatSync, type Stats } from "node:fs";
 import { native, POLL_READABLE, POLL_WRITABLE, type PollHandle, type NativeTransport } from "./native.js";
 import { TransportError, syscallError } from "./errors.js";
 import { DEFAULT_LIMITS, KERNEL_MAX_FDS_PER_MESSAGE, type TransportLimits } from "./limits.js";
@@ -30,6 +30,7 @@ const EPROTOTYPE = 91;
 const EAFNOSUPPORT = 97;
 const EMFILE = 24;
 const ENFILE = 23;
+const EADDRINUSE = 98;
 
 /** Reads smaller than this are not worth a system call: compact or grow first. */
 const MIN_READ = 4096;
@@ -59,6 +60,27 @@ export interface CloseReason {
   error?: TransportError;
   /** Bytes received but never consumed by the receiver when the connection closed. */
   unconsumedBytes: number;
+}
+
+/**
+ * What a protocol endpoint uses of its connection. `Connection` is the socket one; an
+ * in-memory one (fuzz targets, tests) drives an endpoint without a socket or the addon.
+ * The contract is Connection's: fds given to the onData callback are its to close, 'close'
+ * is emitted once, asynchronously, after destroy()/end() or the peer's hang-up.
+ */
+export interface StreamConnection {
+  readonly isClosed: boolean;
+  /** Bytes accepted by send() but not yet written (backpressure). */
+  readonly writableLength: number;
+  onData(callback: (chunk: Uint8Array, fds: number[]) => void): void;
+  pause(): void;
+  resume(): void;
+  send(data: Uint8Array | readonly Uint8Array[], fds?: readonly number[]): boolean;
+  end(): void;
+  destroy(error?: TransportError): void;
+  on(event: "close", listener: (reason: CloseReason) => void): this;
+  on(event: "drain", listener: () => void): this;
+  once(event: "close", listener: (reason: CloseReason) => void): this;
 }
 
 /** A framer: called after every read with the receive buffer holding all unconsumed bytes. */
@@ -98,7 +120,7 @@ function resolveLimits(partial: Partial<TransportLimits> | undefined): Transport
  *
  * The connection owns its socket fd: destroy()/end() close it; do not close `fd` yourself.
  */
-export class Connection extends EventEmitter {
+export class Connection extends EventEmitter implements StreamConnection {
   /** The socket fd (-1 once closed). */
   fd: number;
   readonly limits: Readonly<TransportLimits>;
@@ -562,7 +584,11 @@ export interface ListenOptions {
   mode?: number;
   /** listen() backlog (default 16). */
   backlog?: number;
-  /** Remove an existing socket at `path` first (not other file types). Default false: EADDRINUSE. */
+  /**
+   * Remove a stale socket at `path` first: one nobody listens on (a connect probe is refused).
+   * A socket someone listens on, and any other file type, still fail with EADDRINUSE. Default
+   * false: anything at `path` is EADDRINUSE.
+   */
   replaceExisting?: boolean;
   /** Options of every accepted connection. */
   connection?: ConnectionOptions;
@@ -572,21 +598,25 @@ export interface ListenOptions {
  * A listening UNIX socket. Events: 'connection' (Connection) for each accepted peer — the
  * listener owns the connection; with no listener the connection is closed at once — and
  * 'error' (TransportError) when accept fails (e.g. EMFILE; accepting resumes after 100 ms), only
- * emitted when someone listens for it. close() stops accepting and removes the socket path.
+ * emitted when someone listens for it. close() stops accepting and removes the socket path if
+ * it is still the socket this server created (not one another process put there since).
  */
 export class Server extends EventEmitter {
   private fd: number;
   private poll: PollHandle | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
+  /** The socket file bind() created, to recognise it at close. */
+  private readonly created: Stats | undefined;
 
   /** @internal use listen() */
   constructor(fd: number, readonly path: string, private readonly connectionOptions: ConnectionOptions) {
     super();
     this.fd = fd;
+    this.created = lstatSync(path, { throwIfNoEntry: false });
     const poll = native().pollStart(fd, POLL_READABLE, () => this.acceptAll());
     if (typeof poll === "number") {
       native().close(fd);
-      removeSocketPath(path);
+      this.removeSocketPath();
       throw syscallError("uv_poll_init", -poll, { path });
     }
     this.poll = poll;
@@ -604,7 +634,18 @@ export class Server extends EventEmitter {
     this.poll = null;
     native().close(this.fd);
     this.fd = -1;
-    removeSocketPath(this.path);
+    this.removeSocketPath();
+  }
+
+  /** Unlinks the path only while it is the file bind() created (same device and inode). */
+  private removeSocketPath(): void {
+    const now = lstatSync(this.path, { throwIfNoEntry: false });
+    if (!now || !this.created || now.dev !== this.created.dev || now.ino !== this.created.ino) return;
+    try {
+      unlinkSync(this.path);
+    } catch {
+      // Already gone (someone removed it); nothing to clean up.
+    }
   }
 
   private acceptAll(): void {
@@ -648,13 +689,7 @@ export class Server extends EventEmitter {
  * with EADDRINUSE if something already exists there (unless replaceExisting and it is a socket).
  */
 export function listen(path: string, options: ListenOptions = {}): Server {
-  if (options.replaceExisting) {
-    try {
-      if (lstatSync(path).isSocket()) unlinkSync(path);
-    } catch {
-      // Nothing there.
-    }
-  }
+  if (options.replaceExisting) removeStaleSocket(path);
   // Every option is checked before the socket exists: a throw below must not leave it behind.
   resolveLimits(options.connection?.limits);
   const mode = options.mode ?? 0o600;
@@ -670,10 +705,25 @@ export function listen(path: string, options: ListenOptions = {}): Server {
   return new Server(fd, path, options.connection ?? {});
 }
 
-function removeSocketPath(path: string): void {
+/**
+ * Unlinks a socket at `path` that nobody listens on. A connect that succeeds or finds the
+ * backlog full (EAGAIN) means a live listener: EADDRINUSE, naming it. Other files stay (bind
+ * then fails with EADDRINUSE).
+ */
+function removeStaleSocket(path: string): void {
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  if (!st?.isSocket()) return;
+  const n = native();
+  const fd = n.connect(path);
+  if (fd >= 0 || fd === -EAGAIN || fd === -EINTR) {
+    if (fd >= 0) n.close(fd);
+    const err = syscallError("listen", EADDRINUSE, { path });
+    err.message = `listen failed: EADDRINUSE (${path}): a listener is accepting on this socket`;
+    throw err;
+  }
   try {
     unlinkSync(path);
   } catch {
-    // Already gone (someone removed it); nothing to clean up.
+    // Someone removed it first.
   }
 }

@@ -29,7 +29,7 @@ export type TransportErrorCode =
   | "ERR_NOT_A_STREAM_SOCKET"
   /** connect() gave up after `timeoutMs` (the listener's backlog stayed full). */
   | "ERR_CONNECT_TIMEOUT"
-  /** The native addon could not be loaded (run `npm run build:native`). */
+  /** The native addon could not be loaded (the message says how to rebuild it). */
   | "ERR_NATIVE_UNAVAILABLE";
 
 export interface TransportErrorFields {

@@ -97,6 +97,16 @@ function locateAddon(): string | null {
   return null;
 }
 
+/**
+ * What a user who sees this error can do: the addon ships prebuilt and the package's install
+ * script rebuilds it when it does not load, but npm 11 runs a dependency's install script only
+ * once the project approved it (package.json "allowScripts").
+ */
+const REBUILD_HINT =
+  "rebuild it from your project with `npm install-scripts approve wasmdev && npm rebuild wasmdev` " +
+  "(npm before 11: `npm rebuild wasmdev`; the build needs make, a C compiler and python3); " +
+  "in a wasmdev checkout, `npm run build:native`";
+
 export function native(): NativeTransport {
   if (loaded !== null) return loaded;
   if (loadError === null) {
@@ -109,9 +119,10 @@ export function native(): NativeTransport {
       loadError = err;
     }
   }
+  const reason = loadError instanceof Error ? loadError.message.split("\n")[0] : String(loadError);
   throw new TransportError(
     "ERR_NATIVE_UNAVAILABLE",
-    "the transport's native addon is not built: run `npm run build:native`",
+    `wasmdev: the native transport addon cannot be loaded (${reason}): ${REBUILD_HINT}`,
     { cause: loadError },
   );
 }

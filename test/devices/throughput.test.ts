@@ -4,6 +4,7 @@ import { createThroughputDevice, THROUGHPUT_REG as REG } from "../../src/devices
 import type { InterruptSink } from "../../src/core/index.js";
 import { MemoryCore } from "../../src/core/memory/index.js";
 import { instantiateCore, type HostImportFactory } from "../../src/core/wasm.js";
+import { hostEventFds } from "../../src/host/index.js";
 
 describe("throughput device", () => {
   it("serves its data BAR from memory the caller can see", () => {
@@ -87,8 +88,8 @@ describe("throughput device", () => {
     const seen: number[] = [];
     const dev = createThroughputDevice({ dataSize: 4096, onDoorbell: (v) => seen.push(v) });
     const { fn } = dev;
-    expect(fn.ioEventFds(0)).toEqual([]);
-    const [bell] = fn.ioEventFds(2);
+    expect(fn.ioEventFds(0, hostEventFds)).toEqual([]);
+    const [bell] = fn.ioEventFds(2, hostEventFds);
     expect(bell).toMatchObject({ region: 2, offset: REG.DOORBELL, size: 4, datamatch: undefined, space: "mem" });
     const ring = Buffer.alloc(8);
     ring.writeBigUInt64LE(1n);

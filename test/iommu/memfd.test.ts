@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
 import { closeSync, fstatSync } from "node:fs";
 import { memfdCreate, defaultMapBudget } from "../../src/transport/shm.js";
-import { createDmaContext } from "../../src/core/dma/context.js";
+import { createHostDmaContext } from "../../src/host/index.js";
 import type { DmaMapping } from "../../src/core/dma/api.js";
 
 /** Runs `script` in a child Node process with `fd` as its fd 3; returns its stdout. */
@@ -19,7 +19,7 @@ describe("DMA over a memfd", () => {
   it("a DMA write lands in the memfd where another process reads it back, and vice versa", () => {
     const size = 0x20_0000;
     const fd = memfdCreate("wasmdev-dma-test", size);
-    const { table, dma, close } = createDmaContext();
+    const { table, dma, close } = createHostDmaContext();
     try {
       // Map the second MiB of the file at a guest IOVA (fd offset honoured).
       table.add({ iova: 0x1_0000_0000n, size: 0x10_0000n, perm: 3, backing: { kind: "fd", fd, offset: 0x10_0000n } });
@@ -49,7 +49,7 @@ describe("DMA over a memfd", () => {
   it("removing the region unmaps it (budget refunded, live views detached, owned fd closed)", () => {
     const fd = memfdCreate("wasmdev-dma-test2", 0x10000);
     const before = defaultMapBudget.mappedBytes;
-    const { table, dma, close } = createDmaContext();
+    const { table, dma, close } = createHostDmaContext();
     try {
       table.add({ iova: 0x8000n, size: 0x10000n, perm: 3, backing: { kind: "fd", fd, offset: 0n, closeFd: true } });
       expect(defaultMapBudget.mappedBytes).toBe(before + 0x10000);
@@ -69,7 +69,7 @@ describe("DMA over a memfd", () => {
   it("rejects a region larger than the file (bounds checked by the transport), nothing leaks", () => {
     const fd = memfdCreate("wasmdev-dma-test3", 0x1000);
     const before = defaultMapBudget.mappedBytes;
-    const { table, close } = createDmaContext();
+    const { table, close } = createHostDmaContext();
     try {
       expect(() => table.add({ iova: 0n, size: 0x2000n, perm: 3, backing: { kind: "fd", fd, offset: 0n } }))
         .toThrow(expect.objectContaining({ code: "DMA_INVALID_ARGUMENT" }));

@@ -3,6 +3,7 @@
 import { readdirSync, writeSync, existsSync } from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
 import { createPciFunction, PciError, PCI_MAX_IOEVENTFDS_PER_BAR, type PciFunction, type PciFunctionSpec, type RegionOps, type BarSpec } from "../../src/core/pci/index.js";
+import { hostEventFds } from "../../src/host/index.js";
 
 const base: PciFunctionSpec = { vendorId: 0x1234, deviceId: 0x5678, classCode: 0xff0000 };
 
@@ -68,7 +69,7 @@ describe("ioeventfd declarations", () => {
   it("lists the declared sub-regions with one library-owned eventfd each, stable across calls", () => {
     const { ops } = recorder();
     const fn = build({ ops, ioeventfds: [{ offset: 0x10, size: 4 }, { offset: 0x20, size: 2, datamatch: 7 }, { offset: 0x20, size: 2, datamatch: 9n }] });
-    const list = fn.ioEventFds(0);
+    const list = fn.ioEventFds(0, hostEventFds);
     expect(list.map(({ fd: _fd, ...rest }) => rest)).toEqual([
       { region: 0, offset: 0x10, size: 4, datamatch: undefined, space: "mem" },
       { region: 0, offset: 0x20, size: 2, datamatch: 7n, space: "mem" },
@@ -77,23 +78,23 @@ describe("ioeventfd declarations", () => {
     const fds = list.map((e) => e.fd);
     expect(new Set(fds).size).toBe(3);
     for (const fd of fds) expect(existsSync(`/proc/self/fd/${fd}`)).toBe(true);
-    expect(fn.ioEventFds(0).map((e) => e.fd)).toEqual(fds);
+    expect(fn.ioEventFds(0, hostEventFds).map((e) => e.fd)).toEqual(fds);
   });
 
   it("answers [] for regions without ioeventfds and refuses indices past the ROM", () => {
     const { ops } = recorder();
     const fn = build({ ops }, { rom: { bytes: new Uint8Array(16) } });
-    expect(fn.ioEventFds(0)).toEqual([]);
-    expect(fn.ioEventFds(3)).toEqual([]);
-    expect(fn.ioEventFds(6)).toEqual([]);
-    expect(() => fn.ioEventFds(7)).toThrow(expect.objectContaining({ code: "PCI_REGION_INDEX" }));
+    expect(fn.ioEventFds(0, hostEventFds)).toEqual([]);
+    expect(fn.ioEventFds(3, hostEventFds)).toEqual([]);
+    expect(fn.ioEventFds(6, hostEventFds)).toEqual([]);
+    expect(() => fn.ioEventFds(7, hostEventFds)).toThrow(expect.objectContaining({ code: "PCI_REGION_INDEX" }));
   });
 
   it("marks I/O BAR sub-regions as port I/O", () => {
     const { ops } = recorder();
     const fn = createPciFunction({ ...base, bars: [{ kind: "io", size: 32, ops, ioeventfds: [{ offset: 4, size: 2 }] }] });
     made.push(fn);
-    expect(fn.ioEventFds(0)).toMatchObject([{ offset: 4, size: 2, space: "io" }]);
+    expect(fn.ioEventFds(0, hostEventFds)).toMatchObject([{ offset: 4, size: 2, space: "io" }]);
   });
 
   it("refuses declarations the rules exclude, naming the field", () => {
@@ -135,7 +136,7 @@ describe("ioeventfd delivery", () => {
   it("without datamatch: one write per wake-up whose value counts the rings folded into it", async () => {
     const { ops, writes } = recorder();
     const fn = build({ ops, ioeventfds: [{ offset: 0x10, size: 4 }] });
-    const [e] = fn.ioEventFds(0);
+    const [e] = fn.ioEventFds(0, hostEventFds);
     signal(e.fd);
     signal(e.fd);
     signal(e.fd);
@@ -151,7 +152,7 @@ describe("ioeventfd delivery", () => {
   it("saturates the ring count at the register's width instead of wrapping", async () => {
     const { ops, writes } = recorder();
     const fn = build({ ops, ioeventfds: [{ offset: 3, size: 1 }] });
-    signal(fn.ioEventFds(0)[0].fd, 300n);
+    signal(fn.ioEventFds(0, hostEventFds)[0].fd, 300n);
     await until(() => writes.length === 1);
     expect(writes).toEqual(["w1@3=ff"]);
   });
@@ -159,7 +160,7 @@ describe("ioeventfd delivery", () => {
   it("with datamatch: the device sees a write of the matched value on the shared register", async () => {
     const { ops, writes } = recorder();
     const fn = build({ ops, ioeventfds: [{ offset: 0x20, size: 2, datamatch: 7 }, { offset: 0x20, size: 2, datamatch: 9 }, { offset: 0x40, size: 8, datamatch: 0x1122334455667788n }] });
-    const [seven, nine, wide] = fn.ioEventFds(0);
+    const [seven, nine, wide] = fn.ioEventFds(0, hostEventFds);
     signal(nine.fd);
     await until(() => writes.length === 1);
     signal(seven.fd, 5n); // five rings before the loop ran: one write, the value is the match
@@ -179,7 +180,7 @@ describe("ioeventfd delivery", () => {
       impl: { min: 4, max: 4 },
     };
     const fn = build({ ops, shadow: [{ offset: 0x100, size: 0x10 }], ioeventfds: [{ offset: 0x18, size: 8, datamatch: 0xaaaabbbb_ccccddddn }, { offset: 0x104, size: 4 }] });
-    const [split, shadowed] = fn.ioEventFds(0);
+    const [split, shadowed] = fn.ioEventFds(0, hostEventFds);
     signal(split.fd);
     await until(() => writes.length === 2);
     signal(shadowed.fd, 2n);
@@ -199,7 +200,7 @@ describe("ioeventfd delivery", () => {
     });
     const errors: PciError[] = [];
     fn.setIoEventFdErrorHandler((e) => errors.push(e));
-    const [e] = fn.ioEventFds(0);
+    const [e] = fn.ioEventFds(0, hostEventFds);
     signal(e.fd);
     await until(() => errors.length === 1);
     expect(errors[0]).toMatchObject({ code: "PCI_DEVICE_ERROR", region: 0, offset: 0, size: 4, errno: 5 });
@@ -214,9 +215,9 @@ describe("ioeventfd delivery", () => {
   it("keeps the eventfds across a function reset", async () => {
     const { ops, writes } = recorder();
     const fn = build({ ops, ioeventfds: [{ offset: 0x10, size: 4 }] });
-    const [e] = fn.ioEventFds(0);
+    const [e] = fn.ioEventFds(0, hostEventFds);
     fn.reset();
-    expect(fn.ioEventFds(0)[0].fd).toBe(e.fd);
+    expect(fn.ioEventFds(0, hostEventFds)[0].fd).toBe(e.fd);
     signal(e.fd);
     await until(() => writes.length === 1);
   });
@@ -225,18 +226,18 @@ describe("ioeventfd delivery", () => {
     const { ops, writes } = recorder();
     const fn = build({ ops, ioeventfds: [{ offset: 0x10, size: 4 }, { offset: 0x14, size: 4, datamatch: 1 }] });
     const before = openFds();
-    const first = fn.ioEventFds(0).map((e) => e.fd);
+    const first = fn.ioEventFds(0, hostEventFds).map((e) => e.fd);
     expect(openFds()).toBe(before + 2);
     signal(first[0], 4n);
     fn.releaseIoEventFds(); // synchronously: the pending rings are not lost
     expect(writes).toEqual(["w4@10=4"]);
     expect(openFds()).toBe(before);
     for (let cycle = 0; cycle < 20; cycle++) {
-      fn.ioEventFds(0);
+      fn.ioEventFds(0, hostEventFds);
       fn.releaseIoEventFds();
     }
     expect(openFds()).toBe(before);
-    const again = fn.ioEventFds(0);
+    const again = fn.ioEventFds(0, hostEventFds);
     signal(again[1].fd);
     await until(() => writes.length === 2);
     expect(writes[1]).toBe("w4@14=1");
@@ -246,13 +247,13 @@ describe("ioeventfd delivery", () => {
     const { ops, writes } = recorder();
     const before = openFds();
     const fn = createPciFunction({ ...base, bars: [{ kind: "mem32", size: 0x1000, ops, ioeventfds: [{ offset: 0, size: 4 }] }] });
-    const [e] = fn.ioEventFds(0);
+    const [e] = fn.ioEventFds(0, hostEventFds);
     signal(e.fd);
     fn.dispose();
     expect(openFds()).toBe(before);
     await settle();
     expect(writes).toEqual([]);
-    expect(() => fn.ioEventFds(0)).toThrow(expect.objectContaining({ code: "PCI_REGION_INDEX" }));
+    expect(() => fn.ioEventFds(0, hostEventFds)).toThrow(expect.objectContaining({ code: "PCI_REGION_INDEX" }));
     fn.releaseIoEventFds(); // harmless after dispose
   });
 });

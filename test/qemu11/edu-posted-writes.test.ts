@@ -1,43 +1,23 @@
 // QEMU 11.1 posts MMIO writes to a vfio-user server (REGION_WRITE with NO_REPLY) unless
 // x-no-posted-writes=on: either way a read after many writes sees the last one, in order.
 // A recording proxy shows which kind of write QEMU sent.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createEdu, EDU_REG } from "../../src/devices/edu.js";
+import { expect, it } from "vitest";
+import { EDU_REG } from "../../src/devices/edu.js";
 import { Command, HeaderFlag } from "../../src/vfio-user/wire/constants.js";
-import { VfioUserServer } from "../../src/vfio-user/server/index.js";
 import { QtestQemu } from "../support/qtest.js";
-import { RecordingProxy } from "../support/recording-proxy.js";
-import { trixie, trixieSkipReason } from "../support/trixie.js";
+import { describeQemu11, useQemu11Fixture } from "../support/qemu11-fixture.js";
 
 const BAR0 = 0xfe000000;
 const WRITES = 2000;
 
-const d = describe.skipIf(!trixie);
-if (trixieSkipReason) it.skip(`QEMU 11.1 e2e skipped: ${trixieSkipReason}`, () => {});
-
-d("QEMU 11.1: many MMIO writes then a read", () => {
-  let dir: string;
-  let server: VfioUserServer;
-  let proxy: RecordingProxy;
-
-  beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), "wasmdev-qemu11-posted-"));
-    server = VfioUserServer.listen({ device: createEdu(), socketPath: join(dir, "edu.sock") });
-    proxy = new RecordingProxy(join(dir, "proxy.sock"), join(dir, "edu.sock"));
-  });
-  afterAll(async () => {
-    proxy?.close();
-    await server?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+describeQemu11("QEMU 11.1: many MMIO writes then a read", () => {
+  const f = useQemu11Fixture({ proxy: true });
 
   for (const noPosted of [false, true]) {
     it(`${noPosted ? "with x-no-posted-writes=on (every write answered)" : "posted (no replies)"}: the read after ${WRITES} writes sees the last`, async () => {
+      const proxy = f.proxy!;
       proxy.messages.length = 0;
-      const q = QtestQemu.start(proxy.path, noPosted ? { deviceProps: { "x-no-posted-writes": true } } : {});
+      const q = QtestQemu.start(f.socketPath, noPosted ? { deviceProps: { "x-no-posted-writes": true } } : {});
       try {
         await q.placeBar32(0, BAR0);
         // Issued back to back; qtest runs them in order and each returns once QEMU sent it.

@@ -1,38 +1,22 @@
 // QEMU 11.1's own vfio-user client (vfio-user-pci) against our server, driven through qtest
 // without a guest: config space through 0xcf8/0xcfc, BAR sizing, edu's registers, and a
 // second QEMU attaching to the same server after the first quits.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createEdu, EDU_BAR_SIZE, EDU_ID_VALUE } from "../../src/devices/edu.js";
-import { VfioUserServer } from "../../src/vfio-user/server/index.js";
+import { expect, it } from "vitest";
+import { EDU_BAR_SIZE, EDU_ID_VALUE } from "../../src/devices/edu.js";
 import { QtestQemu } from "../support/qtest.js";
-import { trixie, trixieSkipReason } from "../support/trixie.js";
+import { describeQemu11, useQemu11Fixture } from "../support/qemu11-fixture.js";
 
 const BAR0 = 0xfe000000;
 
-const d = describe.skipIf(!trixie);
-if (trixieSkipReason) it.skip(`QEMU 11.1 e2e skipped: ${trixieSkipReason}`, () => {});
+describeQemu11("QEMU 11.1 vfio-user-pci against the project's server (qtest)", () => {
+  const f = useQemu11Fixture();
 
-d("QEMU 11.1 vfio-user-pci against the project's server (qtest)", () => {
-  let dir: string;
-  let socketPath: string;
-  let server: VfioUserServer;
-
-  beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), "wasmdev-qemu11-"));
-    socketPath = join(dir, "edu.sock");
-    server = VfioUserServer.listen({ device: createEdu(), socketPath });
-  });
-  afterAll(async () => {
-    await server?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  it("realizes edu, sizes its BAR, and drives ident, liveness and factorial; a second QEMU attaches after the first quits", async () => {
-    for (const round of [1, 2]) {
-      const q = QtestQemu.start(socketPath);
+  it("realizes edu, sizes its BAR, and drives ident, liveness and factorial; the next QEMU attaches after one quits or is killed", async () => {
+    const ends = ["quit", "killed", "quit"] as const;
+    for (const [i, end] of ends.entries()) {
+      const round = i + 1;
+      await f.sessionEnded(); // the server takes the next client once it has seen the last one go
+      const q = QtestQemu.start(f.socketPath);
       try {
         expect(await q.configRead(0x00), `round ${round}`).toBe(0x11e81234);
         expect((await q.configRead(0x08)) >>> 8).toBe(0x00ff00); // class: unclassified, as edu.c
@@ -57,8 +41,16 @@ d("QEMU 11.1 vfio-user-pci against the project's server (qtest)", () => {
         expect(status & 1).toBe(0);
         expect(await q.readl(BAR0 + 0x08)).toBe(120);
       } finally {
-        await q.quit();
+        if (end === "killed") {
+          q.child.kill("SIGKILL"); // no clean shutdown: the server only sees the socket close
+          await q.exited;
+        } else {
+          await q.quit();
+        }
       }
     }
+    await f.sessionEnded();
+    expect(f.server.connections).toBe(ends.length);
+    expect(f.server.current).toBeNull();
   }, 120_000);
 });

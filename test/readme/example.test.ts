@@ -1,47 +1,39 @@
-// The README's "Write a device" example, verbatim apart from the socket path: what a new
-// user copies first must keep working.
-import { afterEach, describe, expect, it } from "vitest";
-import { mkdtempSync, rmSync } from "node:fs";
+// Every README code block marked as an example (```js example) runs exactly as written: saved
+// as a .mjs file in an empty project whose node_modules/wasmdev is this checkout (so the
+// import resolves through the package's exports to dist/, as after `npm install wasmdev`), run
+// with node in that folder. It must exit 0 by itself, print nothing on stderr, and print what
+// its `// prints: …` comments say, in order.
+import { afterAll, describe, expect, it } from "vitest";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createPciFunction, VfioUserServer, connectVfioUser } from "../../src/index.js";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { exampleBlocks } from "../support/readme.js";
 
-describe("README example", () => {
-  const dir = mkdtempSync(join(tmpdir(), "wasmdev-readme-"));
-  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const readme = readFileSync(join(root, "README.md"), "utf8");
 
-  it("serves a one-register device and drives it with the client", async () => {
-    const socketPath = join(dir, "counter.sock");
+const blocks = exampleBlocks(readme);
+const project = mkdtempSync(join(tmpdir(), "wasmdev-readme-"));
+mkdirSync(join(project, "node_modules"));
+symlinkSync(root, join(project, "node_modules", "wasmdev"), "dir");
+afterAll(() => rmSync(project, { recursive: true, force: true }));
 
-    let counter = 0;
-    const fn = createPciFunction({
-      name: "counter",
-      vendorId: 0x1234,
-      deviceId: 0x0001,
-      classCode: 0xff0000,
-      bars: [
-        {
-          kind: "mem32",
-          size: 4096,
-          ops: {
-            valid: { min: 4, max: 4 },
-            read: (offset) => (offset === 0 ? counter : 0),
-            write: (offset, _size, value) => {
-              if (offset === 0) counter = Number(value) + 1;
-            },
-          },
-        },
-      ],
-    });
-    const server = VfioUserServer.listen({ device: fn, socketPath });
+describe("README examples", () => {
+  it("has examples, the library one among them", () => {
+    expect(blocks.length).toBeGreaterThan(0);
+    expect(blocks.some((b) => b.code.includes("createPciFunction") && b.code.includes("connectVfioUser"))).toBe(true);
+  });
 
-    const client = await connectVfioUser(socketPath);
-    await client.writeValue(0, 0, 4, 41);
-    const value = await client.readValue(0, 0, 4);
-    client.close();
-    await server.close();
-    fn.dispose();
-
-    expect(value).toBe(42n);
+  it.each(blocks.map((b) => [b.line, b.code] as const))("the example at README.md:%i runs and exits", (line, code) => {
+    const file = join(project, `readme-${line}.mjs`);
+    writeFileSync(file, code);
+    const expected = [...code.matchAll(/\/\/ prints: (.*)$/gm)].map((m) => m[1]!.trim());
+    const r = spawnSync(process.execPath, [file], { cwd: project, encoding: "utf8", timeout: 20_000 });
+    expect(r.signal, "killed: the example did not exit by itself").toBeNull();
+    expect(r.stderr).toBe("");
+    expect(r.stdout.trimEnd().split("\n")).toEqual(expected);
+    expect(r.status).toBe(0);
   });
 });

@@ -21,7 +21,7 @@ export interface QtestQemuOptions {
 
 export class QtestQemu {
   private readonly waiting: { resolve: (line: string) => void; reject: (e: Error) => void }[] = [];
-  private readonly irqWaiters: { line: number; resolve: () => void }[] = [];
+  private readonly irqWaiters: { raise: boolean; line: number | undefined; resolve: (line: number) => void; reject: (e: Error) => void }[] = [];
   /** Every "IRQ raise|lower N" line seen, in order. */
   readonly irqEvents: string[] = [];
   readonly exited: Promise<number | null>;
@@ -31,11 +31,13 @@ export class QtestQemu {
     createInterface({ input: child.stdout! }).on("line", (line) => {
       if (line.startsWith("IRQ")) {
         this.irqEvents.push(line);
-        const m = /^IRQ raise (\d+)/.exec(line);
+        const m = /^IRQ (raise|lower) (\d+)/.exec(line);
         if (m) {
-          const n = Number(m[1]);
+          const raise = m[1] === "raise";
+          const n = Number(m[2]);
           for (let i = 0; i < this.irqWaiters.length; i++) {
-            if (this.irqWaiters[i]!.line === n) this.irqWaiters.splice(i--, 1)[0]!.resolve();
+            const w = this.irqWaiters[i]!;
+            if (w.raise === raise && (w.line === undefined || w.line === n)) this.irqWaiters.splice(i--, 1)[0]!.resolve(n);
           }
         }
         return;
@@ -48,7 +50,7 @@ export class QtestQemu {
     child.stderr!.on("data", (d) => (this.stderr += String(d)));
     this.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
     void this.exited.then(() => {
-      for (const w of this.waiting.splice(0)) w.reject(new Error(`QEMU exited: ${this.stderr.trim()}`));
+      for (const w of [...this.waiting.splice(0), ...this.irqWaiters.splice(0)]) w.reject(new Error(`QEMU exited: ${this.stderr.trim()}`));
     });
   }
 
@@ -81,17 +83,18 @@ export class QtestQemu {
     return typeof v === "bigint" ? `0x${v.toString(16)}` : `0x${(v >>> 0).toString(16)}`;
   }
 
-  private selectConfig(offset: number): Promise<string> {
-    return this.cmd(`outl 0xcf8 ${QtestQemu.hex(0x80000000 | (QTEST_DEVFN << 8) | (offset & 0xfc))}`);
+  private selectConfig(offset: number, devfn: number): Promise<string> {
+    return this.cmd(`outl 0xcf8 ${QtestQemu.hex(0x80000000 | (devfn << 8) | (offset & 0xfc))}`);
   }
 
-  async configRead(offset: number): Promise<number> {
-    await this.selectConfig(offset);
+  /** Config dword at `offset` of bus 0 `devfn` (default: the vfio-user device). */
+  async configRead(offset: number, devfn = QTEST_DEVFN): Promise<number> {
+    await this.selectConfig(offset, devfn);
     return Number(await this.cmd("inl 0xcfc")) >>> 0;
   }
 
-  async configWrite(offset: number, value: number): Promise<void> {
-    await this.selectConfig(offset);
+  async configWrite(offset: number, value: number, devfn = QTEST_DEVFN): Promise<void> {
+    await this.selectConfig(offset, devfn);
     await this.cmd(`outl 0xcfc ${QtestQemu.hex(value)}`);
   }
 
@@ -126,16 +129,21 @@ export class QtestQemu {
     await this.cmd(`irq_intercept_in ${qomPath}`);
   }
 
-  /** Resolves on the next "IRQ raise <line>". */
-  nextIrqRaise(line: number): Promise<void> {
-    return new Promise((resolve) => this.irqWaiters.push({ line, resolve }));
+  /** Resolves with the line of the next "IRQ raise N" (on `line` only, if given). */
+  nextIrqRaise(line?: number): Promise<number> {
+    return new Promise((resolve, reject) => this.irqWaiters.push({ raise: true, line, resolve, reject }));
   }
 
-  /** Sizes and places BAR `index` (32-bit memory) at `addr`, then enables memory + bus master. */
-  async placeBar32(index: number, addr: number): Promise<void> {
-    await this.configWrite(0x10 + 4 * index, addr);
-    const cmd = (await this.configRead(0x04)) & 0xffff;
-    await this.configWrite(0x04, cmd | 0x0006);
+  /** Resolves with the line of the next "IRQ lower N" (on `line` only, if given). */
+  nextIrqLower(line?: number): Promise<number> {
+    return new Promise((resolve, reject) => this.irqWaiters.push({ raise: false, line, resolve, reject }));
+  }
+
+  /** Places BAR `index` (32-bit memory) at `addr`, then enables memory + bus master. */
+  async placeBar32(index: number, addr: number, devfn = QTEST_DEVFN): Promise<void> {
+    await this.configWrite(0x10 + 4 * index, addr, devfn);
+    const cmd = (await this.configRead(0x04, devfn)) & 0xffff;
+    await this.configWrite(0x04, cmd | 0x0006, devfn);
   }
 
   /**

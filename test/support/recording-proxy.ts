@@ -23,6 +23,8 @@ export class RecordingProxy {
   readonly messages: RecordedMessage[] = [];
   private readonly listener: Server;
   private readonly open = new Set<Connection>();
+  private readonly clients = new Set<Connection>();
+  private holding = false;
 
   constructor(readonly path: string, private readonly serverPath: string) {
     this.listener = listen(path);
@@ -39,6 +41,8 @@ export class RecordingProxy {
       return;
     }
     this.open.add(client).add(server);
+    this.clients.add(client);
+    client.once("close", () => this.clients.delete(client));
     const pipe = (from: Connection, to: Connection, who: "client" | "server") => {
       // Only records: fds are forwarded (and closed) here, the parser sees copies of nothing.
       const parser = new MessageParser({ maxMessageSize: 1 << 30, closeFd: () => {} });
@@ -61,7 +65,21 @@ export class RecordingProxy {
     };
     pipe(client, server, "client");
     pipe(server, client, "server");
-    client.resume();
+    if (!this.holding) client.resume();
+  }
+
+  /**
+   * Stops reading what clients send (new clients too) until release(): the socket fills and
+   * the client's own send queue grows, as behind a busy server.
+   */
+  holdClients(): void {
+    this.holding = true;
+    for (const c of this.clients) c.pause();
+  }
+
+  release(): void {
+    this.holding = false;
+    for (const c of this.clients) c.resume();
   }
 
   /** Recorded messages with `command`, optionally only those from one side. */

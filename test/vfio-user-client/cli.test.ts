@@ -1,11 +1,14 @@
 // `wasmdev region` and `wasmdev lspci` end to end through the real transport against the
 // scripted fake device, plus the pure argument parsing and formatting helpers.
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { run as region } from "../../src/commands/region.js";
-import { run as lspci } from "../../src/commands/lspci.js";
-import { formatValue, hexDump, parseArgs, parseRegion, parseWriteValue, UsageError } from "../../src/vfio-user/client/cli-support.js";
-import { formatBarSize as formatSize } from "../../src/devices/lspci.js";
+import { main } from "../../src/commands/main.js";
+import { parseCommandLine, parseRegion, parseWriteValue, UsageError } from "../../src/commands/args.js";
+import { formatValue, hexDump } from "../../src/commands/hexdump.js";
+import { formatBarSize as formatSize } from "../../src/commands/config-space.js";
 import { ScriptedServer, fakeDevice } from "./helpers.js";
+
+const region = (argv: string[]) => main(["region", ...argv]);
+const lspci = (argv: string[]) => main(["lspci", "-n", ...argv]);
 
 let server: ScriptedServer | undefined;
 afterEach(async () => {
@@ -38,7 +41,8 @@ describe("wasmdev region", () => {
     const dump = await capture(() => region(["read", "--socket", server!.path, "config", "0", "20"]));
     expect(dump.out).toBe(
       "00000000  34 12 e8 11 02 00 10 00  10 00 ff 00 00 00 00 00  |4...............|\n" +
-        "00000010  00 00 a0 fe                                       |....|\n",
+        "00000010  00 00 a0 fe                                       |....|\n" +
+        "00000014\n",
     );
   });
 
@@ -91,15 +95,16 @@ describe("wasmdev lspci", () => {
     expect((await capture(() => lspci(["--socket", "/nonexistent/x.sock"]))).code).toBe(1);
     const bad = await capture(() => lspci(["--sockt", "x"]));
     expect(bad.code).toBe(2);
-    expect(bad.err).toMatch(/unknown option --sockt/);
+    expect(bad.err).toMatch(/unknown option '--sockt'/);
     expect((await capture(() => lspci(["-h"]))).out).toMatch(/lspci -vv/);
   });
 });
 
 describe("CLI helpers", () => {
   it("parses flags, positionals and regions", () => {
-    expect(parseArgs(["--socket", "a", "x", "--timeout=5", "--", "--y"], ["socket", "timeout"], []).positional).toEqual(["x", "--y"]);
-    expect(() => parseArgs(["--socket"], ["socket"], [])).toThrow(UsageError);
+    const options = { socket: { type: "string" }, timeout: { type: "string" } } as const;
+    expect(parseCommandLine(["--socket", "a", "x", "--timeout=5", "--", "--y"], options).positionals).toEqual(["x", "--y"]);
+    expect(() => parseCommandLine(["--socket"], options)).toThrow(UsageError);
     expect([parseRegion("BAR5"), parseRegion("config"), parseRegion("0x9")]).toEqual([5, 7, 9]);
     expect(() => parseRegion("bar9")).toThrow(/REGION must be/);
   });
@@ -113,7 +118,7 @@ describe("CLI helpers", () => {
 
   it("formats values, dumps and sizes", () => {
     expect(formatValue(Uint8Array.of(0x0a, 0, 0, 0))).toBe("0x0000000a");
-    expect(hexDump(Uint8Array.of(0x41, 0x42), 0x1_0000_0000n)).toBe("0000000100000000  41 42                                             |AB|");
+    expect(hexDump(Uint8Array.of(0x41, 0x42), 0x1_0000_0000n)).toBe("0000000100000000  41 42                                             |AB|\n0000000100000002");
     expect([formatSize(1n << 20n), formatSize(4096n), formatSize(256n), formatSize(3n << 30n)]).toEqual(["1M", "4K", "256", "3G"]);
   });
 });

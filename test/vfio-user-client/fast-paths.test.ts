@@ -150,7 +150,7 @@ describe("post() and the posted paths against the project's server", () => {
   });
 
   it("a message with fds right after posts: the posts go first and the fd still reaches the server", async () => {
-    const edu = createEdu({ dmaDelayMs: 0 });
+    const edu = createEdu({ dmaDelayMs: 0 }).fn;
     cleanups.push(() => edu.dispose());
     const client = await serve({ fn: edu });
     const shm = createSharedMemory(0x10000);

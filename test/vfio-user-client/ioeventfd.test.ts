@@ -13,7 +13,7 @@ import { VfioUserClientError } from "../../src/vfio-user/client/errors.js";
 import { VfioUserServer } from "../../src/vfio-user/server/index.js";
 import { createThroughputDevice, THROUGHPUT_REG, type ThroughputDevice } from "../../src/devices/throughput.js";
 import { vfioUserSnapshot } from "../../src/commands/lspci.js";
-import { formatLspci } from "../../src/vfio-user/client/lspci-format.js";
+import { formatLspci } from "../../src/commands/lspci-format.js";
 import { B, ERROR, REPLY, msg, versionPayload, type Request } from "./helpers.js";
 
 const openFds = () => readdirSync("/proc/self/fd").length;

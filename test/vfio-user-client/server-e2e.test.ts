@@ -10,7 +10,7 @@ import { createEdu, EDU_REG, EDU_ID_VALUE } from "../../src/devices/edu.js";
 import { connectVfioUser, enableIrqs, createSharedMemory } from "../../src/vfio-user/client/connect.js";
 import type { VfioUserClient, IrqEvent } from "../../src/vfio-user/client/client.js";
 import { vfioUserSnapshot } from "../../src/commands/lspci.js";
-import { formatLspci } from "../../src/vfio-user/client/lspci-format.js";
+import { formatLspci } from "../../src/commands/lspci-format.js";
 
 const dirs: string[] = [];
 const servers: VfioUserServer[] = [];
@@ -25,7 +25,7 @@ async function serveEdu(options: Parameters<typeof createEdu>[0] = {}): Promise<
   const dir = mkdtempSync(join(tmpdir(), "vfu-e2e-"));
   dirs.push(dir);
   const path = join(dir, "edu.sock");
-  servers.push(VfioUserServer.listen({ device: createEdu(options), socketPath: path }));
+  servers.push(VfioUserServer.listen({ device: createEdu(options).fn, socketPath: path }));
   const client = await connectVfioUser(path, { timeoutMs: 5000 });
   clients.push(client);
   return { path, client };

@@ -26,8 +26,8 @@ describe("the project's client against the server", () => {
   it("edu: probe, registers, INTx events, DMA through a memfd, state migration to a second server", async () => {
     const pathA = socketPath();
     const pathB = socketPath();
-    const a = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }), socketPath: pathA });
-    const b = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }), socketPath: pathB });
+    const a = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }).fn, socketPath: pathA });
+    const b = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }).fn, socketPath: pathB });
     const client = await connectVfioUser(pathA);
     const shm = createSharedMemory(1 << 20);
     try {
@@ -127,7 +127,7 @@ describe("wasmdev serve (separate process)", () => {
     expect(statSync(path).mode & 0o777).toBe(0o600);
     const c1 = await connectVfioUser(path);
     expect(await c1.readValue(0, EDU_REG.ID, 4)).toBe(BigInt(EDU_ID_VALUE));
-    await expect(connectVfioUser(path, { timeoutMs: 2000 })).rejects.toThrow();
+    await expect(connectVfioUser(path, { connectTimeoutMs: 100 })).rejects.toMatchObject({ code: "ERR_BUSY", errno: 16 });
     c1.close();
     const c2 = await connectWhenFree(path);
     expect(await c2.readValue(0, EDU_REG.ID, 4)).toBe(BigInt(EDU_ID_VALUE));

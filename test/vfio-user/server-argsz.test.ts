@@ -52,7 +52,7 @@ describe("argsz of DMA_UNMAP without a bitmap, MIG_DATA_WRITE and DEVICE_FEATURE
 
   beforeEach(async () => {
     const path = socketPath();
-    server = VfioUserServer.listen({ device: createEdu(), socketPath: path });
+    server = VfioUserServer.listen({ device: createEdu().fn, socketPath: path });
     client = await RawClient.negotiated(path);
   });
   afterEach(async () => {

@@ -124,7 +124,7 @@ describe("edu over vfio-user: interrupts, DMA, dirty logging", () => {
   beforeEach(async () => {
     path = socketPath();
     logs = [];
-    device = createEdu({ dmaDelayMs: 1 });
+    device = createEdu({ dmaDelayMs: 1 }).fn;
     server = VfioUserServer.listen({ device, socketPath: path, log: (l) => logs.push(l) });
     client = await RawClient.negotiated(path, { maxMsgFds: 8, migration: { pgsize: 4096 } });
     memfd = memfdCreate("guest-ram", RAM);
@@ -341,7 +341,7 @@ describe("edu over vfio-user: interrupts, DMA, dirty logging", () => {
     // Own server: edu's guest-error hook is the observable for a failed DMA.
     const guestErrors: string[] = [];
     const p2 = socketPath();
-    const s2 = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1, onGuestError: (m) => guestErrors.push(m) }), socketPath: p2, log: () => undefined });
+    const s2 = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1, onGuestError: (m) => guestErrors.push(m) }).fn, socketPath: p2, log: () => undefined });
     const c2 = await RawClient.negotiated(p2, { maxMsgFds: 8 });
     const base = 0x20_0000n;
     try {
@@ -446,7 +446,7 @@ describe("interrupt fds a hostile client controls", () => {
   let client: RawClient;
   beforeEach(async () => {
     const path = socketPath();
-    server = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1, factorialDelayMs: 1 }), socketPath: path });
+    server = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1, factorialDelayMs: 1 }).fn, socketPath: path });
     client = await RawClient.negotiated(path, { maxMsgFds: 8 });
   });
   afterEach(async () => {
@@ -560,8 +560,8 @@ describe("migration v2 between two servers", () => {
   it("saves edu state from one server (STOP_COPY + MIG_DATA_READ) and loads it into another (RESUMING + MIG_DATA_WRITE)", async () => {
     const pathA = socketPath();
     const pathB = socketPath();
-    const a = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }), socketPath: pathA, maxDataXferSize: 1024 });
-    const b = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }), socketPath: pathB });
+    const a = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }).fn, socketPath: pathA, maxDataXferSize: 1024 });
+    const b = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }).fn, socketPath: pathB });
     const ca = await RawClient.negotiated(pathA);
     const cb = await RawClient.negotiated(pathB);
     try {

@@ -55,7 +55,7 @@ describe("server edge cases (edu)", () => {
 
   beforeEach(async () => {
     path = socketPath();
-    server = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }), socketPath: path, maxDataXferSize: 4096 });
+    server = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }).fn, socketPath: path, maxDataXferSize: 4096 });
     client = await RawClient.negotiated(path, { maxMsgFds: 8, maxDataXferSize: 4096 });
   });
   afterEach(async () => {
@@ -219,7 +219,7 @@ describe("server edge cases (edu)", () => {
 describe("the server's DMA requests and the rest of the traffic", () => {
   it("requests keep being answered while a DMA_READ to the client is outstanding; its late answer completes the device's DMA", async () => {
     const path = socketPath();
-    const server = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }), socketPath: path });
+    const server = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1 }).fn, socketPath: path });
     const c = await RawClient.negotiated(path);
     const held: ReceivedFrame[] = [];
     c.onServerRequest = (f) => held.push(f);
@@ -255,7 +255,7 @@ describe("the server's DMA requests and the rest of the traffic", () => {
   it("a client that leaves with DMA requests unanswered: they fail at once (no timers left), its fds are released, the next client is served", async () => {
     const path = socketPath();
     const guestErrors: string[] = [];
-    const server = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1, onGuestError: (m) => guestErrors.push(m) }), socketPath: path, dmaRequestTimeoutMs: 60_000 });
+    const server = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 1, onGuestError: (m) => guestErrors.push(m) }).fn, socketPath: path, dmaRequestTimeoutMs: 60_000 });
     const baseline = openFdCount();
     let c = await RawClient.negotiated(path);
     const held: ReceivedFrame[] = [];

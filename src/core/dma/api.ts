@@ -2,6 +2,7 @@
 // servers (#6 vfio-user, #8 mpqemu) code against these types; the implementation lives in
 // src/core/dma/{map-table,space}.ts and translates through the wasm IOMMU core
 // (assembly/iommu).
+import { MAX_REGIONS as IOMMU_MAX_REGIONS, MAX_REGION_SIZE as IOMMU_MAX_REGION_SIZE } from "../abi/iommu.js";
 //
 // Address kinds: an `iova` is what the device puts on the bus (a DMA address; with no vIOMMU
 // it equals the address the VMM registered with DMA_MAP / SYNC_SYSMEM). 64-bit addresses are
@@ -66,9 +67,9 @@ export interface DmaRegionSpec {
 }
 
 /** Largest single DMA region (the core encodes region slot and offset in 64 bits). */
-export const DMA_MAX_REGION_SIZE = 1n << 39n;
+export const DMA_MAX_REGION_SIZE = IOMMU_MAX_REGION_SIZE;
 /** Most regions one table holds at once. */
-export const DMA_MAX_REGIONS = 65536;
+export const DMA_MAX_REGIONS = IOMMU_MAX_REGIONS;
 
 /**
  * Routes accesses to regions without shared memory. The vfio-user server (#6) implements it
@@ -224,7 +225,7 @@ export interface DmaMapTableApi {
  *   dma.writeSync(iova + 0x10n, bytes);
  */
 export interface DmaContextOptions {
-  /** mmap for `fd` regions; defaults to the transport's mmap (#3). */
+  /** mmap for `fd` regions (src/host: hostFdMapper); without it `fd` regions are refused. */
   mapFd?: FdMapper;
   /** Route for `message` regions; without it they fail with DMA_NO_SHARED_MEMORY. */
   hook?: DmaMessageHook;

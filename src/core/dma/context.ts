@@ -3,21 +3,12 @@ import type { DmaContextOptions, FdMapper } from "./api.js";
 import { DmaMapTable } from "./map-table.js";
 import { DmaSpace } from "./space.js";
 import { IommuCore } from "../iommu/iommu.js";
-import { mmapFd } from "../../transport/shm.js";
+import { DmaError } from "./errors.js";
 
-/** mmap through the transport (#3): shared, bounds-checked against the file size, charged to
- *  the process mapping budget, memfds sealed against shrinking where they allow it (others are
- *  covered by the SIGBUS guard: `truncated`); unmap detaches the views so stale ones read as
- *  empty. */
-export const transportFdMapper: FdMapper = (fd, offset, length, writable) => {
-  const region = mmapFd(fd, offset, length, { writable });
-  return {
-    bytes: region.bytes(),
-    unmap: () => region.unmap(),
-    get truncated() {
-      return region.truncated;
-    },
-  };
+/** The mapper of a context built without one: the core maps nothing itself (src/host has the
+ *  OS mapper), so an fd region is refused with a reason instead of being mapped. */
+const noFdMapper: FdMapper = () => {
+  throw new DmaError("DMA_INVALID_ARGUMENT", "this DMA context has no fd mapper: build it with mapFd (hostFdMapper from src/host, or createHostDmaContext)");
 };
 
 export interface DmaContext {
@@ -30,7 +21,7 @@ export interface DmaContext {
 
 export function createDmaContext(options: DmaContextOptions & { core?: IommuCore } = {}): DmaContext {
   const core = options.core ?? new IommuCore();
-  const table = new DmaMapTable(core, options.mapFd ?? transportFdMapper, options.iotlbSets);
+  const table = new DmaMapTable(core, options.mapFd ?? noFdMapper, options.iotlbSets);
   table.onBackingTruncated = options.onBackingTruncated ?? null;
   const dma = new DmaSpace({ table, hook: options.hook });
   return {

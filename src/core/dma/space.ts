@@ -10,6 +10,7 @@ import {
 import type { DmaMapTable, RegionRecord } from "./map-table.js";
 import type { IommuDomain, IommuEvent } from "../iommu/iommu.js";
 import { S_OUT_FULL, statusError } from "../iommu/status.js";
+import type { CoreExports } from "../abi/exports.js";
 
 const U64_MAX = (1n << 64n) - 1n;
 const MAX_LEN = 0xffffffff;
@@ -64,7 +65,7 @@ export class DmaSpace implements DmaApi {
   readonly table: DmaMapTable;
   readonly top: IommuDomain;
   private readonly hook: DmaMessageHook | null;
-  private readonly x: Record<string, any>;
+  private readonly x: CoreExports;
   private inPtr = 0;
   private inCap = 0;
   private outPtr = 0;

@@ -2,6 +2,7 @@
 // map/unmap listeners and the host translation callback. The tables live in the core; this
 // file only marshals arguments and dispatches the core's "host" imports.
 import { instantiateCore, type CoreRef, type HostImportFactory } from "../wasm.js";
+import type { CoreExports } from "../abi/exports.js";
 import { DmaError } from "../dma/errors.js";
 import type { DmaPerm } from "../dma/api.js";
 import { S_OK, S_OUT_FULL, S_UNMAPPED, statusError } from "./status.js";
@@ -11,17 +12,9 @@ const lo = (v: bigint) => Number(v & M32);
 const hi = (v: bigint) => Number((v >> 32n) & M32);
 const join = (l: number, h: number) => (BigInt(h >>> 0) << 32n) | BigInt(l >>> 0);
 
-export const NOTIFY_MAP = 1;
-export const NOTIFY_UNMAP = 2;
-/** I/O block offsets (assembly/iommu/domain.ts IO_*). */
-const IO_ADDR = 0;
-const IO_LEN = 8;
-const IO_INDEX = 16;
-const IO_SLOT = 20;
-const IO_MISS = 32;
-/** Segment addresses: slot << 40 | offset (assembly/iommu/domain.ts SEGMENT_SHIFT). */
-export const SEGMENT_SHIFT = 40n;
-export const TERMINAL = 0xffffffff;
+import { IO_ADDR, IO_INDEX, IO_LEN, IO_MISS, IO_SLOT } from "../abi/iommu.js";
+export { NOTIFY_MAP, NOTIFY_UNMAP, SEGMENT_SHIFT, TERMINAL } from "../abi/iommu.js";
+import { NOTIFY_MAP, NOTIFY_UNMAP, TERMINAL } from "../abi/iommu.js";
 
 /** An IOMMUTLBEntry (include/exec/memory.h) as a translation callback returns it. */
 export interface IommuTlbEntry {
@@ -82,7 +75,7 @@ export const iommuImports: HostImportFactory = (ref) => ({
  */
 export class IommuCore {
   readonly ref: CoreRef;
-  readonly x: Record<string, any>;
+  readonly x: CoreExports;
   private readonly domains = new Map<number, IommuDomain>();
   private readonly listeners = new Map<number, (e: IommuEvent) => void>();
   private queued: { listener: number; event: IommuEvent }[] = [];

@@ -1,20 +1,11 @@
-// Status codes returned by the wasm IOMMU core (assembly/iommu/domain.ts S_*), and their
-// mapping to DmaError codes.
+// The wasm IOMMU core's status codes (src/core/abi/iommu.ts) as DmaErrors.
 import { DmaError } from "../dma/errors.js";
 import type { DmaErrorCode } from "../dma/api.js";
 
-export const S_OK = 0;
-export const S_UNMAPPED = 1;
-export const S_PERMISSION = 2;
-export const S_EXISTS = 3;
-export const S_NOT_FOUND = 4;
-export const S_INVALID = 5;
-export const S_LIMIT = 6;
-export const S_CHAIN_TOO_DEEP = 7;
-export const S_BUSY = 8;
-export const S_NO_DOMAIN = 9;
-export const S_OUT_FULL = 10;
-export const S_BAD_ENTRY = 11;
+import {
+  S_BAD_ENTRY, S_BUSY, S_CHAIN_TOO_DEEP, S_EXISTS, S_INVALID, S_LIMIT, S_NO_DOMAIN, S_NOT_FOUND, S_PERMISSION, S_UNMAPPED,
+} from "../abi/iommu.js";
+export { S_OK, S_OUT_FULL, S_UNMAPPED } from "../abi/iommu.js";
 
 const CODES: Record<number, [DmaErrorCode, string]> = {
   [S_UNMAPPED]: ["DMA_UNMAPPED", "no mapping for this IOVA (check the DMA map / IOMMU)"],

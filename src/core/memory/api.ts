@@ -11,7 +11,7 @@ import {
   TRACE_WORDS,
   TopologyStatus,
   type RegionKindName,
-} from "./abi.js";
+} from "../abi/memory.js";
 import type { EngineIoOps, EngineTrace, FlatRangeInfo, MemoryEngine } from "./engine.js";
 import { MemoryError, accessError, topologyError } from "./errors.js";
 import { WasmMemoryEngine, memoryHostImports } from "./wasm-engine.js";
@@ -209,7 +209,7 @@ export class MemoryCore {
     target.checkLive();
     const off = toBigAddress(offset, `alias "${name}" offset`);
     const r = this.newRegion(name, RegionKind.ALIAS, size);
-    const st = this.engine.regionSetAlias(r.id, target.id, hiOf(off), loOf(off));
+    const st = this.engine.regionSetAlias(r.id, target.id, loOf(off), hiOf(off));
     if (st !== 0) {
       this.engine.regionFree(r.id);
       this.regions.delete(r.id);
@@ -291,7 +291,7 @@ export class MemoryCore {
   private newRegion(name: string, kind: number, size: Address): MemoryRegion {
     const s = toBigSize(size, `region "${name}" size`);
     const last = s - 1n;
-    const id = this.engine.regionNew(kind, hiOf(last), loOf(last));
+    const id = this.engine.regionNew(kind, loOf(last), hiOf(last));
     if (id < 0) throw topologyError(-id, `${REGION_KIND_NAMES[kind]} region "${name}"`, { region: name });
     const r = new MemoryRegion(this, id, name, REGION_KIND_NAMES[kind]);
     this.regions.set(id, r);
@@ -364,7 +364,7 @@ export class MemoryRegion {
       throw new MemoryError("BAD_ARGUMENT", `priority must be a signed 32-bit integer: got ${priority}`, { region: child.name });
     }
     this.core.change(`add "${child.name}" to "${this.name}"`, child, () =>
-      this.core.engine.regionAddSubregion(this.id, child.id, hiOf(off), loOf(off), priority | 0),
+      this.core.engine.regionAddSubregion(this.id, child.id, loOf(off), hiOf(off), priority | 0),
     );
   }
 
@@ -379,7 +379,7 @@ export class MemoryRegion {
   setAddress(offset: Address): void {
     this.checkLive();
     const off = toBigAddress(offset, `region "${this.name}" address`);
-    this.core.change(`move "${this.name}"`, this, () => this.core.engine.regionSetAddress(this.id, hiOf(off), loOf(off)));
+    this.core.change(`move "${this.name}"`, this, () => this.core.engine.regionSetAddress(this.id, loOf(off), hiOf(off)));
   }
 
   /** QEMU memory_region_set_enabled: a disabled region (and its subtree) is not rendered. */
@@ -407,7 +407,7 @@ export class MemoryRegion {
   setAliasOffset(offset: Address): void {
     this.checkLive();
     const off = toBigAddress(offset, `alias "${this.name}" offset`);
-    this.core.change(`alias offset "${this.name}"`, this, () => this.core.engine.regionSetAliasOffset(this.id, hiOf(off), loOf(off)));
+    this.core.change(`alias offset "${this.name}"`, this, () => this.core.engine.regionSetAliasOffset(this.id, loOf(off), hiOf(off)));
   }
 
   /**
@@ -497,7 +497,7 @@ export class AddressSpace {
       const lo = addr >>> 0;
       const hi = (addr - lo) / TWO_32; // an integer exactly when addr is one
       if (hi >>> 0 === hi) {
-        const r = this.core.engine.asRead32(this.id, hi, lo, size);
+        const r = this.core.engine.asRead32(this.id, lo, hi, size);
         if (r >= 0) return r;
         throw this.fail(-r, "read", addr, size);
       }
@@ -528,10 +528,10 @@ export class AddressSpace {
     const alo = typeof addr === "number" ? addr >>> 0 : 0;
     const ahi = typeof addr === "number" ? (addr - alo) / TWO_32 : -1;
     if (ahi >>> 0 === ahi && addr >= 0 && addr <= MAX_SAFE && !this.destroyed) {
-      st = e.asRead(this.id, ahi, alo, size);
+      st = e.asRead(this.id, alo, ahi, size);
     } else {
       const a = this.checkAccess(addr, size);
-      st = e.asRead(this.id, hiOf(a), loOf(a), size);
+      st = e.asRead(this.id, loOf(a), hiOf(a), size);
     }
     this.valueLo = e.resultLo();
     this.valueHi = e.resultHi();
@@ -557,10 +557,10 @@ export class AddressSpace {
     const alo = typeof addr === "number" ? addr >>> 0 : 0;
     const ahi = typeof addr === "number" ? (addr - alo) / TWO_32 : -1;
     if (ahi >>> 0 === ahi && addr >= 0 && addr <= MAX_SAFE && !this.destroyed) {
-      return e.asWrite(this.id, ahi, alo, size, lo, hi);
+      return e.asWrite(this.id, alo, ahi, size, lo, hi);
     }
     const a = this.checkAccess(addr, size);
-    return e.asWrite(this.id, hiOf(a), loOf(a), size, lo, hi);
+    return e.asWrite(this.id, loOf(a), hiOf(a), size, lo, hi);
   }
 
   /** Reads `length` bytes (or fills `into`); throws on any failed chunk. */
@@ -580,12 +580,12 @@ export class AddressSpace {
   /** Returns MemTx bits OR-ed over the chunks; undecoded bytes read as 0. */
   tryReadBytes(addr: Address, into: Uint8Array): number {
     const a = this.checkAccess(addr, this.checkLength(into.length));
-    return this.core.engine.asReadBytes(this.id, hiOf(a), loOf(a), into, 0, into.length);
+    return this.core.engine.asReadBytes(this.id, loOf(a), hiOf(a), into, 0, into.length);
   }
 
   tryWriteBytes(addr: Address, data: Uint8Array): number {
     const a = this.checkAccess(addr, this.checkLength(data.length));
-    return this.core.engine.asWriteBytes(this.id, hiOf(a), loOf(a), data, 0, data.length);
+    return this.core.engine.asWriteBytes(this.id, loOf(a), hiOf(a), data, 0, data.length);
   }
 
   /** Runs the first `count` (default all) records of `trace` inside the engine in one call. */

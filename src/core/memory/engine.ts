@@ -1,7 +1,7 @@
 // The engine contract: what the public API (api.ts) needs from a memory engine. Two
 // implementations: WasmMemoryEngine (build/core.wasm, the product) and ReferenceMemoryEngine
 // (plain TypeScript, same algorithms: the differential oracle and the benchmark baseline).
-// 64-bit quantities cross as (hi, lo) u32 halves; sizes cross as `last = size - 1` so a
+// 64-bit quantities cross as (lo, hi) u32 halves; sizes cross as `last = size - 1` so a
 // region may span all 2^64 bytes.
 
 /** Device callbacks of one I/O region, as the engine calls them. */
@@ -52,15 +52,15 @@ export interface MemoryEngine {
 
   // ---- topology (not hot) ----
   /** Returns the new region id (>= 1) or a negated TopologyStatus. */
-  regionNew(kind: number, lastHi: number, lastLo: number): number;
+  regionNew(kind: number, lastLo: number, lastHi: number): number;
   regionSetIo(id: number, flags: number, validMin: number, validMax: number, implMin: number, implMax: number, guard: number): number;
-  regionSetAlias(id: number, target: number, offHi: number, offLo: number): number;
+  regionSetAlias(id: number, target: number, offLo: number, offHi: number): number;
   regionAddSubregion(parent: number, child: number, addrHi: number, addrLo: number, priority: number): number;
   regionDelSubregion(parent: number, child: number): number;
-  regionSetAddress(id: number, hi: number, lo: number): number;
+  regionSetAddress(id: number, lo: number, hi: number): number;
   regionSetEnabled(id: number, enabled: number): number;
   regionSetReadonly(id: number, readonly: number): number;
-  regionSetAliasOffset(id: number, hi: number, lo: number): number;
+  regionSetAliasOffset(id: number, lo: number, hi: number): number;
   /** ROM devices only (QEMU memory_region_rom_device_set_romd). */
   regionSetRomd(id: number, romd: number): number;
   /**
@@ -97,15 +97,15 @@ export interface MemoryEngine {
 
   // ---- access (hot) ----
   /** size 1, 2, 4 or 8. Returns MemTx bits; the value is then in resultLo()/resultHi(). */
-  asRead(as: number, hi: number, lo: number, size: number): number;
+  asRead(as: number, lo: number, hi: number, size: number): number;
   /** size 1, 2 or 4: returns the value when OK, else -(MemTx bits) (value then in resultLo()). */
-  asRead32(as: number, hi: number, lo: number, size: number): number;
+  asRead32(as: number, lo: number, hi: number, size: number): number;
   resultLo(): number;
   resultHi(): number;
-  asWrite(as: number, hi: number, lo: number, size: number, valueLo: number, valueHi: number): number;
+  asWrite(as: number, lo: number, hi: number, size: number, valueLo: number, valueHi: number): number;
   /** Any length; bytes[offset, offset+length). Returns MemTx bits OR-ed over all chunks. */
-  asReadBytes(as: number, hi: number, lo: number, bytes: Uint8Array, offset: number, length: number): number;
-  asWriteBytes(as: number, hi: number, lo: number, bytes: Uint8Array, offset: number, length: number): number;
+  asReadBytes(as: number, lo: number, hi: number, bytes: Uint8Array, offset: number, length: number): number;
+  asWriteBytes(as: number, lo: number, hi: number, bytes: Uint8Array, offset: number, length: number): number;
   traceNew(capacity: number): EngineTrace;
   /** Runs records [0, count) of the trace; returns how many failed (status != 0). */
   asReplay(as: number, trace: EngineTrace, count: number): number;

@@ -1,6 +1,6 @@
 // The memory layer's one error class. `code` is stable; the structured fields say which
 // region / address / size was involved; `cause` carries a device callback's own exception.
-import { MemTx, TOPOLOGY_CODES } from "./abi.js";
+import { MemTx, TOPOLOGY_CODES } from "../abi/memory.js";
 
 export type MemoryErrorCode =
   | "NO_SUCH_REGION"

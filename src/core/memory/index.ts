@@ -79,7 +79,7 @@ export { MemoryCore, MemoryRegion, AddressSpace, AccessTrace } from "./api.js";
 export type { Address, Endianness, IoOps, MemoryCoreOptions, TraceResult } from "./api.js";
 export { MemoryError } from "./errors.js";
 export type { MemoryErrorCode, MemoryErrorFields } from "./errors.js";
-export { MemTx, MAX_RAM_REGION_SIZE, MAX_IO_REGION_SIZE, MAX_REGIONS, MAX_ADDRESS_SPACES, MAX_BULK_ACCESS } from "./abi.js";
+export { MemTx, MAX_RAM_REGION_SIZE, MAX_IO_REGION_SIZE, MAX_REGIONS, MAX_ADDRESS_SPACES, MAX_BULK_ACCESS } from "../abi/memory.js";
 export type { MemoryEngine, EngineIoOps, FlatRangeInfo, RegionInfo } from "./engine.js";
 export { WasmMemoryEngine, memoryHostImports } from "./wasm-engine.js";
 export { ReferenceMemoryEngine } from "./reference-model.js";

@@ -3,7 +3,7 @@
 // same 5-level page table with subpages and MRU range, no allocation per access, 64-bit
 // addresses as u32 halves on the hot path). It is the differential oracle of the property
 // tests and the baseline of bench/dispatch.bench.ts. Topology code uses bigint (not hot).
-import { IoFlag, MAX_ADDRESS_SPACES, MAX_IO_REGION_SIZE, MAX_RAM_REGION_SIZE, MAX_REGIONS, MemTx, RegionKind, TRACE_WORDS, TopologyStatus as T } from "./abi.js";
+import { IoFlag, MAX_ADDRESS_SPACES, MAX_IO_REGION_SIZE, MAX_RAM_REGION_SIZE, MAX_REGIONS, MemTx, RegionKind, TRACE_WORDS, TopologyStatus as T } from "../abi/memory.js";
 import type { EngineIoOps, EngineTrace, FlatRangeInfo, MemoryEngine, RegionInfo } from "./engine.js";
 
 const U64_MAX = (1n << 64n) - 1n;
@@ -135,7 +135,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     return this.depth;
   }
 
-  regionNew(kind: number, lastHi: number, lastLo: number): number {
+  regionNew(kind: number, lastLo: number, lastHi: number): number {
     const last = u64(lastHi, lastLo);
     if (kind < 0 || kind > RegionKind.ROM_DEVICE) return -T.WRONG_KIND;
     const backed = kind === RegionKind.RAM || kind === RegionKind.ROM || kind === RegionKind.ROM_DEVICE;
@@ -190,7 +190,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     return false;
   }
 
-  regionSetAlias(id: number, target: number, offHi: number, offLo: number): number {
+  regionSetAlias(id: number, target: number, offLo: number, offHi: number): number {
     const r = this.live(id);
     const t = this.live(target);
     if (!r || !t) return T.NO_SUCH_REGION;
@@ -214,7 +214,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     parent.children.splice(i, 0, id);
   }
 
-  regionAddSubregion(parent: number, child: number, hi: number, lo: number, priority: number): number {
+  regionAddSubregion(parent: number, child: number, lo: number, hi: number, priority: number): number {
     const p = this.live(parent);
     const c = this.live(child);
     if (!p || !c) return T.NO_SUCH_REGION;
@@ -244,7 +244,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     return this.finish(T.OK);
   }
 
-  regionSetAddress(id: number, hi: number, lo: number): number {
+  regionSetAddress(id: number, lo: number, hi: number): number {
     const r = this.live(id);
     if (!r) return T.NO_SUCH_REGION;
     const addr = u64(hi, lo);
@@ -281,7 +281,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     return this.finish(T.OK);
   }
 
-  regionSetAliasOffset(id: number, hi: number, lo: number): number {
+  regionSetAliasOffset(id: number, lo: number, hi: number): number {
     const r = this.live(id);
     if (!r) return T.NO_SUCH_REGION;
     if (r.kind !== RegionKind.ALIAS) return T.WRONG_KIND;
@@ -933,7 +933,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     return status;
   }
 
-  asRead(as: number, hi: number, lo: number, size: number): number {
+  asRead(as: number, lo: number, hi: number, size: number): number {
     const s = this.spaces[as];
     if (!s || size < 1 || size > 8) {
       this.rLo = this.rHi = 0;
@@ -942,8 +942,8 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     return this.readScalar(s, hi >>> 0, lo >>> 0, size);
   }
 
-  asRead32(as: number, hi: number, lo: number, size: number): number {
-    const st = this.asRead(as, hi, lo, size);
+  asRead32(as: number, lo: number, hi: number, size: number): number {
+    const st = this.asRead(as, lo, hi, size);
     return st === 0 ? this.rLo : -st;
   }
 
@@ -954,7 +954,7 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     return this.rHi;
   }
 
-  asWrite(as: number, hi: number, lo: number, size: number, vLo: number, vHi: number): number {
+  asWrite(as: number, lo: number, hi: number, size: number, vLo: number, vHi: number): number {
     const s = this.spaces[as];
     if (!s || size < 1 || size > 8) return MemTx.DECODE_ERROR;
     return this.writeScalar(s, hi >>> 0, lo >>> 0, size, vLo >>> 0, vHi >>> 0);
@@ -1008,10 +1008,10 @@ export class ReferenceMemoryEngine implements MemoryEngine {
     return status;
   }
 
-  asReadBytes(as: number, hi: number, lo: number, bytes: Uint8Array, offset: number, length: number): number {
+  asReadBytes(as: number, lo: number, hi: number, bytes: Uint8Array, offset: number, length: number): number {
     return this.accessBuffer(as, hi, lo, bytes, offset, length, false);
   }
-  asWriteBytes(as: number, hi: number, lo: number, bytes: Uint8Array, offset: number, length: number): number {
+  asWriteBytes(as: number, lo: number, hi: number, bytes: Uint8Array, offset: number, length: number): number {
     return this.accessBuffer(as, hi, lo, bytes, offset, length, true);
   }
 

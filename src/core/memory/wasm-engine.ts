@@ -1,7 +1,8 @@
 // MemoryEngine backed by build/core.wasm (assembly/memory). Host imports "mem_io_*" call the
 // device callbacks of I/O regions; everything else runs inside wasm.
 import { instantiateCore, type CoreBuild, type CoreRef, type HostImportFactory } from "../wasm.js";
-import { TRACE_WORDS } from "./abi.js";
+import { TRACE_WORDS } from "../abi/memory.js";
+import type { CoreExports } from "../abi/exports.js";
 import type { EngineIoOps, EngineTrace, FlatRangeInfo, MemoryEngine, RegionInfo } from "./engine.js";
 
 const TWO_32 = 4294967296;
@@ -57,7 +58,7 @@ export const memoryHostImports: HostImportFactory = (ref: CoreRef) => {
         fail(e);
       }
     },
-    mem_io_read_wide: (key: number, offHi: number, offLo: number): number => {
+    mem_io_read_wide: (key: number, offLo: number, offHi: number): number => {
       try {
         const size = key & 15;
         const v = ops[key >>> 4]!.read((offHi >>> 0) * TWO_32 + (offLo >>> 0), size);
@@ -72,7 +73,7 @@ export const memoryHostImports: HostImportFactory = (ref: CoreRef) => {
         return 0;
       }
     },
-    mem_io_write_wide: (key: number, offHi: number, offLo: number, lo: number, hi: number): void => {
+    mem_io_write_wide: (key: number, offLo: number, offHi: number, lo: number, hi: number): void => {
       try {
         const size = key & 15;
         ops[key >>> 4]!.write((offHi >>> 0) * TWO_32 + (offLo >>> 0), size, size === 8 ? (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0) : lo >>> 0);
@@ -80,7 +81,7 @@ export const memoryHostImports: HostImportFactory = (ref: CoreRef) => {
         fail(e);
       }
     },
-    mem_io_accepts: (region: number, offHi: number, offLo: number, size: number, isWrite: number): number => {
+    mem_io_accepts: (region: number, offLo: number, offHi: number, size: number, isWrite: number): number => {
       try {
         return ops[region]!.accepts!((offHi >>> 0) * TWO_32 + (offLo >>> 0), size, isWrite !== 0) ? 1 : 0;
       } catch (e) {
@@ -93,7 +94,7 @@ export const memoryHostImports: HostImportFactory = (ref: CoreRef) => {
 
 export class WasmMemoryEngine implements MemoryEngine {
   readonly kind = "wasm" as const;
-  private readonly x: Record<string, any>;
+  private readonly x: CoreExports;
   private readonly memory: WebAssembly.Memory;
   private buf: ArrayBuffer;
   private u32: Uint32Array;
@@ -108,9 +109,9 @@ export class WasmMemoryEngine implements MemoryEngine {
   private pendingOps: number[] = [];
 
   // Hot entry points, bound once.
-  readonly asRead: (as: number, hi: number, lo: number, size: number) => number;
-  readonly asRead32: (as: number, hi: number, lo: number, size: number) => number;
-  readonly asWrite: (as: number, hi: number, lo: number, size: number, vlo: number, vhi: number) => number;
+  readonly asRead: (as: number, lo: number, hi: number, size: number) => number;
+  readonly asRead32: (as: number, lo: number, hi: number, size: number) => number;
+  readonly asWrite: (as: number, lo: number, hi: number, size: number, vlo: number, vhi: number) => number;
 
   static create(build?: CoreBuild, imports: HostImportFactory[] = []): WasmMemoryEngine {
     return WasmMemoryEngine.attach(instantiateCore([memoryHostImports, ...imports], build));
@@ -156,23 +157,23 @@ export class WasmMemoryEngine implements MemoryEngine {
   }
 
   // ---- topology ----
-  regionNew(kind: number, lastHi: number, lastLo: number): number {
-    return this.x.mem_region_new(kind, lastHi, lastLo);
+  regionNew(kind: number, lastLo: number, lastHi: number): number {
+    return this.x.mem_region_new(kind, lastLo, lastHi);
   }
   regionSetIo(id: number, flags: number, vmin: number, vmax: number, imin: number, imax: number, guard: number): number {
     return this.x.mem_region_set_io(id, flags, vmin, vmax, imin, imax, guard);
   }
-  regionSetAlias(id: number, target: number, offHi: number, offLo: number): number {
-    return this.x.mem_region_set_alias(id, target, offHi, offLo);
+  regionSetAlias(id: number, target: number, offLo: number, offHi: number): number {
+    return this.x.mem_region_set_alias(id, target, offLo, offHi);
   }
-  regionAddSubregion(parent: number, child: number, hi: number, lo: number, priority: number): number {
-    return this.x.mem_region_add_subregion(parent, child, hi, lo, priority);
+  regionAddSubregion(parent: number, child: number, lo: number, hi: number, priority: number): number {
+    return this.x.mem_region_add_subregion(parent, child, lo, hi, priority);
   }
   regionDelSubregion(parent: number, child: number): number {
     return this.x.mem_region_del_subregion(parent, child);
   }
-  regionSetAddress(id: number, hi: number, lo: number): number {
-    return this.x.mem_region_set_address(id, hi, lo);
+  regionSetAddress(id: number, lo: number, hi: number): number {
+    return this.x.mem_region_set_address(id, lo, hi);
   }
   regionSetEnabled(id: number, on: number): number {
     return this.x.mem_region_set_enabled(id, on);
@@ -180,8 +181,8 @@ export class WasmMemoryEngine implements MemoryEngine {
   regionSetReadonly(id: number, on: number): number {
     return this.x.mem_region_set_readonly(id, on);
   }
-  regionSetAliasOffset(id: number, hi: number, lo: number): number {
-    return this.x.mem_region_set_alias_offset(id, hi, lo);
+  regionSetAliasOffset(id: number, lo: number, hi: number): number {
+    return this.x.mem_region_set_alias_offset(id, lo, hi);
   }
   regionSetRomd(id: number, on: number): number {
     return this.x.mem_region_set_romd(id, on);
@@ -298,11 +299,11 @@ export class WasmMemoryEngine implements MemoryEngine {
     return this.bulkPtr;
   }
 
-  asReadBytes(as: number, hi: number, lo: number, bytes: Uint8Array, offset: number, length: number): number {
+  asReadBytes(as: number, lo: number, hi: number, bytes: Uint8Array, offset: number, length: number): number {
     const ptr = this.bulk(length);
     const nested = this.bulkDepth++ > 0;
     try {
-      const st = this.x.mem_as_rw(as, hi, lo, ptr, length, 0);
+      const st = this.x.mem_as_rw(as, lo, hi, ptr, length, 0);
       this.views();
       bytes.set(this.u8.subarray(ptr, ptr + length), offset);
       return st;
@@ -312,13 +313,13 @@ export class WasmMemoryEngine implements MemoryEngine {
     }
   }
 
-  asWriteBytes(as: number, hi: number, lo: number, bytes: Uint8Array, offset: number, length: number): number {
+  asWriteBytes(as: number, lo: number, hi: number, bytes: Uint8Array, offset: number, length: number): number {
     const ptr = this.bulk(length);
     const nested = this.bulkDepth++ > 0;
     try {
       this.views();
       this.u8.set(bytes.subarray(offset, offset + length), ptr);
-      return this.x.mem_as_rw(as, hi, lo, ptr, length, 1);
+      return this.x.mem_as_rw(as, lo, hi, ptr, length, 1);
     } finally {
       this.bulkDepth--;
       if (nested) this.x.mem_free(ptr);

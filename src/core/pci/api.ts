@@ -15,29 +15,82 @@
 //
 //   const fn = createPciFunction({
 //     vendorId: 0x1234, deviceId: 0x11e8, classCode: 0x00ff00, interruptPin: 1,
-//     bars: [{ kind: "mem32", size: 1 << 20, ops: { read, write, valid: { min: 4, max: 8 } } }],
+//     bars: [{ kind: "mem32", size: 1 << 20, registers: {
+//       read: (offset, size, ctx) => ...,            // 1/2/4-byte accesses: plain numbers
+//       write: (offset, size, value, ctx) => { if (offset === 0x60) ctx.irq.notify(0); },
+//       valid: { min: 4, max: 4 } } }],
 //     capabilities: [{ kind: "msi", vectors: 1, address64: true }],
-//     reset: () => { ... },
+//     reset: (ctx) => { ... },
 //   });
 //   fn.writeConfig(0x10, 4, 0xfebf0000); fn.writeConfig(0x04, 2, 0x0002);
 //   fn.busRead("mem", 0xfebf0000n, 4);   // → the device's read(0, 4)
 import type { DmaApi } from "../dma/api.js";
 import type { AccessConstraints, AccessSize, AddressSpace } from "../memory/api.js";
 import type { PciError } from "./errors.js";
+import type { DeviceClock } from "../clock.js";
 
 // Access sizes and their constraints are the memory core's (one definition for both layers).
 export type { AccessSize, AccessConstraints } from "../memory/api.js";
 
 /**
- * Callbacks of an MMIO or port-I/O BAR. Offsets are region offsets. Values are
- * little-endian-assembled unsigned integers: `number` for sizes 1/2/4, `bigint` for size 8.
- * A read may return either type; only the low `size` bytes are used.
- * Callbacks run synchronously on the server's loop; long work should be deferred (timers,
- * promises) and completion reported through registers and interrupts.
+ * What every device callback receives as its last argument: the function it belongs to, so
+ * callbacks need not close over the factory's return value.
+ */
+export interface DeviceContext {
+  readonly fn: PciFunction;
+  /** `fn.irq`. */
+  readonly irq: PciInterrupts;
+  /** `fn.dma`: the DMA API the server bound, or null (check before DMA). */
+  readonly dma: DmaApi | null;
+  /** Timers of the device (CreatePciFunctionOptions.clock; default: real time). */
+  readonly clock: DeviceClock;
+}
+
+/**
+ * Register callbacks of an MMIO or port-I/O BAR (BarSpec.registers), in one of two forms.
+ * Offsets are region offsets; values are little-endian unsigned integers.
+ * Callbacks run synchronously on the server's loop; long work should be deferred
+ * (ctx.clock, promises) and completion reported through registers and interrupts.
+ */
+export type RegisterOps = NumberRegisterOps | ByteRegisterOps;
+
+/**
+ * Accesses of 1, 2 and 4 bytes carry plain numbers (no bigint on that path). 8-byte accesses
+ * go to read64/write64 when given (then `impl.max` defaults to 8); without them `impl.max` is
+ * at most 4 and the library splits 8-byte bus accesses into 4-byte calls.
+ */
+export interface NumberRegisterOps {
+  /** Returns the value read; only the low `size` bytes are used. */
+  read(offset: number, size: 1 | 2 | 4, ctx: DeviceContext): number;
+  write(offset: number, size: 1 | 2 | 4, value: number, ctx: DeviceContext): void;
+  read64?(offset: number, ctx: DeviceContext): bigint;
+  write64?(offset: number, value: bigint, ctx: DeviceContext): void;
+  /** Sizes the bus may issue (as RegionOps.valid). */
+  valid?: AccessConstraints;
+  /** Sizes the callbacks implement (default 1..4, or 1..8 with read64/write64). */
+  impl?: AccessConstraints;
+}
+
+/**
+ * One callback for both directions, byte-oriented, for register files: `bytes` holds the
+ * access's bytes in bus (little-endian) order — filled by the callback on a read (it arrives
+ * zeroed), the written data on a write. `bytes` is only valid during the call. Accesses the
+ * region's `impl` allows arrive whole (default 1..8 bytes); others are split or widened.
+ */
+export interface ByteRegisterOps {
+  access(offset: number, bytes: Uint8Array, isWrite: boolean, ctx: DeviceContext): void;
+  valid?: AccessConstraints;
+  impl?: AccessConstraints;
+}
+
+/**
+ * Callbacks of an MMIO or port-I/O BAR in their original form (BarSpec.ops; BarSpec.registers
+ * is the form to write new devices against). Values are `number` for sizes 1/2/4, `bigint`
+ * for size 8. A read may return either type; only the low `size` bytes are used.
  */
 export interface RegionOps {
-  read(offset: number, size: AccessSize): number | bigint;
-  write(offset: number, size: AccessSize, value: number | bigint): void;
+  read(offset: number, size: AccessSize, ctx: DeviceContext): number | bigint;
+  write(offset: number, size: AccessSize, value: number | bigint, ctx: DeviceContext): void;
   /** Sizes the bus may issue; any other access fails with PciError("PCI_ACCESS_INVALID")
    *  (QEMU: MEMTX_DECODE_ERROR; a read of it yields 0). */
   valid?: AccessConstraints;
@@ -47,12 +100,12 @@ export interface RegionOps {
 
 /**
  * A range of a BAR whose reads are served from the core's memory without calling the device,
- * while writes still go to `ops.write`: a ROM device in ROMD mode in the memory core (QEMU
+ * while writes still go to the device's write callback: a ROM device in ROMD mode in the memory core (QEMU
  * memory_region_init_rom_device), so a read never leaves wasm — not per access, not in a
  * replayed trace. Like QEMU's direct ROMD reads, reads of any size and alignment are served
  * (the BAR's `valid`/`impl` constraints apply to writes only). The device keeps the bytes
- * current through `PciFunction.shadow(bar, window)` (e.g. mirrored status registers a driver
- * polls). Windows must lie inside the BAR and must not overlap each other or the MSI-X
+ * current through `PciFunction.shadowWindow(bar, window)` (e.g. mirrored status registers a
+ * driver polls). Windows must lie inside the BAR and must not overlap each other or the MSI-X
  * table/PBA.
  */
 export interface ShadowWindow {
@@ -64,7 +117,7 @@ export interface ShadowWindow {
  * A doorbell-style register a VMM may turn into an ioeventfd (vfio-user
  * DEVICE_GET_REGION_IO_FDS, KVM_IOEVENTFD): a guest write there signals an eventfd instead of
  * travelling over the socket. The library owns the eventfd, watches it on the event loop and
- * turns each wake-up into one `ops.write(offset, size, value)` — the same callback a
+ * turns each wake-up into one write(offset, size, value) of the device — the same callback a
  * REGION_WRITE reaches, so the device has one write handler either way:
  * - with `datamatch`, only writes of exactly that value signal (KVM semantics); the device sees
  *   a write of `datamatch`. Signals that arrive before the loop runs are coalesced into one
@@ -91,7 +144,8 @@ export const PCI_MAX_IOEVENTFDS_PER_BAR = 32;
 export type BarKind = "io" | "mem32" | "mem64";
 
 /**
- * One BAR. Exactly one of `ops` (callback region) or `ram` (RAM-backed region) is given.
+ * One BAR. Exactly one of `registers` or `ops` (callback region) or `ram` (RAM-backed region)
+ * is given.
  * Sizes are powers of two: I/O 4..256 bytes (PCI 3.0 §6.2.5.1), memory ≥ 16 bytes,
  * `mem32` ≤ 2 GiB, `mem64` ≤ 2^52.
  */
@@ -102,7 +156,9 @@ export interface BarSpec {
   prefetchable?: boolean;
   /** Name for diagnostics and the lspci dump. */
   name?: string;
-  /** Callback region. */
+  /** Callback region (see RegisterOps). */
+  registers?: RegisterOps;
+  /** Callback region, original form (see RegionOps). */
   ops?: RegionOps;
   /**
    * RAM-backed region: reads and writes are served from memory with no callback. `true`
@@ -234,21 +290,29 @@ export interface PciFunctionSpec {
   capabilities?: CapabilitySpec[];
   extendedCapabilities?: ExtendedCapabilitySpec[];
   /** Device reset (after the library reset config space, BAR mappings and interrupts). */
-  reset?(): void;
+  reset?(ctx: DeviceContext): void;
   /** Called once by PciFunction.dispose(): stop timers, release resources. */
-  dispose?(): void;
+  dispose?(ctx: DeviceContext): void;
   /**
    * Called after the library applied a config write (masks, BAR remap, MSI/MSI-X state),
    * once per register-contained piece — QEMU devices' config_write after
    * pci_default_write_config.
    */
-  configWrite?(offset: number, size: 1 | 2 | 4, value: number): void;
+  configWrite?(offset: number, size: 1 | 2 | 4, value: number, ctx: DeviceContext): void;
   /** May replace the value of a config read (offset/size as in configWrite). */
-  configRead?(offset: number, size: 1 | 2 | 4, value: number): number;
+  configRead?(offset: number, size: 1 | 2 | 4, value: number, ctx: DeviceContext): number;
   /** Device state for migration, opaque to the library. */
-  saveState?(): Uint8Array;
+  saveState?(ctx: DeviceContext): Uint8Array;
   /** Restores what saveState returned; throw PciError("PCI_STATE_FORMAT") on bad input. */
-  restoreState?(state: Uint8Array): void;
+  restoreState?(state: Uint8Array, ctx: DeviceContext): void;
+}
+
+/**
+ * What every device factory of this package returns (createEdu, createThroughputDevice,
+ * createNvme): the function to serve, plus device-specific extras.
+ */
+export interface PciDevice {
+  readonly fn: PciFunction;
 }
 
 /** An MSI / MSI-X message as the function would write it on the bus. */
@@ -321,6 +385,21 @@ export interface PciRegionInfo {
 }
 
 /** A live ioeventfd of a BAR, for servers (vfio-user DEVICE_GET_REGION_IO_FDS). */
+/** An eventfd as the function uses one: the OS object lives in the host layer (src/host). */
+export interface FunctionEventFd {
+  readonly fd: number;
+  /** Watches the fd; the callback gets the counter read (and reset) on each wake-up. */
+  onReadable(callback: ((count: number) => void) | null): void;
+  /** Reads and resets the counter without blocking (0 when nothing is pending). */
+  read(): number;
+  close(): void;
+}
+
+/** Where a function's ioeventfds come from (servers pass src/host's hostEventFds). */
+export interface EventFdSource {
+  create(): FunctionEventFd;
+}
+
 export interface PciIoEventFd {
   /** Region index (BAR number). */
   region: number;
@@ -394,13 +473,18 @@ export interface PciFunction {
   busAddressSpace(space: "mem" | "io"): AddressSpace;
 
   /**
-   * Device-side view of shadow window `window` (default 0) of BAR `bar`; byte 0 is the
-   * window's first byte. It is a view of the core's WebAssembly linear memory, which the
-   * guest's reads are served from: writing it is all it takes to update what the guest reads.
-   * When linear memory grows (any call that allocates in the core — creating functions or
-   * regions, BAR remaps, bulk accesses, possibly by another function sharing the core) the
-   * view is detached (length 0). Call shadow() again each time instead of keeping the view
-   * across such calls; it is cheap (a check of the memory's identity).
+   * Device-side accessor of shadow window `window` (default 0) of BAR `bar`, to keep for the
+   * function's life: offset 0 is the window's first byte, multi-byte values are little-endian,
+   * and writing it is all it takes to update what the guest reads (the bytes are the core's
+   * linear memory, which guest reads are served from). It stays valid when linear memory
+   * grows. Accesses outside the window throw RangeError. Throws PCI_REGION_INDEX when the
+   * window does not exist.
+   */
+  shadowWindow(bar: number, window?: number): ShadowWindowAccess;
+  /**
+   * A Uint8Array view of the same bytes, valid only until linear memory grows (any call that
+   * allocates in the core — creating functions or regions, BAR remaps, bulk accesses, possibly
+   * by another function sharing the core — detaches it). Prefer shadowWindow().
    */
   shadow(bar: number, window?: number): Uint8Array;
 
@@ -411,12 +495,12 @@ export interface PciFunction {
 
   /**
    * The ioeventfds of region `index` (declared with BarSpec.ioeventfds; [] for BARs without
-   * any, the ROM and absent upper halves of 64-bit BARs). The eventfds are created on the first
-   * call and watched on the event loop until releaseIoEventFds() or dispose(); later calls return
-   * the same fds. Throws PCI_REGION_INDEX for a region that does not exist, PCI_RESOURCE when an
+   * any, the ROM and absent upper halves of 64-bit BARs). The eventfds are made by `source` (the
+   * server's: src/host hostEventFds) on the first call and watched until releaseIoEventFds() or
+   * dispose(); later calls return the same fds. Throws PCI_REGION_INDEX for a region that does not exist, PCI_RESOURCE when an
    * eventfd cannot be created (none of the region's fds are left half-made).
    */
-  ioEventFds(index: number): readonly PciIoEventFd[];
+  ioEventFds(index: number, source: EventFdSource): readonly PciIoEventFd[];
   /**
    * Closes every ioeventfd, after delivering signals still pending in them; the next
    * ioEventFds() call creates fresh ones. Servers call it when their client goes away, so a
@@ -451,6 +535,23 @@ export interface PciFunction {
   /** Unmaps and frees the function's regions and tables in the core. Idempotent; region and
    *  bus accesses afterwards fail / decode nothing. */
   dispose(): void;
+}
+
+/** A shadow window's bytes (PciFunction.shadowWindow): little-endian, bounds-checked. */
+export interface ShadowWindowAccess {
+  readonly size: number;
+  getUint8(offset: number): number;
+  getUint16(offset: number): number;
+  getUint32(offset: number): number;
+  getBigUint64(offset: number): bigint;
+  setUint8(offset: number, value: number): void;
+  setUint16(offset: number, value: number): void;
+  setUint32(offset: number, value: number): void;
+  setBigUint64(offset: number, value: bigint): void;
+  set(src: ArrayLike<number>, offset?: number): void;
+  fill(value: number, start?: number, end?: number): void;
+  /** A view of the bytes, valid until linear memory next grows. */
+  bytes(): Uint8Array;
 }
 
 /** Stable error codes of the PCI layer. */

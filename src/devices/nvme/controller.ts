@@ -20,7 +20,7 @@
 // backing. A queue whose memory cannot be read or written is a fatal controller error: CSTS.CFS
 // is set and processing stops until the host resets the controller (CC.EN 1 → 0).
 import { createPciFunction } from "../../core/pci/function.js";
-import type { AccessSize, PciFunction } from "../../core/pci/api.js";
+import type { AccessSize, PciDevice, PciFunction } from "../../core/pci/api.js";
 import type { DmaApi } from "../../core/dma/api.js";
 import type { CoreRef } from "../../core/wasm.js";
 import { createFileBacking, createRamBacking, type NvmeBacking } from "./backing.js";
@@ -113,7 +113,7 @@ export type NvmeEvent =
   | { kind: "fatal"; reason: string }
   | { kind: "guest-error"; reason: string };
 
-export interface NvmeController {
+export interface NvmeController extends PciDevice {
   readonly fn: PciFunction;
   readonly backing: NvmeBacking;
   /** Current CSTS (RDY, CFS, SHST). */

@@ -2,6 +2,9 @@
 // chunks in with the fds that arrived with them, and close notification. The transport's
 // Connection is adapted to this in connect.ts; tests may plug in anything that behaves the same.
 
+import type { TraceEvent } from "../../log.js";
+import { MessageTracer } from "../wire/trace.js";
+
 export interface ClientChannel {
   /**
    * Queues whole messages — one, or several back to back (the client gathers posted writes) —
@@ -31,4 +34,30 @@ export interface ClientChannel {
   resume?(): void;
   /** ...and being told when everything queued has been written. */
   onDrain?(listener: () => void): void;
+}
+
+/** `channel`, reporting every message sent and received (vfio-user/wire/trace.ts). */
+export function traceChannel(channel: ClientChannel, trace: (event: TraceEvent) => void): ClientChannel {
+  const out = new MessageTracer("out", trace);
+  const incoming = new MessageTracer("in", trace);
+  return {
+    send(bytes, fds) {
+      out.feed(bytes, fds?.length ?? 0);
+      channel.send(bytes, fds);
+    },
+    close: () => channel.close(),
+    start(onData, onClose) {
+      channel.start((chunk, fds) => {
+        incoming.feed(chunk, fds.length);
+        onData(chunk, fds);
+      }, onClose);
+    },
+    closeFd: (fd) => channel.closeFd(fd),
+    get writableLength() {
+      return channel.writableLength;
+    },
+    pause: channel.pause && (() => channel.pause!()),
+    resume: channel.resume && (() => channel.resume!()),
+    onDrain: channel.onDrain && ((listener) => channel.onDrain!(listener)),
+  };
 }

@@ -15,6 +15,8 @@ import { VfioUserClientError, describeErrno, type VfioUserClientErrorCode } from
 import { Errno } from "../wire/constants.js";
 import { PostedWritePolicy, type PostedWritePolicyOptions, type RegionSpace } from "./posted-writes.js";
 import { SendBatch, REGION_ACCESS_HEAD } from "./send-batch.js";
+import { traceChannel } from "./channel.js";
+import type { Logger } from "../../log.js";
 import {
   Command,
   HeaderFlag,
@@ -91,6 +93,8 @@ export interface VfioUserClientOptions {
   maxMsgFds?: number;
   /** Largest reply the client buffers, header included (default max data + 64 KiB). */
   maxMessageSize?: number;
+  /** With `trace`, every message in both directions is reported (the client logs nothing else). */
+  logger?: Logger;
 }
 
 export interface RequestOptions {
@@ -179,6 +183,11 @@ export interface RegionMapper {
   map(fd: number, fileOffset: bigint, size: bigint, writable: boolean): { view: Uint8Array; unmap(): void; readonly truncated?: boolean };
 }
 
+/** "1 byte", "4 bytes". */
+function byteCount(n: number): string {
+  return n === 1 ? "1 byte" : `${n} bytes`;
+}
+
 interface Pending {
   msgId: number;
   command: number;
@@ -224,7 +233,7 @@ export declare interface VfioUserClient {
 }
 
 export class VfioUserClient extends EventEmitter {
-  readonly options: Required<Omit<VfioUserClientOptions, "postedWrites">>;
+  readonly options: Required<Omit<VfioUserClientOptions, "postedWrites" | "logger">>;
   readonly postedWrites: PostedWritePolicy;
   readonly dma = new DmaMemoryTable();
   /** Server capabilities from VERSION (set by negotiate()). */
@@ -280,6 +289,8 @@ export class VfioUserClient extends EventEmitter {
       maxMessageSize: options.maxMessageSize ?? maxDataXferSize + 64 * 1024,
     };
     this.postedWrites = new PostedWritePolicy(options.postedWrites);
+    // Tracing wraps the channel; without it the client talks to the channel directly.
+    if (options.logger?.trace) channel = traceChannel(channel, options.logger.trace);
     this.channel = channel;
     this.parser = new MessageParser({ maxMessageSize: this.options.maxMessageSize, closeFd: (fd) => channel.closeFd(fd) });
     const onEvent = (ev: ParseEvent) => {
@@ -695,7 +706,7 @@ export class VfioUserClient extends EventEmitter {
       parts.push(
         this.request(
           Command.REGION_WRITE,
-          () => `REGION_WRITE region ${region} offset ${hex(at)} (${count} bytes)`,
+          () => `REGION_WRITE region ${region} offset ${hex(at)} (${byteCount(count)})`,
           (w, id) => writeRegionWriteRequest(w, id, lo32(at), hi32(at), region, chunk, false),
           (payload) => {
             const r = decodeRegionAccessReply(payload, false);
@@ -1487,7 +1498,7 @@ export class VfioUserClient extends EventEmitter {
     const info = this.regions.get(region);
     if (info) {
       if (start + BigInt(size) > info.size) {
-        throw new VfioUserClientError("ERR_ARGUMENT", `${kind} of ${size} bytes at ${hex(start)} runs past the end of region ${region} (size ${hex(info.size)})`, { region, offset: start, count: size });
+        throw new VfioUserClientError("ERR_ARGUMENT", `${kind} of ${byteCount(size)} at ${hex(start)} runs past the end of region ${region} (size ${hex(info.size)})`, { region, offset: start, count: size });
       }
       if (kind === "read" ? !info.readable : !info.writable) {
         throw new VfioUserClientError("ERR_ARGUMENT", `region ${region} is not ${kind === "read" ? "readable" : "writable"}`, { region, offset: start, count: size });
@@ -1689,7 +1700,7 @@ class RegionReadPending implements Pending {
   ) {}
 
   get what(): string {
-    return `REGION_READ region ${this.region} offset ${hex(this.offset)} (${this.count} bytes)`;
+    return `REGION_READ region ${this.region} offset ${hex(this.offset)} (${byteCount(this.count)})`;
   }
 
   private get offset(): bigint {

@@ -14,6 +14,7 @@ import { native } from "../../transport/native.js";
 import type { ClientChannel } from "./channel.js";
 import { VfioUserClient, type VfioUserClientOptions } from "./client.js";
 import { VfioUserClientError, describeErrno } from "./errors.js";
+import { Errno } from "../wire/constants.js";
 
 /** A transport Connection seen as a ClientChannel (raw chunks + fds in, whole messages out). */
 export function connectionChannel(connection: Connection): ClientChannel {
@@ -49,20 +50,54 @@ export function connectionChannel(connection: Connection): ClientChannel {
 export interface ConnectClientOptions extends VfioUserClientOptions {
   /** Probe the device after VERSION (device, region infos, BAR spaces). Default true. */
   probe?: boolean;
-  /** How long to keep retrying a connect while the listener is busy (ms, default 5000). */
+  /**
+   * How long to keep trying while the listener is not accepting or the server serves another
+   * client (it answers VERSION with EBUSY): ms, default 5000. Then ERR_BUSY / ERR_CONNECT.
+   */
   connectTimeoutMs?: number;
+  /** Called once when the server first answers that another client is connected. */
+  onBusy?: () => void;
 }
+
+/** First wait between attempts on a busy server; doubled up to MAX_BUSY_RETRY_MS. */
+const FIRST_BUSY_RETRY_MS = 5;
+const MAX_BUSY_RETRY_MS = 100;
 
 /**
  * Connects to a vfio-user server at `path`, negotiates the version and (by default) probes the
- * device. Errors: ERR_CONNECT (nothing listening, refused), ERR_VERSION, and request errors.
+ * device. A server busy with another client is retried until connectTimeoutMs. Errors:
+ * ERR_CONNECT (nothing listening, refused), ERR_BUSY, ERR_VERSION, and request errors.
  */
 export async function connectVfioUser(path: string, options: ConnectClientOptions = {}): Promise<VfioUserClient> {
+  const timeoutMs = options.connectTimeoutMs ?? 5000;
+  const deadline = Date.now() + timeoutMs;
+  for (let wait = FIRST_BUSY_RETRY_MS, attempt = 1; ; wait = Math.min(wait * 2, MAX_BUSY_RETRY_MS), attempt++) {
+    const client = await connectOnce(path, options, Math.max(1, deadline - Date.now()));
+    try {
+      const caps = await client.negotiate();
+      options.logger?.debug(`${path}: vfio-user ${caps.major}.${caps.minor}, max_data_xfer_size=${caps.maxDataXferSize}, max_msg_fds=${caps.maxMsgFds}`);
+      if (options.probe !== false) await client.probe();
+      return client;
+    } catch (err) {
+      client.close();
+      if (!(err instanceof VfioUserClientError) || err.errno !== Errno.EBUSY || client.capabilities !== undefined) throw err;
+      if (attempt === 1) options.onBusy?.();
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new VfioUserClientError("ERR_BUSY", `the vfio-user server at ${path} serves another client (it answered VERSION with EBUSY) and was still busy after ${timeoutMs} ms`, { errno: Errno.EBUSY, cause: err });
+      }
+      options.logger?.debug(`${path}: another client is connected; trying again in ${Math.min(wait, left)} ms (attempt ${attempt})`);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(wait, left)));
+    }
+  }
+}
+
+async function connectOnce(path: string, options: ConnectClientOptions, timeoutMs: number): Promise<VfioUserClient> {
   let connection: Connection;
   const maxDataXferSize = options.maxDataXferSize ?? 1 << 20;
   try {
     connection = await connectSocket(path, {
-      timeoutMs: options.connectTimeoutMs,
+      timeoutMs,
       limits: {
         maxMessageSize: options.maxMessageSize ?? maxDataXferSize + 64 * 1024,
         maxFdsPerMessage: options.maxMsgFds ?? 16,
@@ -86,13 +121,6 @@ export async function connectVfioUser(path: string, options: ConnectClientOption
     },
   };
   client.eventFdWriter = writeEventFd;
-  try {
-    await client.negotiate();
-    if (options.probe !== false) await client.probe();
-  } catch (err) {
-    client.close();
-    throw err;
-  }
   return client;
 }
 

@@ -7,6 +7,8 @@ export type VfioUserClientErrorCode =
   | "ERR_ARGUMENT"
   /** Could not connect to the socket path. */
   | "ERR_CONNECT"
+  /** The server serves another client (it answers VERSION with EBUSY) and stayed busy until connectTimeoutMs. */
+  | "ERR_BUSY"
   /** VERSION negotiation failed (incompatible major, malformed capabilities). */
   | "ERR_VERSION"
   /** The server answered with the error flag set; `errno` carries its errno (may be 0). */

@@ -21,6 +21,8 @@ import { writeErrorReply } from "../wire/messages.js";
 import { maxMessageSizeFor } from "../wire/index.js";
 import { Session, type SessionConfig } from "./session.js";
 import { VfioUserServerError } from "./errors.js";
+import { asLogger, type Logger, type TraceEvent } from "../../log.js";
+import { MessageTracer } from "../wire/trace.js";
 
 export interface VfioUserServerOptions {
   /** The function to serve. */
@@ -37,7 +39,12 @@ export interface VfioUserServerOptions {
   maxDmaMaps?: number;
   /** How long a DMA_READ/DMA_WRITE request waits for the client (default 5000 ms). */
   dmaRequestTimeoutMs?: number;
-  /** One line per connection and per error (default: none). */
+  /**
+   * Where the server reports: connections (info), refused clients (debug), failed requests and
+   * protocol errors (warn), and — when it has `trace` — every message in both directions.
+   */
+  logger?: Logger;
+  /** Older form of `logger`: one line per connection and per error (ignored if logger is set). */
   log?: (line: string) => void;
   /** @internal DMA context factory (tests). */
   createDma?: (hook: DmaMessageHook) => DmaContext;
@@ -49,6 +56,7 @@ const REFUSE_GRACE_MS = 1000;
 export class VfioUserServer {
   private session: Session | null = null;
   private readonly config: SessionConfig;
+  private readonly logger: Logger;
   private closing = false;
   private readonly refused = new Set<Connection>();
   private sessionWaiters: ((s: Session | null) => void)[] = [];
@@ -56,17 +64,19 @@ export class VfioUserServer {
   connections = 0;
 
   private constructor(private readonly listener: Server, options: VfioUserServerOptions) {
+    this.logger = asLogger(options.logger ?? options.log);
+    const logger = this.logger;
     this.config = {
       device: options.device,
       maxDataXferSize: options.maxDataXferSize ?? DEFAULT_MAX_DATA_XFER_SIZE,
       maxMsgFds: options.maxMsgFds ?? 16,
       maxDmaMaps: options.maxDmaMaps ?? 65535,
       dmaRequestTimeoutMs: options.dmaRequestTimeoutMs ?? 5000,
-      log: options.log ?? (() => {}),
+      log: (line) => logger.warn(line),
       createDma: options.createDma,
     };
     listener.on("connection", (c: Connection) => this.onConnection(c));
-    listener.on("error", (e: Error) => this.config.log(`accept failed: ${e.message}`));
+    listener.on("error", (e: Error) => this.logger.error(`accept failed: ${e.message}`));
   }
 
   /** Starts listening. Throws VfioUserServerError (VFIO_USER_SERVER_SETUP) if the path is unusable. */
@@ -129,12 +139,13 @@ export class VfioUserServer {
       c.destroy();
       return;
     }
+    if (this.logger.trace) traceConnection(c, this.logger.trace);
     if (this.session) {
       this.refuse(c);
       return;
     }
     this.connections++;
-    this.config.log(`client ${this.connections} connected`);
+    this.logger.info(`client ${this.connections} connected`);
     const session = new Session(this.config, c, (s, reason) => this.onSessionClosed(s, reason));
     this.session = session;
     for (const w of this.sessionWaiters.splice(0)) w(session);
@@ -144,13 +155,13 @@ export class VfioUserServer {
     if (this.session !== s) return;
     this.session = null;
     const why = reason.kind === "error" ? `: ${reason.error?.message}` : ` (${reason.kind})`;
-    this.config.log(`client ${this.connections} disconnected${why}; DMA mappings and irq fds released`);
+    this.logger.info(`client ${this.connections} disconnected${why}; DMA mappings and irq fds released`);
   }
 
   /** Busy: answer the newcomer's first request with EBUSY, then close. */
   private refuse(c: Connection): void {
     this.refused.add(c);
-    this.config.log("refused a second client: a client is already connected");
+    this.logger.info("refused a second client: a client is already connected");
     const parser = new MessageParser({ maxMessageSize: 64 * 1024 });
     const w = new MessageWriter(64);
     let answered = false;
@@ -171,11 +182,32 @@ export class VfioUserServer {
         if (msgId !== undefined && command !== undefined && flags !== undefined && isCommand(flags)) {
           writeErrorReply(w, msgId, command, Errno.EBUSY);
           answered = true;
-          this.config.log(`answered ${commandName(command)} of the refused client with EBUSY`);
+          this.logger.debug(`answered ${commandName(command)} of the refused client with EBUSY`);
         }
       });
       if (w.length) c.send(w.take());
       if (answered) c.end();
     });
   }
+}
+
+/**
+ * Reports every message `c` carries, both ways: wraps this connection's send() and data
+ * listener (installed only when tracing, so the untraced path is untouched).
+ */
+function traceConnection(c: Connection, trace: (event: TraceEvent) => void): void {
+  const out = new MessageTracer("out", trace);
+  const incoming = new MessageTracer("in", trace);
+  const send = c.send.bind(c);
+  const onData = c.onData.bind(c);
+  c.send = (data, fds) => {
+    const parts = data instanceof Uint8Array ? [data] : data;
+    parts.forEach((part, i) => out.feed(part, i === parts.length - 1 ? (fds?.length ?? 0) : 0));
+    return send(data, fds);
+  };
+  c.onData = (listener) =>
+    onData((chunk, fds) => {
+      incoming.feed(chunk, fds.length);
+      listener(chunk, fds);
+    });
 }

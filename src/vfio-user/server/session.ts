@@ -7,11 +7,12 @@
 // writes and no send at all). Every failure ends in `fail()`, which answers with an error reply
 // carrying a real errno, or, for a posted (NO_REPLY) request, remembers the failure and answers
 // the next request that wants a reply with it (see `postedFailure`).
-import type { Connection, CloseReason } from "../../transport/connection.js";
+import type { StreamConnection, CloseReason } from "../../transport/connection.js";
 import { closeFdQuietly } from "../../transport/fd.js";
 import type { PciFunction, PciIoEventFd } from "../../core/pci/api.js";
 import { PciError } from "../../core/pci/errors.js";
-import { createDmaContext, type DmaContext } from "../../core/dma/context.js";
+import type { DmaContext } from "../../core/dma/context.js";
+import { createHostDmaContext, hostEventFds } from "../../host/index.js";
 import { DmaError } from "../../core/dma/errors.js";
 import { DMA_PERM_READ, DMA_PERM_WRITE, type DmaMessageHook, type DmaPerm, type DmaTruncatedRegion } from "../../core/dma/api.js";
 import {
@@ -185,7 +186,7 @@ export class Session {
 
   constructor(
     private readonly config: SessionConfig,
-    readonly connection: Connection,
+    readonly connection: StreamConnection,
     private readonly onClosed: (session: Session, reason: CloseReason) => void,
   ) {
     this.device = config.device;
@@ -198,7 +199,7 @@ export class Session {
     // the region is dropped (the DMA layer does both); log which one, and keep serving.
     const onBackingTruncated = (r: DmaTruncatedRegion) =>
       this.config.log(`client shrank the file of DMA region 0x${r.iova.toString(16)}+0x${r.size.toString(16)} under its mapping: device DMA to it failed with EFAULT and the region was removed`);
-    this.dma = config.createDma ? config.createDma(hook) : createDmaContext({ hook, onBackingTruncated });
+    this.dma = config.createDma ? config.createDma(hook) : createHostDmaContext({ hook, onBackingTruncated });
     this.irqs = new IrqTable(this.device, config.log);
     this.migration = new MigrationFsm(this.device);
     for (let i = 0; i < PciRegion.COUNT; i++) {
@@ -610,7 +611,7 @@ export class Session {
     let ioefds: readonly PciIoEventFd[] = [];
     if (req.index <= PciRegion.BAR5) {
       try {
-        ioefds = this.device.ioEventFds(req.index);
+        ioefds = this.device.ioEventFds(req.index, hostEventFds);
       } catch (e) {
         throw deviceFailure(e, req.index);
       }

@@ -43,13 +43,13 @@ export function memoryStubs(ref) {
     mem_io_read(key, offset) {
       return readBytes(ref, key, offset >>> 0);
     },
-    mem_io_read_wide(key, offHi, offLo) {
+    mem_io_read_wide(key, offLo, offHi) {
       return readBytes(ref, key, (offHi >>> 0) * 4294967296 + (offLo >>> 0));
     },
     mem_io_write(key, offset, value) {
       writeBytes(key, offset >>> 0, value, 0);
     },
-    mem_io_write_wide(key, offHi, offLo, lo, hi) {
+    mem_io_write_wide(key, offLo, offHi, lo, hi) {
       writeBytes(key, (offHi >>> 0) * 4294967296 + (offLo >>> 0), lo, hi);
     },
     mem_io_accepts() {
