@@ -142,16 +142,17 @@ function bulk(s: Setup): number {
 
 /**
  * Best-of-N for two functions measured in alternation, so both see the same machine load
- * (the benchmark host is shared; consecutive rounds of one side would skew the ratio).
+ * (the benchmark host is shared; consecutive rounds of one side would skew the ratio). Returns
+ * both bests and every round's figure (the rows' spread).
  */
-function paired(a: () => number, b: () => number, rounds = 5): [number, number] {
-  let ba = Infinity;
-  let bb = Infinity;
+type Pair = [best: number, bestBaseline: number, samples: { value: number[]; baseline: number[] }];
+function paired(a: () => number, b: () => number, rounds = 5): Pair {
+  const samples = { value: [] as number[], baseline: [] as number[] };
   for (let r = 0; r < rounds; r++) {
-    ba = Math.min(ba, a());
-    bb = Math.min(bb, b());
+    samples.value.push(a());
+    samples.baseline.push(b());
   }
-  return [ba, bb];
+  return [Math.min(...samples.value), Math.min(...samples.baseline), samples];
 }
 
 // Warm-up: every path on both engines and both mixes (results discarded).
@@ -175,15 +176,15 @@ for (const mix of ["ram-heavy", "io-heavy"] as Mix[]) {
     const tag = `${regions}-regions/${mix}`;
     const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
     gc();
-    const perCallRow: [string, number, number] = ["per-call", ...paired(() => perCall(w), () => perCall(m))];
-    const bulkRow: [string, number, number] = ["bulk-4k", ...paired(() => bulk(w), () => bulk(m), 3)];
+    const perCallRow: [string, ...Pair] = ["per-call", ...paired(() => perCall(w), () => perCall(m))];
+    const bulkRow: [string, ...Pair] = ["bulk-4k", ...paired(() => bulk(w), () => bulk(m), 3)];
     makeTrace(w);
     makeTrace(m);
     gc();
-    const replayRow: [string, number, number] = ["trace-replay", ...paired(() => replay(w), () => replay(m))];
+    const replayRow: [string, ...Pair] = ["trace-replay", ...paired(() => replay(w), () => replay(m))];
     const rows = [perCallRow, replayRow, bulkRow];
-    for (const [kind, wv, mv] of rows) {
-      results.push(result(`${kind}/${tag}`, wv, kind === "bulk-4k" ? "ns/4KiB" : "ns/op", mv));
+    for (const [kind, wv, mv, samples] of rows) {
+      results.push(result(`${kind}/${tag}`, wv, kind === "bulk-4k" ? "ns/4KiB" : "ns/op", mv, { samples }));
       (flat[`${kind}/${mix}`] ??= {})[regions] = wv;
     }
     w.trace!.free();
@@ -221,7 +222,10 @@ function barMove(spaces: number): number {
     }
   }, 500, 3) / 1000;
 }
-const [move64, move1] = paired(() => barMove(64), () => barMove(1), 3);
-results.push(result("commit/bar-move/64-vs-1-address-spaces", move64, "us", move1));
+const [move64, move1, moveSamples] = paired(() => barMove(64), () => barMove(1), 3);
+results.push(result("commit/bar-move/64-vs-1-address-spaces", move64, "us", move1, { samples: moveSamples }));
 
-report("dispatch", results);
+report("dispatch", results, {
+  title: "Memory-core dispatch: the wasm core against the TypeScript reference model (CPU time, best of the rounds)",
+  baseline: "the reference model running the same accesses; flatness rows: wasm at 8 regions; commit: one address space",
+});

@@ -17,8 +17,9 @@ const results: BenchResult[] = [];
 const LOOKUPS = 4096;
 
 /** Best nanoseconds per iteration of `a` and of `b`, measured in alternation (a, b, a, b, …)
- *  after a warm-up of each, so a burst of load on the shared machine hits both sides alike. */
-function paired(a: (iterations: number) => void, b: (iterations: number) => void, iterations: number, rounds = 7): [number, number] {
+ *  after a warm-up of each, so a burst of load on the shared machine hits both sides alike;
+ *  with every round's figure (the rows' spread). */
+function paired(a: (iterations: number) => void, b: (iterations: number) => void, iterations: number, rounds = 7): [number, number, { value: number[]; baseline: number[] }] {
   const time = (fn: (iterations: number) => void) => {
     const t0 = process.hrtime.bigint();
     fn(iterations);
@@ -26,12 +27,12 @@ function paired(a: (iterations: number) => void, b: (iterations: number) => void
   };
   a(Math.max(1, iterations >> 2));
   b(Math.max(1, iterations >> 2));
-  let bestA = Infinity, bestB = Infinity;
+  const samples = { value: [] as number[], baseline: [] as number[] };
   for (let r = 0; r < rounds; r++) {
-    bestA = Math.min(bestA, time(a));
-    bestB = Math.min(bestB, time(b));
+    samples.value.push(time(a));
+    samples.baseline.push(time(b));
   }
-  return [bestA, bestB];
+  return [Math.min(...samples.value), Math.min(...samples.baseline), samples];
 }
 
 /** A table of `regions` regions, each `size` bytes at 16 KiB-aligned IOVAs (so entries are
@@ -84,14 +85,14 @@ function iotlbHits(mixed: boolean): void {
   translateList(dom.id, inPtr, LOOKUPS, outPtr, LOOKUPS);
   ref.translateList(input, LOOKUPS, refOut, LOOKUPS);
   dom.resetCounters();
-  const [wasmBatched, refBatched] = paired((it) => {
+  const [wasmBatched, refBatched, batchedSamples] = paired((it) => {
     for (let i = 0; i < it; i += LOOKUPS) translateList(dom.id, inPtr, LOOKUPS, outPtr, LOOKUPS);
   }, (it) => {
     for (let i = 0; i < it; i += LOOKUPS) ref.translateList(input, LOOKUPS, refOut, LOOKUPS);
   }, LOOKUPS * 500);
   let c = dom.counters();
   if (c.misses !== 0 || c.hits === 0) throw new Error(`expected only IOTLB hits, got ${JSON.stringify(c)}`);
-  results.push(result(`iotlb-hit/batched-wasm-vs-ref/${label}`, wasmBatched, "ns/lookup", refBatched));
+  results.push(result(`iotlb-hit/batched-wasm-vs-ref/${label}`, wasmBatched, "ns/lookup", refBatched, { samples: batchedSamples }));
 
   // The same lookups in short lists (32 records per call, as a descriptor chain would give):
   // the per-call cost is shared by 32 lookups only. Views are cut outside the timed loops.
@@ -100,7 +101,7 @@ function iotlbHits(mixed: boolean): void {
   const refIn = Array.from({ length: calls }, (_, k) => input.subarray(k * SHORT * 4));
   const refOuts = Array.from({ length: calls }, (_, k) => refOut.subarray(k * SHORT * 4));
   dom.resetCounters();
-  const [wasmShort, refShort] = paired((it) => {
+  const [wasmShort, refShort, shortSamples] = paired((it) => {
     for (let i = 0; i < it; i += LOOKUPS) {
       for (let k = 0; k < calls; k++) translateList(dom.id, inPtr + k * SHORT * 16, SHORT, outPtr + k * SHORT * 16, SHORT);
     }
@@ -111,12 +112,12 @@ function iotlbHits(mixed: boolean): void {
   }, LOOKUPS * 500);
   c = dom.counters();
   if (c.misses !== 0 || c.hits === 0) throw new Error(`expected only IOTLB hits, got ${JSON.stringify(c)}`);
-  results.push(result(`iotlb-hit/batched-32-wasm-vs-ref/${label}`, wasmShort, "ns/lookup", refShort));
+  results.push(result(`iotlb-hit/batched-32-wasm-vs-ref/${label}`, wasmShort, "ns/lookup", refShort, { samples: shortSamples }));
 
   const translate = core.x.iommu_translate as (d: number, lo: number, hi: number, len: number, acc: number) => number;
   const ioAddr = (core.ioPtr + IO_ADDR) >>> 2, ioLen = (core.ioPtr + IO_LEN) >>> 2;
   let sink = 0;
-  const [wasmPerCall, refPerCall] = paired((it) => {
+  const [wasmPerCall, refPerCall, perCallSamples] = paired((it) => {
     const m = core.mem32();
     for (let i = 0; i < it; i++) {
       const j = (i & (LOOKUPS - 1)) << 2;
@@ -129,7 +130,7 @@ function iotlbHits(mixed: boolean): void {
     }
   }, 2_000_000);
   if (sink === 0.5) console.log(sink);
-  results.push(result(`iotlb-hit/per-call-from-js-vs-ref/${label}`, wasmPerCall, "ns/lookup", refPerCall));
+  results.push(result(`iotlb-hit/per-call-from-js-vs-ref/${label}`, wasmPerCall, "ns/lookup", refPerCall, { samples: perCallSamples }));
 }
 
 function missFill(): void {
@@ -159,7 +160,7 @@ function missFill(): void {
   let k = 0;
   dom.resetCounters();
   let kRef = 0;
-  const [wasm, refNs] = paired((it) => {
+  const [wasm, refNs, missSamples] = paired((it) => {
     for (let i = 0; i < it; i += LOOKUPS) {
       new Uint32Array(core.ref.memory.buffer).set(batches[k++ & 63], inPtr >>> 2);
       translateList(dom.id, inPtr, LOOKUPS, outPtr, LOOKUPS);
@@ -170,7 +171,7 @@ function missFill(): void {
   const c = dom.counters();
   if (c.hits > c.misses / 100) throw new Error(`expected misses, got ${JSON.stringify(c)}`);
   if (ref.hits > ref.misses / 100) throw new Error(`expected reference misses, got ${ref.hits} hits`);
-  results.push(result("iotlb-miss-fill/batched-wasm-vs-ref/4k-pages", wasm, "ns/lookup", refNs));
+  results.push(result("iotlb-miss-fill/batched-wasm-vs-ref/4k-pages", wasm, "ns/lookup", refNs, { samples: missSamples }));
 }
 
 function dmaCopy(): void {
@@ -188,10 +189,11 @@ function dmaCopy(): void {
     const iters = Math.max(64, (256 * 1024 * 1024) / size);
     const span = SIZE / size;
     const mbps = (ns: number) => (size / ns) * 1e3; // bytes/ns → MB/s
+    const inMBps = (r: { value: number[]; baseline: number[] }) => ({ value: r.value.map(mbps), baseline: r.baseline.map(mbps) });
     // Addresses are bigints in the API; build them outside the timed loop (as a device would
     // already hold its descriptor's address).
     const addrs = Array.from({ length: span }, (_, i) => iova + BigInt(i * size));
-    const [dmaRead, plainRead] = paired((it) => {
+    const [dmaRead, plainRead, readSamples] = paired((it) => {
       for (let i = 0; i < it; i++) dma.readSync(addrs[i % span], dev);
     }, (it) => {
       for (let i = 0; i < it; i++) {
@@ -200,13 +202,13 @@ function dmaCopy(): void {
       }
     }, iters);
     const label = size >= 1 << 20 ? `${size >> 20}MiB` : `${size >> 10}KiB`;
-    results.push(result(`dma-copy/read/${label}`, mbps(dmaRead), "MB/s", mbps(plainRead)));
-    const [dmaWrite, plainWrite] = paired((it) => {
+    results.push(result(`dma-copy/read/${label}`, mbps(dmaRead), "MB/s", mbps(plainRead), { samples: inMBps(readSamples) }));
+    const [dmaWrite, plainWrite, writeSamples] = paired((it) => {
       for (let i = 0; i < it; i++) dma.writeSync(addrs[i % span], dev);
     }, (it) => {
       for (let i = 0; i < it; i++) guest.set(dev, (i % span) * size);
     }, iters);
-    results.push(result(`dma-copy/write/${label}`, mbps(dmaWrite), "MB/s", mbps(plainWrite)));
+    results.push(result(`dma-copy/write/${label}`, mbps(dmaWrite), "MB/s", mbps(plainWrite), { samples: inMBps(writeSamples) }));
   }
   dma.close();
   table.clear();
@@ -217,4 +219,7 @@ iotlbHits(false);
 iotlbHits(true);
 missFill();
 dmaCopy();
-report("iommu", results);
+report("iommu", results, {
+  title: "IOMMU and DMA: IOTLB lookups in the wasm core, miss+fill, and DMA copies (best of 7 alternating rounds)",
+  baseline: "iotlb rows: the plain-TypeScript reference IOTLB with the same data structure; dma-copy: a plain TypedArray copy between the same buffers",
+});

@@ -12,18 +12,22 @@ import { fileURLToPath } from "node:url";
 import { report, result, percentiles, type BenchResult } from "./lib/harness.js";
 import { HmpVm, QEMU, killAllQemu, qemuAvailable, qemuRemoteCommand, track } from "../test/mpqemu/harness.js";
 import { MpqemuProxy } from "../src/mpqemu/proxy.js";
-import { serveMpqemu } from "../src/mpqemu/cli.js";
-import { closeFd, socketpair } from "../src/mpqemu/sys.js";
+import { main as cliMain } from "../src/commands/main.js";
+import { closeFdQuietly as closeFd, socketpair } from "../src/transport/fd.js";
 
 const N = 1000;
 const ROUNDS = Number(process.env.MPQEMU_BENCH_ROUNDS ?? 31);
 const PROXY_READS = 4000;
 const CPU = process.env.MPQEMU_BENCH_CPU ?? "0";
 const canPin = spawnSync("taskset", ["-c", CPU, "true"]).status === 0;
+const LEGEND = {
+  title: "mpqemu end to end against QEMU 7.2: 4-byte BAR read latency, medians (same CPU and unpinned)",
+  baseline: "qemu-proxy rows: QEMU's proxy driving QEMU's own remote; our-proxy rows: QEMU's proxy -> QEMU's remote",
+};
 
 // Child mode: this same bundle serves as our remote process.
 if (process.argv[2] === "--remote") {
-  serveMpqemu(process.argv.slice(3)).then((code) => process.exit(code));
+  cliMain(["serve", "--protocol", "mpqemu", ...process.argv.slice(3)]).then((code) => process.exit(code));
 } else {
   await main();
 }
@@ -88,8 +92,8 @@ async function qemuProxyLatency(self: string, placement: Placement): Promise<{ o
   }
 }
 
-/** Our proxy, one awaited 4-byte BAR read at a time. */
-async function ourProxyLatency(command: string[], placement: Placement): Promise<number> {
+/** Our proxy, one awaited 4-byte BAR read at a time: us per read, one sample per round. */
+async function ourProxyLatency(command: string[], placement: Placement): Promise<number[]> {
   const proxy = await MpqemuProxy.start({ command: withPlacement(command, placement), stderr: "ignore", heartbeatMs: 0, ramSize: 1 << 20 });
   try {
     await proxy.programBars(await proxy.probe());
@@ -99,7 +103,7 @@ async function ourProxyLatency(command: string[], placement: Placement): Promise
       for (let i = 0; i < PROXY_READS; i++) await proxy.barRead(0, (i * 4) & 0xfff, 4);
       samples.push(Number(process.hrtime.bigint() - t0) / 1000 / PROXY_READS);
     }
-    return percentiles(samples).median;
+    return samples;
   } finally {
     await proxy.close();
   }
@@ -108,7 +112,7 @@ async function ourProxyLatency(command: string[], placement: Placement): Promise
 async function main() {
   if (!qemuAvailable()) {
     console.error("mpqemu bench: qemu-system-x86_64 with x-pci-proxy-dev not found; skipping");
-    report("mpqemu", []);
+    report("mpqemu", [], LEGEND);
     return;
   }
   const self = fileURLToPath(import.meta.url);
@@ -123,16 +127,17 @@ async function main() {
       const per = await qemuProxyLatency(self, placement);
       const ours = percentiles(per.ours);
       const qemu = percentiles(per.qemu);
-      results.push(result(`qemu-proxy/bar-read-4B/${placement}/our-remote-vs-qemu-remote`, ours.median, "us", qemu.median));
+      results.push(result(`qemu-proxy/bar-read-4B/${placement}/our-remote-vs-qemu-remote`, ours.median, "us", qemu.median, { samples: { value: per.ours, baseline: per.qemu } }));
       const ourProxyQemu = await ourProxyLatency(qemuRemoteCommand("e1000"), placement);
       const ourProxyOurs = await ourProxyLatency([process.execPath, self, "--remote", "--fd", "{fd}", "--device", "edu"], placement);
-      results.push(result(`our-proxy/bar-read-4B/${placement}/qemu-remote-vs-qemu-proxy`, ourProxyQemu, "us", qemu.median));
-      results.push(result(`our-proxy/bar-read-4B/${placement}/our-remote-vs-qemu-proxy`, ourProxyOurs, "us", qemu.median));
+      results.push(result(`our-proxy/bar-read-4B/${placement}/qemu-remote-vs-qemu-proxy`, percentiles(ourProxyQemu).median, "us", qemu.median, { samples: { value: ourProxyQemu, baseline: per.qemu } }));
+      results.push(result(`our-proxy/bar-read-4B/${placement}/our-remote-vs-qemu-proxy`, percentiles(ourProxyOurs).median, "us", qemu.median, { samples: { value: ourProxyOurs, baseline: per.qemu } }));
       notes.push(`${placement}: QEMU proxy p99 per access: ours ${ours.p99.toFixed(1)} us, QEMU's ${qemu.p99.toFixed(1)} us`);
     }
   } finally {
     await killAllQemu();
   }
   console.log(`(${QEMU}; xp /${N} x ${ROUNDS} rounds per remote, alternating; ${notes.join("; ")})`);
-  report("mpqemu", results);
+  report("mpqemu", results, LEGEND);
 }
+

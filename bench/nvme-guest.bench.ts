@@ -34,12 +34,15 @@
 // whole QEMU process's per I/O with its own nvme (which includes the emulated guest), and the
 // total of QEMU + our server per I/O against that.
 //
-// The benchmark runs QEMU and the server on the CPU bench/run.mjs pins it to (WASMDEV_BENCH_PIN=0
-// lets them spread over both CPUs). WASMDEV_NVME_BENCH_RUNTIME (seconds per job, default 5),
-// WASMDEV_NVME_BENCH_ROUNDS (default 2), WASMDEV_NVME_BENCH_PROFILE=DIR (a CPU profile of our
-// server over each job, DIR/<disk>-<job>-<round>.cpuprofile), WASMDEV_NVME_BENCH_DISKS and WASMDEV_NVME_BENCH_JOBS
-// (comma lists of the names above, for a partial run), WASMDEV_BENCH_CHILD_ARGS (node flags for the server, e.g. "--cpu-prof
-// --cpu-prof-dir=/tmp/prof"), WASMDEV_GUEST_CONSOLE=FILE (the last guest's console).
+// QEMU and the server run on the CPU bench/run.mjs pins the benchmark to, so both devices get
+// the same CPU budget (WASMDEV_BENCH_PIN=0 lets them spread over both CPUs).
+//
+// Settings: WASMDEV_NVME_BENCH_RUNTIME (seconds per job, default 5), WASMDEV_NVME_BENCH_ROUNDS
+// (default 3), WASMDEV_NVME_BENCH_DISKS and WASMDEV_NVME_BENCH_JOBS (comma lists of the names
+// above, for a partial run; qemu-nvme is always needed), WASMDEV_NVME_BENCH_PROFILE=DIR (a CPU
+// profile of our server over each job's window, DIR/<disk>-<job>-<round>.cpuprofile; it costs
+// the server CPU, so figures of such a run are not comparable), WASMDEV_BENCH_CHILD_ARGS (node
+// flags for the server), WASMDEV_GUEST_CONSOLE=FILE (the last guest's console).
 import { fork, execFileSync, type ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, ftruncateSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector";
@@ -54,7 +57,7 @@ import { report, result, type BenchResult } from "./lib/harness.js";
 const SIZE = 1 << 30;
 const SERIAL = "WASMDEV-BENCH-1";
 const RUNTIME = Number(process.env.WASMDEV_NVME_BENCH_RUNTIME ?? 5);
-const ROUNDS = Number(process.env.WASMDEV_NVME_BENCH_ROUNDS ?? 2);
+const ROUNDS = Number(process.env.WASMDEV_NVME_BENCH_ROUNDS ?? 3);
 
 interface Job {
   name: string;
@@ -252,6 +255,9 @@ async function bootOnce(disk: DiskName, round: number, device: string[], qemuArg
 
 async function main(): Promise<void> {
   if (!trixie) throw new Error(`the NVMe guest benchmark needs the QEMU 11.1 root: ${trixieSkipReason}`);
+  if (!(Number.isInteger(RUNTIME) && RUNTIME >= 1) || !(Number.isInteger(ROUNDS) && ROUNDS >= 1)) {
+    throw new Error(`WASMDEV_NVME_BENCH_RUNTIME and WASMDEV_NVME_BENCH_ROUNDS must be positive integers (got ${RUNTIME}, ${ROUNDS})`);
+  }
   if (JOBS.length === 0) throw new Error(`WASMDEV_NVME_BENCH_JOBS matched none of ${ALL_JOBS.map((j) => j.name).join(", ")}`);
   const wanted = (process.env.WASMDEV_NVME_BENCH_DISKS?.split(",") ?? ALL_DISKS) as DiskName[];
   for (const d of wanted) if (!ALL_DISKS.includes(d)) throw new Error(`unknown disk ${d} (have ${ALL_DISKS.join(", ")})`);
@@ -307,7 +313,8 @@ async function main(): Promise<void> {
       for (const disk of wanted) {
         if (disk === "qemu-nvme") continue;
         const o = best(disk, j.name);
-        results.push(result(`${j.name}/${disk}-vs-qemu-nvme`, o.rate, j.unit, q.rate));
+        const rates = (d: DiskName) => samples.get(d)!.get(j.name)!.map((run) => run.rate);
+        results.push(result(`${j.name}/${disk}-vs-qemu-nvme`, o.rate, j.unit, q.rate, { samples: { value: rates(disk), baseline: rates("qemu-nvme") } }));
         results.push(result(`${j.name}/${disk}/server-cpu-per-io-vs-qemu-nvme-process`, us(o.serverCpu, o.ios), "us", qemuPerIo));
         results.push(result(`${j.name}/${disk}/qemu-plus-server-cpu-per-io-vs-qemu-nvme-process`, us(o.serverCpu + o.qemuCpu, o.ios), "us", qemuPerIo));
         console.log(
@@ -316,7 +323,10 @@ async function main(): Promise<void> {
         );
       }
     }
-    report("nvme-guest", results);
+    report("nvme-guest", results, {
+      title: "A Linux guest's fio (TCG) on our NVMe controller over vfio-user: IOPS or MB/s (best run), host CPU per I/O",
+      baseline: "QEMU's own in-process NVMe device on a tmpfs file, same guest and jobs, boots alternating",
+    });
   } finally {
     for (const s of servers) await s.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -1,56 +1,71 @@
 // Runs the benchmarks: each bench/<name>.bench.ts is bundled with esbuild and run in its own
-// Node process (a fresh JIT and heap per benchmark). `npm run bench -- iommu transport` runs
-// only the named ones.
+// Node process (a fresh JIT and heap per benchmark), then the report page is written.
+//
+//   npm run bench [-- NAME...]           results in build/bench-results/ (not tracked)
+//   npm run bench -- --record [NAME...]  results in bench/results/ (the recorded figures)
+//   npm run bench -- --out DIR           results in DIR
+//
+// Progress (each benchmark as it starts and ends, each row as it is measured) goes to stderr;
+// the tables go to stdout.
 import { build } from "esbuild";
 import { readdirSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { spawnSync } from "node:child_process";
-import { join, dirname } from "node:path";
+import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { benchFileProblem } from "./lib/results.mjs";
+import { writeReport } from "./lib/report-page.mjs";
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 const root = dirname(benchDir);
-const outDir = join(root, "build", "bench");
-mkdirSync(outDir, { recursive: true });
-mkdirSync(join(benchDir, "results"), { recursive: true });
+const bundleDir = join(root, "build", "bench");
+const scratchResults = join(root, "build", "bench-results");
 
-const wanted = process.argv.slice(2);
+const wanted = [];
+let outDir = scratchResults;
+let recording = false;
+const argv = process.argv.slice(2);
+for (let i = 0; i < argv.length; i++) {
+  if (argv[i] === "--record") {
+    recording = true;
+    outDir = join(benchDir, "results");
+  } else if (argv[i] === "--out") {
+    if (!argv[i + 1]) {
+      console.error("--out needs a folder");
+      process.exit(2);
+    }
+    outDir = resolve(argv[++i]);
+  } else if (argv[i].startsWith("-")) {
+    console.error(`unknown option ${argv[i]} (options: --record, --out DIR)`);
+    process.exit(2);
+  } else {
+    wanted.push(argv[i]);
+  }
+}
+mkdirSync(bundleDir, { recursive: true });
+mkdirSync(outDir, { recursive: true });
+
 const benches = readdirSync(benchDir)
   .filter((f) => f.endsWith(".bench.ts"))
   .map((f) => f.slice(0, -".bench.ts".length))
   .filter((name) => wanted.length === 0 || wanted.includes(name))
   .sort();
 
-if (benches.length === 0) {
-  console.error(`no benchmarks matched ${wanted.join(", ") || "(none exist)"}`);
+const unknown = wanted.filter((w) => !benches.includes(w));
+if (benches.length === 0 || unknown.length) {
+  console.error(`no benchmark named ${unknown.join(", ") || "(none exist)"}`);
   process.exit(1);
 }
 
-/**
- * Why bench/results/<name>.json is not a valid results file written by this run, or null:
- * a JSON array of { name, value, unit, baseline, ratio } with unique names, finite figures, a
- * positive baseline and ratio = value / baseline.
- */
+/** Why <out>/<name>.json is not a valid results file written by this run, or null. */
 function resultsProblem(name, startedMs) {
-  const file = join(benchDir, "results", `${name}.json`);
-  let rows;
+  const file = join(outDir, `${name}.json`);
   try {
     if (statSync(file).mtimeMs < startedMs) return `${file} was not rewritten by this run`;
-    rows = JSON.parse(readFileSync(file, "utf8"));
+    const problem = benchFileProblem(JSON.parse(readFileSync(file, "utf8")));
+    return problem && `${file}: ${problem}`;
   } catch (e) {
     return `${file}: ${e.message}`;
   }
-  if (!Array.isArray(rows)) return `${file} is not a JSON array`;
-  const names = new Set();
-  for (const row of rows) {
-    const keys = Object.keys(row ?? {}).sort().join(",");
-    if (keys !== "baseline,name,ratio,unit,value") return `${file}: a row has keys ${keys}`;
-    if (typeof row.name !== "string" || !row.name || typeof row.unit !== "string" || !row.unit) return `${file}: a row lacks a name or unit`;
-    if (names.has(row.name)) return `${file}: duplicate row ${row.name}`;
-    names.add(row.name);
-    if (![row.value, row.baseline, row.ratio].every(Number.isFinite) || row.baseline <= 0) return `${file}: ${row.name} has a non-finite figure or a non-positive baseline`;
-    if (Math.abs(row.ratio - row.value / row.baseline) > 1e-9 * Math.max(1, Math.abs(row.ratio))) return `${file}: ${row.name}: ratio is not value / baseline`;
-  }
-  return null;
 }
 
 // Every benchmark (and the peer processes it starts) runs on one CPU by default: a wake-up
@@ -59,11 +74,13 @@ function resultsProblem(name, startedMs) {
 // measure both placements (mpqemu) set their own affinity per row.
 const PIN_CPU = "0";
 const pin = process.env.WASMDEV_BENCH_PIN !== "0" && spawnSync("taskset", ["-c", PIN_CPU, "true"]).status === 0;
-console.log(pin ? `benchmarks pinned to CPU ${PIN_CPU} (WASMDEV_BENCH_PIN=0 to unpin)` : "benchmarks not pinned");
+console.error(pin ? `benchmarks pinned to CPU ${PIN_CPU} (WASMDEV_BENCH_PIN=0 to unpin)` : "benchmarks not pinned");
+console.error(`results go to ${outDir}${recording ? " (recording)" : ""}`);
+const env = { ...process.env, WASMDEV_BENCH_OUT: outDir, WASMDEV_BENCH_PINNED_CPU: pin ? PIN_CPU : "" };
 
 let failed = 0;
-for (const name of benches) {
-  const outfile = join(outDir, `${name}.mjs`);
+for (const [i, name] of benches.entries()) {
+  const outfile = join(bundleDir, `${name}.mjs`);
   await build({
     entryPoints: [join(benchDir, `${name}.bench.ts`)],
     outfile,
@@ -75,11 +92,14 @@ for (const name of benches) {
     banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
     logLevel: "warning",
   });
+  console.error(`[${i + 1}/${benches.length}] ${name}: running`);
   console.log(`\n=== ${name} ===`);
+  const t0 = Date.now();
   // File times have coarser resolution than Date.now on some filesystems: allow 1 s of slack.
-  const started = Date.now() - 1000;
-  const argv = [process.execPath, "--expose-gc", outfile];
-  const r = spawnSync(pin ? "taskset" : argv[0], pin ? ["-c", PIN_CPU, ...argv] : argv.slice(1), { stdio: "inherit", cwd: root });
+  const started = t0 - 1000;
+  const command = [process.execPath, "--expose-gc", outfile];
+  const r = spawnSync(pin ? "taskset" : command[0], pin ? ["-c", PIN_CPU, ...command] : command.slice(1), { stdio: "inherit", cwd: root, env });
+  console.error(`[${i + 1}/${benches.length}] ${name}: ${r.status === 0 ? "done" : "failed"} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   if (r.status !== 0) {
     console.error(`benchmark ${name} failed (exit ${r.status})`);
     failed++;
@@ -90,5 +110,17 @@ for (const name of benches) {
     console.error(`benchmark ${name}: ${problem}`);
     failed++;
   }
+}
+
+// The report page charts what the results folder holds (earlier runs' files included: each
+// table shows its own date and commit). Recorded results get their page in the scratch folder.
+const page = join(recording ? scratchResults : outDir, "report.html");
+mkdirSync(dirname(page), { recursive: true });
+try {
+  writeReport(outDir, page);
+  console.error(`report: ${page}`);
+} catch (e) {
+  console.error(`report not written: ${e.message}`);
+  failed++;
 }
 process.exit(failed ? 1 : 0);

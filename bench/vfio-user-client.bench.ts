@@ -167,7 +167,8 @@ async function latencySamples(n: number, op: () => Promise<unknown>): Promise<nu
  * warm-up of each, measured in alternation (a, b, a, b, …) so a burst of load on the shared
  * machine hits the client and its baseline alike.
  */
-async function pairedRates(rounds: number, ops: number, a: () => Promise<void>, b: () => Promise<void>): Promise<[number, number]> {
+/** Best rates (ops/s) of a and b over alternating rounds, and every round's rate (the spread). */
+async function pairedRates(rounds: number, ops: number, a: () => Promise<void>, b: () => Promise<void>): Promise<[number, number, Rates]> {
   const rate = async (fn: () => Promise<void>) => {
     const t0 = process.hrtime.bigint();
     await fn();
@@ -175,14 +176,16 @@ async function pairedRates(rounds: number, ops: number, a: () => Promise<void>, 
   };
   await a();
   await b();
-  let bestA = 0;
-  let bestB = 0;
+  const samples: Rates = { value: [], baseline: [] };
   for (let r = 0; r < rounds; r++) {
-    bestA = Math.max(bestA, await rate(a));
-    bestB = Math.max(bestB, await rate(b));
+    samples.value.push(await rate(a));
+    samples.baseline.push(await rate(b));
   }
-  return [bestA, bestB];
+  return [Math.max(...samples.value), Math.max(...samples.baseline), samples];
 }
+
+type Rates = { value: number[]; baseline: number[] };
+const scaled = (r: Rates, k: number): Rates => ({ value: r.value.map((v) => v * k), baseline: r.baseline.map((v) => v * k) });
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "vfu-client-bench-"));
@@ -211,8 +214,9 @@ async function main(): Promise<void> {
     }
     const rawLat = percentiles(rawSamples);
     const cliLat = percentiles(clientSamples);
-    results.push(result("read-latency/4B/median", cliLat.median, "us", rawLat.median));
-    results.push(result("read-latency/4B/p99", cliLat.p99, "us", rawLat.p99));
+    const latencySpread = { samples: { value: clientSamples, baseline: rawSamples } };
+    results.push(result("read-latency/4B/median", cliLat.median, "us", rawLat.median, latencySpread));
+    results.push(result("read-latency/4B/p99", cliLat.p99, "us", rawLat.p99, latencySpread));
 
     // Posted-write throughput: W writes then one flushing read. Both sides issue the W writes
     // from one synchronous loop, as a VMM's vCPU loop posting stores would: a posted write
@@ -229,7 +233,7 @@ async function main(): Promise<void> {
       await raw.roundTrip(req4, 36);
     };
     const notPosted = () => new Error("a write was not posted: the benchmark measures the wrong path");
-    const [cliPosted, rawPosted] = await pairedRates(
+    const [cliPosted, rawPosted, postedRates] = await pairedRates(
       5,
       W,
       async () => {
@@ -240,8 +244,8 @@ async function main(): Promise<void> {
       },
       rawPosts,
     );
-    results.push(result("posted-write/4B/throughput", cliPosted, "ops/s", rawPosted));
-    const [cliValue, rawValue] = await pairedRates(
+    results.push(result("posted-write/4B/throughput", cliPosted, "ops/s", rawPosted, { samples: postedRates }));
+    const [cliValue, rawValue, valueRates] = await pairedRates(
       5,
       W,
       async () => {
@@ -252,8 +256,8 @@ async function main(): Promise<void> {
       },
       rawPosts,
     );
-    results.push(result("posted-write/4B/writeValue/throughput", cliValue, "ops/s", rawValue));
-    const [cliPost, rawPost] = await pairedRates(
+    results.push(result("posted-write/4B/writeValue/throughput", cliValue, "ops/s", rawValue, { samples: valueRates }));
+    const [cliPost, rawPost, postRates] = await pairedRates(
       5,
       W,
       async () => {
@@ -264,10 +268,10 @@ async function main(): Promise<void> {
       },
       rawPosts,
     );
-    results.push(result("posted-write/4B/post/throughput", cliPost, "ops/s", rawPost));
+    results.push(result("posted-write/4B/post/throughput", cliPost, "ops/s", rawPost, { samples: postRates }));
     // A caller that awaits each posted write (the natural use of the promise API): same bytes,
     // same raw baseline; the client still gathers the writes into 64 KiB socket writes.
-    const [cliAwaited, rawAwaited] = await pairedRates(
+    const [cliAwaited, rawAwaited, awaitedRates] = await pairedRates(
       5,
       W,
       async () => {
@@ -276,12 +280,12 @@ async function main(): Promise<void> {
       },
       rawPosts,
     );
-    results.push(result("posted-write/4B/awaited/throughput", cliAwaited, "ops/s", rawAwaited));
+    results.push(result("posted-write/4B/awaited/throughput", cliAwaited, "ops/s", rawAwaited, { samples: awaitedRates }));
 
     // 4 KiB read throughput (sequential round trips).
     const R = 5_000;
     const req4k = readRequest(2, 4096);
-    const [cliBw, rawBw] = await pairedRates(
+    const [cliBw, rawBw, bwRates] = await pairedRates(
       3,
       R,
       async () => {
@@ -291,9 +295,9 @@ async function main(): Promise<void> {
         for (let i = 0; i < R; i++) await raw.roundTrip(req4k, 32 + 4096);
       },
     );
-    results.push(result("read-throughput/4KiB", (cliBw * 4096) / 1e6, "MB/s", (rawBw * 4096) / 1e6));
+    results.push(result("read-throughput/4KiB", (cliBw * 4096) / 1e6, "MB/s", (rawBw * 4096) / 1e6, { samples: scaled(bwRates, 4096 / 1e6) }));
     const into = new Uint8Array(4096);
-    const [cliIntoBw, rawIntoBw] = await pairedRates(
+    const [cliIntoBw, rawIntoBw, intoRates] = await pairedRates(
       3,
       R,
       async () => {
@@ -303,7 +307,7 @@ async function main(): Promise<void> {
         for (let i = 0; i < R; i++) await raw.roundTrip(req4k, 32 + 4096);
       },
     );
-    results.push(result("read-throughput/4KiB/into", (cliIntoBw * 4096) / 1e6, "MB/s", (rawIntoBw * 4096) / 1e6));
+    results.push(result("read-throughput/4KiB/into", (cliIntoBw * 4096) / 1e6, "MB/s", (rawIntoBw * 4096) / 1e6, { samples: scaled(intoRates, 4096 / 1e6) }));
 
     client.close();
     rawConn.destroy();
@@ -313,7 +317,10 @@ async function main(): Promise<void> {
     await exited; // leave no responder behind
     rmSync(dir, { recursive: true, force: true });
   }
-  report("vfio-user-client", results);
+  report("vfio-user-client", results, {
+    title: "vfio-user client: what the client library adds on top of the transport (latency medians/p99, best rates)",
+    baseline: "a bare ping-pong over the same transport with the very same bytes, sent and matched by hand (no client library)",
+  });
 }
 
 if (process.argv[2] === "--responder") responder(process.argv[3]);

@@ -1,6 +1,6 @@
 // A vfio-user client: connects to a device, prints its config header and regions, and reads
-// the start of a BAR. Against examples/doorbell-device.mjs it also writes the RAM BAR, enables
-// MSI, rings the doorbell and waits for the interrupt.
+// the first registers of a BAR. Against examples/doorbell-device.mjs it also writes the RAM
+// BAR, enables MSI, rings the doorbell and waits for the interrupt.
 //
 //   node examples/client.mjs [SOCKET] [BAR]          (default ./doorbell.sock, BAR 0)
 import { connectVfioUser, enableIrqs, PciRegion, PciIrq } from "wasmdev";
@@ -25,9 +25,14 @@ try {
     console.log(`BAR ${r.index}: ${r.size} bytes ${access}`);
   }
 
+  // The first registers as a driver reads them: 4-byte loads (a device may answer other
+  // sizes differently; QEMU's edu returns all-ones for 8-byte reads of its low registers).
   const bar = Number(barArg);
-  const head = await client.readRegion(bar, 0, Math.min(16, Number(regions[bar].size)));
-  console.log(`BAR ${bar} @0: ${Array.from(head, (b) => hex(b, 2)).join(" ")}`);
+  const words = [];
+  for (let offset = 0; offset < Math.min(16, Number(regions[bar].size)); offset += 4) {
+    words.push(hex(await client.readValue(bar, offset, 4), 8));
+  }
+  console.log(`BAR ${bar} @0: ${words.join(" ")}`);
 
   if (vendor === 0x1234 && device === 0xbe11) {
     // The doorbell example: RAM in BAR 0, the doorbell at BAR 2 + 0x04, its count at + 0x08.

@@ -1,7 +1,24 @@
 // Shared benchmark helpers: timing loops, percentiles, a printed table, and the results file
-// format of bench/results/*.json: [{ name, value, unit, baseline, ratio }], ratio = value / baseline.
+// (one per benchmark, see BenchFile): rows of { name, value, unit, baseline, ratio, better,
+// spread? } with ratio = value / baseline, the table's legend, and the run's metadata.
+//
+// Where files go: bench/run.mjs sets WASMDEV_BENCH_OUT (build/bench-results by default,
+// bench/results with --record); a benchmark run by hand writes to build/bench-results.
 import { writeFileSync, mkdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { cpus, release } from "node:os";
 import { join } from "node:path";
+
+/** Which way is good for a row's figures: times are lower-is-better, rates higher-is-better. */
+export type Better = "lower" | "higher";
+
+/** The spread of one side's samples (as measured, in the row's unit). */
+export interface Spread {
+  samples: number;
+  min: number;
+  median: number;
+  p99: number;
+}
 
 export interface BenchResult {
   name: string;
@@ -9,6 +26,39 @@ export interface BenchResult {
   unit: string;
   baseline: number;
   ratio: number;
+  better: Better;
+  /** Present when the benchmark kept its samples (value and baseline sides). */
+  spread?: { value: Spread; baseline: Spread };
+}
+
+/** What a table compares: shown above it in the printed output and in the report page. */
+export interface Legend {
+  /** One line: what the benchmark measures. */
+  title: string;
+  /** What the baseline of every row is (a row name's "x-vs-y" says it too). */
+  baseline: string;
+}
+
+export interface BenchMeta {
+  date: string;
+  node: string;
+  v8: string;
+  platform: string;
+  cpu: string;
+  cpus: number;
+  /** The CPU the run was pinned to, or null when the scheduler chose. */
+  pinnedCpu: string | null;
+  commit: string | null;
+  /** The work tree had changes not in `commit`. */
+  dirty: boolean;
+}
+
+/** bench results file: <out>/<bench>.json. */
+export interface BenchFile {
+  bench: string;
+  legend: Legend;
+  meta: BenchMeta;
+  rows: BenchResult[];
 }
 
 /** Nanoseconds per iteration of `fn(iterations)`, best of `rounds` after a warm-up round. */
@@ -31,37 +81,102 @@ export function percentiles(samples: number[]): { median: number; p99: number; m
   return { median: at(0.5), p99: at(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length };
 }
 
+/** Count, min, median and p99 of samples in a row's unit. */
+export function spreadOf(samples: readonly number[]): Spread {
+  if (samples.length === 0 || !samples.every(Number.isFinite)) throw new Error("a spread needs finite samples");
+  const p = percentiles([...samples]);
+  return { samples: samples.length, min: Math.min(...samples), median: p.median, p99: p.p99 };
+}
+
+const LOWER_UNITS = /^(ns|us|ms|s)(\/.+)?$/;
+const HIGHER_UNITS = /\/s$|^IOPS$/;
+
+/** Lower-is-better for times (ns, us, ns/op, …), higher for rates (…/s, IOPS); others must say. */
+export function betterFor(unit: string): Better | null {
+  if (HIGHER_UNITS.test(unit)) return "higher";
+  if (LOWER_UNITS.test(unit)) return "lower";
+  return null;
+}
+
+export interface ResultOptions {
+  /** Needed when the unit is neither a time nor a rate. */
+  better?: Better;
+  /** The samples behind value and baseline (each in the row's unit), for the spread columns. */
+  samples?: { value: readonly number[]; baseline: readonly number[] };
+}
+
 /**
  * One row: `value` and `baseline` in the same `unit`, both measured in this run; ratio =
- * value / baseline (for a time unit lower is better, for a rate higher is better). Refuses a
- * row that could not mean anything (a NaN or infinite figure, a zero or negative baseline),
- * so a broken measurement fails the benchmark instead of landing in the results file.
+ * value / baseline. Refuses a row that could not mean anything (a NaN or infinite figure, a
+ * zero or negative baseline, a unit whose good direction is unknown), so a broken measurement
+ * fails the benchmark instead of landing in the results file. Prints the row to stderr as it
+ * is made, which is the run's progress.
  */
-export function result(name: string, value: number, unit: string, baseline: number): BenchResult {
+export function result(name: string, value: number, unit: string, baseline: number, options: ResultOptions = {}): BenchResult {
   if (!name || !unit) throw new Error(`benchmark row needs a name and a unit (got ${JSON.stringify({ name, unit })})`);
   if (!Number.isFinite(value)) throw new Error(`${name}: value ${value} is not a finite number`);
   if (!Number.isFinite(baseline) || baseline <= 0) throw new Error(`${name}: baseline ${baseline} is not a positive finite number`);
-  return { name, value, unit, baseline, ratio: value / baseline };
+  const better = options.better ?? betterFor(unit);
+  if (better === null) throw new Error(`${name}: say whether lower or higher is better for unit ${unit}`);
+  const row: BenchResult = { name, value, unit, baseline, ratio: value / baseline, better };
+  if (options.samples) row.spread = { value: spreadOf(options.samples.value), baseline: spreadOf(options.samples.baseline) };
+  process.stderr.write(`  measured ${name}: ${fmt(value)} ${unit} (${row.ratio.toFixed(3)}x the baseline)\n`);
+  return row;
 }
 
-/** Prints a table and writes bench/results/<file>.json. */
-export function report(file: string, results: BenchResult[]): void {
+function git(args: string[]): string | null {
+  try {
+    return execFileSync("git", args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  } catch {
+    return null;
+  }
+}
+
+/** Where and on what this run happened. */
+export function benchMeta(): BenchMeta {
+  const commit = git(["rev-parse", "HEAD"]);
+  return {
+    date: new Date().toISOString(),
+    node: process.version,
+    v8: process.versions.v8,
+    platform: `${process.platform}-${process.arch} ${release()}`,
+    cpu: cpus()[0]?.model.trim() ?? "unknown",
+    cpus: cpus().length,
+    pinnedCpu: process.env.WASMDEV_BENCH_PINNED_CPU || null,
+    commit,
+    dirty: commit !== null && git(["status", "--porcelain", "--untracked-files=no"]) !== "",
+  };
+}
+
+/** The folder results go to (see the top of this file). */
+export function outputDir(): string {
+  return process.env.WASMDEV_BENCH_OUT ?? join(process.cwd(), "build", "bench-results");
+}
+
+/** Prints the legend and the table, and writes <out>/<file>.json. */
+export function report(file: string, results: BenchResult[], legend: Legend): void {
   const seen = new Set<string>();
   for (const r of results) {
     if (seen.has(r.name)) throw new Error(`${file}: two rows are named ${r.name}`);
     seen.add(r.name);
   }
-  const rows = results.map((r) => [r.name, fmt(r.value), r.unit, fmt(r.baseline), r.ratio.toFixed(3)]);
-  const head = ["name", "value", "unit", "baseline", "ratio"];
+  const spread = (s: Spread | undefined) => (s ? `${fmt(s.min)}/${fmt(s.median)}/${fmt(s.p99)} (${s.samples})` : "-");
+  const rows = results.map((r) => [
+    r.name, fmt(r.value), fmt(r.baseline), r.unit, r.ratio.toFixed(3), r.better,
+    spread(r.spread?.value), spread(r.spread?.baseline),
+  ]);
+  const head = ["name", "value", "baseline", "unit", "ratio", "better", "value min/med/p99 (n)", "baseline min/med/p99 (n)"];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
+  console.log(legend.title);
+  console.log(`baseline: ${legend.baseline}; ratio = value / baseline, "better" says which way is good`);
   console.log(line(head));
   console.log(widths.map((w) => "-".repeat(w)).join("  "));
   for (const row of rows) console.log(line(row));
-  // bench/run.mjs runs every benchmark with the repository root as its working directory.
-  const target = join(process.cwd(), "bench", "results");
-  mkdirSync(target, { recursive: true });
-  writeFileSync(join(target, `${file}.json`), JSON.stringify(results, null, 2) + "\n");
+  const out: BenchFile = { bench: file, legend, meta: benchMeta(), rows: results };
+  const dir = outputDir();
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, `${file}.json`), JSON.stringify(out, null, 2) + "\n");
 }
 
 function fmt(v: number): string {

@@ -1,9 +1,10 @@
 // `lspci -vv`-style text for a remote PCI function, from a protocol-independent snapshot: the
 // config space bytes plus what the transport knows about regions and interrupts. Pure.
 //
-// Any front end that can read a function's config space (vfio-user here, mpqemu's proxy)
-// builds a FunctionSnapshot and calls formatLspci().
+// Both protocols of `wasmdev lspci` (vfio-user and mpqemu) build a FunctionSnapshot and call
+// formatLspci(), the one formatter.
 import { formatConfigSpace, formatBarSize as formatSize, type PciNames } from "./config-space.js";
+import { configHexDump } from "./hexdump.js";
 
 export interface SnapshotRegion {
   index: number;
@@ -31,8 +32,10 @@ export interface FunctionSnapshot {
   location: string;
   /** Config space as read (256 or 4096 bytes; shorter is tolerated). */
   config: Uint8Array;
-  /** Regions by index (BARs 0-5, ROM 6, config 7, VGA 8, device-specific above). */
+  /** vfio-user regions by index (BARs 0-5, ROM 6, config 7, VGA 8, device-specific above). */
   regions: SnapshotRegion[];
+  /** BAR sizes (0-5, ROM 6) when the protocol has no regions (mpqemu); else taken from `regions`. */
+  barSizes?: (bigint | undefined)[];
   irqs?: SnapshotIrq[];
   /** Extra "key: value" lines about the transport (protocol version, limits...). */
   notes?: string[];
@@ -43,9 +46,16 @@ export interface FunctionSnapshot {
  * the sizes the transport reports, capability chains), then what only the transport knows:
  * access rights and mmap areas per region, the non-BAR regions, interrupt types and counts.
  */
-export function formatLspci(s: FunctionSnapshot, names?: PciNames): string {
-  const barSizes = Array.from({ length: 7 }, (_, i) => s.regions.find((r) => r.index === i)?.size);
-  const out = [formatConfigSpace(s.config, { address: s.location, barSizes, names })];
+export interface LspciOptions {
+  /** Vendor and device names (pci.ids); numeric without. */
+  names?: PciNames;
+  /** Bytes of config space to add as an `lspci -x` hex dump (0: none). */
+  hexBytes?: number;
+}
+
+export function formatLspci(s: FunctionSnapshot, options: LspciOptions = {}): string {
+  const barSizes = s.barSizes ?? Array.from({ length: 7 }, (_, i) => s.regions.find((r) => r.index === i)?.size);
+  const out = [formatConfigSpace(s.config, { address: s.location, barSizes, names: options.names })];
   for (const r of s.regions) {
     if (r.size === 0n) continue;
     const name = r.index <= 5 ? `BAR${r.index}` : r.index === 6 ? "ROM" : r.index === 7 ? "config space" : r.index === 8 ? "VGA" : `device-specific region ${r.index}`;
@@ -61,6 +71,7 @@ export function formatLspci(s: FunctionSnapshot, names?: PciNames): string {
     out.push(`\tInterrupts ${irq.name}: count=${irq.count}${irq.flags && irq.flags.length > 0 ? ` (${irq.flags.join(", ")})` : ""}`);
   }
   for (const note of s.notes ?? []) out.push(`\t${note}`);
+  if (options.hexBytes) out.push(configHexDump(s.config, options.hexBytes));
   return out.join("\n");
 }
 

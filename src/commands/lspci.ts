@@ -1,14 +1,14 @@
 // `wasmdev lspci`: show a remote PCI function's configuration space and regions, lspci -vv style,
 // over vfio-user (--socket PATH) or mpqemu (--mpqemu -- <remote command>).
 //
-// Each front end collects a FunctionSnapshot and hands it to formatLspci().
+// Each protocol collects a FunctionSnapshot and hands it to the one formatter, formatLspci().
 import { connectVfioUser } from "../vfio-user/client/connect.js";
 import type { VfioUserClient } from "../vfio-user/client/client.js";
 import { PciRegion } from "../vfio-user/wire/constants.js";
 import { MpqemuProxy } from "../mpqemu/proxy.js";
+import type { Logger } from "../log.js";
 import { LOG_HELP, LOG_OPTIONS, UsageError, nonEmpty, parseCommandLine, parseTimeout } from "./args.js";
-import { formatConfigSpace, type PciNames } from "./config-space.js";
-import { configHexDump } from "./hexdump.js";
+import type { PciNames } from "./config-space.js";
 import { formatLspci, type FunctionSnapshot } from "./lspci-format.js";
 import { cliLogOptions, createCliLogger } from "./log.js";
 import { describeClientError, onBusyNotice } from "./client-errors.js";
@@ -77,7 +77,7 @@ export async function run(argv: string[]): Promise<number> {
   if (v.mpqemu) {
     if (v.socket !== undefined) throw new UsageError("--socket and --mpqemu exclude each other");
     if (command.length === 0 || !command.some((a) => a.includes("{fd}"))) throw new UsageError("give the remote command after --, with {fd} where its socket goes");
-    return lspciMpqemu(command, v.timeout === undefined ? 3000 : parseTimeout(v.timeout), names, dumpBytes);
+    return lspciMpqemu(command, v.timeout === undefined ? 3000 : parseTimeout(v.timeout), names, dumpBytes, logger);
   }
   if (command.length > 0) throw new UsageError(`unexpected argument '${command[0]}' (a command after -- needs --mpqemu)`);
   const socketPath = nonEmpty(v.socket, "--socket", "a path");
@@ -88,9 +88,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     client = await connectVfioUser(socketPath, { timeoutMs, connectTimeoutMs: timeoutMs, logger, onBusy: onBusyNotice(logger, socketPath, timeoutMs) });
     const snapshot = await vfioUserSnapshot(client, socketPath);
-    let text = formatLspci(snapshot, names);
-    if (dumpBytes) text += "\n" + configHexDump(snapshot.config, dumpBytes);
-    process.stdout.write(text + "\n");
+    process.stdout.write(formatLspci(snapshot, { names, hexBytes: dumpBytes }) + "\n");
     return 0;
   } catch (err) {
     process.stderr.write(`wasmdev lspci: ${describeClientError(err, socketPath, timeoutMs)}\n`);
@@ -128,10 +126,10 @@ export async function vfioUserSnapshot(client: VfioUserClient, location: string)
   };
 }
 
-async function lspciMpqemu(command: string[], timeoutMs: number, names: PciNames | undefined, dumpBytes: number): Promise<number> {
+async function lspciMpqemu(command: string[], timeoutMs: number, names: PciNames | undefined, dumpBytes: number, logger: Logger): Promise<number> {
   let proxy: MpqemuProxy | undefined;
   try {
-    proxy = await MpqemuProxy.start({ command, timeoutMs, heartbeatMs: 0, stderr: "ignore", ramSize: 0 });
+    proxy = await MpqemuProxy.start({ command, timeoutMs, heartbeatMs: 0, stderr: "ignore", ramSize: 0, logger });
     const info = await proxy.probe();
     // Dword reads only: QEMU's remote exits on a narrower access near the end of the space.
     const config = new Uint8Array(256);
@@ -139,10 +137,14 @@ async function lspciMpqemu(command: string[], timeoutMs: number, names: PciNames
     for (let off = 0; off < 256; off += 4) view.setUint32(off, await proxy.configRead(off, 4), true);
     const barSizes: (bigint | undefined)[] = [];
     for (const b of info.bars) barSizes[b.index] = b.size;
-    const lines = [formatConfigSpace(config, { address: "00:00.0", barSizes, names })];
-    lines.push(`\tmpqemu: remote pid ${proxy.child?.pid ?? "?"}, ${info.bars.length} BARs proxied (the ROM BAR is not part of the protocol)`);
-    if (dumpBytes) lines.push(configHexDump(config, dumpBytes));
-    process.stdout.write(lines.join("\n") + "\n");
+    const snapshot: FunctionSnapshot = {
+      location: "00:00.0",
+      config,
+      regions: [],
+      barSizes,
+      notes: [`mpqemu: remote pid ${proxy.child?.pid ?? "?"}, ${info.bars.length} BARs proxied (the ROM BAR is not part of the protocol)`],
+    };
+    process.stdout.write(formatLspci(snapshot, { names, hexBytes: dumpBytes }) + "\n");
     return 0;
   } catch (err) {
     process.stderr.write(`wasmdev lspci: ${(err as Error).message}\n`);

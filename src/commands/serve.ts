@@ -11,6 +11,7 @@ import { MpqemuRemote } from "../mpqemu/remote.js";
 import { LOG_HELP, LOG_OPTIONS, UsageError, nonEmpty, parseCommandLine, parseInteger } from "./args.js";
 import { DEVICES, PROTOCOLS, devicesFor, type DeviceOptions, type Protocol } from "./devices.js";
 import { cliLogOptions, createCliLogger } from "./log.js";
+import { describeFunction } from "./config-space.js";
 
 export const SYNOPSIS = `usage: wasmdev serve [--protocol vfio-user] [--socket PATH] [--device NAME] [options]
        wasmdev serve --protocol mpqemu --fd N [--device NAME] [options]`;
@@ -67,10 +68,11 @@ interface ServeArgs {
   maxDataXferSize: number;
 }
 
-function parse(argv: string[]): { args: ServeArgs; help: boolean; logger: Logger } {
+/** The options, checked; undefined for --help. */
+function parse(argv: string[]): { args: ServeArgs; logger: Logger } | undefined {
   const { values: v, positionals } = parseCommandLine(argv, OPTIONS);
+  if (v.help) return undefined;
   const logger = createCliLogger(cliLogOptions("wasmdev serve", v));
-  if (v.help) return { args: undefined as never, help: true, logger };
   if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
   const protocol = (v.protocol ?? "vfio-user") as Protocol;
   if (!PROTOCOLS.includes(protocol)) throw new UsageError(`unknown protocol '${v.protocol}' (known: ${PROTOCOLS.join(", ")})`);
@@ -108,15 +110,16 @@ function parse(argv: string[]): { args: ServeArgs; help: boolean; logger: Logger
   } else {
     for (const o of ["size", "lba-size", "disk"] as const) only(`--${o}`, v[o], "--device nvme");
   }
-  return { args, help: false, logger };
+  return { args, logger };
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const { args, help, logger } = parse(argv);
-  if (help) {
+  const parsed = parse(argv);
+  if (!parsed) {
     process.stdout.write(USAGE + "\n");
     return 0;
   }
+  const { args, logger } = parsed;
   if (args.protocol === "mpqemu") {
     // Checked before the device exists: a wrong fd is the caller's mistake.
     const problem = socketProblem(args.fd);
@@ -129,6 +132,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`wasmdev serve: cannot create device '${args.deviceName}': ${(err as Error).message}\n`);
     return 1;
   }
+  logger.debug(`device ${args.deviceName}: ${describeFunction(device).split("\n")[0].replace(/^\S+ /, "")}`);
   let onSignal: (name: string) => void = () => {};
   const stopSignal = new Promise<string>((resolveStop) => (onSignal = resolveStop));
   const handler = (name: NodeJS.Signals) => onSignal(name);

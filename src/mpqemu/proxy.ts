@@ -16,11 +16,12 @@ import { MpqemuError } from "./errors.js";
 import {
   Cmd, MpqemuEncoder, MpqemuParser, cmdName, type Encoded, type ParseEvent, type RetMsg,
 } from "./wire.js";
-import {
-  RawSocket, closeFd, eventfd, eventfdDrain, eventfdSignal, mapFd, memfdCreate, socketpair, watchFd, watchReadable,
-  type FdWatch, type Mapping,
-} from "./sys.js";
-
+import { RawSocket, watchFd, type FdWatch } from "../transport/raw-socket.js";
+import { closeFdQuietly as closeFd, socketpair } from "../transport/fd.js";
+import { memfdCreate, mmapFd, type MappedRegion } from "../transport/shm.js";
+import { EventFd } from "../transport/eventfd.js";
+import type { Logger, TraceEvent } from "../log.js";
+import { traceReceived, traceSent } from "./trace.js";
 
 export interface MpqemuProxyOptions {
   /** Command line of the remote; the argument text `{fd}` becomes the fd number the child
@@ -42,7 +43,9 @@ export interface MpqemuProxyOptions {
   /** What to do with the child's stderr (default "inherit"); "pipe" keeps its last 4 KiB in
    *  `stderrTail` and quotes it in lost-contact errors. */
   stderr?: "inherit" | "ignore" | "pipe";
-  /** Diagnostics sink (default: none). */
+  /** Diagnostics (warn) and, with `trace`, every message both ways (default: none). */
+  logger?: Logger;
+  /** Older form of `logger`: diagnostics lines (ignored if logger is set). */
   log?: (line: string) => void;
 }
 
@@ -118,24 +121,35 @@ export class MpqemuProxy extends EventEmitter {
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private failure: MpqemuError | null = null;
   private closing = false;
-  private ramMapping: Mapping | null = null;
+  private ramMapping: MappedRegion | null = null;
   private ramFd = -1;
-  private irqfd = -1;
-  private resamplefd = -1;
-  private irqWatch: FdWatch | null = null;
+  /** The INTx pair sent with SET_IRQFD: the remote signals irqfd, we signal resamplefd at EOI. */
+  private irqfd: EventFd | null = null;
+  private resamplefd: EventFd | null = null;
   private intxAsserted = false;
   private childExited: Promise<void>;
   private bars: BarAssignment[] = [];
   /** Last 4 KiB of the child's stderr when started with stderr: "pipe". */
   stderrTail = "";
-  private readonly onReplyEvent = (ev: ParseEvent<RetMsg>) => this.onReply(ev);
+  private readonly onReplyEvent: (ev: ParseEvent<RetMsg>) => void;
+  /** Set only when tracing (one test per sent message otherwise). */
+  private readonly trace: ((event: TraceEvent) => void) | undefined;
 
   private constructor(sockFd: number, child: ChildProcess | null, opts: MpqemuProxyOptions) {
     super();
     this.child = child;
     this.timeoutMs = opts.timeoutMs ?? 3000;
     this.replyTimeoutMs = opts.startTimeoutMs ?? Math.max(10_000, this.timeoutMs);
-    this.log = opts.log ?? (() => {});
+    const logger = opts.logger;
+    this.log = logger ? (line) => logger.warn(line) : (opts.log ?? (() => {}));
+    const trace = logger?.trace;
+    this.trace = trace;
+    this.onReplyEvent = trace
+      ? (ev) => {
+          trace(traceReceived(ev));
+          this.onReply(ev);
+        }
+      : (ev) => this.onReply(ev);
     this.ramGpa = opts.ramGpa ?? 0n;
     this.sock = new RawSocket(sockFd);
     this.parser = new MpqemuParser<RetMsg>("proxy", closeFd);
@@ -143,9 +157,9 @@ export class MpqemuProxy extends EventEmitter {
     const ramSize = opts.ramSize ?? 16 << 20;
     this.ram = null;
     if (ramSize > 0) {
-      this.ramFd = memfdCreate("wasmdev-guest-ram", BigInt(ramSize));
-      this.ramMapping = mapFd(this.ramFd, 0n, ramSize);
-      this.ram = this.ramMapping.bytes;
+      this.ramFd = memfdCreate("wasmdev-guest-ram", ramSize);
+      this.ramMapping = mmapFd(this.ramFd, 0n, ramSize);
+      this.ram = this.ramMapping.bytes();
     }
     child?.stderr?.setEncoding("utf8");
     child?.stderr?.on("data", (d: string) => {
@@ -219,10 +233,10 @@ export class MpqemuProxy extends EventEmitter {
     if (this.ramFd >= 0 && this.ram) {
       this.send(this.enc.syncSysmem([{ gpa: this.ramGpa, size: BigInt(this.ram.length), offset: 0n, fd: this.ramFd }]));
     }
-    this.irqfd = eventfd();
-    this.resamplefd = eventfd();
-    this.send(this.enc.setIrqfd(this.irqfd, this.resamplefd));
-    this.irqWatch = watchReadable(this.irqfd, () => this.onIrq());
+    this.irqfd = EventFd.create();
+    this.resamplefd = EventFd.create();
+    this.send(this.enc.setIrqfd(this.irqfd.fd, this.resamplefd.fd));
+    this.irqfd.onReadable(() => this.onIrq());
     // One batch: mark the cache line size register, reset the device, read the mark back.
     const [, , mark] = await Promise.all([
       this.configWrite(PCI_CACHE_LINE_SIZE, 1, STARTUP_MARK),
@@ -273,12 +287,12 @@ export class MpqemuProxy extends EventEmitter {
    * still asserts the line raises the irqfd again (level semantics).
    */
   eoi(): void {
-    if (this.resamplefd < 0) return;
+    if (!this.resamplefd) return;
     if (this.intxAsserted) {
       this.intxAsserted = false;
       this.emit("intx", false);
     }
-    eventfdSignal(this.resamplefd);
+    this.resamplefd.signal();
   }
 
   /** Resolves with the next INTx assertion (or immediately if asserted). */
@@ -320,8 +334,8 @@ export class MpqemuProxy extends EventEmitter {
     });
   }
 
+  /** The irqfd polled readable and its counter was read (non-zero). */
   private onIrq(): void {
-    if (eventfdDrain(this.irqfd) === 0n) return;
     if (!this.intxAsserted) {
       this.intxAsserted = true;
       this.emit("intx", true);
@@ -482,6 +496,7 @@ export class MpqemuProxy extends EventEmitter {
   /** Writes `frame` now if nothing is queued; whatever the socket does not take is queued (copied). */
   private send(frame: Encoded): void {
     if (this.failure) return;
+    if (this.trace !== undefined) this.trace(traceSent(frame.bytes, frame.fds.length));
     if (this.outQueue.length === 0) {
       let n: number;
       try {
@@ -644,7 +659,6 @@ export class MpqemuProxy extends EventEmitter {
       for (const p of this.pending.splice(0)) p.reject(err);
       this.watch.stop();
       if (!this.sock.isClosed) this.sock.close();
-      this.irqWatch?.stop();
       if (this.childRunning()) {
         const kill = setTimeout(() => this.childRunning() && this.child!.kill("SIGKILL"), graceMs);
         await this.childExited;
@@ -652,9 +666,10 @@ export class MpqemuProxy extends EventEmitter {
       }
       this.ramMapping?.unmap();
       closeFd(this.ramFd);
-      closeFd(this.irqfd);
-      closeFd(this.resamplefd);
-      this.ramFd = this.irqfd = this.resamplefd = -1;
+      this.ramFd = -1;
+      this.irqfd?.close();
+      this.resamplefd?.close();
+      this.irqfd = this.resamplefd = null;
     }
     await this.childExited;
   }

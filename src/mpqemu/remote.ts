@@ -26,7 +26,9 @@ import {
 } from "./wire.js";
 import type { Logger, TraceEvent } from "../log.js";
 import { traceReceived, traceSent } from "./trace.js";
-import { RawSocket, closeFd, eventfdDrain, eventfdSignal, watchFd, watchReadable, type FdWatch } from "./sys.js";
+import { RawSocket, watchFd, type FdWatch } from "../transport/raw-socket.js";
+import { closeFdQuietly as closeFd } from "../transport/fd.js";
+import { EventFd } from "../transport/eventfd.js";
 
 export interface MpqemuRemoteOptions {
   /** Connected socket from the VMM; the remote owns and closes it. */
@@ -80,9 +82,9 @@ export class MpqemuRemote {
   private dmaCtx: DmaContext | null = null;
   /** The mapped set, by file identity, to recognise QEMU's identical resends. */
   private sysmemKeys: string[] = [];
-  private irqfd = -1;
-  private resamplefd = -1;
-  private resampleWatch: FdWatch | null = null;
+  /** INTx lines from SET_IRQFD (QEMU's irqfd and its resample fd), owned once adopted. */
+  private irqfd: EventFd | null = null;
+  private resamplefd: EventFd | null = null;
   private intxLevel = false;
   private finished = false;
   private resolveEnded!: (end: RemoteEnd) => void;
@@ -135,12 +137,9 @@ export class MpqemuRemote {
     // to the guest: the remote's log is where the reason shows.
     if (end.reason === "error") this.log(`stopped serving: ${end.error.message}`);
     this.watch?.stop();
-    this.resampleWatch?.stop();
     this.sock.close();
     this.parser.end();
-    closeFd(this.irqfd);
-    closeFd(this.resamplefd);
-    this.irqfd = this.resamplefd = -1;
+    this.closeIntx();
     this.fn.attachInterruptSink(null);
     if (this.dmaCtx) {
       this.fn.attachDma(null);
@@ -368,13 +367,31 @@ export class MpqemuRemote {
   // ---- INTx ---------------------------------------------------------------------------------
 
   private setIrqfd(irqfd: number, resamplefd: number): void {
-    this.resampleWatch?.stop();
-    closeFd(this.irqfd);
-    closeFd(this.resamplefd);
-    this.irqfd = irqfd;
-    this.resamplefd = resamplefd;
-    this.resampleWatch = watchReadable(resamplefd, () => this.onResample());
+    this.closeIntx();
+    let irq: EventFd | null = null;
+    try {
+      irq = EventFd.adopt(irqfd);
+      const resample = EventFd.adopt(resamplefd);
+      this.irqfd = irq;
+      this.resamplefd = resample;
+    } catch (err) {
+      // Not eventfds: INTx stays off rather than writing 8 bytes into some other file.
+      if (irq) irq.close();
+      else closeFd(irqfd);
+      closeFd(resamplefd);
+      this.log(`SET_IRQFD ignored: ${(err as Error).message}`);
+      return;
+    }
+    // The counter is read when the fd polls readable, never blindly: QEMU makes every fd it
+    // receives blocking, and O_NONBLOCK is shared with it.
+    this.resamplefd.onReadable(() => this.onResample());
     if (this.intxLevel) this.raise();
+  }
+
+  private closeIntx(): void {
+    this.irqfd?.close();
+    this.resamplefd?.close();
+    this.irqfd = this.resamplefd = null;
   }
 
   private setIntx(asserted: boolean): void {
@@ -387,22 +404,15 @@ export class MpqemuRemote {
   }
 
   private raise(): void {
-    if (this.irqfd < 0) return;
+    if (!this.irqfd) return;
     try {
-      eventfdSignal(this.irqfd);
+      this.irqfd.signal();
     } catch (err) {
       this.log(`cannot signal the irqfd: ${(err as Error).message}`);
     }
   }
 
   private onResample(): void {
-    if (this.resamplefd < 0) return;
-    try {
-      eventfdDrain(this.resamplefd);
-    } catch (err) {
-      this.log(`cannot read the resample fd: ${(err as Error).message}`);
-      return;
-    }
     if (this.intxLevel) this.raise();
   }
 }

@@ -718,7 +718,7 @@ function removeStaleSocket(path: string): void {
   if (fd >= 0 || fd === -EAGAIN || fd === -EINTR) {
     if (fd >= 0) n.close(fd);
     const err = syscallError("listen", EADDRINUSE, { path });
-    err.message = `listen failed: EADDRINUSE (${path}): another process is listening on this socket`;
+    err.message = `listen failed: EADDRINUSE (${path}): a listener is accepting on this socket`;
     throw err;
   }
   try {

@@ -50,7 +50,7 @@ export interface SpawnWithFdsOptions extends Omit<SpawnOptions, "stdio"> {
   /** stdin, stdout, stderr of the child (default: ignore, inherit, inherit). */
   stdio?: [SpawnStdio, SpawnStdio, SpawnStdio];
 }
-type SpawnStdio = "pipe" | "ignore" | "inherit" | number;
+export type SpawnStdio = "pipe" | "ignore" | "inherit" | number;
 
 export interface SpawnedWithFds {
   child: ChildProcess;

@@ -8,6 +8,8 @@
 //    charged to a MapBudget; memfds sealed against shrinking; a SIGBUS guard turns a peer
 //    shrinking an unsealable file under a mapping into zero pages + MappedRegion.truncated),
 //    fileSize(), fileSeals()/addFileSeals().
+//  - RawSocket + watchFd: a socket read one recvmsg at a time with that read's fds, written
+//    one sendmsg per message (mpqemu attributes fds by read; vfio-user uses Connection).
 //  - EventFd: create/adopt, signal, read, onReadable (epoll on the event loop, no polling).
 //  - ReceiveBuffer / SendBuffer: the framing buffers the protocols share.
 //  - TransportError: the layer's single error class (stable `code`).
@@ -33,7 +35,7 @@ export {
   type Receiver,
   type StreamConnection,
 } from "./connection.js";
-export { socketpair, closeFd, closeFdQuietly, dupFd, spawnWithFds, type SpawnWithFdsOptions, type SpawnedWithFds } from "./fd.js";
+export { socketpair, closeFd, closeFdQuietly, dupFd, spawnWithFds, type SpawnWithFdsOptions, type SpawnedWithFds, type SpawnStdio } from "./fd.js";
 export {
   memfdCreate,
   fileSize,
@@ -48,3 +50,4 @@ export {
   type MapOptions,
 } from "./shm.js";
 export { EventFd, type EventFdOptions } from "./eventfd.js";
+export { RawSocket, watchFd, RAW_SOCKET_MAX_RECV_FDS, type FdWatch, type RawReceived } from "./raw-socket.js";

@@ -120,6 +120,24 @@ describe("edu: registers", () => {
     expect(rd(EDU_REG.FACTORIAL)).toBe(1n);
   });
 
+  // Found by the vfio-user session fuzz target: a factorial of 0xffffffff looped 2^32 times on
+  // the event loop and stalled the whole server. The result is still n! mod 2^32 (0 from 34!
+  // on). The test's deadline is the regression's detector: looping to the operand again takes
+  // seconds per write.
+  it("gives n! mod 2^32 for every operand, large ones at once", () => {
+    const { rd, wr, clock } = setup();
+    let reference = 1n;
+    const operands: [number, bigint][] = [];
+    for (let n = 1; n <= 40; n++) operands.push([n, (reference = (reference * BigInt(n)) % 2n ** 32n)]);
+    for (const n of [0xffffffff, 0x80000000, 1_000_000_000, 0xfffffffe, 0x7fffffff, 65536, 34, 33]) operands.push([n, n >= 34 ? 0n : 2147483648n]);
+    for (const [n, expected] of operands) {
+      wr(EDU_REG.FACTORIAL, n);
+      clock.advance(0); // default delay 0: the factorial ends at the next tick
+      expect(rd(EDU_REG.STATUS) & 1n).toBe(0n);
+      expect(rd(EDU_REG.FACTORIAL), `${n}!`).toBe(expected);
+    }
+  }, 3000);
+
   it("raises interrupt 0x1 after a factorial when status bit 0x80 is set", () => {
     const { rd, wr, events, clock } = setup();
     wr(EDU_REG.STATUS, 0x81); // bit 0 is read-only

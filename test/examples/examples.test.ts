@@ -36,7 +36,7 @@ describe("examples/", () => {
         "device 1234:be11 class ff0000",
         "BAR 0: 65536 bytes rw-",
         "BAR 2: 4096 bytes rw-",
-        "BAR 0 @0: 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00",
+        "BAR 0 @0: 00000000 00000000 00000000 00000000",
         "BAR 0 @0x100: hello, device",
         "MSI vector 0 after the doorbell; rung 1 time(s)",
         "",

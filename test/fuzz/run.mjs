@@ -43,10 +43,11 @@ export function ensureEngine() {
 }
 
 /** Bundles every target (and the seed builder) into build/fuzz/*.cjs with the host's esbuild. */
-export function bundle(names) {
+export function bundle(names, { seeds = false } = {}) {
   const out = join(tree, "build", "fuzz");
   mkdirSync(out, { recursive: true });
   const entries = names.map((n) => join(here, "targets", `${n}.ts`));
+  if (seeds) entries.push(join(here, "seeds.ts"));
   execFileSync(
     join(tree, "node_modules", ".bin", "esbuild"),
     [
@@ -100,7 +101,7 @@ export function fuzzTarget(name, seconds, { quiet = false } = {}) {
       resolve({
         target: name,
         seconds,
-        executions: num(/stat::number_of_executed_units:\s*(\d+)/g) || num(/Done (\d+) runs/g),
+        executions: num(/stat::number_of_executed_units:\s*(\d+)/g) || num(/Done (\d+) runs/g) || num(/^#(\d+)\s/gm),
         coverage: num(/\bcov: (\d+)/g),
         features: num(/\bft: (\d+)/g),
         corpus: num(/\bcorp: (\d+)/g),
@@ -115,6 +116,11 @@ export function fuzzTarget(name, seconds, { quiet = false } = {}) {
 async function main() {
   const argv = process.argv.slice(2);
   const json = argv.includes("--json");
+  if (argv.includes("--seeds")) {
+    bundle([], { seeds: true });
+    execFileSync(process.execPath, [join(tree, "build", "fuzz", "seeds.cjs"), rel(here)], { cwd: tree, stdio: "inherit" });
+    return;
+  }
   const names = argv.filter((a) => !a.startsWith("--"));
   for (const n of names) if (!(n in TARGETS)) throw new Error(`unknown target ${n} (targets: ${Object.keys(TARGETS).join(", ")})`);
   const run = names.length ? names : Object.keys(TARGETS);

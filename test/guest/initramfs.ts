@@ -32,7 +32,7 @@ echo "@@guest-exit $?"
 poweroff -f
 `;
 
-interface Entry {
+export interface Entry {
   path: string;
   mode: number;
   data?: Buffer;
@@ -60,9 +60,9 @@ export function newcArchive(entries: Entry[]): Buffer {
   return Buffer.concat(parts);
 }
 
-/** The archive holding the test's script as /test.sh (appended after the base initramfs). */
-export function scriptArchive(script: string): Buffer {
-  return newcArchive([{ path: "test.sh", mode: 0o755, data: Buffer.from(script) }]);
+/** The archive holding the test's script as /test.sh and any files of its own (appended after the base initramfs). */
+export function scriptArchive(script: string, files: Entry[] = []): Buffer {
+  return newcArchive([...files, { path: "test.sh", mode: 0o755, data: Buffer.from(script) }]);
 }
 
 function libraryClosure(root: string, program: string): string[] {

@@ -1,8 +1,9 @@
 // An unmodified Linux guest (Debian 13's 6.12 kernel and its in-tree nvme driver) uses the
 // project's NVMe controller as its disk through QEMU 11.1's vfio-user-pci: identify, SMART, fio
 // writes verified by crc32c, controller resets, driver unbind/bind and a clean shutdown at
-// poweroff; and a QEMU killed mid-I/O leaves nothing behind in the server.
-import { mkdtempSync, rmSync } from "node:fs";
+// poweroff, the probe after the firmware (SeaBIOS) used the controller; and a QEMU killed
+// mid-I/O leaves nothing behind in the server.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -61,10 +62,18 @@ d("a Linux guest on the project's NVMe controller over QEMU 11.1 vfio-user-pci",
   it("binds, identifies, verifies fio's writes, takes 20 resets and unbind/bind cycles, and shuts the controller down at poweroff", async () => {
     const shutdownsBefore = nvme.stats.shutdowns;
     const eventsBefore = events.length;
+    let eventsAtDisk = -1;
+    // SeaBIOS's debug port: the firmware's own NVMe driver runs before Linux.
+    const firmwareLog = join(dir, "seabios.log");
     const r = await bootGuest({
       devices: [device],
+      qemuArgs: ["-chardev", `file,id=fw,path=${firmwareLog}`, "-device", "isa-debugcon,iobase=0x402,chardev=fw"],
+      onLine: (line) => {
+        if (line.startsWith("@@probe-dmesg")) eventsAtDisk = events.length;
+      },
       script: `${WAIT_DISK}
 wait_disk
+echo "@@probe-dmesg $(dmesg | grep -i nvme | tr '\n' '|')"
 echo "@@sectors $(cat /sys/block/nvme0n1/size)"
 echo "@@lbs $(cat /sys/block/nvme0n1/queue/logical_block_size)"
 echo "@@id-ctrl $(nvme id-ctrl /dev/nvme0 -o json | tr -d '\\n')"
@@ -74,6 +83,7 @@ verify() { fio --name=verify --filename=/dev/nvme0n1 --direct=1 --ioengine=libai
 verify 64M 0 fio
 echo "@@smart-after $(nvme smart-log /dev/nvme0 -o json | tr -d '\\n')"
 for i in $(seq 20); do echo 1 > /sys/class/nvme/nvme0/reset_controller; done
+echo "@@smart-after-resets $(nvme smart-log /dev/nvme0 -o json | tr -d '\n')"
 echo "@@state-after-resets $(cat /sys/class/nvme/nvme0/state)"
 verify 8M 96M fio-after-resets
 bdf=$(basename $(readlink /sys/class/nvme/nvme0/device))
@@ -97,6 +107,18 @@ verify 8M 128M fio-after-rebind
     const smartBefore = json(r, "smart-before");
     const smartAfter = json(r, "smart-after");
     expect(smartAfter.host_write_commands).toBeGreaterThan(smartBefore.host_write_commands);
+    // Controller resets keep power: they are not unsafe shutdowns (they were counted before).
+    expect(json(r, "smart-after-resets").unsafe_shutdowns).toBe(smartBefore.unsafe_shutdowns);
+
+    // The probe: QEMU's device reset at power-on, SeaBIOS enables the controller and registers
+    // the namespace as a boot drive (and leaves it enabled), then Linux's driver disables it
+    // (nvme_pci_configure_admin_queue) and enables it again, with nothing in dmesg about
+    // timeouts, aborts or failed commands.
+    expect(events.slice(eventsBefore, eventsAtDisk).map((e) => e.kind)).toEqual(["reset", "enabled", "reset", "enabled"]);
+    expect(readFileSync(firmwareLog, "utf8")).toMatch(new RegExp(`^drive 0x[0-9a-f]+: .* s=${SIZE / 512}$`, "m"));
+    const probe = result(r, "probe-dmesg");
+    expect(probe).toContain("nvme nvme0: pci function");
+    expect(probe).not.toMatch(/timeout|abort|reset|fail|error/i);
 
     for (const name of ["fio", "fio-after-resets", "fio-after-rebind"]) {
       const job = json(r, name).jobs[0];

@@ -7,6 +7,7 @@ import { DmaMapTable } from "../../src/core/dma/map-table.js";
 import { DmaSpace } from "../../src/core/dma/space.js";
 import { DmaError } from "../../src/core/dma/errors.js";
 import type { DmaMapping, DmaMessageHook } from "../../src/core/dma/api.js";
+import { DirtyLog, trackDirtyPages } from "../../src/vfio-user/server/dirty.js";
 
 function setup(hook?: DmaMessageHook) {
   const core = new IommuCore();
@@ -171,6 +172,60 @@ describe("DMA copies", () => {
     expect(code(() => dma.readSync(-1n, new Uint8Array(1)))).toBe("DMA_INVALID_ARGUMENT");
     expect(code(() => dma.readSync(1n << 64n, new Uint8Array(1)))).toBe("DMA_INVALID_ARGUMENT");
     dma.readSync(0x1000n, new Uint8Array(0)); // empty transfers are no-ops
+  });
+
+  it("copies a scatter/gather list in order across regions; a faulting range copies nothing; a list must cover the buffer exactly", () => {
+    const { table, dma } = setup();
+    const a = new Uint8Array(0x2000), b = new Uint8Array(0x1000), ro = new Uint8Array(0x1000).fill(9);
+    table.add({ iova: 0x1000n, size: 0x2000n, perm: 3, backing: { kind: "memory", bytes: a } });
+    table.add({ iova: 0x8000n, size: 0x1000n, perm: 3, backing: { kind: "memory", bytes: b } });
+    table.add({ iova: 0x9000n, size: 0x1000n, perm: 1, backing: { kind: "memory", bytes: ro } });
+    table.add({ iova: 0xa000n, size: 0x1000n, perm: 3, backing: { kind: "message" } });
+    // A PRP-like list: an offset first page, a page in another region, a page straddling a's two.
+    const list = { iova: [0x1f00n, 0x8000n, 0x1800n, 0n], length: [0x100, 0x1000, 0x1000, 0], count: 3 };
+    const src = mem(0x2100, 1);
+    dma.writeListSync(list, src);
+    expect(a.subarray(0xf00, 0x1000)).toEqual(src.subarray(0, 0x100));
+    expect(b).toEqual(src.subarray(0x100, 0x1100));
+    expect(a.subarray(0x800, 0x1800)).toEqual(src.subarray(0x1100, 0x2100)); // overwrites the first range's bytes
+    const back = new Uint8Array(0x2100);
+    dma.readListSync(list, back);
+    expect(back.subarray(0x100)).toEqual(src.subarray(0x100)); // the last range wins where they overlap
+    expect(back.subarray(0, 0x100)).toEqual(src.subarray(0x1100 + 0x700, 0x1100 + 0x800));
+
+    // All-or-nothing: range 1 is read-only (writes) or a hole; the fault names its index.
+    a.fill(0);
+    const bad = { iova: [0x1000n, 0x9000n], length: [0x10, 0x10], count: 2 };
+    const e = (() => { try { dma.writeListSync(bad, new Uint8Array(0x20).fill(5)); } catch (e) { return e as DmaError; } })()!;
+    expect(e).toMatchObject({ code: "DMA_PERMISSION", index: 1 });
+    expect(a.every((x) => x === 0) && ro.every((x) => x === 9)).toBe(true);
+    expect(code(() => dma.readListSync({ iova: [0x1000n, 0x5000n], length: [4, 4], count: 2 }, new Uint8Array(8)))).toBe("DMA_UNMAPPED");
+    expect(code(() => dma.readListSync({ iova: [0x1000n, 0xa000n], length: [4, 4], count: 2 }, new Uint8Array(8)))).toBe("DMA_NO_SHARED_MEMORY");
+    expect(code(() => dma.readListSync({ iova: [0x1000n], length: [8], count: 1 }, new Uint8Array(4)))).toBe("DMA_INVALID_ARGUMENT");
+    expect(code(() => dma.readListSync({ iova: [0x1000n], length: [0], count: 1 }, new Uint8Array(0)))).toBe("DMA_INVALID_ARGUMENT");
+    expect(code(() => dma.readListSync({ iova: [0x1000n], length: [4], count: 2 }, new Uint8Array(4)))).toBe("DMA_INVALID_ARGUMENT");
+    dma.readListSync({ iova: [], length: [], count: 0 }, new Uint8Array(0)); // an empty list is a no-op
+    // Lists longer than the scratch records at first grow it.
+    const many = { iova: Array.from({ length: 600 }, (_, i) => 0x1000n + BigInt(i * 8)), length: Array(600).fill(8), count: 600 };
+    const big = mem(600 * 8, 2);
+    dma.writeListSync(many, big);
+    expect(a.subarray(0, 600 * 8)).toEqual(big);
+  });
+
+  it("list writes through the dirty-page tracker mark every page of every range; list reads mark none", () => {
+    const { table, dma } = setup();
+    table.add({ iova: 0x10000n, size: 0x10000n, perm: 3, backing: { kind: "memory", bytes: new Uint8Array(0x10000) } });
+    const log = new DirtyLog();
+    log.start(4096n, []);
+    const tracked = trackDirtyPages(dma, log);
+    const list = { iova: [0x10ff0n, 0x14000n, 0x1a000n], length: [0x20, 0x1000, 0x10], count: 3 };
+    tracked.readListSync(list, new Uint8Array(0x1030));
+    expect(log.report(0x10000n, 0x10000n, 4096n, 2).every((x) => x === 0)).toBe(true);
+    tracked.writeListSync(list, new Uint8Array(0x1030));
+    // Pages 0 and 1 (the first range straddles them), 4, and 10 of the 16 from 0x10000.
+    expect(Array.from(log.report(0x10000n, 0x10000n, 4096n, 2))).toEqual([0b0001_0011, 0b0000_0100]);
+    expect(code(() => tracked.writeListSync({ iova: [0x10000n, 0x30000n], length: [4, 4], count: 2 }, new Uint8Array(8)))).toBe("DMA_UNMAPPED");
+    expect(log.report(0x10000n, 0x10000n, 4096n, 2).every((x) => x === 0)).toBe(true); // a failed write marks nothing
   });
 
   it("little-endian loads and stores of 8/16/32/64 bits, also straddling regions", () => {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { rmSync } from "node:fs";
-import { closeFd, socketpair } from "../../src/mpqemu/sys.js";
+import { closeFdQuietly as closeFd, socketpair } from "../../src/transport/fd.js";
 import { bundleCli } from "../support/cli-bundle.js";
 import { HmpVm, killAllQemu, qemuAvailable, qemuRemoteCommand, track } from "./harness.js";
 

@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createPciFunction } from "../../src/core/pci/function.js";
 import type { PciFunction } from "../../src/core/pci/api.js";
 import { MpqemuRemote } from "../../src/mpqemu/remote.js";
-import { closeFd, socketpair } from "../../src/mpqemu/sys.js";
+import { closeFdQuietly as closeFd, socketpair } from "../../src/transport/fd.js";
 import { HmpVm, QEMU, killAllQemu, qemuAvailable } from "./harness.js";
 
 const SLOT = 4;

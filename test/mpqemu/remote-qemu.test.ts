@@ -6,7 +6,7 @@ import { createPciFunction } from "../../src/core/pci/function.js";
 import type { PciFunction } from "../../src/core/pci/api.js";
 import { createEdu, EDU_ID_VALUE } from "../../src/devices/edu.js";
 import { MpqemuRemote } from "../../src/mpqemu/remote.js";
-import { closeFd, socketpair } from "../../src/mpqemu/sys.js";
+import { closeFdQuietly as closeFd, socketpair } from "../../src/transport/fd.js";
 import { HmpVm, killAllQemu, qemuAvailable } from "./harness.js";
 
 const haveQemu = qemuAvailable();

@@ -7,7 +7,27 @@ import { createPciFunction } from "../../src/core/pci/function.js";
 import { MpqemuProxy } from "../../src/mpqemu/proxy.js";
 import { MpqemuRemote } from "../../src/mpqemu/remote.js";
 import { Cmd, MpqemuEncoder, MpqemuParser, type Encoded, type MpqemuMsg, type RequestMsg } from "../../src/mpqemu/wire.js";
-import { RawSocket, closeFd, eventfd, eventfdSignal, memfdCreate, socketpair, fdIsOpen } from "../../src/mpqemu/sys.js";
+import { RawSocket } from "../../src/transport/raw-socket.js";
+import { closeFdQuietly as closeFd, socketpair } from "../../src/transport/fd.js";
+import { memfdCreate } from "../../src/transport/shm.js";
+import { native } from "../../src/transport/native.js";
+import { fstatSync } from "node:fs";
+
+/** A raw eventfd number the test owns (SET_IRQFD hands the peer copies of it). */
+function eventfd(): number {
+  const fd = native().eventfd(0, false);
+  if (fd < 0) throw new Error(`eventfd failed: errno ${-fd}`);
+  return fd;
+}
+const eventfdSignal = (fd: number) => native().eventfdWrite(fd, 1);
+function fdIsOpen(fd: number): boolean {
+  try {
+    fstatSync(fd);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const openFds = () => readdirSync("/proc/self/fd").length;
 const hex = (s: string) => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ""), "hex"));
@@ -217,6 +237,18 @@ describe("malformed and truncated requests to our remote", () => {
     expect(openFds()).toBe(before);
   });
 
+  it("SET_IRQFD whose fds are not eventfds is ignored with a log line, both fds closed, and serving goes on", async () => {
+    const { peer, logs } = start();
+    const before = openFds();
+    const [x, y] = socketpair(); // sockets, not eventfds: signalling would write into them
+    peer.send(enc.setIrqfd(x, y));
+    closeFd(x);
+    closeFd(y);
+    await expectServing(peer);
+    expect(logs.join("\n")).toMatch(/SET_IRQFD ignored: .*not an eventfd/);
+    expect(openFds()).toBe(before);
+  });
+
   it("SET_IRQFD with one fd is rejected and its fd closed", async () => {
     const { peer, logs } = start();
     const before = openFds();
@@ -231,7 +263,7 @@ describe("malformed and truncated requests to our remote", () => {
   it("SYNC_SYSMEM replaces the RAM set atomically; a set that cannot be mapped keeps the old one", async () => {
     const { peer, remote, logs } = start();
     const before = openFds();
-    const ram1 = memfdCreate("ram1", 1n << 20n);
+    const ram1 = memfdCreate("ram1", 1 << 20);
     peer.send(enc.syncSysmem([{ gpa: 0n, size: 1n << 20n, offset: 0n, fd: ram1 }]));
     await expectServing(peer);
     expect(remote.sysmem).toEqual([{ gpa: 0n, size: 1n << 20n }]);
@@ -246,7 +278,7 @@ describe("malformed and truncated requests to our remote", () => {
     expect(invalidated).toBe(0);
     live.release();
     // Second set: two regions, the second past the end of its memfd -> whole set refused.
-    const small = memfdCreate("small", 4096n);
+    const small = memfdCreate("small", 4096);
     peer.send(enc.syncSysmem([
       { gpa: 0n, size: 1n << 20n, offset: 0n, fd: ram1 },
       { gpa: 1n << 30n, size: 1n << 20n, offset: 0n, fd: small },
@@ -255,7 +287,7 @@ describe("malformed and truncated requests to our remote", () => {
     expect(logs.join("\n")).toMatch(/SYNC_SYSMEM rejected, keeping the previous guest RAM/);
     expect(remote.sysmem).toEqual([{ gpa: 0n, size: 1n << 20n }]);
     // A valid replacement takes effect; the old mapping's fds are released.
-    const ram2 = memfdCreate("ram2", 2n << 20n);
+    const ram2 = memfdCreate("ram2", 2 << 20);
     peer.send(enc.syncSysmem([
       { gpa: 0n, size: 1n << 20n, offset: 0n, fd: ram2 },
       { gpa: 1n << 32n, size: 1n << 20n, offset: 1n << 20n, fd: ram2 },
@@ -275,7 +307,7 @@ describe("malformed and truncated requests to our remote", () => {
 
   it("a message cut short by a hang-up ends serving with a truncation error and closes its fds", async () => {
     const { peer, remote, logs } = start();
-    const ram = memfdCreate("ram", 1n << 20n);
+    const ram = memfdCreate("ram", 1 << 20);
     const full = enc.syncSysmem([{ gpa: 0n, size: 1n << 20n, offset: 0n, fd: ram }]);
     peer.send(full.bytes.subarray(0, 100), [ram]);
     closeFd(ram);

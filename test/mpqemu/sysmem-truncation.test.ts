@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ftruncateSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { ALL_ONES, Cmd, MpqemuEncoder, MpqemuParser, type Encoded, type MpqemuMsg } from "../../src/mpqemu/wire.js";
-import { RawSocket, closeFd, socketpair } from "../../src/mpqemu/sys.js";
+import { RawSocket } from "../../src/transport/raw-socket.js";
+import { closeFdQuietly as closeFd, socketpair } from "../../src/transport/fd.js";
 import { FileSeal, addFileSeals, fileSeals, memfdCreate } from "../../src/transport/index.js";
 import { bundleScenario, lastJson, removeScenario, root, startScenario } from "../transport/child.js";
 

@@ -141,6 +141,9 @@ describe("the installed package", () => {
     const r = node([join(project, "node_modules", ".bin", "wasmdev"), "serve", "--help"]);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/--socket/);
+    // The version comes from the installed package.json, next to the bundle.
+    const version = node([join(project, "node_modules", ".bin", "wasmdev"), "--version"]);
+    expect(version.stdout).toBe(`wasmdev ${JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version}\n`);
   });
 
   it("says at import how to rebuild a broken addon, and `npm rebuild wasmdev` rebuilds it from source", () => {

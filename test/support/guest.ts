@@ -17,6 +17,8 @@ export interface GuestOptions {
   qemuArgs?: string[];
   /** Shell script run by the guest's init (busybox sh -e). */
   script: string;
+  /** Further files for the guest's root, e.g. a test program built for it (paths without a leading /). */
+  files?: { path: string; mode: number; data: Buffer }[];
   /** Guest RAM (default 512M), backed by a shared memfd so vfio-user DMA_MAP carries fds. */
   memory?: string;
   /** Unshared anonymous RAM instead (the server then reaches it through DMA_READ/DMA_WRITE). */
@@ -53,7 +55,7 @@ export async function bootGuest(options: GuestOptions): Promise<GuestResult> {
   const t = trixie!;
   const dir = mkdtempSync(join(tmpdir(), "wasmdev-guest-"));
   const initrd = join(dir, "initrd.cpio");
-  writeFileSync(initrd, Buffer.concat([readFileSync(baseInitramfs(t.root, t.kernelVersion)), scriptArchive(options.script)]));
+  writeFileSync(initrd, Buffer.concat([readFileSync(baseInitramfs(t.root, t.kernelVersion)), scriptArchive(options.script, options.files)]));
   const memory = options.memory ?? "512M";
   const ram = options.unsharedMemory
     ? []

@@ -7,7 +7,7 @@ type Json = Record<string, unknown>;
 
 export class Qmp {
   private readonly replies: { resolve: (v: unknown) => void; reject: (e: Error) => void }[] = [];
-  private readonly eventWaiters: { name: string; resolve: (e: Json) => void }[] = [];
+  private readonly eventWaiters: { name: string; resolve: (e: Json) => void; reject: (e: Error) => void }[] = [];
   /** Every event seen, in order. */
   readonly events: Json[] = [];
 
@@ -31,11 +31,11 @@ export class Qmp {
       }
     });
     socket.on("close", () => {
-      for (const w of this.replies.splice(0)) w.reject(new Error("QMP socket closed"));
+      for (const w of [...this.replies.splice(0), ...this.eventWaiters.splice(0)]) w.reject(new Error("QMP socket closed"));
     });
   }
 
-  /** Connects (QEMU creates the socket while starting: pass a promise that QEMU is up, or retry). */
+  /** Connects once QEMU is up (it creates the socket while starting), greeted and negotiated. */
   static async connect(path: string): Promise<Qmp> {
     const socket = createConnection(path);
     await new Promise<void>((resolve, reject) => {
@@ -55,9 +55,9 @@ export class Qmp {
     });
   }
 
-  /** Resolves on the next event called `name`. */
+  /** Resolves on the next event called `name`; rejects if the socket closes first. */
   nextEvent(name: string): Promise<Json> {
-    return new Promise((resolve) => this.eventWaiters.push({ name, resolve }));
+    return new Promise((resolve, reject) => this.eventWaiters.push({ name, resolve, reject }));
   }
 
   close(): void {

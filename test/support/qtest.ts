@@ -83,17 +83,18 @@ export class QtestQemu {
     return typeof v === "bigint" ? `0x${v.toString(16)}` : `0x${(v >>> 0).toString(16)}`;
   }
 
-  private selectConfig(offset: number): Promise<string> {
-    return this.cmd(`outl 0xcf8 ${QtestQemu.hex(0x80000000 | (QTEST_DEVFN << 8) | (offset & 0xfc))}`);
+  private selectConfig(offset: number, devfn: number): Promise<string> {
+    return this.cmd(`outl 0xcf8 ${QtestQemu.hex(0x80000000 | (devfn << 8) | (offset & 0xfc))}`);
   }
 
-  async configRead(offset: number): Promise<number> {
-    await this.selectConfig(offset);
+  /** Config dword at `offset` of bus 0 `devfn` (default: the vfio-user device). */
+  async configRead(offset: number, devfn = QTEST_DEVFN): Promise<number> {
+    await this.selectConfig(offset, devfn);
     return Number(await this.cmd("inl 0xcfc")) >>> 0;
   }
 
-  async configWrite(offset: number, value: number): Promise<void> {
-    await this.selectConfig(offset);
+  async configWrite(offset: number, value: number, devfn = QTEST_DEVFN): Promise<void> {
+    await this.selectConfig(offset, devfn);
     await this.cmd(`outl 0xcfc ${QtestQemu.hex(value)}`);
   }
 
@@ -138,11 +139,11 @@ export class QtestQemu {
     return new Promise((resolve, reject) => this.irqWaiters.push({ raise: false, line, resolve, reject }));
   }
 
-  /** Sizes and places BAR `index` (32-bit memory) at `addr`, then enables memory + bus master. */
-  async placeBar32(index: number, addr: number): Promise<void> {
-    await this.configWrite(0x10 + 4 * index, addr);
-    const cmd = (await this.configRead(0x04)) & 0xffff;
-    await this.configWrite(0x04, cmd | 0x0006);
+  /** Places BAR `index` (32-bit memory) at `addr`, then enables memory + bus master. */
+  async placeBar32(index: number, addr: number, devfn = QTEST_DEVFN): Promise<void> {
+    await this.configWrite(0x10 + 4 * index, addr, devfn);
+    const cmd = (await this.configRead(0x04, devfn)) & 0xffff;
+    await this.configWrite(0x04, cmd | 0x0006, devfn);
   }
 
   /**

@@ -354,6 +354,20 @@ describe("listen / connect / adopt", () => {
     closeFd(memfd);
   });
 
+  test("replaceExisting replaces only a stale socket; close() removes only the socket it created", () => {
+    const path = tempSocketPath();
+    const live = listen(path);
+    expect(() => listen(path, { replaceExisting: true })).toThrow(expect.objectContaining({ errno: "EADDRINUSE", message: expect.stringContaining("a listener is accepting") }));
+    // Its path taken over (unlinked, a new socket bound there): closing it leaves the new one.
+    rmSync(path);
+    const next = listen(path);
+    const inode = statSync(path).ino;
+    live.close();
+    expect(statSync(path).ino).toBe(inode);
+    next.close();
+    expect(existsSync(path)).toBe(false);
+  });
+
   test("connect() gives up with ERR_CONNECT_TIMEOUT while the backlog stays full", async () => {
     const path = tempSocketPath();
     const fd = native().listen(path, 0, 0o600); // listening, never accepting

@@ -109,6 +109,16 @@ export interface DmaSgEntry {
   length: number;
 }
 
+/**
+ * A scatter/gather list in parallel arrays: `count` ranges, range i at `iova[i]` of `length[i]`
+ * bytes (1..2^32-1). Reusable without allocating per transfer (an NVMe PRP walk fills one).
+ */
+export interface DmaSgList {
+  readonly iova: readonly bigint[];
+  readonly length: readonly number[];
+  readonly count: number;
+}
+
 /** One piece of translated memory. `region` is the map table slot, `offset` the byte offset
  *  inside that region's backing, `iova` the address in the map table's IOVA space. */
 export interface DmaSegment {
@@ -141,6 +151,15 @@ export interface DmaApi {
   read(iova: bigint, dest: Uint8Array): Promise<void>;
   /** As writeSync, but routes `message` regions through the DmaMessageHook. */
   write(iova: bigint, src: Uint8Array): Promise<void>;
+
+  /**
+   * Copies the guest ranges of `list`, in order, into `dest` (readListSync) or `src` into them
+   * (writeListSync); the list's lengths must add up to the buffer's. The whole list is
+   * translated in one call into the core, and nothing is copied unless every range translated
+   * (DmaError with `index` = the failing range). Synchronous, as readSync.
+   */
+  readListSync(list: DmaSgList, dest: Uint8Array): void;
+  writeListSync(list: DmaSgList, src: Uint8Array): void;
 
   /** Little-endian loads/stores (QEMU ldl_le_dma and friends); synchronous. */
   readU8(iova: bigint): number;

@@ -5,7 +5,7 @@ import { DmaError } from "./errors.js";
 import {
   DMA_PERM_READ, DMA_PERM_RW, DMA_PERM_WRITE,
   type DmaApi, type DmaDirection, type DmaInvalidateCallback, type DmaMapping, type DmaMessageHook,
-  type DmaPerm, type DmaSegment, type DmaSgEntry,
+  type DmaPerm, type DmaSegment, type DmaSgEntry, type DmaSgList,
 } from "./api.js";
 import type { DmaMapTable, RegionRecord } from "./map-table.js";
 import type { IommuDomain, IommuEvent } from "../iommu/iommu.js";
@@ -224,6 +224,43 @@ export class DmaSpace implements DmaApi {
     if (rec === null) return this.copySegments(n, iova, src, true);
     rec.bytes!.set(src, this.directOff);
     if (rec.mapped !== null) this.checkBacking(rec, iova, length);
+  }
+
+  readListSync(list: DmaSgList, dest: Uint8Array): void {
+    this.copyList(list, dest, false);
+  }
+
+  writeListSync(list: DmaSgList, src: Uint8Array): void {
+    this.copyList(list, src, true);
+  }
+
+  private copyList(list: DmaSgList, data: Uint8Array, toGuest: boolean): void {
+    const count = list.count;
+    if (!Number.isInteger(count) || count < 0 || count > list.iova.length || count > list.length.length) {
+      throw new DmaError("DMA_INVALID_ARGUMENT", `scatter/gather list count ${count} does not match its ${list.iova.length} entries`);
+    }
+    this.ensureIn(count);
+    this.mem();
+    const access = toGuest ? DMA_PERM_WRITE : DMA_PERM_READ;
+    let total = 0;
+    for (let i = 0; i < count; i++) {
+      const iova = list.iova[i];
+      const length = list.length[i];
+      if (typeof iova !== "bigint" || iova < 0n || iova > U64_MAX || !Number.isInteger(length) || length < 1 || length > MAX_LEN) {
+        throw new DmaError("DMA_INVALID_ARGUMENT", `scatter/gather element ${i} is invalid (iova ${String(iova)}, length ${length})`, { index: i });
+      }
+      const w = (this.inPtr >>> 2) + i * 4;
+      this.m64[w >>> 1] = iova;
+      this.m32[w + 2] = length;
+      this.m32[w + 3] = access;
+      total += length;
+    }
+    if (total !== data.length) {
+      throw new DmaError("DMA_INVALID_ARGUMENT", `scatter/gather list covers ${total} bytes, the buffer has ${data.length}`);
+    }
+    if (count === 0) return;
+    const n = this.run(count, (i) => ({ iova: list.iova[i], length: list.length[i] }));
+    this.copySegments(n, list.iova[0], data, toGuest);
   }
 
   /** Copies `data` to (toGuest) or from the `n` segments of the last translation; every

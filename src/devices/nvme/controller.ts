@@ -205,7 +205,8 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     backing.close();
     throw new RangeError(`nvme: namespace size ${backing.size} is not a positive multiple of the ${lbaSize}-byte LBA size`);
   }
-  const blocks = BigInt(backing.size / lbaSize);
+  const blockCount = backing.size / lbaSize;
+  const blocks = BigInt(blockCount);
   const serial = options.serial ?? "WASMDEV0001";
   const emit = options.onEvent ?? (() => {});
   const vectors = ioQueues + 1;
@@ -249,7 +250,9 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
   let criticalWarning = 0;
   const errors: ErrorLogEntry[] = [];
   let errorCount = 0n;
-  const smart = { bytesRead: 0n, bytesWritten: 0n, readCommands: 0n, writeCommands: 0n, unsafeShutdowns: 0n };
+  // Per-command counters are numbers (exact to 2^53: 8 PiB, or 2^53 commands) so the I/O path
+  // allocates no BigInt; the log page widens them.
+  const smart = { bytesRead: 0, bytesWritten: 0, readCommands: 0, writeCommands: 0, unsafeShutdowns: 0n };
   const stats: NvmeStats = { adminCommands: 0, ioCommands: 0, interrupts: 0, mmioDoorbells: 0, enables: 0, shutdowns: 0, fatalErrors: 0 };
   let scheduled = false;
   /** Bumped by every reset so a scheduled pass does not run against new state. */
@@ -508,15 +511,9 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
   function copyWithHost(at: number, data: Uint8Array, intoGuest: boolean): number {
     const status = mapPrps(at, data.length);
     if (status) return status;
-    const api = dmaApi();
-    let pos = 0;
     try {
-      for (let i = 0; i < segments.count; i++) {
-        const chunk = data.subarray(pos, pos + segments.length[i]);
-        if (intoGuest) api.writeSync(segments.iova[i], chunk);
-        else api.readSync(segments.iova[i], chunk);
-        pos += segments.length[i];
-      }
+      if (intoGuest) dmaApi().writeListSync(segments, data);
+      else dmaApi().readListSync(segments, data);
     } catch {
       return STATUS.DATA_TRANSFER_ERROR;
     }
@@ -804,10 +801,10 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
         log = smartLog({
           criticalWarning,
           temperature: NVME_COMPOSITE_TEMPERATURE,
-          bytesRead: smart.bytesRead,
-          bytesWritten: smart.bytesWritten,
-          readCommands: smart.readCommands,
-          writeCommands: smart.writeCommands,
+          bytesRead: BigInt(smart.bytesRead),
+          bytesWritten: BigInt(smart.bytesWritten),
+          readCommands: BigInt(smart.readCommands),
+          writeCommands: BigInt(smart.writeCommands),
           powerCycles: 1n,
           powerOnSeconds: (Date.now() - createdAt) / 1000,
           unsafeShutdowns: smart.unsafeShutdowns,
@@ -871,11 +868,13 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     if (opcode !== IO.READ && opcode !== IO.WRITE && opcode !== IO.WRITE_ZEROES && opcode !== IO.DATASET_MANAGEMENT) return fail(STATUS.INVALID_OPCODE);
     if (nsid !== 1) return fail(STATUS.INVALID_NAMESPACE);
     if (opcode === IO.DATASET_MANAGEMENT) return datasetManagement(at);
-    const slba = sqe.getBigUint64(at + 40, true);
+    // SLBA in numbers: any upper dword past 2^21 is beyond every namespace (blocks < 2^53).
+    const slbaHigh = dw(at, 11);
     const dw12 = dw(at, 12);
     const nlb = (dw12 & 0xffff) + 1;
-    if (slba + BigInt(nlb) > blocks) return fail(STATUS.LBA_OUT_OF_RANGE);
-    const offset = Number(slba) * lbaSize;
+    const slba = slbaHigh * 2 ** 32 + dw(at, 10);
+    if (slbaHigh >= 2 ** 21 || slba + nlb > blockCount) return fail(STATUS.LBA_OUT_OF_RANGE);
+    const offset = slba * lbaSize;
     const length = nlb * lbaSize;
     if (opcode === IO.WRITE_ZEROES) {
       backing.zero(offset, length);
@@ -887,25 +886,29 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     const api = dmaApi();
     let pos = offset;
     try {
+      // RAM: the whole PRP list is translated in one call into the core, then copied straight
+      // between guest memory and the backing.
       if (opcode === IO.READ) {
-        for (let i = 0; i < segments.count; i++) {
-          const n = segments.length[i];
-          if (backing.bytes) api.writeSync(segments.iova[i], backing.bytes.subarray(pos, pos + n));
-          else readIntoGuest(api, segments.iova[i], pos, n);
-          pos += n;
+        if (backing.bytes) api.writeListSync(segments, backing.bytes.subarray(offset, offset + length));
+        else {
+          for (let i = 0; i < segments.count; i++) {
+            readIntoGuest(api, segments.iova[i], pos, segments.length[i]);
+            pos += segments.length[i];
+          }
         }
         smart.readCommands++;
-        smart.bytesRead += BigInt(length);
+        smart.bytesRead += length;
       } else {
-        for (let i = 0; i < segments.count; i++) {
-          const n = segments.length[i];
-          if (backing.bytes) api.readSync(segments.iova[i], backing.bytes.subarray(pos, pos + n));
-          else writeFromGuest(api, segments.iova[i], pos, n);
-          pos += n;
+        if (backing.bytes) api.readListSync(segments, backing.bytes.subarray(offset, offset + length));
+        else {
+          for (let i = 0; i < segments.count; i++) {
+            writeFromGuest(api, segments.iova[i], pos, segments.length[i]);
+            pos += segments.length[i];
+          }
         }
         if (dw12 & (1 << 30) || !features.writeCache) backing.flush(); // FUA
         smart.writeCommands++;
-        smart.bytesWritten += BigInt(length);
+        smart.bytesWritten += length;
       }
     } catch (err) {
       guestError(`I/O data transfer failed: ${(err as Error).message}`);
@@ -1026,7 +1029,6 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     const old = cc;
     cc = value >>> 0;
     if ((old & CC_EN) && !(cc & CC_EN)) {
-      if (!(csts & CSTS_SHST_COMPLETE) && csts & CSTS_RDY) smart.unsafeShutdowns++;
       resetController();
     } else if (!(old & CC_EN) && cc & CC_EN) {
       startController();
@@ -1165,6 +1167,11 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
 
   /** Everything back to power-on values (function-level reset, vfio-user DEVICE_RESET). */
   function powerOnReset() {
+    // SMART Unsafe Shutdowns counts power lost without CC.SHN first (§5.14.1.2). For this device
+    // that is a function reset of a ready controller (a VM reset, or the next VMM after one was
+    // killed); a controller reset (CC.EN 1 → 0) keeps power and is not one. Linux disables the
+    // controller at every probe, because the firmware (SeaBIOS) left it enabled.
+    if ((csts & (CSTS_RDY | CSTS_SHST_MASK)) === CSTS_RDY) smart.unsafeShutdowns++;
     resetController();
     cc = 0;
     csts = 0;

@@ -74,7 +74,8 @@ export async function connectVfioUser(path: string, options: ConnectClientOption
   for (let wait = FIRST_BUSY_RETRY_MS, attempt = 1; ; wait = Math.min(wait * 2, MAX_BUSY_RETRY_MS), attempt++) {
     const client = await connectOnce(path, options, Math.max(1, deadline - Date.now()));
     try {
-      await client.negotiate();
+      const caps = await client.negotiate();
+      options.logger?.debug(`${path}: vfio-user ${caps.major}.${caps.minor}, max_data_xfer_size=${caps.maxDataXferSize}, max_msg_fds=${caps.maxMsgFds}`);
       if (options.probe !== false) await client.probe();
       return client;
     } catch (err) {

@@ -18,7 +18,8 @@ export { connectVfioUser, connectionChannel, enableIrqs, createSharedMemory, wri
 export type { ClientChannel } from "./channel.js";
 export { VfioUserClientError, type VfioUserClientErrorCode, type VfioUserClientErrorFields } from "./errors.js";
 export { PostedWritePolicy, type PostedWritePolicyOptions, type PostDecision, type RegionSpace } from "./posted-writes.js";
-export { DmaMemoryTable, type DmaMapping as ClientDmaMapping } from "./dma.js";
-export type { DeviceInfo, RegionInfo as VfioUserRegionInfo, SparseMmapArea, IrqInfo, ServerCapabilities, IoEventFdSubRegion } from "./protocol.js";
+export { DmaMemoryTable, type DmaMapping as ClientDmaMapping, type DmaAccessResult } from "./dma.js";
+export type { DeviceInfo, RegionInfo as VfioUserRegionInfo, SparseMmapArea, IrqInfo, ServerCapabilities, IoEventFdSubRegion, MigrationStateValue } from "./protocol.js";
+export type { RegionCap, SparseMmapCap, RegionTypeCap, UnknownRegionCap, IovaRange, IrqSet } from "../wire/messages.js";
 // The region and interrupt indices every call above takes (VFIO's PCI numbering).
-export { PciRegion, PciIrq } from "../wire/constants.js";
+export { PciRegion, PciIrq, MigrationState as VfioUserMigrationState } from "../wire/constants.js";

@@ -115,6 +115,11 @@ export function trackDirtyPages(inner: DmaApi, log: DirtyLog): DmaApi {
       await inner.write(iova, src);
       log.mark(iova, src.length);
     },
+    readListSync: (list, dest) => inner.readListSync(list, dest),
+    writeListSync(list, src) {
+      inner.writeListSync(list, src);
+      for (let i = 0; i < list.count; i++) log.mark(list.iova[i], list.length[i]);
+    },
     readU8: (iova) => inner.readU8(iova),
     readU16: (iova) => inner.readU16(iova),
     readU32: (iova) => inner.readU32(iova),

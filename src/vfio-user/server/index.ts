@@ -22,6 +22,6 @@
 export { VfioUserServer, type VfioUserServerOptions } from "./server.js";
 export { Session as VfioUserSession, type SessionConfig as VfioUserSessionConfig } from "./session.js";
 export { VfioUserServerError, type VfioUserServerErrorCode, type VfioUserServerErrorFields } from "./errors.js";
-export { IrqTable } from "./irqs.js";
+export { IrqTable, type IrqCounters } from "./irqs.js";
 export { DirtyLog, trackDirtyPages } from "./dirty.js";
 export { MigrationFsm, migrationStateName } from "./migration.js";

@@ -328,10 +328,15 @@ export function writeRegionInfoReply(
 ): boolean {
   const needed = regionInfoReplySize(info.caps);
   const full = requestArgsz >= needed;
-  const hasCaps = info.caps.length > 0;
+  // CAPS only when the capabilities are in this reply, as libvfio-user does. The kernel keeps
+  // CAPS with cap_offset 0 in a cut reply, but QEMU 11.1's vfio-user client rejects any CAPS
+  // reply whose cap_offset is below the struct (hw/vfio-user/device.c
+  // vfio_user_device_io_get_region_info): it could not realize a device with a mappable BAR.
+  // argsz alone tells the client how much to ask for.
+  const hasCaps = full && info.caps.length > 0;
   const flags = hasCaps ? info.flags | RegionInfoFlag.CAPS : info.flags & ~RegionInfoFlag.CAPS;
   w.begin(msgId, Command.DEVICE_GET_REGION_INFO, REPLY);
-  w.u32(needed).u32(flags).u32(info.index).u32(full && hasCaps ? REGION_INFO_SIZE : 0).u64(info.size).u64(info.offset);
+  w.u32(needed).u32(flags).u32(info.index).u32(hasCaps ? REGION_INFO_SIZE : 0).u64(info.size).u64(info.offset);
   if (full) {
     let at = REGION_INFO_SIZE;
     info.caps.forEach((cap, i) => {

@@ -15,7 +15,7 @@ export class MessageTracer {
   private held = 0;
   /** Bytes of the current message still to skip once it was reported. */
   private skip = 0;
-  /** Fds seen since the last reported message (they travel with the message they arrived in). */
+  /** Fds seen since the last reported message, counted with the next one (senders pass fds with a message sent alone). */
   private fds = 0;
   private broken = false;
 

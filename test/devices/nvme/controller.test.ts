@@ -350,6 +350,8 @@ describe("nvme: I/O", () => {
     expect((await h.io(1, { opcode: READ, prp1: buf, cdw: rw(8191, 1) })).status).toBe(0);
     expect((await h.io(1, { opcode: READ, prp1: buf, cdw: rw(8191, 2) })).status).toBe(SF.LBA_OUT_OF_RANGE);
     expect((await h.io(1, { opcode: READ, prp1: buf, cdw: [0, 1, 0] })).status).toBe(SF.LBA_OUT_OF_RANGE); // SLBA ≥ 2^32
+    expect((await h.io(1, { opcode: READ, prp1: buf, cdw: [0xffffffff, 0xffffffff, 0] })).status).toBe(SF.LBA_OUT_OF_RANGE); // SLBA 2^64 - 1
+    expect((await h.io(1, { opcode: READ, prp1: buf, cdw: [0, 0x200000, 0] })).status).toBe(SF.LBA_OUT_OF_RANGE); // SLBA 2^53
     expect((await h.io(1, { opcode: READ, nsid: 2, prp1: buf, cdw: rw(0, 1) })).status).toBe(SF.INVALID_NAMESPACE);
     expect((await h.io(1, { opcode: READ, prp1: buf, cdw: rw(0, 2049) })).status).toBe(SF.INVALID_FIELD); // past MDTS (1 MiB)
     expect((await h.io(1, { opcode: 0x05 })).status).toBe(SF.INVALID_OPCODE); // Compare: not in ONCS
@@ -504,6 +506,32 @@ describe("nvme: reset and shutdown", () => {
     await h.bringUp();
     h.fn.reset();
     expect([h.rr(0x14), h.rr(0x1c), h.rr(0x24), h.rr(0x28), h.rr(0x30)]).toEqual([0, 0, 0, 0, 0]);
+  });
+
+  it("counts an unsafe shutdown when a ready controller loses power without CC.SHN, not on a controller reset", async () => {
+    const h = host();
+    const unsafeShutdowns = async () => {
+      const buf = h.alloc();
+      expect((await h.admin({ opcode: 0x02, nsid: 0xffffffff, prp1: buf, cdw: [0x02 | (127 << 16)] })).status).toBe(0);
+      return new DataView(h.bytes(buf, 512).buffer).getBigUint64(144, true); // SMART bytes 144..159
+    };
+    await h.bringUp();
+    // Controller resets keep power: what Linux does at every probe and on reset_controller.
+    for (let i = 0; i < 3; i++) {
+      h.disable();
+      await h.bringUp();
+    }
+    expect(await unsafeShutdowns()).toBe(0n);
+    h.fn.reset(); // power goes away from a ready controller: the VM was reset or its VMM killed
+    h.enableMsix();
+    await h.bringUp();
+    expect(await unsafeShutdowns()).toBe(1n);
+    h.rw(0x14, h.rr(0x14) | (1 << 14)); // a clean shutdown first, then power off
+    h.fn.reset();
+    h.fn.reset(); // a disabled controller has nothing to lose
+    h.enableMsix();
+    await h.bringUp();
+    expect(await unsafeShutdowns()).toBe(1n);
   });
 
   it("CC.SHN reports shutdown complete in CSTS.SHST after flushing a file backing", async () => {

@@ -33,13 +33,44 @@ export class FuzzInput {
   }
   /** Up to `n` bytes (fewer when the input runs out). */
   bytes(n: number): Uint8Array {
-    const out = this.data.slice(this.at, this.at + n);
-    this.at += out.length;
+    const out = new Uint8Array(Math.max(0, Math.min(n, this.remaining)));
+    for (let i = 0; i < out.length; i++) out[i] = this.u8();
     return out;
   }
   /** Everything not read yet. */
   rest(): Uint8Array {
     return this.bytes(this.remaining);
+  }
+}
+
+/**
+ * Choices drawn from a seeded generator and recorded: replaying `recorded()` through a plain
+ * FuzzInput makes the same choices. How seeds.ts writes valid scripts for the script targets.
+ */
+export class RecordingInput extends FuzzInput {
+  private readonly record: number[] = [];
+  private state: number;
+  constructor(seed: number, private readonly budget: number) {
+    super(new Uint8Array(0));
+    this.state = seed >>> 0 || 1;
+  }
+  override get remaining(): number {
+    return this.budget - this.record.length;
+  }
+  override u8(): number {
+    if (this.record.length >= this.budget) return 0;
+    // xorshift32
+    let x = this.state;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.state = x >>> 0;
+    const b = this.state & 0xff;
+    this.record.push(b);
+    return b;
+  }
+  recorded(): Uint8Array {
+    return Uint8Array.from(this.record);
   }
 }
 

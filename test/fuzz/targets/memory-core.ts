@@ -10,7 +10,11 @@ import { firstDifference, type AccessOp, type TopoOp } from "../../core/memory/w
 import { FuzzInput, check } from "../support/input.js";
 
 export function fuzz(data: Uint8Array): void {
-  const input = new FuzzInput(data);
+  fuzzWith(new FuzzInput(data));
+}
+
+/** The target with its choices read from `input` (seeds.ts records random ones). */
+export function fuzzWith(input: FuzzInput): void {
   const topo: TopoOp[] = [];
   for (let n = 1 + input.below(28); n > 0; n--) topo.push([input.below(13), input.u32(), input.u32(), input.u32(), input.below(5) - 2]);
   const accesses: AccessOp[] = [];

@@ -19,8 +19,12 @@ const ADMIN_OPCODES = [0x06, 0x02, 0x09, 0x0a, 0x0c, 0x01, 0x05, 0x00, 0x04, 0x0
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-export async function fuzz(data: Uint8Array): Promise<void> {
-  const input = new FuzzInput(data);
+export function fuzz(data: Uint8Array): Promise<void> {
+  return fuzzWith(new FuzzInput(data));
+}
+
+/** The target with its choices read from `input` (seeds.ts records random ones). */
+export async function fuzzWith(input: FuzzInput): Promise<void> {
   const msix = input.bool();
   const host = new NvmeHost({ memory: MEMORY, size: 1 << 20, ioQueues: 4, msix });
   try {
