@@ -26,7 +26,7 @@ const RSS_SLACK = 64 * 1024 * 1024;
 const path = join(tmpdir(), `wasmdev-soak-${process.pid}.sock`);
 let server: VfioUserServer;
 beforeAll(() => {
-  server = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 0 }), socketPath: path, maxDataXferSize: 1 << 20, dmaRequestTimeoutMs: 2000 });
+  server = VfioUserServer.listen({ device: createEdu({ dmaDelayMs: 0 }).fn, socketPath: path, maxDataXferSize: 1 << 20, dmaRequestTimeoutMs: 2000 });
 });
 afterAll(async () => {
   await server?.close();
