@@ -89,6 +89,7 @@ describe("register callbacks (BarSpec.registers)", () => {
     expect(errCode(() => createPciFunction(bar({ read, write }, { ops: { read, write } })))).toBe("PCI_INVALID_SPEC"); // two callback forms
     expect(errCode(() => createPciFunction(bar({ read, write }, { ram: true })))).toBe("PCI_INVALID_SPEC");
     expect(errCode(() => createPciFunction(bar({ access: 5 })))).toBe("PCI_INVALID_SPEC");
+    expect(errCode(() => createPciFunction(bar({ access: () => {}, read, write })))).toBe("PCI_INVALID_SPEC");
   });
 });
 

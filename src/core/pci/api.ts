@@ -57,7 +57,9 @@ export type RegisterOps = NumberRegisterOps | ByteRegisterOps;
 /**
  * Accesses of 1, 2 and 4 bytes carry plain numbers (no bigint on that path). 8-byte accesses
  * go to read64/write64 when given (then `impl.max` defaults to 8); without them `impl.max` is
- * at most 4 and the library splits 8-byte bus accesses into 4-byte calls.
+ * at most 4 and the library splits 8-byte bus accesses into 4-byte calls (QEMU
+ * access_with_adjusted_size). createPciFunction throws PCI_INVALID_SPEC for read64 without
+ * write64 (or the reverse), `impl.max` 8 without them, or both this form and `access`.
  */
 export interface NumberRegisterOps {
   /** Returns the value read; only the low `size` bytes are used. */
@@ -100,9 +102,9 @@ export interface RegionOps {
 
 /**
  * A range of a BAR whose reads are served from the core's memory without calling the device,
- * while writes still go to the device's write callback: a ROM device in ROMD mode in the memory core (QEMU
- * memory_region_init_rom_device), so a read never leaves wasm — not per access, not in a
- * replayed trace. Like QEMU's direct ROMD reads, reads of any size and alignment are served
+ * while writes still go to the device's write callback: a ROM device in ROMD mode in the
+ * memory core (QEMU memory_region_init_rom_device), so a read never leaves wasm — not per
+ * access, not in a replayed trace. Like QEMU's direct ROMD reads, reads of any size and alignment are served
  * (the BAR's `valid`/`impl` constraints apply to writes only). The device keeps the bytes
  * current through `PciFunction.shadowWindow(bar, window)` (e.g. mirrored status registers a
  * driver polls). Windows must lie inside the BAR and must not overlap each other or the MSI-X

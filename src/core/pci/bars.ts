@@ -73,6 +73,7 @@ function registerOps(r: RegisterOps, ctx: DeviceContext, field: string): DeviceO
   if ("access" in r && r.access !== undefined) {
     const access = r.access;
     if (typeof access !== "function") throw new PciError("PCI_INVALID_SPEC", `${field}.access must be a function`, { field: `${field}.access` });
+    if ("read" in r || "write" in r) throw new PciError("PCI_INVALID_SPEC", `${field}: give access, or read and write, not both`, { field });
     // One scratch buffer per BAR: an access callback runs to completion before the next one
     // (the memory core's re-entrancy guard refuses nested accesses to the same device).
     const scratch = new Uint8Array(8);
