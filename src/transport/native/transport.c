@@ -456,6 +456,21 @@ static void call_js(watcher *w, int events) {
   napi_close_handle_scope(env, scope);
 }
 
+/** Sends what the callback left in `out`; 1 when it sent something in full, 0 nothing, -1 short. */
+static int send_after(watcher *w, int32_t *ctl) {
+  if (ctl == NULL || w->closing || w->control != ctl || ctl[CTL_SEND_LENGTH] <= 0) return 0;
+  size_t length = (size_t)ctl[CTL_SEND_LENGTH];
+  ctl[CTL_SEND_LENGTH] = 0;
+  if (length > w->out_size) length = w->out_size;
+  ssize_t sent;
+  do sent = send(w->fd, w->out, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (sent < 0 && errno == EINTR);
+  if (sent == (ssize_t)length) return 1;
+  ctl[CTL_SEND_RESULT] = sent < 0 ? -errno : (int32_t)sent;
+  call_js(w, POLL_SENT);
+  return -1;
+}
+
 // In stream mode one wake-up costs one call into JS: the watcher reads first (the callback
 // gets POLL_RECEIVED with the result in the control block, and a wake-up with nothing to read
 // costs no call at all), and sends what the callback left in `out` after it returns (calling
@@ -482,16 +497,7 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
     }
   }
   call_js(w, events);
-  if (ctl == NULL || w->closing || w->control != ctl || ctl[CTL_SEND_LENGTH] <= 0) return;
-  size_t length = (size_t)ctl[CTL_SEND_LENGTH];
-  ctl[CTL_SEND_LENGTH] = 0;
-  if (length > w->out_size) length = w->out_size;
-  ssize_t sent;
-  do sent = send(w->fd, w->out, length, MSG_DONTWAIT | MSG_NOSIGNAL);
-  while (sent < 0 && errno == EINTR);
-  if (sent == (ssize_t)length) return;
-  ctl[CTL_SEND_RESULT] = sent < 0 ? -errno : (int32_t)sent;
-  call_js(w, POLL_SENT);
+  send_after(w, ctl);
 }
 
 static void drop_stream_refs(watcher *w) {

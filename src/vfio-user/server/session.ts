@@ -176,6 +176,23 @@ export class Session {
   private readonly regionSizes: number[] = [];
   private readonly regionWritable: boolean[] = [];
   private readonly scratch = new Uint8Array(8);
+  /** Unmaps of DMA_UNMAP'ed memory, done once the reply has left (see dmaUnmap). */
+  private releases: (() => void)[] = [];
+  private readonly deferRelease = (release: () => void) => {
+    if (this.releases.length === 0) setImmediate(this.runReleases);
+    this.releases.push(release);
+  };
+  private readonly runReleases = () => {
+    const list = this.releases;
+    this.releases = [];
+    for (const release of list) {
+      try {
+        release();
+      } catch (e) {
+        this.config.log(`unmapping DMA memory failed: ${(e as Error).message}`);
+      }
+    }
+  };
   /** Requests set aside while the client is not reading its replies (see MAX_QUEUED_REPLY_BYTES). */
   private backlog: ParseEvent[] = [];
   private readonly onEvent = (ev: ParseEvent) => {
@@ -682,6 +699,8 @@ export class Session {
     }
     if (f.fds.length > 1) throw badRequest(Errno.EINVAL, `DMA_MAP carried ${f.fds.length} fds, at most 1 is allowed`);
     const fd = f.fds.length === 1 ? f.fds[0] : undefined;
+    // Memory of an unmap earlier in this batch goes first: it still counts against the limits.
+    if (this.releases.length !== 0) this.runReleases();
     try {
       this.dma.table.add({
         iova: req.address,
@@ -707,7 +726,7 @@ export class Session {
         throw badRequest(Errno.EINVAL, "DMA_UNMAP with the ALL flag takes address 0, size 0 and no dirty bitmap");
       }
       try {
-        this.dma.table.clear();
+        this.removeDeferred(() => this.dma.table.clear());
       } catch (e) {
         throw dmaFailure(e, "DMA_UNMAP");
       }
@@ -731,11 +750,28 @@ export class Session {
       bitmap = this.dirty.report(req.address, req.size, pgsize, Number(size));
     }
     try {
-      this.dma.table.remove(req.address, req.size);
+      this.removeDeferred(() => this.dma.table.remove(req.address, req.size));
     } catch (e) {
       throw dmaFailure(e, "DMA_UNMAP");
     }
     if (wantsReply(f.flags)) writeDmaUnmapReply(this.out, f.msgId, req, bitmap);
+  }
+
+  /**
+   * Runs a DMA table removal whose munmap and fd close wait until the reply has left (the
+   * check phase of this loop turn, right after the poll callback sent it): the system calls stay
+   * off the reply path. The spec's rule (VFIO_USER_DMA_UNMAP: release all references to the
+   * region before replying) holds for everything that can reach the memory: the region is out
+   * of the table, the IOTLB and every live device map before the reply is written.
+   */
+  private removeDeferred(remove: () => void): void {
+    const table = this.dma.table;
+    table.deferRelease = this.deferRelease;
+    try {
+      remove();
+    } finally {
+      table.deferRelease = null;
+    }
   }
 
   private hasDmaRegion(address: bigint, size: bigint): boolean {
@@ -955,6 +991,7 @@ export class Session {
       // detaching never matters more than releasing the resources below
     }
     this.irqs.close();
+    this.runReleases();
     try {
       this.dma.close();
     } catch (e) {
