@@ -668,6 +668,33 @@ describe("fd attachment", () => {
     expect(events.map((e) => (e as Frame).fds)).toEqual([[], [44], [], [45]]);
   });
 
+  it("with reuseFrames: one frame object for every message, same fd attachment, nothing carried over", () => {
+    const two = concat(a, b);
+    for (let cut = a.length + 1; cut <= two.length; cut++) {
+      const closed: number[] = [];
+      const parser = new MessageParser({ maxMessageSize: 1 << 20, closeFd: (fd) => closed.push(fd), reuseFrames: true });
+      const seen: Frame[] = [];
+      const copies: { msgId: number; body: string; fds: number[] }[] = [];
+      const onMessage = (ev: ParseEvent) => {
+        if (ev.kind !== "frame") throw ev.error;
+        seen.push(ev);
+        copies.push({ msgId: ev.msgId, body: toHex(ev.body), fds: ev.fds.splice(0) });
+        ev.fds.push(99); // a receiver scribbling on the array must not reach the next frame
+      };
+      // a + the start of b with b's fds, the rest of b, then a again in its own read.
+      parser.parse(two.subarray(0, cut), [60], onMessage);
+      parser.parse(two.subarray(cut), [], onMessage);
+      parser.parse(a, [], onMessage);
+      expect(copies.map((c) => c.msgId)).toEqual([1, 2, 1]);
+      expect(copies.map((c) => c.fds)).toEqual([[], [60], []]);
+      expect(copies.map((c) => c.body)).toEqual([toHex(a.subarray(16)), toHex(b.subarray(16)), toHex(a.subarray(16))]);
+      expect(new Set(seen).size).toBe(1);
+      expect(seen[0].fds).toEqual([]);
+      expect(seen[0].body.length).toBe(0);
+      expect(closed).toEqual([]);
+    }
+  });
+
   it("fds in a chunk that only continues a message belong to that message", () => {
     for (let cut = 1; cut < b.length; cut++) {
       const { events } = feed([{ bytes: b.subarray(0, cut) }, { bytes: b.subarray(cut), fds: [50] }]);

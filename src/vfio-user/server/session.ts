@@ -206,7 +206,9 @@ export class Session {
     private readonly onClosed: (session: Session, reason: CloseReason) => void,
   ) {
     this.device = config.device;
-    this.parser = new MessageParser({ maxMessageSize: maxMessageSizeFor(config.maxDataXferSize) });
+    // Every message is handled before the parser's callback returns (or copied by setAside):
+    // one reused frame, no allocation per request.
+    this.parser = new MessageParser({ maxMessageSize: maxMessageSizeFor(config.maxDataXferSize), reuseFrames: true });
     const hook: DmaMessageHook = {
       read: (iova, length) => this.dmaRead(iova, length),
       write: (iova, data) => this.dmaWrite(iova, data),
@@ -401,7 +403,7 @@ export class Session {
   }
 
   private setAside(ev: ParseEvent): void {
-    this.backlog.push(ev.kind === "frame" ? { ...ev, body: ev.body.slice() } : ev);
+    this.backlog.push(ev.kind === "frame" ? { ...ev, body: ev.body.slice(), fds: ev.fds.slice() } : ev);
     this.connection.pause();
   }
 
