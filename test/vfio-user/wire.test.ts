@@ -945,6 +945,21 @@ describe("writer and helpers", () => {
     expect(w.take().length).toBe(64);
     expect(w.length).toBe(0);
   });
+  it("abandonLast() drops the last message begun, finished or not, and only that one", () => {
+    const kept = new MessageWriter();
+    writeRegionReadRequest(kept, 1, 0, 0, 0, 4);
+    const w = new MessageWriter();
+    writeRegionReadRequest(w, 1, 0, 0, 0, 4);
+    writeRegionReadReplyInPlace(w, 2, 8, 0, 1, 4).set([1, 2, 3, 4]);
+    w.abandonLast();
+    w.abandonLast(); // a second call must not eat the message before
+    expect(toHex(w.take())).toBe(toHex(kept.take()));
+    writeRegionReadRequest(w, 3, 0, 0, 0, 4);
+    w.take();
+    w.abandonLast(); // nothing begun since take(): nothing to drop
+    writeRegionReadRequest(w, 4, 0, 0, 0, 4);
+    expect(w.take().length).toBe(32);
+  });
   it("in-place read replies equal copied ones", () => {
     const a = new MessageWriter();
     writeRegionReadReplyInPlace(a, 3, 8, 0, 1, 4).set([1, 2, 3, 4]);

@@ -50,7 +50,7 @@ import {
 } from "../wire/constants.js";
 import { WireError } from "../wire/errors.js";
 import { MessageParser, isReply, isCommand, wantsReply, hasError, type Frame, type ParseEvent } from "../wire/parser.js";
-import { MessageWriter, concatBytes, readU32 } from "../wire/writer.js";
+import { MessageWriter, concatBytes } from "../wire/writer.js";
 import { decodeVersion, type Capabilities } from "../wire/version.js";
 import {
   decodeDmaMap,
@@ -79,6 +79,9 @@ import {
   regionIoFdsReplySize,
   writeIrqInfoReply,
   writeRegionWriteReply,
+  writeRegionReadReplyInPlace,
+  readRegionAccessHead,
+  newRegionAccessHead,
   writeRegionWriteMultiReply,
   writeDeviceFeatureReply,
   writeMigDataReadReply,
@@ -176,6 +179,8 @@ export class Session {
   private readonly regionSizes: number[] = [];
   private readonly regionWritable: boolean[] = [];
   private readonly scratch = new Uint8Array(8);
+  /** The decoded head of the REGION_READ / REGION_WRITE being handled (reused). */
+  private readonly access = newRegionAccessHead();
   /** Unmaps of DMA_UNMAP'ed memory, done once the reply has left (see dmaUnmap). */
   private releases: (() => void)[] = [];
   private readonly deferRelease = (release: () => void) => {
@@ -499,12 +504,13 @@ export class Session {
   }
 
   private regionRead(f: Frame): void {
-    const b = f.body;
-    if (b.length !== REGION_ACCESS_SIZE) throw badRequest(Errno.EINVAL, `REGION_READ request is ${b.length} bytes, expected 16`);
-    const lo = readU32(b, 0);
-    const hi = readU32(b, 4);
-    const region = readU32(b, 8);
-    const count = readU32(b, 12);
+    const a = this.access;
+    const bad = readRegionAccessHead(Command.REGION_READ, "request", f.body, false, a);
+    if (bad !== null) throw wireFailure(bad);
+    const lo = a.offsetLo;
+    const hi = a.offsetHi;
+    const region = a.region;
+    const count = a.count;
     const offset = this.checkAccess(Command.REGION_READ, region, lo, hi, count, false);
     if (!wantsReply(f.flags)) {
       // A read nobody waits for still has the device's read side effects.
@@ -512,15 +518,13 @@ export class Session {
       return;
     }
     const w = this.out;
-    w.begin(f.msgId, Command.REGION_READ, HeaderFlag.TYPE_REPLY).u64Parts(lo, hi).u32(region).u32(count);
-    const dest = w.claim(count);
+    const dest = writeRegionReadReplyInPlace(w, f.msgId, lo, hi, region, count);
     try {
       this.deviceReadChecked(region, offset, dest);
     } catch (e) {
-      w.abandon();
+      w.abandonLast();
       throw e;
     }
-    w.end();
   }
 
   private deviceReadChecked(region: number, offset: number, dest: Uint8Array): void {
@@ -533,14 +537,13 @@ export class Session {
 
   private regionWrite(f: Frame): void {
     const b = f.body;
-    if (b.length < REGION_ACCESS_SIZE) throw badRequest(Errno.EINVAL, `REGION_WRITE request is ${b.length} bytes, expected at least 16`);
-    const lo = readU32(b, 0);
-    const hi = readU32(b, 4);
-    const region = readU32(b, 8);
-    const count = readU32(b, 12);
-    if (b.length - REGION_ACCESS_SIZE !== count) {
-      throw badRequest(Errno.EINVAL, `REGION_WRITE count ${count} but ${b.length - REGION_ACCESS_SIZE} data bytes`, { region, count });
-    }
+    const a = this.access;
+    const bad = readRegionAccessHead(Command.REGION_WRITE, "request", b, true, a);
+    if (bad !== null) throw wireFailure(bad);
+    const lo = a.offsetLo;
+    const hi = a.offsetHi;
+    const region = a.region;
+    const count = a.count;
     const offset = this.checkAccess(Command.REGION_WRITE, region, lo, hi, count, true);
     try {
       this.deviceWrite(region, offset, b.subarray(REGION_ACCESS_SIZE));
