@@ -4,6 +4,7 @@
 // requests while other traffic flows or the client leaves.
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { tmpdir } from "node:os";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { VfioUserServer } from "../../src/vfio-user/server/index.js";
 import { Command, Errno, IrqSetFlag, PciIrq, DeviceFeature, DeviceFeatureFlag, MigrationState, encodeMigDeviceState, encodeDmaLoggingControl } from "../../src/vfio-user/wire/index.js";
@@ -287,6 +288,20 @@ describe("the server's DMA requests and the rest of the traffic", () => {
     } finally {
       c.close();
       await server.close();
+    }
+  });
+});
+
+describe("VfioUserServer.listen's device option", () => {
+  it("refuses a device factory's whole result at once, naming `fn`, and creates no socket", () => {
+    const path = join(tmpdir(), `wasmdev-listen-${process.pid}-${Date.now()}.sock`);
+    const edu = createEdu();
+    try {
+      expect(() => VfioUserServer.listen({ device: edu as never, socketPath: path })).toThrow(/device must be a PciFunction: pass the factory's `fn`/);
+      expect(() => VfioUserServer.listen({ device: undefined as never, socketPath: path })).toThrow(/device must be a PciFunction$/);
+      expect(existsSync(path)).toBe(false);
+    } finally {
+      edu.fn.dispose();
     }
   });
 });

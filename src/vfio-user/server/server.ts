@@ -81,6 +81,13 @@ export class VfioUserServer {
 
   /** Starts listening. Throws VfioUserServerError (VFIO_USER_SERVER_SETUP) if the path is unusable. */
   static listen(options: VfioUserServerOptions): VfioUserServer {
+    const device = options.device as unknown as { fn?: unknown; regionInfo?: unknown } | undefined;
+    if (!device || typeof device.regionInfo !== "function") {
+      // A device factory's result ({ fn, ... }) passed whole would otherwise fail only when a
+      // client arrives, as a hung session.
+      const hint = device && typeof device.fn === "object" ? ": pass the factory's `fn` (e.g. createEdu().fn)" : "";
+      throw new VfioUserServerError("VFIO_USER_SERVER_SETUP", `device must be a PciFunction${hint}`);
+    }
     const xfer = options.maxDataXferSize ?? DEFAULT_MAX_DATA_XFER_SIZE;
     if (!Number.isSafeInteger(xfer) || xfer < 8 || xfer > 64 * 1024 * 1024) {
       throw new VfioUserServerError("VFIO_USER_SERVER_SETUP", `maxDataXferSize must be an integer in 8..64 MiB, got ${xfer}`);
