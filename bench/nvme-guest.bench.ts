@@ -42,7 +42,9 @@
 // above, for a partial run; qemu-nvme is always needed), WASMDEV_NVME_BENCH_PROFILE=DIR (a CPU
 // profile of our server over each job's window, DIR/<disk>-<job>-<round>.cpuprofile; it costs
 // the server CPU, so figures of such a run are not comparable), WASMDEV_BENCH_CHILD_ARGS (node
-// flags for the server), WASMDEV_GUEST_CONSOLE=FILE (the last guest's console).
+// flags for the server), WASMDEV_GUEST_CONSOLE=FILE (the last guest's console),
+// WASMDEV_NVME_BENCH_COMPARE=FILE (this benchmark bundled from another commit: its server, RAM
+// backed, joins the rotation as "ours-ram-compare", for a before/after in one run).
 import { fork, execFileSync, type ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, ftruncateSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector";
@@ -76,8 +78,10 @@ const ALL_JOBS: Job[] = [
 ];
 const JOBS = process.env.WASMDEV_NVME_BENCH_JOBS ? ALL_JOBS.filter((j) => process.env.WASMDEV_NVME_BENCH_JOBS!.split(",").includes(j.name)) : ALL_JOBS;
 
-type DiskName = "ours-ram" | "ours-tmpfs" | "qemu-nvme";
+type DiskName = "ours-ram" | "ours-tmpfs" | "qemu-nvme" | "ours-ram-compare";
 const ALL_DISKS: DiskName[] = ["ours-ram", "qemu-nvme", "ours-tmpfs"];
+/** A build of this benchmark from another commit, whose server is then also measured (A/B). */
+const COMPARE = process.env.WASMDEV_NVME_BENCH_COMPARE;
 
 // ---------------------------------------------------------------------------------------------
 // child: our controller behind a vfio-user server
@@ -143,9 +147,9 @@ class ServerProcess {
     });
   }
 
-  static async start(socketPath: string, disk: string | undefined): Promise<ServerProcess> {
+  static async start(socketPath: string, disk: string | undefined, script = process.argv[1]!): Promise<ServerProcess> {
     const execArgv = process.env.WASMDEV_BENCH_CHILD_ARGS?.split(" ").filter(Boolean) ?? [];
-    const child = fork(process.argv[1]!, ["--server", socketPath, ...(disk ? [disk] : [])], { stdio: "inherit", execArgv });
+    const child = fork(script, ["--server", socketPath, ...(disk ? [disk] : [])], { stdio: "inherit", execArgv });
     await new Promise<void>((resolve, reject) => {
       child.once("message", () => resolve());
       child.once("exit", (code) => reject(new Error(`the NVMe server process exited with ${code}`)));
@@ -261,6 +265,7 @@ async function main(): Promise<void> {
   if (JOBS.length === 0) throw new Error(`WASMDEV_NVME_BENCH_JOBS matched none of ${ALL_JOBS.map((j) => j.name).join(", ")}`);
   const wanted = (process.env.WASMDEV_NVME_BENCH_DISKS?.split(",") ?? ALL_DISKS) as DiskName[];
   for (const d of wanted) if (!ALL_DISKS.includes(d)) throw new Error(`unknown disk ${d} (have ${ALL_DISKS.join(", ")})`);
+  if (COMPARE) wanted.splice(1, 0, "ours-ram-compare");
   if (!wanted.includes("qemu-nvme")) throw new Error("the qemu-nvme baseline is required");
   if (PROFILE_DIR) mkdirSync(PROFILE_DIR, { recursive: true });
   const dir = mkdtempSync(join(tmpdir(), "wasmdev-nvme-bench-"));
@@ -284,7 +289,7 @@ async function main(): Promise<void> {
           server: null,
         });
       } else {
-        const server = await ServerProcess.start(join(dir, `${disk}.sock`), disk === "ours-tmpfs" ? file("ours.img") : undefined);
+        const server = await ServerProcess.start(join(dir, `${disk}.sock`), disk === "ours-tmpfs" ? file("ours.img") : undefined, disk === "ours-ram-compare" ? COMPARE : undefined);
         servers.push(server);
         setups.set(disk, { device: [JSON.stringify({ driver: "vfio-user-pci", socket: { path: server.socketPath, type: "unix" } })], qemuArgs: [], server });
       }

@@ -49,7 +49,7 @@ type Samples = { oursRead: number[]; qemuRead: number[]; oursWrite: number[]; qe
 /** One serve process and one QEMU (both edus), started under the current CPU affinity. */
 async function measure(dir: string): Promise<Samples> {
   const socket = join(dir, "edu.sock");
-  const serve = startServe(fileURLToPath(import.meta.url), ["--socket", socket, "--quiet"]);
+  const serve = startServe(fileURLToPath(import.meta.url), socket, []);
   let q: QtestQemu | undefined;
   try {
     await serve.listening;
@@ -96,12 +96,14 @@ async function main(): Promise<void> {
     for (const placement of (canPin ? ["same-cpu", "unpinned"] : ["unpinned"]) as Placement[]) {
       if (canPin) spawnSync("taskset", ["-pc", placement === "same-cpu" ? CPU : "0-63", String(process.pid)], { stdio: "ignore" });
       const s = await measure(dir);
-      rows.push(result(`qtest-readl-4B/${placement}/vfio-user-edu-vs-qemu-edu`, m(s.oursRead), "us", m(s.qemuRead)));
-      rows.push(result(`qtest-writel-4B-posted/${placement}/vfio-user-edu-vs-qemu-edu`, m(s.oursWrite), "us", m(s.qemuWrite)));
+      rows.push(result(`qtest-readl-4B/${placement}/vfio-user-edu-vs-qemu-edu`, m(s.oursRead), "us", m(s.qemuRead), { samples: { value: s.oursRead, baseline: s.qemuRead } }));
+      rows.push(result(`qtest-writel-4B-posted/${placement}/vfio-user-edu-vs-qemu-edu`, m(s.oursWrite), "us", m(s.qemuWrite), { samples: { value: s.oursWrite, baseline: s.qemuWrite } }));
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  report("qemu11", rows);
-  console.log(`(QEMU 11.1 -accel qtest; ${N} pipelined commands x ${ROUNDS} rounds per device and placement, alternating; medians)`);
+  report("qemu11", rows, {
+    title: `QEMU 11.1 qtest MMIO to edu through vfio-user-pci and wasmdev serve (per access, median of ${ROUNDS} batches of ${N} pipelined commands)`,
+    baseline: "the same access to QEMU's in-process -device edu in the same QEMU, rounds alternating",
+  });
 }

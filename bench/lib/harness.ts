@@ -155,6 +155,10 @@ export function outputDir(): string {
 
 /** Prints the legend and the table, and writes <out>/<file>.json. */
 export function report(file: string, results: BenchResult[], legend: Legend): void {
+  // Benchmarks are bundled without type checks: say what is missing instead of a TypeError.
+  if (typeof legend?.title !== "string" || typeof legend?.baseline !== "string") {
+    throw new Error(`${file}: report() needs a legend { title, baseline } saying what the table compares`);
+  }
   const seen = new Set<string>();
   for (const r of results) {
     if (seen.has(r.name)) throw new Error(`${file}: two rows are named ${r.name}`);

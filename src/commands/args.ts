@@ -23,7 +23,7 @@ export const LOG_OPTIONS = {
   help: { type: "boolean", short: "h" },
 } as const satisfies OptionSpec;
 
-export const LOG_HELP = `  -q, --quiet        warnings and errors only
+export const LOG_HELP = `  -q, --quiet        warnings and errors only (serve still prints its "listening on" line)
   -v, -vv            more detail: -v adds debug lines, -vv also traces every message
   --trace            print every vfio-user / mpqemu message decoded, both directions
   --log-format FMT   text (default) or json (one object per line)

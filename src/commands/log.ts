@@ -30,13 +30,19 @@ export function cliLogOptions(source: string, values: { quiet?: boolean; verbose
   return { source, quiet: values.quiet, verbose, trace: values.trace, format };
 }
 
-export function createCliLogger(options: CliLogOptions): Logger {
+/** The library's Logger plus the one line a command prints at every level. */
+export interface CliLogger extends Logger {
+  /** Shown even with -q: a server's "listening on" line, which launchers wait for. */
+  notice(message: string, fields?: LogFields): void;
+}
+
+export function createCliLogger(options: CliLogOptions): CliLogger {
   const write = options.write ?? ((text: string) => process.stderr.write(text));
   const max: number = options.quiet ? LEVELS.warn : (options.verbose ?? 0) > 0 ? LEVELS.debug : LEVELS.info;
   const json = options.format === "json";
   const stamp = options.timestamps === false ? () => "" : () => new Date().toISOString() + " ";
-  const line = (level: Level, message: string, fields?: LogFields) => {
-    if (LEVELS[level] > max) return;
+  const line = (level: Level, message: string, fields?: LogFields, always = false) => {
+    if (LEVELS[level] > max && !always) return;
     const time = new Date().toISOString();
     if (json) {
       write(JSON.stringify({ time, level, source: options.source, msg: message, ...fields }) + "\n");
@@ -46,7 +52,8 @@ export function createCliLogger(options: CliLogOptions): Logger {
     const extra = fields ? Object.entries(fields).filter(([, v]) => v !== undefined).map(([k, v]) => ` ${k}=${v}`).join("") : "";
     write(`${stamp()}${options.source}: ${tag}${message}${extra}\n`);
   };
-  const logger: { -readonly [K in keyof Logger]: Logger[K] } = {
+  const logger: { -readonly [K in keyof CliLogger]: CliLogger[K] } = {
+    notice: (m, f) => line("info", m, f, true),
     error: (m, f) => line("error", m, f),
     warn: (m, f) => line("warn", m, f),
     info: (m, f) => line("info", m, f),

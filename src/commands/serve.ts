@@ -5,12 +5,11 @@
 import { fstatSync, lstatSync } from "node:fs";
 import { resolve } from "node:path";
 import type { PciFunction } from "../core/pci/api.js";
-import type { Logger } from "../log.js";
 import { VfioUserServer } from "../vfio-user/server/server.js";
 import { MpqemuRemote } from "../mpqemu/remote.js";
 import { LOG_HELP, LOG_OPTIONS, UsageError, nonEmpty, parseCommandLine, parseInteger } from "./args.js";
 import { DEVICES, PROTOCOLS, devicesFor, type DeviceOptions, type Protocol } from "./devices.js";
-import { cliLogOptions, createCliLogger } from "./log.js";
+import { cliLogOptions, createCliLogger, type CliLogger } from "./log.js";
 import { describeFunction } from "./config-space.js";
 
 export const SYNOPSIS = `usage: wasmdev serve [--protocol vfio-user] [--socket PATH] [--device NAME] [options]
@@ -69,7 +68,7 @@ interface ServeArgs {
 }
 
 /** The options, checked; undefined for --help. */
-function parse(argv: string[]): { args: ServeArgs; logger: Logger } | undefined {
+function parse(argv: string[]): { args: ServeArgs; logger: CliLogger } | undefined {
   const { values: v, positionals } = parseCommandLine(argv, OPTIONS);
   if (v.help) return undefined;
   const logger = createCliLogger(cliLogOptions("wasmdev serve", v));
@@ -157,7 +156,7 @@ function socketProblem(fd: number): string | undefined {
   return `fd ${fd} is not a socket (it is ${kind}); give the socketpair end QEMU's orchestrator passed`;
 }
 
-async function serveVfioUser(args: ServeArgs, device: PciFunction, logger: Logger, stopSignal: Promise<string>): Promise<number> {
+async function serveVfioUser(args: ServeArgs, device: PciFunction, logger: CliLogger, stopSignal: Promise<string>): Promise<number> {
   const path = resolve(args.socketPath);
   const st = lstatSync(path, { throwIfNoEntry: false });
   if (st && !st.isSocket()) {
@@ -176,7 +175,8 @@ async function serveVfioUser(args: ServeArgs, device: PciFunction, logger: Logge
     }
     return 1;
   }
-  logger.info(`listening on ${path} (vfio-user, device ${args.deviceName}, pid ${process.pid})`);
+  // Printed even with -q: launchers wait for this line to know the socket accepts.
+  logger.notice(`listening on ${path} (vfio-user, device ${args.deviceName}, pid ${process.pid})`);
   for (const line of vfioUserHints(path, args.deviceName)) logger.info(line);
   const signal = await stopSignal;
   logger.info(`stopping on ${signal}`);
@@ -195,9 +195,9 @@ export function vfioUserHints(path: string, deviceName: string): string[] {
   ];
 }
 
-async function serveMpqemu(args: ServeArgs, device: PciFunction, logger: Logger, stopSignal: Promise<string>): Promise<number> {
+async function serveMpqemu(args: ServeArgs, device: PciFunction, logger: CliLogger, stopSignal: Promise<string>): Promise<number> {
   const remote = new MpqemuRemote({ fd: args.fd, fn: device, logger }).start();
-  logger.info(`serving mpqemu on fd ${args.fd} (device ${args.deviceName}, pid ${process.pid})`);
+  logger.notice(`serving mpqemu on fd ${args.fd} (device ${args.deviceName}, pid ${process.pid})`);
   logger.info(`QEMU 7.2 drives it with -device x-pci-proxy-dev,id=d0,fd=M where M is its end of the same socketpair`);
   logger.info(`stop: QEMU hanging up ends serving; or Ctrl-C, kill -TERM ${process.pid}`);
   void stopSignal.then((signal) => {

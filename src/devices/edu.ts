@@ -108,11 +108,12 @@ export function createEdu(options: EduOptions = {}): EduDevice {
 
   const finishFactorial = (ctx: DeviceContext) => {
     factTimer = undefined;
-    // edu_fact_thread multiplies down from the value; mod 2^32 every product from 34! on is 0
-    // (34! holds 2^32), so stop there rather than loop up to 2^32 times on the event loop,
+    // edu_fact_thread multiplies down from the value. Mod 2^32 every n! from 34! on is 0 (34!
+    // holds 2^32): answer that at once instead of looping up to 2^32 times on the event loop,
     // which stalled the whole server for a guest that wrote a large value.
-    let ret = fact >= 34 ? 0 : 1;
-    for (let v = fact >= 34 ? 0 : fact; v > 0; v--) ret = Math.imul(ret, v) >>> 0;
+    let ret = 1;
+    if (fact >= 34) ret = 0;
+    else for (let v = fact; v > 0; v--) ret = Math.imul(ret, v) >>> 0;
     fact = ret;
     status &= ~EDU_STATUS_COMPUTING;
     if (status & EDU_STATUS_IRQFACT) raiseIrq(ctx, EDU_FACT_IRQ);

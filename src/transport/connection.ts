@@ -64,7 +64,7 @@ export interface CloseReason {
 
 /**
  * What a protocol endpoint uses of its connection. `Connection` is the socket one; an
- * in-memory one (fuzz targets, tests) drives an endpoint without a socket or the addon.
+ * in-memory one (fuzz targets, tests) drives an endpoint without a socket.
  * The contract is Connection's: fds given to the onData callback are its to close, 'close'
  * is emitted once, asynchronously, after destroy()/end() or the peer's hang-up.
  */

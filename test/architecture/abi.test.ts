@@ -44,8 +44,8 @@ describe("wasm ABI", () => {
     for (const [name, arity] of Object.entries(CORE_FUNCTION_EXPORTS)) {
       if (arity >= 0) expect([name, (ref.exports as unknown as Record<string, () => void>)[name].length]).toEqual([name, arity]);
     }
-    const imported = WebAssembly.Module.imports(mod).filter((i) => i.module === "host").map((i) => i.name).sort();
-    expect(imported).toEqual(readHostImports().map((i) => i.name).sort());
+    const imported = WebAssembly.Module.imports(mod).filter((i) => i.module === "host").map((i: { name: string }) => i.name).sort();
+    expect(imported).toEqual(readHostImports().map((i: { name: string }) => i.name).sort());
     expect(Number(ref.exports.CORE_ABI_VERSION.value)).toBe(CORE_ABI_VERSION);
   });
 

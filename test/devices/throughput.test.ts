@@ -38,7 +38,7 @@ describe("throughput device", () => {
     const crossings: string[] = [];
     const counted: HostImportFactory = (ref) =>
       Object.fromEntries(
-        Object.entries(MemoryCore.hostImports(ref)).map(([name, fn]) => [name, (...args: unknown[]) => (crossings.push(name), fn(...args))]),
+        Object.entries(MemoryCore.hostImports(ref)).map(([name, fn]) => [name, (...args: unknown[]) => (crossings.push(name), (fn as (...a: unknown[]) => unknown)(...args))]),
       );
     const dev = createThroughputDevice({ dataSize: 4096, core: instantiateCore([counted]) });
     const { fn } = dev;

@@ -216,7 +216,7 @@ describe("manual clock", () => {
 describe("shadowWindow()", () => {
   it("stays valid across linear-memory growth, where a shadow() view detaches", () => {
     const { core } = countingCore();
-    const registers = { read: () => 0, write: () => {}, valid: { min: 4, max: 4 } };
+    const registers = { read: () => 0, write: () => {}, valid: { min: 4, max: 4 } as const };
     const fn = createPciFunction({ ...base, bars: [{ kind: "mem32", size: 0x1000, registers, shadow: [{ offset: 0x20, size: 8 }] }] }, { core });
     const win = fn.shadowWindow(0);
     const view = fn.shadow(0);

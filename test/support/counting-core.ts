@@ -12,7 +12,7 @@ export function countingCore(): { core: CoreRef; crossings: Record<string, numbe
         name,
         (...args: unknown[]) => {
           crossings[name] = (crossings[name] ?? 0) + 1;
-          return fn(...args);
+          return (fn as (...a: unknown[]) => unknown)(...args);
         },
       ]),
     );

@@ -4,6 +4,7 @@
 // what is forwarded). Lets a test pin what a peer such as QEMU actually puts on the wire.
 import { connect, listen, type Connection, type Server } from "../../src/transport/connection.js";
 import { closeFdQuietly } from "../../src/transport/fd.js";
+import { Command, HeaderFlag } from "../../src/vfio-user/wire/constants.js";
 import { MessageParser } from "../../src/vfio-user/wire/parser.js";
 
 export interface RecordedMessage {
@@ -17,6 +18,18 @@ export interface RecordedMessage {
   size: number;
   body: Uint8Array;
   fds: number;
+}
+
+/** One region write as the client put it on the wire, alone or inside a REGION_WRITE_MULTI. */
+export interface WireWrite {
+  region: number;
+  offset: bigint;
+  data: Buffer;
+  /** Sent with NO_REPLY (a posted write). */
+  posted: boolean;
+  /** The carrying message's id and whether it was a REGION_WRITE_MULTI. */
+  msgId: number;
+  multi: boolean;
 }
 
 export class RecordingProxy {
@@ -80,6 +93,33 @@ export class RecordingProxy {
   release(): void {
     this.holding = false;
     for (const c of this.clients) c.resume();
+  }
+
+  /**
+   * Every region write the client sent, in order, read from the raw payloads: REGION_WRITE is
+   * offset u64, region u32, count u32, data; REGION_WRITE_MULTI is wr_cnt u64 then 24-byte
+   * entries of offset u64, region u32, count u32, data[8] (docs/interop/vfio-user.rst). A client
+   * such as QEMU switches to WRITE_MULTI whenever its send queue runs long, so a test of write
+   * order must read both.
+   */
+  clientWrites(): WireWrite[] {
+    const out: WireWrite[] = [];
+    for (const m of this.messages) {
+      if (m.from !== "client" || (m.flags & HeaderFlag.TYPE_MASK) !== HeaderFlag.TYPE_COMMAND) continue;
+      const b = Buffer.from(m.body);
+      const posted = (m.flags & HeaderFlag.NO_REPLY) !== 0;
+      if (m.command === Command.REGION_WRITE && b.length >= 16) {
+        out.push({ region: b.readUInt32LE(8), offset: b.readBigUInt64LE(0), data: b.subarray(16, 16 + b.readUInt32LE(12)), posted, msgId: m.msgId, multi: false });
+      } else if (m.command === Command.REGION_WRITE_MULTI && b.length >= 8) {
+        const n = Number(b.readBigUInt64LE(0));
+        if (b.length !== 8 + 24 * n) throw new Error(`REGION_WRITE_MULTI of ${b.length} bytes for ${n} entries`);
+        for (let i = 0; i < n; i++) {
+          const e = 8 + 24 * i;
+          out.push({ region: b.readUInt32LE(e + 8), offset: b.readBigUInt64LE(e), data: b.subarray(e + 16, e + 16 + b.readUInt32LE(e + 12)), posted, msgId: m.msgId, multi: true });
+        }
+      }
+    }
+    return out;
   }
 
   /** Recorded messages with `command`, optionally only those from one side. */

@@ -1,28 +1,45 @@
 // `wasmdev serve` as a separate process for end-to-end tests: the bundled CLI (cli-bundle.ts)
 // under this Node, its stderr collected (and always drained: a full pipe would block the
-// server's synchronous stderr writes), resolved once it logs that it listens.
+// server's synchronous stderr writes), and a promise for when it accepts connections.
 import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, watch } from "node:fs";
+import { dirname } from "node:path";
 
 export interface ServeProcess {
   child: ChildProcess;
   stderr(): string;
-  /** Resolves when serve logged "listening on"; rejects if it exits first. */
+  /** Resolves once serve accepts connections; rejects if it exits first. */
   listening: Promise<void>;
   /** SIGTERM, then the exit code (serve removes its socket and exits 0). */
   stop(): Promise<number | null>;
 }
 
-export function startServe(cli: string, args: string[]): ServeProcess {
-  // stdin ignored: serve reads nothing from it, and a pipe nobody closes is one less thing to leak.
-  const child = spawn(process.execPath, [cli, "serve", ...args], { stdio: ["ignore", "ignore", "pipe"] });
+/**
+ * Starts `serve` with `args`, which must name `--socket socketPath`. Readiness is serve's
+ * "listening on" line, or under -q/--quiet (which prints no such line) the socket appearing.
+ */
+export function startServe(cli: string, socketPath: string, args: string[]): ServeProcess {
+  const quiet = args.includes("-q") || args.includes("--quiet");
+  // stdin ignored: serve reads nothing from it.
+  const child = spawn(process.execPath, [cli, "serve", "--socket", socketPath, ...args], { stdio: ["ignore", "ignore", "pipe"] });
   let err = "";
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const listening = new Promise<void>((resolve, reject) => {
+    const ready = () => {
+      watcher?.close();
+      resolve();
+    };
+    // The socket file appears when serve binds and listens (one synchronous call).
+    const watcher = quiet ? watch(dirname(socketPath), () => existsSync(socketPath) && ready()) : undefined;
+    if (quiet && existsSync(socketPath)) ready();
     child.stderr!.on("data", (d) => {
       err += String(d);
-      if (err.includes("listening on")) resolve();
+      if (!quiet && err.includes("listening on")) ready();
     });
-    void exited.then((code) => reject(new Error(`serve exited with ${code} before listening: ${err}`)));
+    void exited.then((code) => {
+      watcher?.close();
+      reject(new Error(`serve exited with ${code} before listening: ${err}`));
+    });
   });
   listening.catch(() => {});
   return {

@@ -201,7 +201,7 @@ describe("post() and the posted paths against the project's server", () => {
 const echo: Script = (req, reply) => {
   if (req.command === READ) {
     const { offset, region, count } = regionAccess(req);
-    reply(msg(req.msgId, READ, REPLY, readReply(offset, region, Buffer.alloc(count).map((_, i) => i))));
+    reply(msg(req.msgId, READ, REPLY, readReply(offset, region, Buffer.from(Buffer.alloc(count).map((_, i) => i)))));
   } else if (req.command === WRITE) {
     const { offset, region, count } = regionAccess(req);
     if ((req.flags & NO_REPLY) === 0) reply(msg(req.msgId, WRITE, REPLY, new B().u64(offset).u32(region).u32(count)));

@@ -119,7 +119,7 @@ describe("lspci text", () => {
     for (const r of snapshot.regions) {
       if (r.index > 5 || r.size === 0n) continue;
       const io = await client.getRegionIoFds(r.index);
-      r.ioEventFds = io.subRegions;
+      r.ioEventFds = [...io.subRegions];
       io.release();
     }
     const lines = formatLspci(snapshot).split("\n");

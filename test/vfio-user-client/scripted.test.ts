@@ -29,7 +29,7 @@ afterEach(async () => {
 const echoReads: Script = (req, reply) => {
   if (req.command === READ) {
     const { offset, region, count } = regionAccess(req);
-    const data = Buffer.alloc(count).map((_, i) => Number((offset + BigInt(i)) & 0xffn));
+    const data = Buffer.from(Buffer.alloc(count).map((_, i) => Number((offset + BigInt(i)) & 0xffn)));
     reply(msg(req.msgId, READ, REPLY, readReply(offset, region, data)));
   } else if (req.command === WRITE) {
     const { offset, region, count } = regionAccess(req);

@@ -66,7 +66,7 @@ describe("the logger option", () => {
       debug: (m) => lines.push(`${who} debug ${m}`),
       trace: (e) => traced.push(`${who} ${e.direction} ${e.command} ${e.type}`),
     });
-    const fn = createEdu().fn;
+    const { fn } = createEdu();
     const socketPath = join(dir, "logger.sock");
     const server = VfioUserServer.listen({ device: fn, socketPath, logger: logger("server") });
     const client = await connectVfioUser(socketPath, { logger: logger("client"), probe: false });

@@ -101,7 +101,8 @@ export async function fuzzWith(input: FuzzInput): Promise<void> {
   const fdsBefore = openFdCount();
   const mapper = new FakeMapper();
   const [remoteEnd, proxyEnd] = socketpair();
-  const remote = new MpqemuRemote({ fd: remoteEnd, fn: createEdu({ dmaDelayMs: 0 }).fn, log: () => {}, mapFd: mapper.mapFd }).start();
+  const device = createEdu({ dmaDelayMs: 0 }).fn;
+  const remote = new MpqemuRemote({ fd: remoteEnd, fn: device, log: () => {}, mapFd: mapper.mapFd }).start();
   let ended = false;
   void remote.ended.then(() => (ended = true));
   const proxy = adoptFd(proxyEnd, { limits: { maxFdsPerMessage: 16 } });
@@ -158,6 +159,8 @@ export async function fuzzWith(input: FuzzInput): Promise<void> {
     if (!proxy.isClosed) proxy.destroy();
     for (let i = 0; i < 500 && !ended; i++) await turn();
     await turn(); // the proxy's 'close' runs on the next tick
+    // A function keeps its regions in the shared wasm core until disposed.
+    device.dispose();
   }
   check(ended, "the remote kept serving after the proxy hung up");
   stats.runs++;

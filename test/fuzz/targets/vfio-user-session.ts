@@ -235,7 +235,7 @@ export async function fuzzWith(input: FuzzInput): Promise<void> {
       if (dmaAnswerMode === 3) wire.writeErrorReply(out, ev.msgId, ev.command, 5);
       else if (ev.command === Command.DMA_READ) wire.writeDmaReadReply(out, ev.msgId, address, new Uint8Array(count).fill(0xa5));
       else wire.writeDmaWriteReply(out, ev.msgId, address, count);
-      answers.push(out.take());
+      answers.push(out.take().slice()); // take() aliases the writer: keep a copy
     });
   });
   const session = new VfioUserSession(config, conn, () => {});
@@ -270,6 +270,9 @@ export async function fuzzWith(input: FuzzInput): Promise<void> {
     at += p.bytes.length;
     if (p.fds.length) fdEnds.set(at, p.fds);
   }
+  const boundaries = new Set<number>([0]);
+  at = 0;
+  for (const p of planned) boundaries.add((at += p.bytes.length));
   const cuts = new Set<number>(fdEnds.keys());
   for (let i = input.below(6); i > 0; i--) cuts.add(input.below(stream.length + 1));
   // No cut inside a message that carries fds.
@@ -289,7 +292,8 @@ export async function fuzzWith(input: FuzzInput): Promise<void> {
       from = p;
       if (hangUpEarly && from > stream.length / 2) break;
       await turn();
-      while (answers.length) conn.deliver(answers.shift()!, []);
+      // Our answers to the server's DMA requests go between messages, never inside one.
+      if (boundaries.has(from)) while (answers.length) conn.deliver(answers.shift()!, []);
     }
     for (const fds of fdEnds.values()) for (const fd of fds) closeFdQuietly(fd); // not delivered
 
@@ -326,6 +330,8 @@ export async function fuzzWith(input: FuzzInput): Promise<void> {
   } finally {
     conn.hangUp();
     for (let i = 0; i < 20 && !session.isClosed; i++) await turn();
+    // A function keeps its regions in the shared wasm core until disposed.
+    config.device.dispose();
   }
   stats.runs++;
   stats.fdMaps += mapper.maps;
