@@ -10,7 +10,7 @@
 // output = (translated & ~mask) | (iova & mask), the length is clamped to the entry's end,
 // and a missing permission fails; we additionally tell "not mapped" from "no permission".
 import {
-  E_BASE, E_MASK, E_TRANSLATED, E_DENY, ENTRY_SIZE, SET_SHIFT, iotlbAlloc, iotlbClear, lookup, insert, invalidateRange,
+  E_BASE, E_MASK, E_TRANSLATED, E_DENY, ENTRY_SIZE, SET_SHIFT, iotlbAlloc, iotlbClear, lookup, insert, invalidateRange, keptByLastInvalidate,
   classOfMask, entryMask, entryTranslated, entryPerm, entryTarget,
 } from "./iotlb";
 
@@ -180,8 +180,13 @@ export function resetCounters(d: usize): void {
 // ---------------------------------------------------------------- invalidation
 
 export function invalidate(d: usize, first: u64, last: u64): u32 {
+  // No class bit means nothing was inserted since the cache was last emptied: skip the scan of
+  // every way (DMA_MAP / DMA_UNMAP with a cold cache cost no walk of the IOTLB).
+  if (load<u64>(d, D_CLASSES) == 0) return 0;
   const sets = load<u32>(d, D_SETMASK) + 1;
-  return invalidateRange(load<usize>(d, D_TLB), sets, first, last);
+  const dropped = invalidateRange(load<usize>(d, D_TLB), sets, first, last);
+  if (keptByLastInvalidate == 0) store<u64>(d, 0, D_CLASSES);
+  return dropped;
 }
 
 export function invalidateAll(d: usize): void {

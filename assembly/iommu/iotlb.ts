@@ -121,6 +121,7 @@ export function insert(
 export function invalidateRange(tlb: usize, sets: u32, first: u64, last: u64): u32 {
   const end = tlb + (<usize>sets << SET_SHIFT);
   let dropped: u32 = 0;
+  let kept: u32 = 0;
   for (let e = tlb; e < end; e += ENTRY_SIZE) {
     const mask = load<u64>(e, E_MASK);
     const base = load<u64>(e, E_BASE);
@@ -129,10 +130,14 @@ export function invalidateRange(tlb: usize, sets: u32, first: u64, last: u64): u
       store<u64>(e, EMPTY_BASE, E_BASE);
       store<u64>(e, EMPTY_MASK, E_MASK);
       dropped++;
-    }
+    } else kept++;
   }
+  keptByLastInvalidate = kept;
   return dropped;
 }
+
+/** Entries left occupied by the last invalidateRange() (0: the cache is empty). */
+export let keptByLastInvalidate: u32 = 0;
 
 /** Number of occupied entries (tests, statistics). */
 export function occupancy(tlb: usize, sets: u32): u32 {

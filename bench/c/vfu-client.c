@@ -4,7 +4,8 @@
 // against the bare echo-server (same request and reply sizes, no protocol work), so each
 // figure has its C floor from the same run.
 //
-// usage: vfu-client VFIO_SOCKET ECHO_SOCKET   (prints one JSON object on stdout)
+// usage: vfu-client VFIO_SOCKET ECHO_SOCKET [FIGURE...]   (prints one JSON object on stdout with
+// every figure, or the named ones: read4 write4 read4k dma posted pipelined)
 //
 // Against the server it negotiates VERSION (JSON capabilities, NUL-terminated), checks
 // DEVICE_GET_INFO and DEVICE_GET_REGION_INFO of BAR0 (RAM-backed data, >= 8 KiB) and BAR2
@@ -412,34 +413,59 @@ static void best_rate(conn *v, conn *b, double (*fn)(conn *, size_t), size_t n, 
   }
 }
 
-static void print_stats(const char *name, stats v, stats b, int comma) {
-  printf("  \"%s\": {\"server\": {\"median\": %.4f, \"p99\": %.4f}, \"bare\": {\"median\": %.4f, \"p99\": %.4f}}%s\n", name, v.median, v.p99, b.median,
-         b.p99, comma ? "," : "");
+static int wanted(int argc, char **argv, const char *name) {
+  if (argc == 3) return 1;
+  for (int i = 3; i < argc; i++)
+    if (strcmp(argv[i], name) == 0) return 1;
+  return 0;
+}
+
+static void print_stats(const char *name, stats v, stats b, const char **sep) {
+  printf("%s  \"%s\": {\"server\": {\"median\": %.4f, \"p99\": %.4f}, \"bare\": {\"median\": %.4f, \"p99\": %.4f}}", *sep, name, v.median, v.p99,
+         b.median, b.p99);
+  *sep = ",\n";
+}
+
+static void print_rate(const char *name, double v, double b, const char **sep) {
+  printf("%s  \"%s\": {\"server\": %.1f, \"bare\": %.1f}", *sep, name, v, b);
+  *sep = ",\n";
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: vfu-client VFIO_SOCKET ECHO_SOCKET\n");
+  if (argc < 3) {
+    fprintf(stderr, "usage: vfu-client VFIO_SOCKET ECHO_SOCKET [FIGURE...]\n");
     return 2;
   }
   conn *v = open_conn(argv[1], 0), *b = open_conn(argv[2], 1);
   negotiate(v);
-  stats r4v, r4b, w4v, w4b, r4kv, r4kb, d[4];
-  latency(v, b, make_read4, LAT_N, &r4v, &r4b);
-  latency(v, b, make_write4, LAT_N, &w4v, &w4b);
-  latency(v, b, make_read4k, LAT_N, &r4kv, &r4kb);
-  dma(v, b, d);
-  double pv, pb, qv, qb;
-  best_rate(v, b, posted, POSTED_N, &pv, &pb);
-  best_rate(v, b, pipelined, PIPE_N, &qv, &qb);
-  printf("{\n");
-  print_stats("read4", r4v, r4b, 1);
-  print_stats("write4", w4v, w4b, 1);
-  print_stats("read4k", r4kv, r4kb, 1);
-  print_stats("dma_map", d[0], d[2], 1);
-  print_stats("dma_unmap", d[1], d[3], 1);
-  printf("  \"posted\": {\"server\": %.1f, \"bare\": %.1f},\n", pv, pb);
-  printf("  \"pipelined\": {\"server\": %.1f, \"bare\": %.1f}\n", qv, qb);
-  printf("}\n");
+  const char *sep = "{\n";
+  stats sv, sb, d[4];
+  double rv, rb;
+  if (wanted(argc, argv, "read4")) {
+    latency(v, b, make_read4, LAT_N, &sv, &sb);
+    print_stats("read4", sv, sb, &sep);
+  }
+  if (wanted(argc, argv, "write4")) {
+    latency(v, b, make_write4, LAT_N, &sv, &sb);
+    print_stats("write4", sv, sb, &sep);
+  }
+  if (wanted(argc, argv, "read4k")) {
+    latency(v, b, make_read4k, LAT_N, &sv, &sb);
+    print_stats("read4k", sv, sb, &sep);
+  }
+  if (wanted(argc, argv, "dma")) {
+    dma(v, b, d);
+    print_stats("dma_map", d[0], d[2], &sep);
+    print_stats("dma_unmap", d[1], d[3], &sep);
+  }
+  if (wanted(argc, argv, "posted")) {
+    best_rate(v, b, posted, POSTED_N, &rv, &rb);
+    print_rate("posted", rv, rb, &sep);
+  }
+  if (wanted(argc, argv, "pipelined")) {
+    best_rate(v, b, pipelined, PIPE_N, &rv, &rb);
+    print_rate("pipelined", rv, rb, &sep);
+  }
+  printf("\n}\n");
   return 0;
 }

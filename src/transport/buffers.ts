@@ -177,6 +177,12 @@ export class ReceiveBuffer {
    * growing (doubling, up to maxMessageSize) as needed. Used by the connection before a read.
    */
   reserveTail(minimum = 1): Uint8Array {
+    this.reserveTailRoom(minimum);
+    return this.bytes.subarray(this.end);
+  }
+
+  /** reserveTail() without the view: the free bytes at `end` (no allocation unless it grows). */
+  reserveTailRoom(minimum = 1): number {
     if (this.start === this.end && this.start !== 0) {
       this.base += this.start;
       this.start = this.end = 0;
@@ -185,7 +191,7 @@ export class ReceiveBuffer {
     if (this.bytes.length - this.end < wanted) {
       this.relocate(Math.max(this.available + wanted, this.available * 2, this.bytes.length));
     }
-    return this.bytes.subarray(this.end);
+    return this.bytes.length - this.end;
   }
 
   /** Marks `length` bytes written into the tail as received, with the fds that came with them. */

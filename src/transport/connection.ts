@@ -1,10 +1,14 @@
 // UNIX stream connections with fd passing (SCM_RIGHTS), and the listener that accepts them.
 //
-// Receive path: one libuv poll watcher per socket. On each wake-up the connection reads with
-// recvmsg() straight into the free tail of its ReceiveBuffer and hands the buffer, holding every
-// unconsumed byte, to the receiver (the protocol framer), which consumes all complete messages
-// at once. A read that fills the tail is followed by another, so a burst of small messages
-// costs one wake-up and one framer call per read, not per message.
+// Receive path: one libuv poll watcher per socket, in the addon's stream mode. On each wake-up
+// the watcher itself reads with recvmsg() straight into the free tail of the ReceiveBuffer (the
+// connection keeps that tail armed in a shared control block), then calls JS once; the
+// connection hands the buffer, holding every unconsumed byte, to the receiver (the protocol
+// framer), which consumes all complete messages at once. A read that fills the tail is followed
+// by another, so a burst of small messages costs one wake-up and one framer call per read, not
+// per message. Sends the receiver makes (fd-less, up to BATCH_LIMIT) are gathered in the batch
+// and the watcher sends them with one send() after the callback returns: a request/reply
+// exchange costs one call from native code into JS and none back.
 //
 // Send path: the first send() of a tick calls sendmsg() at once (lowest latency for request /
 // reply). Further fd-less sends in the same tick are copied into a batch that goes out as one
@@ -17,7 +21,21 @@
 
 import { EventEmitter } from "node:events";
 import { unlinkSync, lstatSync, type Stats } from "node:fs";
-import { native, POLL_READABLE, POLL_WRITABLE, type PollHandle, type NativeTransport } from "./native.js";
+import {
+  native,
+  POLL_READABLE,
+  POLL_WRITABLE,
+  POLL_RECEIVED,
+  POLL_SENT,
+  CTL_READ_OFFSET,
+  CTL_READ_LENGTH,
+  CTL_READ_RESULT,
+  CTL_SEND_LENGTH,
+  CTL_SEND_RESULT,
+  CTL_WORDS,
+  type PollHandle,
+  type NativeTransport,
+} from "./native.js";
 import { TransportError, syscallError } from "./errors.js";
 import { DEFAULT_LIMITS, KERNEL_MAX_FDS_PER_MESSAGE, type TransportLimits } from "./limits.js";
 import { ReceiveBuffer } from "./buffers.js";
@@ -137,6 +155,13 @@ export class Connection extends EventEmitter implements StreamConnection {
   private batch: Uint8Array | null = null;
   private batchLength = 0;
   private sentThisTick = false;
+  /**
+   * True while the receiver runs: the first send of that tick then needs no microtask to end
+   * its batch, readAvailable() ends it when the receiver returns (a request/reply server's
+   * reply costs no microtask hop).
+   */
+  private inReceiver = false;
+  private batchEndsWithReceive = false;
   private readonly endTick = () => {
     this.sentThisTick = false;
     if (this.batchLength !== 0 && !this.closed) this.flushBatch();
@@ -145,6 +170,14 @@ export class Connection extends EventEmitter implements StreamConnection {
   private closed = false;
   /** fdInfo[0] = fd count, fdInfo[1] = control data truncated, fdInfo[2..] = fds. */
   private readonly fdInfo: Int32Array;
+  /** Stream mode words shared with the watcher (CTL_*). */
+  private readonly control = new Int32Array(CTL_WORDS);
+  /** The receive buffer array the watcher was given (re-registered when the buffer moves). */
+  private streamInput: Uint8Array | null = null;
+  /** Inside a callback that reported POLL_RECEIVED: the watcher sends the batch afterwards. */
+  private inNativeWake = false;
+  /** Bytes of the batch handed to the watcher to send (CTL_SEND_LENGTH), for POLL_SENT. */
+  private nativeSendLength = 0;
 
   /** @internal use connect(), adoptFd() or a Server; `fd` must be a prepared socket. */
   constructor(fd: number, options: ConnectionOptions = {}) {
@@ -161,6 +194,7 @@ export class Connection extends EventEmitter implements StreamConnection {
     const poll = this.n.pollStart(fd, 0, (events) => this.onPoll(events));
     if (typeof poll === "number") throw syscallError("uv_poll_init", -poll, { fd });
     this.poll = poll;
+    this.batch = new Uint8Array(BATCH_LIMIT);
   }
 
   get isClosed(): boolean {
@@ -169,7 +203,7 @@ export class Connection extends EventEmitter implements StreamConnection {
 
   /** Bytes accepted by send() but not yet written to the socket. */
   get writableLength(): number {
-    return this.queuedBytes + this.batchLength;
+    return this.queuedBytes + this.batchLength + this.control[CTL_SEND_LENGTH];
   }
 
   /**
@@ -259,9 +293,20 @@ export class Connection extends EventEmitter implements StreamConnection {
       if (withFds !== null) throw new TransportError("ERR_INVALID_ARGUMENT", "fds need at least one byte to travel with");
       return true;
     }
+    if (this.control[CTL_SEND_LENGTH] !== 0) {
+      // Sent from a microtask after the receiver, before the watcher sent the receiver's batch:
+      // that batch goes first.
+      this.sendHandedOffBatch();
+      if (this.closed) return false;
+    }
     if (this.queue.length !== 0) {
       this.enqueue(data, 0, withFds === null ? null : this.duplicate(withFds));
       return false;
+    }
+    if (this.inNativeWake && withFds === null && this.batchLength + total <= BATCH_LIMIT) {
+      // The watcher sends the batch when the callback returns (see the top of this file).
+      this.appendToBatch(data, total);
+      return true;
     }
     if (this.sentThisTick && withFds === null && this.batchLength + total <= BATCH_LIMIT) {
       this.appendToBatch(data, total);
@@ -274,7 +319,8 @@ export class Connection extends EventEmitter implements StreamConnection {
     }
     if (!this.sentThisTick) {
       this.sentThisTick = true;
-      queueMicrotask(this.endTick);
+      if (this.inReceiver) this.batchEndsWithReceive = true;
+      else queueMicrotask(this.endTick);
     }
     let sent: number;
     do {
@@ -300,7 +346,8 @@ export class Connection extends EventEmitter implements StreamConnection {
    */
   end(): void {
     if (this.closed || this.ending) return;
-    if (this.batchLength !== 0) this.flushBatch();
+    if (this.control[CTL_SEND_LENGTH] !== 0) this.sendHandedOffBatch();
+    if (this.batchLength !== 0 && !this.closed) this.flushBatch();
     if (this.closed) return;
     this.ending = true;
     this.updatePoll();
@@ -318,6 +365,12 @@ export class Connection extends EventEmitter implements StreamConnection {
   private closeWith(reason: { kind: CloseReason["kind"]; error?: TransportError }): void {
     if (this.closed) return;
     this.closed = true;
+    // What send() took into the batch (a receiver's last reply before it closes, e.g. an error
+    // reply to a message that broke framing) gets one non-blocking attempt, as a send() outside
+    // a receive wake-up would have made at once. Queued bytes are dropped.
+    const pending = this.control[CTL_SEND_LENGTH] + this.batchLength;
+    this.control[CTL_SEND_LENGTH] = 0;
+    if (pending !== 0 && this.queue.length === 0 && reason.kind !== "error") this.n.send(this.fd, this.batch!, 0, pending, null);
     if (this.poll !== null) this.n.pollClose(this.poll);
     this.poll = null;
     this.n.close(this.fd);
@@ -330,6 +383,71 @@ export class Connection extends EventEmitter implements StreamConnection {
     this.batchLength = 0;
     const full: CloseReason = { ...reason, unconsumedBytes };
     process.nextTick(() => this.emit("close", full));
+  }
+
+  /** Sends, from JS, the batch bytes the watcher was about to send. */
+  private sendHandedOffBatch(): void {
+    const length = this.control[CTL_SEND_LENGTH];
+    this.control[CTL_SEND_LENGTH] = 0;
+    this.nativeSendLength = 0;
+    this.batchLength = length;
+    this.flushBatch();
+  }
+
+  /** POLL_SENT: the watcher's send of the batch fell short; queue what the kernel refused. */
+  private onNativeSendShort(): void {
+    const length = this.nativeSendLength;
+    this.nativeSendLength = 0;
+    let sent = this.control[CTL_SEND_RESULT];
+    if (this.closed || length === 0) return;
+    if (sent === -EAGAIN) sent = 0;
+    if (sent < 0) {
+      this.destroy(syscallError("sendmsg", -sent, { fd: this.fd }));
+      return;
+    }
+    this.enqueue(this.batch!.subarray(0, length), sent, null);
+  }
+
+  /**
+   * Points the watcher at the free tail of the receive buffer (or tells it not to read), and
+   * hands it the batch gathered during a receive wake-up. Called whenever JS returns to the
+   * watcher.
+   */
+  private armStream(): void {
+    const control = this.control;
+    if (this.batchLength !== 0 && this.inNativeWake && !this.closed) {
+      control[CTL_SEND_LENGTH] = this.batchLength;
+      this.nativeSendLength = this.batchLength;
+      this.batchLength = 0;
+    }
+    if (this.inNativeWake && this.batchEndsWithReceive) {
+      // A send with fds during the wake-up started a tick batch: it was handed off above.
+      this.batchEndsWithReceive = false;
+      this.sentThisTick = false;
+    }
+    this.inNativeWake = false;
+    const reading = !this.closed && (this.ending || (this.receiver !== null && !this.paused));
+    if (!reading) {
+      control[CTL_READ_LENGTH] = 0;
+      return;
+    }
+    const buffer = this.receiveBuffer;
+    const room = buffer.reserveTailRoom(MIN_READ);
+    if (room === 0 || this.poll === null) {
+      // Full: the JS read path reports it on the next wake-up.
+      control[CTL_READ_LENGTH] = 0;
+      return;
+    }
+    if (buffer.bytes !== this.streamInput) {
+      const r = this.n.pollSetStream(this.poll, buffer.bytes, this.fdInfo, control, this.batch!);
+      if (r < 0) {
+        control[CTL_READ_LENGTH] = 0;
+        return;
+      }
+      this.streamInput = buffer.bytes;
+    }
+    control[CTL_READ_OFFSET] = buffer.end;
+    control[CTL_READ_LENGTH] = room;
   }
 
   private appendToBatch(data: Uint8Array | readonly Uint8Array[], total: number): void {
@@ -429,6 +547,7 @@ export class Connection extends EventEmitter implements StreamConnection {
 
   private updatePoll(): void {
     if (this.poll === null) return;
+    if (!this.inReceiver && !this.inNativeWake) this.armStream();
     // After end() the connection must see the peer's end of stream even without a receiver.
     const reading = (this.receiver !== null && !this.paused) || this.ending;
     const events = (reading ? POLL_READABLE : 0) | (this.queue.length !== 0 ? POLL_WRITABLE : 0);
@@ -443,26 +562,45 @@ export class Connection extends EventEmitter implements StreamConnection {
       this.destroy(syscallError("poll", -events, { fd: this.fd }));
       return;
     }
-    if ((events & POLL_WRITABLE) !== 0 && this.queue.length !== 0) this.flush();
-    if ((events & POLL_READABLE) !== 0) this.readAvailable();
+    if ((events & POLL_SENT) !== 0) {
+      this.onNativeSendShort();
+    } else {
+      if ((events & POLL_WRITABLE) !== 0 && this.queue.length !== 0) this.flush();
+      if ((events & POLL_RECEIVED) !== 0) {
+        this.inNativeWake = true;
+        this.readAvailable(this.control[CTL_READ_RESULT], this.control[CTL_READ_LENGTH]);
+      } else if ((events & POLL_READABLE) !== 0) {
+        this.readAvailable(undefined, 0);
+      }
+    }
+    if (!this.closed) this.armStream();
+    else this.inNativeWake = false;
   }
 
-  private readAvailable(): void {
+  /** Reads and hands data to the receiver; `firstGot` is the watcher's read of `firstRoom` bytes. */
+  private readAvailable(firstGot: number | undefined, firstRoom: number): void {
     const buffer = this.receiveBuffer;
     const info = this.fdInfo;
     for (let reads = 0; reads < MAX_READS_PER_WAKEUP; reads++) {
       if (this.closed || (this.paused && !this.ending) || (this.receiver === null && !this.ending)) return;
-      const tail = buffer.reserveTail(MIN_READ);
-      if (tail.length === 0) {
-        this.destroy(new TransportError(
-          "ERR_MESSAGE_TOO_LARGE",
-          `${buffer.available} unconsumed bytes fill the receive buffer (limit ${buffer.maxMessageSize} bytes)`,
-          { limit: buffer.maxMessageSize, actual: buffer.available },
-        ));
-        return;
+      let got: number;
+      let room: number;
+      if (reads === 0 && firstGot !== undefined) {
+        // The watcher already read into the tail armStream() gave it.
+        got = firstGot;
+        room = firstRoom;
+      } else {
+        room = buffer.reserveTailRoom(MIN_READ);
+        if (room === 0) {
+          this.destroy(new TransportError(
+            "ERR_MESSAGE_TOO_LARGE",
+            `${buffer.available} unconsumed bytes fill the receive buffer (limit ${buffer.maxMessageSize} bytes)`,
+            { limit: buffer.maxMessageSize, actual: buffer.available },
+          ));
+          return;
+        }
+        got = this.n.recv(this.fd, buffer.bytes, buffer.end, room, info);
       }
-      const room = tail.length;
-      const got = this.n.recv(this.fd, buffer.bytes, buffer.end, room, info);
       if (got === -EAGAIN) return;
       if (got === -EINTR) continue;
       if (got < 0) {
@@ -503,9 +641,11 @@ export class Connection extends EventEmitter implements StreamConnection {
         buffer.consume(buffer.available);
         continue;
       }
+      this.inReceiver = true;
       try {
         this.receiver(buffer, this);
       } catch (err) {
+        this.endReceiverBatch();
         this.destroy(err instanceof TransportError ? err : new TransportError(
           "ERR_RECEIVER_THREW",
           `the receiver threw: ${(err as Error)?.message ?? String(err)}`,
@@ -513,7 +653,17 @@ export class Connection extends EventEmitter implements StreamConnection {
         ));
         return;
       }
+      this.endReceiverBatch();
       if (got < room) return;
+    }
+  }
+
+  /** The receiver returned: sends it made leave now (see inReceiver). */
+  private endReceiverBatch(): void {
+    this.inReceiver = false;
+    if (this.batchEndsWithReceive && !this.inNativeWake) {
+      this.batchEndsWithReceive = false;
+      this.endTick();
     }
   }
 

@@ -11,6 +11,17 @@ import { TransportError } from "./errors.js";
 /** Poll event bits (same values as libuv's UV_READABLE / UV_WRITABLE). */
 export const POLL_READABLE = 1;
 export const POLL_WRITABLE = 2;
+/** Stream mode (pollSetStream) callback bits: the watcher read (result in CTL_READ_RESULT)... */
+export const POLL_RECEIVED = 4;
+/** ...or its send of CTL_SEND_LENGTH bytes fell short (result in CTL_SEND_RESULT). */
+export const POLL_SENT = 8;
+/** Stream mode control words (Int32Array of CTL_WORDS), see pollSetStream. */
+export const CTL_READ_OFFSET = 0;
+export const CTL_READ_LENGTH = 1;
+export const CTL_READ_RESULT = 2;
+export const CTL_SEND_LENGTH = 3;
+export const CTL_SEND_RESULT = 4;
+export const CTL_WORDS = 8;
 
 /** Opaque handle of a native uv_poll watcher. */
 export type PollHandle = { readonly __poll: unique symbol };
@@ -40,6 +51,16 @@ export interface NativeTransport {
   dup(fd: number): number;
   pollStart(fd: number, events: number, callback: (events: number) => void): PollHandle | number;
   pollSet(handle: PollHandle, events: number): number;
+  /**
+   * Stream mode: on readable the watcher itself reads (recvmsg) into input[control[CTL_READ_OFFSET],
+   * + control[CTL_READ_LENGTH]) when that length is > 0, fds into fdInfo as for recv(), and calls
+   * back once with POLL_RECEIVED and the result in control[CTL_READ_RESULT] (no call when
+   * there was nothing to read). After the callback it sends output[0, control[CTL_SEND_LENGTH])
+   * when that is > 0 (then zeroes it) and calls back with POLL_SENT only if the kernel did not
+   * take it all (result in control[CTL_SEND_RESULT]). The arrays stay referenced until the
+   * watcher closes or this is called again.
+   */
+  pollSetStream(handle: PollHandle, input: Uint8Array, fdInfo: Int32Array, control: Int32Array, output: Uint8Array): number;
   /** Stops at once (no callback after this returns); twice, or from the callback itself, is fine. */
   pollClose(handle: PollHandle): void;
   memfdCreate(name: string, size: number): number;

@@ -214,14 +214,8 @@ export function mmapFd(fd: number, offset: number | bigint, length: number, opti
       { fd, limit: MAX_LENGTH, actual: length },
     );
   }
-  const size = fileSize(fd);
-  if (start + length > size) {
-    throw new TransportError(
-      "ERR_MAP_OUT_OF_BOUNDS",
-      `mapping [${start}, ${start + length}) exceeds the file size ${size}`,
-      { fd, limit: size, actual: start + length },
-    );
-  }
+  // The file size is checked by the addon (fstat right before mmap, exact 64-bit sums): one
+  // fstat per mapping, none of it here; the error path asks for the size to report it.
   if (budget.mappedBytes + length > budget.maxMappedBytes) {
     throw new TransportError(
       "ERR_MAP_LIMIT",
@@ -239,12 +233,13 @@ export function mmapFd(fd: number, offset: number | bigint, length: number, opti
     );
   }
   if (r === -ERANGE) {
-    // The addon re-checks with exact 64-bit sizes (the double sum above rounds past 2^53, and a
-    // page beyond the end of the file would raise SIGBUS when touched) and just before mmap.
+    // The addon checks with exact 64-bit sizes (a double sum rounds past 2^53, and a page beyond
+    // the end of the file would raise SIGBUS when touched) just before mmap.
+    const size = fileSize(fd);
     throw new TransportError(
       "ERR_MAP_OUT_OF_BOUNDS",
-      `mapping [${offset}, ${BigInt(start) + BigInt(length)}) exceeds the file size`,
-      { fd, actual: start + length },
+      `mapping [${offset}, ${BigInt(start) + BigInt(length)}) exceeds the file size ${size}`,
+      { fd, limit: size, actual: start + length },
     );
   }
   if (typeof r === "number") throw syscallError("mmap", -r, { fd });

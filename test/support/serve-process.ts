@@ -15,31 +15,20 @@ export interface ServeProcess {
 }
 
 /**
- * Starts `serve` with `args`, which must name `--socket socketPath`. Readiness is serve's
- * "listening on" line, or under -q/--quiet (which prints no such line) the socket appearing.
+ * Starts `serve` on `socketPath` with `args`. Readiness is serve's "listening on" line, which
+ * it prints at every log level (-q included) once the socket accepts.
  */
 export function startServe(cli: string, socketPath: string, args: string[]): ServeProcess {
-  const quiet = args.includes("-q") || args.includes("--quiet");
   // stdin ignored: serve reads nothing from it.
   const child = spawn(process.execPath, [cli, "serve", "--socket", socketPath, ...args], { stdio: ["ignore", "ignore", "pipe"] });
   let err = "";
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const listening = new Promise<void>((resolve, reject) => {
-    const ready = () => {
-      watcher?.close();
-      resolve();
-    };
-    // The socket file appears when serve binds and listens (one synchronous call).
-    const watcher = quiet ? watch(dirname(socketPath), () => existsSync(socketPath) && ready()) : undefined;
-    if (quiet && existsSync(socketPath)) ready();
     child.stderr!.on("data", (d) => {
       err += String(d);
-      if (!quiet && err.includes("listening on")) ready();
+      if (err.includes("listening on")) resolve();
     });
-    void exited.then((code) => {
-      watcher?.close();
-      reject(new Error(`serve exited with ${code} before listening: ${err}`));
-    });
+    void exited.then((code) => reject(new Error(`serve exited with ${code} before listening: ${err}`)));
   });
   listening.catch(() => {});
   return {

@@ -669,6 +669,33 @@ describe("fd attachment", () => {
     expect(events.map((e) => (e as Frame).fds)).toEqual([[], [44], [], [45]]);
   });
 
+  it("with reuseFrames: one frame object for every message, same fd attachment, nothing carried over", () => {
+    const two = concat(a, b);
+    for (let cut = a.length + 1; cut <= two.length; cut++) {
+      const closed: number[] = [];
+      const parser = new MessageParser({ maxMessageSize: 1 << 20, closeFd: (fd) => closed.push(fd), reuseFrames: true });
+      const seen: Frame[] = [];
+      const copies: { msgId: number; body: string; fds: number[] }[] = [];
+      const onMessage = (ev: ParseEvent) => {
+        if (ev.kind !== "frame") throw ev.error;
+        seen.push(ev);
+        copies.push({ msgId: ev.msgId, body: toHex(ev.body), fds: ev.fds.splice(0) });
+        ev.fds.push(99); // a receiver scribbling on the array must not reach the next frame
+      };
+      // a + the start of b with b's fds, the rest of b, then a again in its own read.
+      parser.parse(two.subarray(0, cut), [60], onMessage);
+      parser.parse(two.subarray(cut), [], onMessage);
+      parser.parse(a, [], onMessage);
+      expect(copies.map((c) => c.msgId)).toEqual([1, 2, 1]);
+      expect(copies.map((c) => c.fds)).toEqual([[], [60], []]);
+      expect(copies.map((c) => c.body)).toEqual([toHex(a.subarray(16)), toHex(b.subarray(16)), toHex(a.subarray(16))]);
+      expect(new Set(seen).size).toBe(1);
+      expect(seen[0].fds).toEqual([]);
+      expect(seen[0].body.length).toBe(0);
+      expect(closed).toEqual([]);
+    }
+  });
+
   it("fds in a chunk that only continues a message belong to that message", () => {
     for (let cut = 1; cut < b.length; cut++) {
       const { events } = feed([{ bytes: b.subarray(0, cut) }, { bytes: b.subarray(cut), fds: [50] }]);
@@ -918,6 +945,21 @@ describe("writer and helpers", () => {
     writeRegionReadRequest(w, 2, 4, 0, 0, 4);
     expect(w.take().length).toBe(64);
     expect(w.length).toBe(0);
+  });
+  it("abandonLast() drops the last message begun, finished or not, and only that one", () => {
+    const kept = new MessageWriter();
+    writeRegionReadRequest(kept, 1, 0, 0, 0, 4);
+    const w = new MessageWriter();
+    writeRegionReadRequest(w, 1, 0, 0, 0, 4);
+    writeRegionReadReplyInPlace(w, 2, 8, 0, 1, 4).set([1, 2, 3, 4]);
+    w.abandonLast();
+    w.abandonLast(); // a second call must not eat the message before
+    expect(toHex(w.take())).toBe(toHex(kept.take()));
+    writeRegionReadRequest(w, 3, 0, 0, 0, 4);
+    w.take();
+    w.abandonLast(); // nothing begun since take(): nothing to drop
+    writeRegionReadRequest(w, 4, 0, 0, 0, 4);
+    expect(w.take().length).toBe(32);
   });
   it("in-place read replies equal copied ones", () => {
     const a = new MessageWriter();

@@ -36,6 +36,12 @@ export class DmaMapTable implements DmaMapTableApi {
   private readonly freeSlots: number[] = [];
   /** Told about each region dropped because its file shrank (DmaContextOptions.onBackingTruncated). */
   onBackingTruncated: ((region: DmaTruncatedRegion) => void) | null = null;
+  /**
+   * When set, a removed region's memory is unmapped (and an owned fd closed) by the function
+   * this is handed instead of at once. The region is out of the table, the IOTLB and every live
+   * map before remove() returns either way; a protocol uses this to answer first.
+   */
+  deferRelease: ((release: () => void) => void) | null = null;
 
   constructor(readonly core: IommuCore, private readonly mapFd: FdMapper | null, iotlbSets = 256) {
     this.domain = core.createDomain("map-table", undefined, iotlbSets);
@@ -127,14 +133,19 @@ export class DmaMapTable implements DmaMapTableApi {
     if (!r) return;
     this.slots[slot] = undefined;
     this.freeSlots.push(slot);
-    try {
-      r.mapped?.unmap();
-    } finally {
-      if (r.backing.kind === "fd" && r.backing.closeFd) {
-        try { closeSync(r.backing.fd); } catch { /* already closed by its owner */ }
+    const finish = () => {
+      try {
+        r.mapped?.unmap();
+      } finally {
+        if (r.backing.kind === "fd" && r.backing.closeFd) {
+          try { closeSync(r.backing.fd); } catch { /* already closed by its owner */ }
+        }
       }
-    }
+    };
+    if (this.deferRelease !== null && (r.mapped !== null || r.backing.kind === "fd")) this.deferRelease(finish);
+    else finish();
   }
+
 
   /**
    * @internal Drops a region whose file shrank under its mapping (found by the DMA space after

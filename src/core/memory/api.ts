@@ -579,13 +579,24 @@ export class AddressSpace {
 
   /** Returns MemTx bits OR-ed over the chunks; undecoded bytes read as 0. */
   tryReadBytes(addr: Address, into: Uint8Array): number {
-    const a = this.checkAccess(addr, this.checkLength(into.length));
-    return this.core.engine.asReadBytes(this.id, loOf(a), hiOf(a), into, 0, into.length);
+    const length = this.checkLength(into.length);
+    // A safe non-negative number address splits into halves without a bigint (the hot path).
+    if (typeof addr === "number" && addr >= 0 && addr <= MAX_SAFE && Number.isInteger(addr) && !this.destroyed) {
+      const lo = addr >>> 0;
+      return this.core.engine.asReadBytes(this.id, lo, (addr - lo) / TWO_32, into, 0, length);
+    }
+    const a = this.checkAccess(addr, length);
+    return this.core.engine.asReadBytes(this.id, loOf(a), hiOf(a), into, 0, length);
   }
 
   tryWriteBytes(addr: Address, data: Uint8Array): number {
-    const a = this.checkAccess(addr, this.checkLength(data.length));
-    return this.core.engine.asWriteBytes(this.id, loOf(a), hiOf(a), data, 0, data.length);
+    const length = this.checkLength(data.length);
+    if (typeof addr === "number" && addr >= 0 && addr <= MAX_SAFE && Number.isInteger(addr) && !this.destroyed) {
+      const lo = addr >>> 0;
+      return this.core.engine.asWriteBytes(this.id, lo, (addr - lo) / TWO_32, data, 0, length);
+    }
+    const a = this.checkAccess(addr, length);
+    return this.core.engine.asWriteBytes(this.id, loOf(a), hiOf(a), data, 0, length);
   }
 
   /** Runs the first `count` (default all) records of `trace` inside the engine in one call. */

@@ -222,37 +222,25 @@ static napi_value js_set_non_blocking(napi_env env, napi_callback_info info) {
   return make_int(env, 0);
 }
 
-// recv(fd, bytes, offset, length, fdInfo): fdInfo[0] = fds received, fdInfo[1] = 1 if the peer
-// sent more than fit (those were closed), 2 if the kernel could not install fds that did fit
-// (MSG_CTRUNC with room left: this process is out of fds, EMFILE/ENFILE), fdInfo[2...] = the
-// fds (close-on-exec).
-static napi_value js_recv(napi_env env, napi_callback_info info) {
-  ARGS(5);
-  int fd = arg_int(env, argv[0]);
-  uint8_t *data, *fd_data;
-  size_t size, fd_size;
-  if (arg_bytes(env, argv[1], &data, &size) < 0 || arg_bytes(env, argv[4], &fd_data, &fd_size) < 0) {
-    return make_int(env, -EINVAL);
-  }
-  double offset = arg_double(env, argv[2]), length = arg_double(env, argv[3]);
-  if (!(offset >= 0 && length > 0 && offset + length <= (double)size) || fd_size < 3 * sizeof(int32_t)) {
-    return make_int(env, -EINVAL);
-  }
-  int32_t *fd_info = (int32_t *)fd_data;
-  size_t capacity = fd_size / sizeof(int32_t) - 2;
+/**
+ * One recvmsg into data[0, length) with fd_info as js_recv describes it (fd_info_words >= 3).
+ * Returns the byte count or -errno.
+ */
+static ssize_t recv_into(int fd, uint8_t *data, size_t length, int32_t *fd_info, size_t fd_info_words) {
+  size_t capacity = fd_info_words - 2;
   if (capacity > MAX_FDS) capacity = MAX_FDS;
   fd_info[0] = 0;
   fd_info[1] = 0;
 
   control_buffer control;
-  struct iovec iov = {data + (size_t)offset, (size_t)length};
+  struct iovec iov = {data, length};
   struct msghdr msg = {0};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = control.bytes;
   msg.msg_controllen = CMSG_SPACE(sizeof(int) * capacity);
   ssize_t got = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-  if (got < 0) return make_int(env, -errno);
+  if (got < 0) return -errno;
 
   size_t count = 0, delivered = 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
@@ -279,6 +267,26 @@ static napi_value js_recv(napi_env env, napi_callback_info info) {
     size_t room = (CMSG_SPACE(sizeof(int) * capacity) - sizeof(struct cmsghdr)) / sizeof(int);
     if (fd_info[1] == 0) fd_info[1] = delivered < room ? 2 : 1;
   }
+  return got;
+}
+
+// recv(fd, bytes, offset, length, fdInfo): fdInfo[0] = fds received, fdInfo[1] = 1 if the peer
+// sent more than fit (those were closed), 2 if the kernel could not install fds that did fit
+// (MSG_CTRUNC with room left: this process is out of fds, EMFILE/ENFILE), fdInfo[2...] = the
+// fds (close-on-exec).
+static napi_value js_recv(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  int fd = arg_int(env, argv[0]);
+  uint8_t *data, *fd_data;
+  size_t size, fd_size;
+  if (arg_bytes(env, argv[1], &data, &size) < 0 || arg_bytes(env, argv[4], &fd_data, &fd_size) < 0) {
+    return make_int(env, -EINVAL);
+  }
+  double offset = arg_double(env, argv[2]), length = arg_double(env, argv[3]);
+  if (!(offset >= 0 && length > 0 && offset + length <= (double)size) || fd_size < 3 * sizeof(int32_t)) {
+    return make_int(env, -EINVAL);
+  }
+  ssize_t got = recv_into(fd, data + (size_t)offset, (size_t)length, (int32_t *)fd_data, fd_size / sizeof(int32_t));
   return make_number(env, (double)got);
 }
 
@@ -398,7 +406,29 @@ struct watcher {
   int closing;            // pollClose (or teardown) started closing it
   int uv_open;            // libuv has not finished closing the handle
   int js_alive;           // the JS external has not been finalized
+  int fd;
+  // Stream mode (pollSetStream): buffers the watcher reads into and sends from itself, kept
+  // alive by `refs`; their pointers are stable (off-heap backing stores, never detached).
+  napi_ref refs[4];
+  uint8_t *in, *out;
+  size_t in_size, out_size;
+  int32_t *fd_info;
+  size_t fd_info_words;
+  int32_t *control;
 };
+
+// Stream mode control words (an Int32Array shared with JS).
+enum {
+  CTL_READ_OFFSET,  // JS: where in `in` the next read goes
+  CTL_READ_LENGTH,  // JS: how much it may read; 0 = the watcher does not read (JS does)
+  CTL_READ_RESULT,  // watcher: bytes read or -errno, when it calls back with POLL_RECEIVED
+  CTL_SEND_LENGTH,  // JS: bytes at the start of `out` to send once the callback returns
+  CTL_SEND_RESULT,  // watcher: bytes sent or -errno, when it calls back with POLL_SENT
+  CTL_WORDS = 8,
+};
+// Callback event bits beyond UV_READABLE (1) / UV_WRITABLE (2).
+#define POLL_RECEIVED 4
+#define POLL_SENT 8
 
 static void free_watcher_if_unused(watcher *w) {
   if (w->uv_open || w->js_alive) return;
@@ -407,16 +437,14 @@ static void free_watcher_if_unused(watcher *w) {
   release_state(state);
 }
 
-static void on_poll(uv_poll_t *handle, int status, int events) {
-  watcher *w = handle->data;
-  if (w->closing) return;
+static void call_js(watcher *w, int events) {
   napi_env env = w->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value callback, receiver, argument;
   if (napi_get_reference_value(env, w->callback, &callback) == napi_ok && callback != NULL &&
       napi_get_global(env, &receiver) == napi_ok &&
-      napi_create_int32(env, status < 0 ? status : events, &argument) == napi_ok) {
+      napi_create_int32(env, events, &argument) == napi_ok) {
     // make_callback (not call_function) so promise jobs and nextTick queued by the callback run
     // before control returns to libuv, as for Node's own sockets.
     napi_status result = napi_make_callback(env, w->context, receiver, callback, 1, &argument, NULL);
@@ -428,6 +456,58 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
   napi_close_handle_scope(env, scope);
 }
 
+/** Sends what the callback left in `out`; 1 when it sent something in full, 0 nothing, -1 short. */
+static int send_after(watcher *w, int32_t *ctl) {
+  if (ctl == NULL || w->closing || w->control != ctl || ctl[CTL_SEND_LENGTH] <= 0) return 0;
+  size_t length = (size_t)ctl[CTL_SEND_LENGTH];
+  ctl[CTL_SEND_LENGTH] = 0;
+  if (length > w->out_size) length = w->out_size;
+  ssize_t sent;
+  do sent = send(w->fd, w->out, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (sent < 0 && errno == EINTR);
+  if (sent == (ssize_t)length) return 1;
+  ctl[CTL_SEND_RESULT] = sent < 0 ? -errno : (int32_t)sent;
+  call_js(w, POLL_SENT);
+  return -1;
+}
+
+// In stream mode one wake-up costs one call into JS: the watcher reads first (the callback
+// gets POLL_RECEIVED with the result in the control block, and a wake-up with nothing to read
+// costs no call at all), and sends what the callback left in `out` after it returns (calling
+// back with POLL_SENT only when the kernel did not take all of it).
+static void on_poll(uv_poll_t *handle, int status, int events) {
+  watcher *w = handle->data;
+  if (w->closing) return;
+  if (status < 0) {
+    call_js(w, status);
+    return;
+  }
+  int32_t *ctl = w->control;
+  if (ctl != NULL && (events & UV_READABLE) && ctl[CTL_READ_LENGTH] > 0) {
+    size_t offset = (size_t)ctl[CTL_READ_OFFSET], length = (size_t)ctl[CTL_READ_LENGTH];
+    if (ctl[CTL_READ_OFFSET] >= 0 && offset + length <= w->in_size) {
+      ssize_t got;
+      do got = recv_into(w->fd, w->in + offset, length, w->fd_info, w->fd_info_words);
+      while (got == -EINTR);
+      if (got == -EAGAIN && !(events & UV_WRITABLE)) return;
+      if (got != -EAGAIN) {
+        ctl[CTL_READ_RESULT] = (int32_t)got;
+        events |= POLL_RECEIVED;
+      }
+    }
+  }
+  call_js(w, events);
+  send_after(w, ctl);
+}
+
+static void drop_stream_refs(watcher *w) {
+  for (int i = 0; i < 4; i++) {
+    if (w->refs[i] != NULL) napi_delete_reference(w->env, w->refs[i]);
+    w->refs[i] = NULL;
+  }
+  w->control = NULL;
+}
+
 static void on_closed(uv_handle_t *handle) {
   watcher *w = handle->data;
   env_state *state = w->state;
@@ -435,6 +515,7 @@ static void on_closed(uv_handle_t *handle) {
   if (!state->tearing_down) {
     napi_delete_reference(w->env, w->callback);
     napi_async_destroy(w->env, w->context);
+    drop_stream_refs(w);
   }
   w->uv_open = 0;
   state->unfinished--;
@@ -495,6 +576,7 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
     return make_int(env, err);
   }
   w->handle.data = w;
+  w->fd = fd;
   w->env = env;
   w->state = state;
   w->uv_open = 1;
@@ -542,6 +624,39 @@ static napi_value js_poll_set(napi_env env, napi_callback_info info) {
   int events = arg_int(env, argv[1]);
   int err = events == 0 ? uv_poll_stop(&w->handle) : uv_poll_start(&w->handle, events, on_poll);
   return make_int(env, err);
+}
+
+// pollSetStream(handle, in, fdInfo, control, out): stream mode (see on_poll). `in` receives,
+// `fdInfo` gets the fds as for recv(), `control` (Int32Array of CTL_WORDS) holds the words
+// above, `out` is what CTL_SEND_LENGTH refers to. Called again when JS replaces a buffer.
+static napi_value js_poll_set_stream(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  watcher *w = arg_watcher(env, argv[0]);
+  if (w == NULL || w->closing) return make_int(env, -EBADF);
+  uint8_t *in, *fd_info, *control, *out;
+  size_t in_size, fd_size, control_size, out_size;
+  if (arg_bytes(env, argv[1], &in, &in_size) < 0 || arg_bytes(env, argv[2], &fd_info, &fd_size) < 0 ||
+      arg_bytes(env, argv[3], &control, &control_size) < 0 || arg_bytes(env, argv[4], &out, &out_size) < 0 ||
+      fd_size < 3 * sizeof(int32_t) || control_size < CTL_WORDS * sizeof(int32_t)) {
+    return make_int(env, -EINVAL);
+  }
+  napi_ref refs[4];
+  for (int i = 0; i < 4; i++) {
+    if (napi_create_reference(env, argv[1 + i], 1, &refs[i]) != napi_ok) {
+      while (i-- > 0) napi_delete_reference(env, refs[i]);
+      return NULL;
+    }
+  }
+  drop_stream_refs(w);
+  memcpy(w->refs, refs, sizeof refs);
+  w->in = in;
+  w->in_size = in_size;
+  w->fd_info = (int32_t *)fd_info;
+  w->fd_info_words = fd_size / sizeof(int32_t);
+  w->out = out;
+  w->out_size = out_size;
+  w->control = (int32_t *)control;
+  return make_int(env, 0);
 }
 
 // Stops watching (at once: no callback runs after this returns, even for events libuv already
@@ -979,6 +1094,7 @@ NAPI_MODULE_INIT() {
       {"pollStart", js_poll_start},
       {"pollSet", js_poll_set},
       {"pollClose", js_poll_close},
+      {"pollSetStream", js_poll_set_stream},
       {"memfdCreate", js_memfd_create},
       {"fstatSize", js_fstat_size},
       {"mmap", js_mmap},

@@ -51,7 +51,7 @@ import {
 } from "../wire/constants.js";
 import { WireError } from "../wire/errors.js";
 import { MessageParser, isReply, isCommand, wantsReply, hasError, type Frame, type ParseEvent } from "../wire/parser.js";
-import { MessageWriter, concatBytes, readU32 } from "../wire/writer.js";
+import { MessageWriter, concatBytes } from "../wire/writer.js";
 import { decodeVersion, type Capabilities } from "../wire/version.js";
 import {
   decodeDmaMap,
@@ -80,6 +80,9 @@ import {
   regionIoFdsReplySize,
   writeIrqInfoReply,
   writeRegionWriteReply,
+  writeRegionReadReplyInPlace,
+  readRegionAccessHead,
+  newRegionAccessHead,
   writeRegionWriteMultiReply,
   writeDeviceFeatureReply,
   writeMigDataReadReply,
@@ -177,6 +180,25 @@ export class Session {
   private readonly regionSizes: number[] = [];
   private readonly regionWritable: boolean[] = [];
   private readonly scratch = new Uint8Array(8);
+  /** The decoded head of the REGION_READ / REGION_WRITE being handled (reused). */
+  private readonly access = newRegionAccessHead();
+  /** Unmaps of DMA_UNMAP'ed memory, done once the reply has left (see dmaUnmap). */
+  private releases: (() => void)[] = [];
+  private readonly deferRelease = (release: () => void) => {
+    if (this.releases.length === 0) setImmediate(this.runReleases);
+    this.releases.push(release);
+  };
+  private readonly runReleases = () => {
+    const list = this.releases;
+    this.releases = [];
+    for (const release of list) {
+      try {
+        release();
+      } catch (e) {
+        this.config.log(`unmapping DMA memory failed: ${(e as Error).message}`);
+      }
+    }
+  };
   /** Requests set aside while the client is not reading its replies (see MAX_QUEUED_REPLY_BYTES). */
   private backlog: ParseEvent[] = [];
   private readonly onEvent = (ev: ParseEvent) => {
@@ -190,7 +212,9 @@ export class Session {
     private readonly onClosed: (session: Session, reason: CloseReason) => void,
   ) {
     this.device = config.device;
-    this.parser = new MessageParser({ maxMessageSize: maxMessageSizeFor(config.maxDataXferSize) });
+    // Every message is handled before the parser's callback returns (or copied by setAside):
+    // one reused frame, no allocation per request.
+    this.parser = new MessageParser({ maxMessageSize: maxMessageSizeFor(config.maxDataXferSize), reuseFrames: true });
     const hook: DmaMessageHook = {
       read: (iova, length) => this.dmaRead(iova, length),
       write: (iova, data) => this.dmaWrite(iova, data),
@@ -385,7 +409,7 @@ export class Session {
   }
 
   private setAside(ev: ParseEvent): void {
-    this.backlog.push(ev.kind === "frame" ? { ...ev, body: ev.body.slice() } : ev);
+    this.backlog.push(ev.kind === "frame" ? { ...ev, body: ev.body.slice(), fds: ev.fds.slice() } : ev);
     this.connection.pause();
   }
 
@@ -481,12 +505,13 @@ export class Session {
   }
 
   private regionRead(f: Frame): void {
-    const b = f.body;
-    if (b.length !== REGION_ACCESS_SIZE) throw badRequest(Errno.EINVAL, `REGION_READ request is ${b.length} bytes, expected 16`);
-    const lo = readU32(b, 0);
-    const hi = readU32(b, 4);
-    const region = readU32(b, 8);
-    const count = readU32(b, 12);
+    const a = this.access;
+    const bad = readRegionAccessHead(Command.REGION_READ, "request", f.body, false, a);
+    if (bad !== null) throw wireFailure(bad);
+    const lo = a.offsetLo;
+    const hi = a.offsetHi;
+    const region = a.region;
+    const count = a.count;
     const offset = this.checkAccess(Command.REGION_READ, region, lo, hi, count, false);
     if (!wantsReply(f.flags)) {
       // A read nobody waits for still has the device's read side effects.
@@ -494,15 +519,13 @@ export class Session {
       return;
     }
     const w = this.out;
-    w.begin(f.msgId, Command.REGION_READ, HeaderFlag.TYPE_REPLY).u64Parts(lo, hi).u32(region).u32(count);
-    const dest = w.claim(count);
+    const dest = writeRegionReadReplyInPlace(w, f.msgId, lo, hi, region, count);
     try {
       this.deviceReadChecked(region, offset, dest);
     } catch (e) {
-      w.abandon();
+      w.abandonLast();
       throw e;
     }
-    w.end();
   }
 
   private deviceReadChecked(region: number, offset: number, dest: Uint8Array): void {
@@ -515,14 +538,13 @@ export class Session {
 
   private regionWrite(f: Frame): void {
     const b = f.body;
-    if (b.length < REGION_ACCESS_SIZE) throw badRequest(Errno.EINVAL, `REGION_WRITE request is ${b.length} bytes, expected at least 16`);
-    const lo = readU32(b, 0);
-    const hi = readU32(b, 4);
-    const region = readU32(b, 8);
-    const count = readU32(b, 12);
-    if (b.length - REGION_ACCESS_SIZE !== count) {
-      throw badRequest(Errno.EINVAL, `REGION_WRITE count ${count} but ${b.length - REGION_ACCESS_SIZE} data bytes`, { region, count });
-    }
+    const a = this.access;
+    const bad = readRegionAccessHead(Command.REGION_WRITE, "request", b, true, a);
+    if (bad !== null) throw wireFailure(bad);
+    const lo = a.offsetLo;
+    const hi = a.offsetHi;
+    const region = a.region;
+    const count = a.count;
     const offset = this.checkAccess(Command.REGION_WRITE, region, lo, hi, count, true);
     try {
       this.deviceWrite(region, offset, b.subarray(REGION_ACCESS_SIZE));
@@ -683,6 +705,8 @@ export class Session {
     }
     if (f.fds.length > 1) throw badRequest(Errno.EINVAL, `DMA_MAP carried ${f.fds.length} fds, at most 1 is allowed`);
     const fd = f.fds.length === 1 ? f.fds[0] : undefined;
+    // Memory of an unmap earlier in this batch goes first: it still counts against the limits.
+    if (this.releases.length !== 0) this.runReleases();
     try {
       this.dma.table.add({
         iova: req.address,
@@ -708,7 +732,7 @@ export class Session {
         throw badRequest(Errno.EINVAL, "DMA_UNMAP with the ALL flag takes address 0, size 0 and no dirty bitmap");
       }
       try {
-        this.dma.table.clear();
+        this.removeDeferred(() => this.dma.table.clear());
       } catch (e) {
         throw dmaFailure(e, "DMA_UNMAP");
       }
@@ -732,11 +756,28 @@ export class Session {
       bitmap = this.dirty.report(req.address, req.size, pgsize, Number(size));
     }
     try {
-      this.dma.table.remove(req.address, req.size);
+      this.removeDeferred(() => this.dma.table.remove(req.address, req.size));
     } catch (e) {
       throw dmaFailure(e, "DMA_UNMAP");
     }
     if (wantsReply(f.flags)) writeDmaUnmapReply(this.out, f.msgId, req, bitmap);
+  }
+
+  /**
+   * Runs a DMA table removal whose munmap and fd close wait until the reply has left (the
+   * check phase of this loop turn, right after the poll callback sent it): the system calls stay
+   * off the reply path. The spec's rule (VFIO_USER_DMA_UNMAP: release all references to the
+   * region before replying) holds for everything that can reach the memory: the region is out
+   * of the table, the IOTLB and every live device map before the reply is written.
+   */
+  private removeDeferred(remove: () => void): void {
+    const table = this.dma.table;
+    table.deferRelease = this.deferRelease;
+    try {
+      remove();
+    } finally {
+      table.deferRelease = null;
+    }
   }
 
   private hasDmaRegion(address: bigint, size: bigint): boolean {
@@ -956,6 +997,7 @@ export class Session {
       // detaching never matters more than releasing the resources below
     }
     this.irqs.close();
+    this.runReleases();
     try {
       this.dma.close();
     } catch (e) {

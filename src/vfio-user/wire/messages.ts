@@ -566,8 +566,27 @@ export interface RegionAccess {
   data: Uint8Array;
 }
 
-/** The 16-byte head, then exactly `count` data bytes when `withData`, else nothing. */
-function decodeRegionAccess(command: number, what: string, body: Uint8Array, withData: boolean): RegionAccess | WireError {
+/**
+ * The fixed head of a REGION_READ / REGION_WRITE message, filled in place by
+ * readRegionAccessHead(): the hot path's decoder (one reused object, nothing allocated).
+ */
+export interface RegionAccessHead {
+  offsetLo: number;
+  offsetHi: number;
+  region: number;
+  count: number;
+}
+
+export function newRegionAccessHead(): RegionAccessHead {
+  return { offsetLo: 0, offsetHi: 0, region: 0, count: 0 };
+}
+
+/**
+ * Checks a REGION_READ / REGION_WRITE body (the 16-byte head, then exactly `count` data bytes
+ * when `withData`, else nothing) and fills `out`; the data, if any, is body[16..]. Returns null,
+ * or the WireError when the body is malformed (then `out` is unspecified).
+ */
+export function readRegionAccessHead(command: number, what: string, body: Uint8Array, withData: boolean, out: RegionAccessHead): WireError | null {
   if (withData) {
     if (body.length < REGION_ACCESS_SIZE) return lengthError(command, what, REGION_ACCESS_SIZE, body.length, true);
     const count = readU32(body, 12);
@@ -576,7 +595,19 @@ function decodeRegionAccess(command: number, what: string, body: Uint8Array, wit
   } else if (body.length !== REGION_ACCESS_SIZE) {
     return lengthError(command, what, REGION_ACCESS_SIZE, body.length);
   }
-  return { offsetLo: readU32(body, 0), offsetHi: readU32(body, 4), region: readU32(body, 8), count: readU32(body, 12), data: body.subarray(REGION_ACCESS_SIZE) };
+  out.offsetLo = readU32(body, 0);
+  out.offsetHi = readU32(body, 4);
+  out.region = readU32(body, 8);
+  out.count = readU32(body, 12);
+  return null;
+}
+
+/** The 16-byte head, then exactly `count` data bytes when `withData`, else nothing. */
+function decodeRegionAccess(command: number, what: string, body: Uint8Array, withData: boolean): RegionAccess | WireError {
+  const head = newRegionAccessHead();
+  const err = readRegionAccessHead(command, what, body, withData, head);
+  if (err !== null) return err;
+  return { offsetLo: head.offsetLo, offsetHi: head.offsetHi, region: head.region, count: head.count, data: body.subarray(REGION_ACCESS_SIZE) };
 }
 
 export function decodeRegionReadRequest(body: Uint8Array): RegionAccess | WireError {

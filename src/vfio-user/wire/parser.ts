@@ -65,6 +65,12 @@ export interface ParserOptions {
   maxMessageSize: number;
   /** How rejected fds are closed (default fs.closeSync, errors ignored). */
   closeFd?: (fd: number) => void;
+  /**
+   * Deliver every frame in one reused Frame object (no allocation per message besides the body
+   * view): the frame itself, not only its body, is then valid only until onMessage returns.
+   * For receivers that handle each message synchronously (the server's session).
+   */
+  reuseFrames?: boolean;
 }
 
 interface PendingFds {
@@ -108,10 +114,15 @@ export class MessageParser {
   private failed = false;
   /** Bumped by dispose(): a parse() whose callback ended the parser stops at once. */
   private generation = 0;
+  /** The frame handed out again and again with reuseFrames (null: a new one per message). */
+  private readonly shared: Frame | null;
+  /** fds array of shared frames that came without fds (emptied after each message). */
+  private readonly noFds: number[] = [];
 
   constructor(options: ParserOptions) {
     this.maxSize = options.maxMessageSize;
     this.closeFd = options.closeFd ?? defaultCloseFd;
+    this.shared = options.reuseFrames ? { kind: "frame", msgId: 0, command: 0, flags: 0, error: 0, size: 0, body: EMPTY_BODY, fds: this.noFds } : null;
   }
 
   /** Changes the size limit, e.g. after VERSION negotiation. Applies to messages not yet begun. */
@@ -144,7 +155,6 @@ export class MessageParser {
       return;
     }
     const generation = this.generation;
-    const live = () => this.generation === generation;
     if (fds && fds.length > 0) this.assignFds(chunk, fds.slice());
 
     let p = 0;
@@ -153,7 +163,7 @@ export class MessageParser {
     // Complete a message begun in an earlier chunk.
     if (this.buffered > 0 && p < n) {
       p = this.continueBuffered(chunk, p, onMessage);
-      if (!live()) return;
+      if (this.generation !== generation) return;
     }
 
     // Fast path: whole messages straight out of the chunk, no copy.
@@ -170,7 +180,7 @@ export class MessageParser {
       if (size < HEADER_SIZE || size > this.maxSize) {
         this.beginMessage(start);
         p = this.rejectSize(chunk, p, size, avail, onMessage);
-        if (!live()) return;
+        if (this.generation !== generation) return;
         continue;
       }
       if (size > avail) {
@@ -182,8 +192,8 @@ export class MessageParser {
       }
       const frameFds = this.takeFdsFor(start);
       p += size;
-      onMessage(makeFrame(chunk, p - size, size, frameFds));
-      if (!live()) return;
+      this.deliver(chunk, p - size, size, frameFds, onMessage);
+      if (this.generation !== generation) return;
     }
 
     this.streamPos += n;
@@ -245,10 +255,10 @@ export class MessageParser {
     this.append(chunk, p, take);
     p += take;
     if (this.buffered === size) {
-      const fds = this.currentFds ?? [];
+      const fds = this.currentFds ?? EMPTY_FDS;
       this.currentFds = null;
       this.buffered = 0;
-      onMessage(makeFrame(this.buf, 0, size, fds));
+      this.deliver(this.buf, 0, size, fds, onMessage);
     }
     return p;
   }
@@ -329,12 +339,36 @@ export class MessageParser {
     this.currentFds = fds.length > 0 ? fds : null;
   }
 
+  /** `fds` is EMPTY_FDS (never handed out: replaced by a fresh or the shared empty array) or owned. */
+  private deliver(src: Uint8Array, start: number, size: number, fds: number[], onMessage: (event: ParseEvent) => void): void {
+    const f = this.shared;
+    if (f === null) {
+      onMessage(makeFrame(src, start, size, fds === EMPTY_FDS ? [] : fds));
+      return;
+    }
+    f.msgId = readU16(src, start);
+    f.command = readU16(src, start + 2);
+    f.flags = readU32(src, start + 8);
+    f.error = readU32(src, start + 12);
+    f.size = size;
+    f.body = src.subarray(start + HEADER_SIZE, start + size);
+    f.fds = fds === EMPTY_FDS ? this.noFds : fds;
+    try {
+      onMessage(f);
+    } finally {
+      // Whatever the receiver did with the array, the next message starts without fds.
+      this.noFds.length = 0;
+      f.fds = this.noFds;
+      f.body = EMPTY_BODY;
+    }
+  }
+
   private takeFdsFor(start: number): number[] {
-    if (this.pending.length === 0) return [];
-    let out: number[] = [];
+    if (this.pending.length === 0) return EMPTY_FDS;
+    let out: number[] = EMPTY_FDS;
     while (this.pending.length > 0 && this.pending[0].at <= start) {
       const group = this.pending.shift()!;
-      out = out.length === 0 ? group.fds : out.concat(group.fds);
+      out = out === EMPTY_FDS ? group.fds : out.concat(group.fds);
     }
     return out;
   }
@@ -354,6 +388,10 @@ export class MessageParser {
     this.buf = next;
   }
 }
+
+/** Marker for "no fds" inside the parser; never handed to a receiver. */
+const EMPTY_FDS: number[] = [];
+const EMPTY_BODY = new Uint8Array(0);
 
 function makeFrame(src: Uint8Array, start: number, size: number, fds: number[]): Frame {
   return {

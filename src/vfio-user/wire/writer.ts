@@ -11,6 +11,8 @@ export class MessageWriter {
   private pos = 0;
   /** Start of the message being written, or -1 between messages. */
   private msgStart = -1;
+  /** Start of the last message begun since take() (for abandonLast), or -1. */
+  private lastStart = -1;
 
   constructor(initialCapacity = INITIAL_CAPACITY) {
     this.buf = new Uint8Array(Math.max(64, initialCapacity));
@@ -28,6 +30,7 @@ export class MessageWriter {
   begin(msgId: number, command: number, flags: number, error = 0): this {
     if (this.msgStart !== -1) throw new Error("MessageWriter.begin() called inside an unfinished message");
     this.msgStart = this.pos;
+    this.lastStart = this.pos;
     this.reserve(HEADER_SIZE);
     const b = this.buf;
     const p = this.pos;
@@ -124,6 +127,17 @@ export class MessageWriter {
   }
 
   /**
+   * Drops the last message begun, finished or not (e.g. a reply written in place whose data
+   * could not be produced). Once only: the one before it stays.
+   */
+  abandonLast(): void {
+    if (this.lastStart === -1) return;
+    this.pos = this.lastStart;
+    this.msgStart = -1;
+    this.lastStart = -1;
+  }
+
+  /**
    * Returns every finished message written since the last take() and empties the writer.
    * The view aliases the internal buffer: send or copy it before writing the next message.
    */
@@ -131,6 +145,7 @@ export class MessageWriter {
     if (this.msgStart !== -1) throw new Error("MessageWriter.take() inside an unfinished message");
     const out = this.buf.subarray(0, this.pos);
     this.pos = 0;
+    this.lastStart = -1;
     return out;
   }
 
@@ -138,6 +153,7 @@ export class MessageWriter {
   clear(): void {
     this.pos = 0;
     this.msgStart = -1;
+    this.lastStart = -1;
   }
 
   private reserve(n: number): void {
