@@ -327,10 +327,34 @@ describe("vfio-user server with the edu device", () => {
       await stillWorks();
     });
 
-    it("a reply-typed message sent as a request: EINVAL, body consumed, stream in sync", async () => {
-      const r = await client.request(message(11, Command.REGION_READ, REPLY, new Bytes().u64(0).u32(0).u32(4).raw([1, 2, 3, 4])));
-      expect(r.msgId).toBe(11);
-      expectError(r, Errno.EINVAL);
+    it("unsolicited replies (no DMA request of the server pending): dropped unanswered with their fds, logged, no posted failure, stream in sync", async () => {
+      // A reply to a reply would carry the client's own id: QEMU would take it as the answer to
+      // its pending request of that id, or fail on an unexpected reply. So nothing comes back.
+      const fdsBefore = openFdCount();
+      const memfd = memfdCreate("wasmdev-stray-reply", 4096);
+      const strays = [
+        // A REGION_READ reply with data, an error reply (EIO) to a DMA_READ, and a DMA_WRITE
+        // reply flagged NO_REPLY carrying an fd.
+        message(11, Command.REGION_READ, REPLY, new Bytes().u64(0).u32(0).u32(4).raw([1, 2, 3, 4])),
+        message(12, Command.DMA_READ, REPLY | ERR, new Uint8Array(0), Errno.EIO),
+        message(13, Command.DMA_WRITE, REPLY | NO_REPLY, new Bytes().u64(0x1000).u64(4)),
+      ];
+      client.send(strays[0]);
+      client.send(strays[1]);
+      client.send(strays[2], [memfd]);
+      closeFd(memfd);
+      // In the same stream: the first frame back must be this request's own reply, performed.
+      const r = await client.request(readReq(14, 0, EDU_REG.ID, 4));
+      expect(r.msgId).toBe(14);
+      expectOk(r);
+      const d = decodeRegionReadReply(r.body);
+      if (d instanceof WireError) throw d;
+      expect(u32le(d.data)).toBe(EDU_ID_VALUE);
+      for (const [id, what] of [[11, "REGION_READ"], [12, "DMA_READ"], [13, "DMA_WRITE"]] as const) {
+        expect(logs.some((l) => l.includes("unsolicited reply") && l.includes(what) && l.includes(`id ${id}`)), `log for ${what} id ${id}`).toBe(true);
+      }
+      expect(logs.some((l) => l.includes("id 12, error EIO"))).toBe(true);
+      await expectFdCount(fdsBefore);
       await stillWorks();
     });
 

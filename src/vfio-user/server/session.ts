@@ -947,9 +947,14 @@ export class Session {
   private onReply(f: Frame): void {
     const p = this.pending.get(f.msgId);
     if (!p || p.command !== f.command) {
-      // Not an answer to anything we asked: a reply-typed message sent as a request. Its body
-      // was consumed by the parser, so the stream is still in sync.
-      this.rejectFrame(f, badRequest(Errno.EINVAL, `unsolicited reply (${commandName(f.command)}, id ${f.msgId}): replies are only valid for the server's DMA requests`));
+      // Not an answer to anything we asked. Dropped (its fds closed) and logged, never answered:
+      // a reply to a reply carries the peer's id, which may be one of the peer's own pending
+      // requests, and QEMU's hw/vfio-user/proxy.c (vfio_user_recv_one) would complete that
+      // request with our error, or fail on an "unexpected reply". Nor is it a posted failure
+      // for the next request. The parser consumed its body, so the stream stays in sync.
+      for (const fd of f.fds) closeFdQuietly(fd);
+      f.fds.length = 0;
+      this.config.log(`dropped an unsolicited reply (${commandName(f.command)}, id ${f.msgId}${hasError(f.flags) ? `, error ${errnoName(f.error)}` : ""}): the server has no such request pending`);
       return;
     }
     this.pending.delete(f.msgId);

@@ -42,8 +42,8 @@ interface Planned {
   fds: number[];
   msgId: number;
   command: number;
-  /** A reply is owed: a well-framed message without NO_REPLY (a message of the wrong type is
-   *  answered with an error reply too). */
+  /** A reply is owed: a well-framed message without NO_REPLY that is not itself a reply (a
+   *  stray reply is dropped unanswered; a message of an unknown type gets an error reply). */
   wantsReply: boolean;
   /** The size field is broken: the stream cannot be framed past this message. */
   fatal: boolean;
@@ -257,7 +257,7 @@ export async function fuzzWith(input: FuzzInput): Promise<void> {
     const broken = input.u8() === 0xee;
     const flags = type | (noReply ? HeaderFlag.NO_REPLY : 0);
     const size = broken ? input.pick([0, 8, 15, 0xffffffff, (64 << 20) + 1]) : 16 + body.length;
-    planned.push({ bytes: header(msgId, command, flags, body, size), fds, msgId, command, wantsReply: !noReply && !broken, fatal: broken });
+    planned.push({ bytes: header(msgId, command, flags, body, size), fds, msgId, command, wantsReply: type !== HeaderFlag.TYPE_REPLY && !noReply && !broken, fatal: broken });
     if (broken) break;
   }
   const hangUpEarly = input.u8() === 0x99;
