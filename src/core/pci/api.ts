@@ -37,6 +37,8 @@ export type { AccessSize, AccessConstraints } from "../memory/api.js";
  * callbacks need not close over the factory's return value.
  */
 export interface DeviceContext {
+  /** Throws PCI_DEVICE_ERROR from a callback that outlived its garbage-collected function (a
+   *  stray timer); `irq` then does nothing and `dma` is null, as after dispose(). */
   readonly fn: PciFunction;
   /** `fn.irq`. */
   readonly irq: PciInterrupts;
@@ -535,7 +537,8 @@ export interface PciFunction {
   restoreState(state: Uint8Array): void;
 
   /** Unmaps and frees the function's regions and tables in the core. Idempotent; region and
-   *  bus accesses afterwards fail / decode nothing. */
+   *  bus accesses afterwards fail / decode nothing. A function garbage-collected without it
+   *  is released then (spec.dispose included), at a time the collector picks. */
   dispose(): void;
 }
 

@@ -83,6 +83,78 @@ function checkAccessSize(size: number): void {
 
 const NO_MESSAGE = () => ({ address: 0n, data: 0 });
 
+/** What a collected function's context hands a late callback (a timer): a disposed function's no-ops. */
+const DETACHED_IRQ: PciInterrupts = {
+  setIntx() {},
+  msiEnabled: false,
+  msixEnabled: false,
+  notifyMsi() {},
+  notifyMsix() {},
+  notify: () => false,
+  intxLevel: false,
+};
+
+/**
+ * The context device callbacks get. It reaches its function through a WeakRef: the callbacks
+ * sit in the memory core's dispatch table, which for the shared core lives as long as the
+ * process, so a strong link would keep every function ever created (and, with it, its core
+ * regions) alive. Built outside the class so its closures capture nothing else.
+ */
+function deviceContext(self: WeakRef<PciFunctionImpl>, name: string, clock: DeviceClock): DeviceContext {
+  return {
+    get fn() {
+      const fn = self.deref();
+      if (!fn) throw new PciError("PCI_DEVICE_ERROR", `${name} was garbage-collected without dispose(); its callbacks should not outlive it`);
+      return fn;
+    },
+    get irq() {
+      return self.deref()?.irq ?? DETACHED_IRQ;
+    },
+    get dma() {
+      return self.deref()?.dma ?? null;
+    },
+    clock,
+  };
+}
+
+interface Releasable {
+  spec: PciFunctionSpec;
+  ctx: DeviceContext;
+  ioeventfds: IoEventFds;
+  router: InterruptRouter;
+  bars: Bars;
+  x: CoreExports;
+  fnPtr: number;
+}
+
+/** Everything dispose() gives back: eventfds, the BAR regions and the core's function block. */
+function release(r: Releasable): void {
+  r.ioeventfds.close(false);
+  r.ioeventfds.disposed = true;
+  r.router.disposed = true;
+  r.router.sink = null;
+  r.ioeventfds.setErrorHandler(null);
+  try {
+    r.spec.dispose?.(r.ctx);
+  } finally {
+    r.bars.dispose();
+    r.x.pci_function_free(r.fnPtr);
+  }
+}
+
+/**
+ * A function dropped without dispose() releases its core regions, function block and
+ * eventfds when it is garbage-collected (the shared core would otherwise keep them for the
+ * life of the process). dispose() stays the way to release them at a known time.
+ */
+const collected = new FinalizationRegistry<Releasable>((r) => {
+  try {
+    release(r);
+  } catch {
+    // nothing to report to: the function is gone
+  }
+});
+
 class PciFunctionImpl implements PciFunction {
   readonly name: string;
   readonly configSize: 256 | 4096;
@@ -109,6 +181,8 @@ class PciFunctionImpl implements PciFunction {
   private readonly state: StateParts;
 
   private dmaApi: DmaApi | null = null;
+  /** What release() needs, without a path back to this object (the registry holds it strongly). */
+  private releasable: Releasable | undefined;
 
   constructor(spec: PciFunctionSpec, options: CreatePciFunctionOptions) {
     this.spec = spec;
@@ -123,17 +197,7 @@ class PciFunctionImpl implements PciFunction {
     const pin = spec.interruptPin ?? 0;
     if (![0, 1, 2, 3, 4].includes(pin)) throw new PciError("PCI_INVALID_SPEC", `interruptPin must be 0..4, not ${pin}`, { field: "interruptPin" });
 
-    const self = this;
-    this.ctx = {
-      fn: this,
-      get irq() {
-        return self.irq;
-      },
-      get dma() {
-        return self.dmaApi;
-      },
-      clock: options.clock ?? realClock,
-    };
+    this.ctx = deviceContext(new WeakRef(this), this.name, options.clock ?? realClock);
     const core = options.core ?? defaultPciCore();
     this.x = core.exports;
     const mem = MemoryCore.attach(core);
@@ -198,6 +262,8 @@ class PciFunctionImpl implements PciFunction {
         restore: spec.restoreState ? (state) => spec.restoreState!(state, this.ctx) : undefined,
       },
     };
+    this.releasable = { spec, ctx: this.ctx, ioeventfds: this.ioeventfds, router: this.router, bars: this.bars, x: this.x, fnPtr: this.fnPtr };
+    collected.register(this, this.releasable, this);
   }
 
   // ---- config space --------------------------------------------------------------------
@@ -443,16 +509,10 @@ class PciFunctionImpl implements PciFunction {
   /** Unmaps and frees every region and table of this function; later calls fail. */
   dispose(): void {
     if (this.disposed) return;
-    this.ioeventfds.close(false);
     this.disposed = true;
-    this.ioeventfds.disposed = true;
-    this.router.disposed = true;
-    this.router.sink = null;
     this.dmaApi = null;
-    this.ioeventfds.setErrorHandler(null);
-    this.spec.dispose?.(this.ctx);
-    this.bars.dispose();
-    this.x.pci_function_free(this.fnPtr);
+    collected.unregister(this);
+    release(this.releasable ?? { spec: this.spec, ctx: this.ctx, ioeventfds: this.ioeventfds, router: this.router, bars: this.bars, x: this.x, fnPtr: this.fnPtr });
   }
 }
 
