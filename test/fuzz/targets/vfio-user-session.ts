@@ -285,8 +285,14 @@ export async function fuzzWith(input: FuzzInput): Promise<void> {
   }
   const points = [...cuts, stream.length].filter((c) => c > 0).sort((a, b) => a - b);
 
+  // How much of the stream has been delivered: answers may follow only at a message boundary.
+  let from = 0;
+  const answer = () => {
+    // A client that stopped mid-message (hung up early) sends nothing more into that message.
+    if (!boundaries.has(from)) answers.length = 0;
+    while (answers.length) conn.deliver(answers.shift()!, []);
+  };
   try {
-    let from = 0;
     for (const p of [...new Set(points)]) {
       const fds = fdEnds.get(p) ?? [];
       fdEnds.delete(p);
@@ -295,7 +301,7 @@ export async function fuzzWith(input: FuzzInput): Promise<void> {
       if (hangUpEarly && from > stream.length / 2) break;
       await turn();
       // Our answers to the server's DMA requests go between messages, never inside one.
-      if (boundaries.has(from)) while (answers.length) conn.deliver(answers.shift()!, []);
+      if (boundaries.has(from)) answer();
     }
     for (const fds of fdEnds.values()) for (const fd of fds) closeFdQuietly(fd); // not delivered
 
@@ -304,7 +310,7 @@ export async function fuzzWith(input: FuzzInput): Promise<void> {
     // Wait for the replies (device work such as edu's DMA runs on the event loop).
     for (let i = 0; i < 200 && replies.length < owed.length && !conn.isClosed; i++) {
       await turn();
-      while (answers.length) conn.deliver(answers.shift()!, []);
+      answer();
     }
     // edu starts a transfer from a timer: let it run (and its DMA requests be answered) before
     // the checks, however quickly the replies came (the check of the server's DMA requests
@@ -313,7 +319,7 @@ export async function fuzzWith(input: FuzzInput): Promise<void> {
       await new Promise<void>((resolve) => setTimeout(resolve, 0));
       for (let i = 0; i < 20 && !conn.isClosed; i++) {
         await turn();
-        while (answers.length) conn.deliver(answers.shift()!, []);
+        answer();
       }
     }
     const got = replies.map((r) => `${r.msgId}/${r.command}`);
