@@ -23,8 +23,9 @@
 // is set and processing stops until the host resets the controller (CC.EN 1 → 0).
 import { createPciFunction } from "../../core/pci/function.js";
 import type { DeviceContext, PciDevice, PciFunction } from "../../core/pci/api.js";
-import type { DmaApi } from "../../core/dma/api.js";
+import type { DmaApi, DmaMapping } from "../../core/dma/api.js";
 import type { CoreRef } from "../../core/wasm.js";
+import type { DeviceClock, DeviceTimer } from "../../core/clock.js";
 import { createFileBacking, createRamBacking, type NvmeBacking } from "./backing.js";
 import {
   ADMIN,
@@ -102,7 +103,12 @@ export interface NvmeOptions {
   backing?: NvmeBacking;
   /** I/O queue pairs offered (1..64, default 16). */
   ioQueues?: number;
+  /** Offer Doorbell Buffer Config (shadow doorbells, OACS bit 8; default true). Without it the
+   *  host rings an MMIO doorbell for every submission and every completion consumed. */
+  shadowDoorbells?: boolean;
   serial?: string;
+  /** Clock of the interrupt aggregation time (default: real time; tests pass a manual one). */
+  clock?: DeviceClock;
   /** Receives guest-error and lifecycle lines (enable, reset, shutdown, fatal errors). */
   onEvent?: (event: NvmeEvent) => void;
   core?: CoreRef;
@@ -155,6 +161,8 @@ class CompletionQueue extends CompletionRing {
   notify = false;
   /** A submission queue stopped because this queue was full. */
   blocked = false;
+  /** Entries posted since the queue last signalled its vector (interrupt coalescing). */
+  unsignalled = 0;
 
   constructor(
     readonly id: number,
@@ -213,6 +221,7 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     blocks,
     lbaShift,
     nguid: hash16(serial),
+    doorbellBuffer: options.shadowDoorbells ?? true,
   };
   const idController = identifyController(identity);
   const idNamespace = identifyNamespace(identity);
@@ -245,6 +254,8 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
   const smart = { bytesRead: 0, bytesWritten: 0, readCommands: 0, writeCommands: 0, unsafeShutdowns: 0n };
   const stats: NvmeStats = { adminCommands: 0, ioCommands: 0, interrupts: 0, mmioDoorbells: 0, enables: 0, shutdowns: 0, fatalErrors: 0 };
   let scheduled = false;
+  /** Pending end of an interrupt aggregation time. */
+  let coalesceTimer: DeviceTimer | undefined;
   /** Bumped by every reset so a scheduled pass does not run against new state. */
   let generation = 0;
 
@@ -351,19 +362,50 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     dmaOf(ctx).writeSync(cq.slot(), cqeBuffer);
     cq.advance();
     cq.notify = true;
+    cq.unsignalled++;
     if (status !== STATUS.SUCCESS && sq.id !== 0) recordError(sq.id, cid, status);
   }
 
+  /**
+   * End of a pass: each completion queue that got entries signals its vector once. With
+   * Interrupt Coalescing set (§5.21.1.8: both THR and TIME nonzero; never the admin queue,
+   * nor a vector whose Interrupt Vector Configuration sets Coalescing Disable) an I/O queue
+   * signals once THR + 1 entries are unsignalled, or when TIME × 100 µs has passed since the
+   * first of them (on ctx.clock; Node's real-time timers round a delay below 1 ms up to 1 ms).
+   */
   function raiseInterrupts(ctx: DeviceContext) {
+    const thr = (features.interruptCoalescing & 0xff) + 1;
+    const time = (features.interruptCoalescing >>> 8) & 0xff;
+    const coalescing = thr > 1 && time > 0;
     let intxNeeded = false;
     for (const cq of cqs) {
       if (!cq || !cq.notify) continue;
       cq.notify = false;
       if (!cq.interruptsEnabled) continue;
+      if (coalescing && cq.id !== 0 && !features.vectorConfig[cq.vector] && ctx.irq.msixEnabled) {
+        if (cq.unsignalled < thr) {
+          coalesceTimer ??= ctx.clock.setTimeout(() => flushCoalesced(ctx), time / 10);
+          continue;
+        }
+      }
+      cq.unsignalled = 0;
       stats.interrupts++;
       if (!ctx.irq.notify(cq.vector)) intxNeeded = true;
     }
     if (intxNeeded || ctx.irq.intxLevel) updateIntx(ctx);
+  }
+
+  /** The aggregation time ran out (or coalescing was turned off): signal what is held. */
+  function flushCoalesced(ctx: DeviceContext) {
+    coalesceTimer?.cancel();
+    coalesceTimer = undefined;
+    for (const cq of cqs) {
+      if (!cq || !cq.unsignalled) continue;
+      cq.unsignalled = 0;
+      if (!cq.interruptsEnabled || !running()) continue;
+      stats.interrupts++;
+      ctx.irq.notify(cq.vector);
+    }
   }
 
   /** INTx is level-triggered: asserted while an interrupt-enabled CQ holds entries the host
@@ -475,6 +517,7 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
         const r = setFeature(dw(at, 10), dw(at, 11), features, limits);
         if (r.effect === "temperature") updateTemperatureWarning(ctx);
         else if (r.effect === "write-cache-off") backing.flush();
+        else if (r.effect === "coalescing") flushCoalesced(ctx); // new settings apply to new entries
         return r;
       }
       case ADMIN.CREATE_CQ:
@@ -497,6 +540,7 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
         // never one to abort: DW0 bit 0 = "not aborted" (§5.1).
         return ok(1);
       case ADMIN.DOORBELL_BUFFER_CONFIG:
+        if (!identity.doorbellBuffer) return fail(STATUS.INVALID_OPCODE);
         return doorbellBufferConfig(ctx, at);
       default:
         return fail(STATUS.INVALID_OPCODE);
@@ -705,28 +749,18 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     const prpStatus = mapPrps(ctx, at, length);
     if (prpStatus) return fail(prpStatus);
     const api = dmaOf(ctx);
-    let pos = offset;
     try {
       // RAM: the whole PRP list is translated in one call into the core, then copied straight
-      // between guest memory and the backing.
+      // between guest memory and the backing. A file: one preadv/pwritev into zero-copy views
+      // of guest memory.
       if (opcode === IO.READ) {
         if (backing.bytes) api.writeListSync(segments, backing.bytes.subarray(offset, offset + length));
-        else {
-          for (let i = 0; i < segments.count; i++) {
-            readIntoGuest(api, segments.iova[i], pos, segments.length[i]);
-            pos += segments.length[i];
-          }
-        }
+        else fileTransfer(api, offset, "from-device");
         smart.readCommands++;
         smart.bytesRead += length;
       } else {
         if (backing.bytes) api.readListSync(segments, backing.bytes.subarray(offset, offset + length));
-        else {
-          for (let i = 0; i < segments.count; i++) {
-            writeFromGuest(api, segments.iova[i], pos, segments.length[i]);
-            pos += segments.length[i];
-          }
-        }
+        else fileTransfer(api, offset, "to-device");
         if (dw12 & (1 << 30) || !features.writeCache) backing.flush(); // FUA
         smart.writeCommands++;
         smart.bytesWritten += length;
@@ -738,28 +772,22 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     return ok();
   }
 
-  // File backings: the backing reads into / writes from zero-copy views of guest memory.
-  function readIntoGuest(api: DmaApi, iova: bigint, pos: number, n: number) {
-    const mapping = api.map(iova, n, "from-device", () => {});
+  const mappings: DmaMapping[] = [];
+  const views: Uint8Array[] = [];
+  /** Moves the mapped PRP segments between guest memory and the file at `offset`. */
+  function fileTransfer(api: DmaApi, offset: number, direction: "from-device" | "to-device") {
     try {
-      for (const view of mapping.views) {
-        backing.read(pos, view);
-        pos += view.length;
+      for (let i = 0; i < segments.count; i++) {
+        const m = api.map(segments.iova[i], segments.length[i], direction, () => {});
+        mappings.push(m);
+        for (const v of m.views) views.push(v);
       }
+      if (direction === "from-device") backing.readv(offset, views);
+      else backing.writev(offset, views);
     } finally {
-      mapping.release();
-    }
-  }
-
-  function writeFromGuest(api: DmaApi, iova: bigint, pos: number, n: number) {
-    const mapping = api.map(iova, n, "to-device", () => {});
-    try {
-      for (const view of mapping.views) {
-        backing.write(pos, view);
-        pos += view.length;
-      }
-    } finally {
-      mapping.release();
+      for (const m of mappings) m.release();
+      mappings.length = 0;
+      views.length = 0;
     }
   }
 
@@ -821,6 +849,8 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
    *  dropped, features back to defaults. Registers other than CC/CSTS keep their values. */
   function resetController(ctx: DeviceContext) {
     generation++;
+    coalesceTimer?.cancel();
+    coalesceTimer = undefined;
     scheduled = false;
     sqs = [];
     cqs = [];
@@ -1034,10 +1064,11 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
       reset: powerOnReset,
       dispose() {
         generation++;
+        coalesceTimer?.cancel();
         backing.close();
       },
     },
-    { core: options.core },
+    { core: options.core, clock: options.clock },
   );
 
   return {
