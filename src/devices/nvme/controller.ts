@@ -323,8 +323,10 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     raiseInterrupts(ctx);
   }
 
-  /** Runs up to one arbitration burst of `sq`'s commands; true if any ran. */
+  /** Runs up to one arbitration burst of `sq`'s commands; true if any ran. An idle queue (drained
+   *  with its EventIdx published, or no shadow) waits for its doorbell: no memory is read. */
   function processQueue(ctx: DeviceContext, sq: SubmissionQueue): boolean {
+    if (sq.idle) return false;
     const mem = dmaOf(ctx);
     sq.refresh(mem);
     let done = 0;
@@ -711,6 +713,7 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     for (const q of [...sqs, ...cqs]) {
       if (!q) continue;
       const shadow = (q.shadow = shadowOf(q.id, q instanceof CompletionQueue)!);
+      if (q instanceof SubmissionQueue) q.idle = false; // armed through the shadow at the next pass
       const value = q instanceof CompletionQueue ? q.head : q.tail;
       shadow.write(mem, value);
       shadow.publish(mem, value);

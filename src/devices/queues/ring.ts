@@ -38,6 +38,12 @@ export function needEvent(eventIdx: number, newIdx: number, oldIdx: number): boo
 
 const word = new Uint8Array(4);
 const wordView = new DataView(word.buffer);
+// A sequentially consistent store is a full barrier (x86: xchg). Between publishing an
+// EventIdx and reading the shadow doorbell again it keeps the read from passing the store,
+// the device half of the host's mb() in the same handshake (virtio's "enable notifications,
+// mb, re-check"; Linux nvme_dbbuf_update_and_check_event).
+const fenceCell = new Int32Array(new SharedArrayBuffer(4));
+const fence = () => Atomics.store(fenceCell, 0, 0);
 
 /** A shadow doorbell word and its EventIdx word, little-endian 32-bit, in host memory. */
 export class ShadowDoorbell {
@@ -94,6 +100,13 @@ abstract class Ring {
 
 /** A ring the host produces into; the device consumes from `head`. */
 export class SubmissionRing extends Ring {
+  /**
+   * Drained, and the host will notify before it adds work: armSubmission found nothing new
+   * after publishing EventIdx (or there is no shadow, so every new tail comes as a doorbell).
+   * A device need not look at an idle ring until its doorbell rings (ring() clears it).
+   */
+  idle = false;
+
   get empty(): boolean {
     return this.head === this.tail;
   }
@@ -113,10 +126,12 @@ export class SubmissionRing extends Ring {
     this.head = (this.head + n) % this.size;
   }
 
-  /** A tail doorbell write; false (and nothing changes) for an invalid value. */
+  /** A tail doorbell write; false (and nothing changes) for an invalid value. The ring is
+   *  no longer idle either way the value compares with the current tail. */
   ring(tail: number): boolean {
     if (!this.valid(tail)) return false;
     this.tail = tail;
+    this.idle = false;
     return true;
   }
 
@@ -124,20 +139,27 @@ export class SubmissionRing extends Ring {
    *  True when the tail moved. */
   refresh(mem: RingMemory): boolean {
     if (!this.shadow) return false;
-    const before = this.tail;
-    this.ring(this.shadow.read(mem));
-    return this.tail !== before;
+    const tail = this.shadow.read(mem);
+    if (!this.valid(tail) || tail === this.tail) return false;
+    this.tail = tail;
+    this.idle = false;
+    return true;
   }
 
   /**
    * Call once the ring is drained (head == tail): publishes EventIdx = tail and reads the
    * shadow once more. True when the host added entries meanwhile (keep consuming: it will not
-   * ring for them). Without a shadow doorbell there is nothing to arm: false.
+   * ring for them); otherwise the ring is idle until its next doorbell. Without a shadow
+   * doorbell every new tail arrives as a doorbell: false, and idle.
    */
   armSubmission(mem: RingMemory): boolean {
-    if (!this.shadow) return false;
-    this.shadow.publish(mem, this.tail);
-    return this.refresh(mem);
+    if (this.shadow) {
+      this.shadow.publish(mem, this.tail);
+      fence();
+      if (this.refresh(mem)) return true;
+    }
+    this.idle = true;
+    return false;
   }
 }
 
@@ -161,8 +183,12 @@ export class CompletionRing extends Ring {
     if (!this.shadow) return true;
     this.refresh(mem);
     if ((this.tail + 1) % this.size !== this.head) return false;
+    // Publish, then look once more: a head the host moved before it saw the new EventIdx
+    // comes with no doorbell.
     this.shadow.publish(mem, this.head);
-    return true;
+    fence();
+    this.refresh(mem);
+    return (this.tail + 1) % this.size === this.head;
   }
 
   /** Address of the slot the next entry goes to; write it with `phase`, then `advance()`. */

@@ -94,12 +94,34 @@ describe("SubmissionRing", () => {
     host.setU32(0x108, 4);
     sq.refresh(host.mem);
     sq.consume(4);
-    expect(sq.armSubmission(host.mem)).toBe(false); // quiet host: done
+    expect(sq.armSubmission(host.mem)).toBe(false); // quiet host: done, wait for a doorbell
     expect(host.u32(0x208)).toBe(4);
+    expect(sq.idle).toBe(true);
     hostTail = 7;
     expect(sq.armSubmission(host.mem)).toBe(true); // keep going: 3 more, and no doorbell coming
     expect(sq.available).toBe(3);
-    expect(new SubmissionRing(0n, 4, 64).armSubmission(host.mem)).toBe(false);
+    expect(sq.idle).toBe(false);
+  });
+
+  it("is idle once drained and armed, until a doorbell or a new shadow tail", () => {
+    const { mem, setU32 } = memory();
+    const plain = new SubmissionRing(0n, 4, 64);
+    expect(plain.idle).toBe(false); // a new ring has not been looked at
+    expect(plain.armSubmission(mem)).toBe(false); // no shadow: every tail will come as a doorbell
+    expect(plain.idle).toBe(true);
+    plain.ring(plain.tail); // even a doorbell with the same value means "look"
+    expect(plain.idle).toBe(false);
+    expect(plain.ring(9)).toBe(false);
+
+    const sq = new SubmissionRing(0n, 8, 64);
+    sq.shadow = new ShadowDoorbell(0x100n, 0x200n);
+    sq.armSubmission(mem);
+    expect(sq.idle).toBe(true);
+    expect(sq.refresh(mem)).toBe(false); // shadow unchanged: still idle
+    expect(sq.idle).toBe(true);
+    setU32(0x100, 3);
+    expect(sq.refresh(mem)).toBe(true);
+    expect(sq.idle).toBe(false);
   });
 
   it("lets a memory fault through to the caller", () => {
@@ -144,6 +166,17 @@ describe("CompletionRing", () => {
     expect(cq.head).toBe(2);
     expect(cq.ring(4)).toBe(false);
     expect(cq.head).toBe(2);
+  });
+
+  it("is not full when the host moved the head just before it saw the published EventIdx", () => {
+    const host = memory(0x1000, (iova) => {
+      if (iova === 0x20cn) host.setU32(0x10c, 1); // the host consumed one as EventIdx landed
+    });
+    const cq = new CompletionRing(0n, 4, 16);
+    cq.shadow = new ShadowDoorbell(0x10cn, 0x20cn);
+    for (let i = 0; i < 3; i++) cq.advance();
+    expect(cq.full(host.mem)).toBe(false);
+    expect(cq.head).toBe(1);
   });
 
   it("does not touch memory when it is not full", () => {
