@@ -8,9 +8,10 @@
 //
 // Commands run on the event loop shortly after their doorbell (a microtask), so the posted
 // doorbell writes that arrive together are handled in one pass: every submission queue with
-// work is drained round-robin, completions are posted, and each completion queue that got
-// entries raises one interrupt for the whole pass (MSI-X vector of the queue, or INTx when
-// MSI-X is off). With Doorbell Buffer Config the host writes tails and heads into a shadow
+// work is drained round-robin (a queue drained and armed is idle, and is not read again until
+// its doorbell rings), completions are posted, and each completion queue that got entries
+// raises one interrupt for the whole pass (MSI-X vector of the queue, or INTx when MSI-X is
+// off; Interrupt Coalescing, when the host sets it, holds I/O queues' interrupts longer). With Doorbell Buffer Config the host writes tails and heads into a shadow
 // buffer in its memory and rings the MMIO doorbell only when it crosses the EventIdx the
 // controller publishes after draining a queue (the virtio-style scheme Linux implements in
 // nvme_dbbuf_update_and_check_event).
@@ -19,8 +20,9 @@
 // src/devices/queues; features live in features.ts. Register and reset callbacks receive the
 // function's DeviceContext and pass it down: DMA goes through ctx.dma, synchronously (guest
 // RAM shared with the device: memfd DMA_MAP, SYNC_SYSMEM, or an in-process buffer); data
-// moves straight between guest memory and the backing. A queue whose memory cannot be read or written is a fatal controller error: CSTS.CFS
-// is set and processing stops until the host resets the controller (CC.EN 1 → 0).
+// moves straight between guest memory and the backing. A queue whose memory cannot be read or
+// written is a fatal controller error: CSTS.CFS is set and processing stops until the host
+// resets the controller (CC.EN 1 → 0).
 import { createPciFunction } from "../../core/pci/function.js";
 import type { DeviceContext, PciDevice, PciFunction } from "../../core/pci/api.js";
 import type { DmaApi, DmaMapping } from "../../core/dma/api.js";
