@@ -43,14 +43,17 @@
 // profile of our server over each job's window, DIR/<disk>-<job>-<round>.cpuprofile; it costs
 // the server CPU, so figures of such a run are not comparable), WASMDEV_BENCH_CHILD_ARGS (node
 // flags for the server), WASMDEV_GUEST_CONSOLE=FILE (the last guest's console),
-// WASMDEV_NVME_BENCH_COMPARE=FILE (this benchmark bundled from another commit: its server, RAM
-// backed, joins the rotation as "ours-ram-compare", for a before/after in one run).
+// WASMDEV_NVME_BENCH_COMPARE=FILE (this benchmark bundled from another commit: its server joins
+// the rotation as "ours-ram-compare", and as "ours-tmpfs-compare" when ours-tmpfs runs, for a
+// before/after in one run). Design variants join when WASMDEV_NVME_BENCH_DISKS names them:
+// "ours-ram-nodbbuf" (no Doorbell Buffer Config offered: every doorbell is an MMIO write) and
+// "ours-ram-coalesce" (the guest sets Interrupt Coalescing, THR 8 entries / TIME 100 µs).
 import { fork, execFileSync, type ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, ftruncateSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createNvme, type NvmeController } from "../src/devices/nvme/index.js";
+import { createNvme, type NvmeController, type NvmeOptions } from "../src/devices/nvme/index.js";
 import { VfioUserServer } from "../src/vfio-user/server/index.js";
 import { bootGuest } from "../test/support/guest.js";
 import { trixie, trixieSkipReason } from "../test/support/trixie.js";
@@ -78,8 +81,15 @@ const ALL_JOBS: Job[] = [
 ];
 const JOBS = process.env.WASMDEV_NVME_BENCH_JOBS ? ALL_JOBS.filter((j) => process.env.WASMDEV_NVME_BENCH_JOBS!.split(",").includes(j.name)) : ALL_JOBS;
 
-type DiskName = "ours-ram" | "ours-tmpfs" | "qemu-nvme" | "ours-ram-compare";
+type DiskName = "ours-ram" | "ours-tmpfs" | "qemu-nvme" | "ours-ram-compare" | "ours-tmpfs-compare" | "ours-ram-nodbbuf" | "ours-ram-coalesce";
 const ALL_DISKS: DiskName[] = ["ours-ram", "qemu-nvme", "ours-tmpfs"];
+/** Design variants, measured only when WASMDEV_NVME_BENCH_DISKS names them. */
+const VARIANT_DISKS: DiskName[] = ["ours-ram-nodbbuf", "ours-ram-coalesce"];
+/** createNvme options of a variant's server. */
+const SERVER_OPTIONS: Partial<Record<DiskName, NvmeOptions>> = { "ours-ram-nodbbuf": { shadowDoorbells: false } };
+/** Interrupt Coalescing the guest sets (Set Features FID 08h) before the jobs: THR 7 (8
+ *  entries), TIME 1 (100 µs). */
+const GUEST_SETUP: Partial<Record<DiskName, string>> = { "ours-ram-coalesce": "nvme set-feature /dev/nvme0 -f 8 -V 0x0107 >/dev/null" };
 /** A build of this benchmark from another commit, whose server is then also measured (A/B). */
 const COMPARE = process.env.WASMDEV_NVME_BENCH_COMPARE;
 
@@ -93,8 +103,8 @@ interface StatsReply {
   enables: number;
 }
 
-function runServer(socketPath: string, disk: string | undefined): void {
-  const nvme: NvmeController = createNvme({ size: SIZE, lbaSize: 512, serial: SERIAL, disk });
+function runServer(socketPath: string, options: NvmeOptions): void {
+  const nvme: NvmeController = createNvme({ ...options, size: SIZE, lbaSize: 512, serial: SERIAL });
   const server = VfioUserServer.listen({ device: nvme.fn, socketPath });
   let profiler: Session | null = null;
   process.on("message", (m: string | { profile: string }) => {
@@ -147,9 +157,12 @@ class ServerProcess {
     });
   }
 
-  static async start(socketPath: string, disk: string | undefined, script = process.argv[1]!): Promise<ServerProcess> {
+  static async start(socketPath: string, options: NvmeOptions, script = process.argv[1]!): Promise<ServerProcess> {
     const execArgv = process.env.WASMDEV_BENCH_CHILD_ARGS?.split(" ").filter(Boolean) ?? [];
-    const child = fork(script, ["--server", socketPath, ...(disk ? [disk] : [])], { stdio: "inherit", execArgv });
+    // A bundle from another commit may predate the options argument: it takes a file path or
+    // nothing (and so does this one), so compare servers get that form.
+    const arg = script === process.argv[1] ? [JSON.stringify(options)] : options.disk ? [options.disk] : [];
+    const child = fork(script, ["--server", socketPath, ...arg], { stdio: "inherit", execArgv });
     await new Promise<void>((resolve, reject) => {
       child.once("message", () => resolve());
       child.once("exit", (code) => reject(new Error(`the NVMe server process exited with ${code}`)));
@@ -187,10 +200,11 @@ interface Sample {
   commands: number;
 }
 
-function guestScript(prefill: boolean): string {
+function guestScript(prefill: boolean, setup: string | undefined): string {
   const lines = [
     `i=0; while [ ! -b /dev/nvme0n1 ]; do i=$((i+1)); [ $i -le 400 ] || { echo "@@error no /dev/nvme0n1"; exit 1; }; sleep 0.05; done`,
     `echo "@@sectors $(cat /sys/block/nvme0n1/size)"`,
+    ...(setup ? [setup] : []),
   ];
   // The fill gives both sides written blocks to read (no holes) and allocated pages to overwrite.
   if (prefill) lines.push(`fio --name=fill --filename=/dev/nvme0n1 --direct=1 --ioengine=libaio --rw=write --bs=1M --iodepth=4 --size=100% --output=/dev/null`);
@@ -222,7 +236,7 @@ async function bootOnce(disk: DiskName, round: number, device: string[], qemuArg
   const r = await bootGuest({
     devices: device,
     qemuArgs,
-    script: guestScript(prefill),
+    script: guestScript(prefill, GUEST_SETUP[disk]),
     timeoutMs: 120_000 + JOBS.length * RUNTIME * 3000,
     onLine(line, guest) {
       const m = /^@@(start|end) (\S+)/.exec(line);
@@ -264,8 +278,12 @@ async function main(): Promise<void> {
   }
   if (JOBS.length === 0) throw new Error(`WASMDEV_NVME_BENCH_JOBS matched none of ${ALL_JOBS.map((j) => j.name).join(", ")}`);
   const wanted = (process.env.WASMDEV_NVME_BENCH_DISKS?.split(",") ?? ALL_DISKS) as DiskName[];
-  for (const d of wanted) if (!ALL_DISKS.includes(d)) throw new Error(`unknown disk ${d} (have ${ALL_DISKS.join(", ")})`);
-  if (COMPARE) wanted.splice(1, 0, "ours-ram-compare");
+  const known = [...ALL_DISKS, ...VARIANT_DISKS];
+  for (const d of wanted) if (!known.includes(d)) throw new Error(`unknown disk ${d} (have ${known.join(", ")})`);
+  if (COMPARE) {
+    wanted.splice(1, 0, "ours-ram-compare");
+    if (wanted.includes("ours-tmpfs")) wanted.push("ours-tmpfs-compare");
+  }
   if (!wanted.includes("qemu-nvme")) throw new Error("the qemu-nvme baseline is required");
   if (PROFILE_DIR) mkdirSync(PROFILE_DIR, { recursive: true });
   const dir = mkdtempSync(join(tmpdir(), "wasmdev-nvme-bench-"));
@@ -289,7 +307,9 @@ async function main(): Promise<void> {
           server: null,
         });
       } else {
-        const server = await ServerProcess.start(join(dir, `${disk}.sock`), disk === "ours-tmpfs" ? file("ours.img") : undefined, disk === "ours-ram-compare" ? COMPARE : undefined);
+        const tmpfs = disk === "ours-tmpfs" || disk === "ours-tmpfs-compare";
+        const options: NvmeOptions = { ...SERVER_OPTIONS[disk], ...(tmpfs ? { disk: file(`${disk}.img`) } : {}) };
+        const server = await ServerProcess.start(join(dir, `${disk}.sock`), options, disk.endsWith("-compare") ? COMPARE : undefined);
         servers.push(server);
         setups.set(disk, { device: [JSON.stringify({ driver: "vfio-user-pci", socket: { path: server.socketPath, type: "unix" } })], qemuArgs: [], server });
       }
@@ -339,9 +359,12 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[2] === "--server") runServer(process.argv[3]!, process.argv[4]);
-else
+if (process.argv[2] === "--server") {
+  const arg = process.argv[4];
+  runServer(process.argv[3]!, arg === undefined ? {} : arg.startsWith("{") ? (JSON.parse(arg) as NvmeOptions) : { disk: arg });
+} else {
   main().catch((e) => {
     console.error(e);
     process.exit(1);
   });
+}

@@ -1,6 +1,6 @@
 // Where a namespace's blocks live: process memory (the default) or a file. Offsets and
 // lengths are bytes; the controller checks every range against `size` before calling in.
-import { closeSync, constants, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, constants, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync, readvSync, writeSync, writevSync } from "node:fs";
 
 export interface NvmeBacking {
   readonly kind: "ram" | "file";
@@ -10,6 +10,10 @@ export interface NvmeBacking {
   readonly bytes?: Uint8Array;
   read(offset: number, dest: Uint8Array): void;
   write(offset: number, src: Uint8Array): void;
+  /** Fills `dests` in order from `offset` on (one preadv for a file). */
+  readv(offset: number, dests: readonly Uint8Array[]): void;
+  /** Writes `srcs` in order from `offset` on (one pwritev for a file). */
+  writev(offset: number, srcs: readonly Uint8Array[]): void;
   /** Zeroes [offset, offset + length) (Write Zeroes, deallocation). */
   zero(offset: number, length: number): void;
   /** Makes written data durable (Flush, FUA, shutdown): fdatasync for a file. */
@@ -25,12 +29,16 @@ export function createRamBacking(size: number): NvmeBacking {
     throw new RangeError(`nvme: RAM backing size ${size} must be between 1 byte and ${NVME_MAX_RAM_BYTES} bytes`);
   }
   const bytes = new Uint8Array(size);
+  const read = (offset: number, dest: Uint8Array) => dest.set(bytes.subarray(offset, offset + dest.length));
+  const write = (offset: number, src: Uint8Array) => bytes.set(src, offset);
   return {
     kind: "ram",
     size,
     bytes,
-    read: (offset, dest) => dest.set(bytes.subarray(offset, offset + dest.length)),
-    write: (offset, src) => bytes.set(src, offset),
+    read,
+    write,
+    readv: (offset, dests) => each(offset, dests, read),
+    writev: (offset, srcs) => each(offset, srcs, write),
     zero: (offset, length) => bytes.fill(0, offset, offset + length),
     flush: () => {},
     close: () => {},
@@ -38,6 +46,41 @@ export function createRamBacking(size: number): NvmeBacking {
 }
 
 const ZERO_CHUNK = new Uint8Array(1 << 20);
+/** Most buffers one preadv/pwritev takes (Linux IOV_MAX). */
+const IOV_MAX = 1024;
+
+/** Applies a one-buffer transfer to each buffer in turn, from `offset` on. */
+function each(offset: number, buffers: readonly Uint8Array[], one: (offset: number, buffer: Uint8Array) => void): void {
+  for (const b of buffers) {
+    one(offset, b);
+    offset += b.length;
+  }
+}
+
+/**
+ * One vectored call per IOV_MAX buffers; a short transfer (a signal, the end of a shorter file)
+ * finishes the buffer it stopped in and the rest one call each, through `one`.
+ */
+function vectored(offset: number, buffers: readonly Uint8Array[], call: (buffers: readonly Uint8Array[], position: number) => number, one: (offset: number, buffer: Uint8Array) => void): void {
+  for (let first = 0; first < buffers.length; first += IOV_MAX) {
+    const batch = first === 0 && buffers.length <= IOV_MAX ? buffers : buffers.slice(first, first + IOV_MAX);
+    let want = 0;
+    for (const b of batch) want += b.length;
+    let done = call(batch, offset);
+    if (done < want) {
+      let at = offset;
+      for (const b of batch) {
+        if (done >= b.length) done -= b.length;
+        else {
+          one(at + done, b.subarray(done));
+          done = 0;
+        }
+        at += b.length;
+      }
+    }
+    offset += want;
+  }
+}
 
 /**
  * A file (or block device) opened read-write. `size` defaults to the file's size; a larger
@@ -76,6 +119,8 @@ export function createFileBacking(path: string, size?: number): NvmeBacking {
       size: want,
       read: fullRead,
       write: fullWrite,
+      readv: (offset, dests) => vectored(offset, dests, (b, at) => readvSync(fd, b as Uint8Array[], at), fullRead),
+      writev: (offset, srcs) => vectored(offset, srcs, (b, at) => writevSync(fd, b as Uint8Array[], at), fullWrite),
       zero(offset, length) {
         for (let done = 0; done < length; ) {
           const n = Math.min(ZERO_CHUNK.length, length - done);

@@ -8,21 +8,26 @@
 //
 // Commands run on the event loop shortly after their doorbell (a microtask), so the posted
 // doorbell writes that arrive together are handled in one pass: every submission queue with
-// work is drained round-robin, completions are posted, and each completion queue that got
-// entries raises one interrupt for the whole pass (MSI-X vector of the queue, or INTx when
-// MSI-X is off). With Doorbell Buffer Config the host writes tails and heads into a shadow
+// work is drained round-robin (a queue drained and armed is idle, and is not read again until
+// its doorbell rings), completions are posted, and each completion queue that got entries
+// raises one interrupt for the whole pass (MSI-X vector of the queue, or INTx when MSI-X is
+// off; Interrupt Coalescing, when the host sets it, holds I/O queues' interrupts longer). With Doorbell Buffer Config the host writes tails and heads into a shadow
 // buffer in its memory and rings the MMIO doorbell only when it crosses the EventIdx the
 // controller publishes after draining a queue (the virtio-style scheme Linux implements in
 // nvme_dbbuf_update_and_check_event).
 //
-// DMA goes through fn.dma, synchronously (guest RAM shared with the device: memfd DMA_MAP,
-// SYNC_SYSMEM, or an in-process buffer); data moves straight between guest memory and the
-// backing. A queue whose memory cannot be read or written is a fatal controller error: CSTS.CFS
-// is set and processing stops until the host resets the controller (CC.EN 1 → 0).
+// The rings themselves (heads, tails, phase, full/empty, shadow doorbells and EventIdx) are
+// src/devices/queues; features live in features.ts. Register and reset callbacks receive the
+// function's DeviceContext and pass it down: DMA goes through ctx.dma, synchronously (guest
+// RAM shared with the device: memfd DMA_MAP, SYNC_SYSMEM, or an in-process buffer); data
+// moves straight between guest memory and the backing. A queue whose memory cannot be read or
+// written is a fatal controller error: CSTS.CFS is set and processing stops until the host
+// resets the controller (CC.EN 1 → 0).
 import { createPciFunction } from "../../core/pci/function.js";
-import type { AccessSize, PciDevice, PciFunction } from "../../core/pci/api.js";
-import type { DmaApi } from "../../core/dma/api.js";
+import type { DeviceContext, PciDevice, PciFunction } from "../../core/pci/api.js";
+import type { DmaApi, DmaMapping } from "../../core/dma/api.js";
 import type { CoreRef } from "../../core/wasm.js";
+import type { DeviceClock, DeviceTimer } from "../../core/clock.js";
 import { createFileBacking, createRamBacking, type NvmeBacking } from "./backing.js";
 import {
   ADMIN,
@@ -44,7 +49,6 @@ import {
   CSTS_RDY,
   CSTS_SHST_COMPLETE,
   CSTS_SHST_MASK,
-  FEATURE,
   IO,
   LOG,
   NVME_REG,
@@ -60,12 +64,13 @@ import {
   identifyNamespace,
   namespaceDescriptors,
   NVME_COMPOSITE_TEMPERATURE,
-  NVME_WARNING_TEMPERATURE,
   smartLog,
   type ErrorLogEntry,
   type NvmeIdentity,
 } from "./identify.js";
+import { defaultFeatures, fail, getFeature, ok, setFeature, type CommandResult, type FeatureLimits, type Features } from "./features.js";
 import { PrpSegments, walkPrps } from "./prp.js";
+import { CompletionRing, ShadowDoorbell, SubmissionRing } from "../queues/index.js";
 
 export const NVME_VENDOR_ID = 0x1234;
 export const NVME_DEVICE_ID = 0x4e56;
@@ -100,7 +105,12 @@ export interface NvmeOptions {
   backing?: NvmeBacking;
   /** I/O queue pairs offered (1..64, default 16). */
   ioQueues?: number;
+  /** Offer Doorbell Buffer Config (shadow doorbells, OACS bit 8; default true). Without it the
+   *  host rings an MMIO doorbell for every submission and every completion consumed. */
+  shadowDoorbells?: boolean;
   serial?: string;
+  /** Clock of the interrupt aggregation time (default: real time; tests pass a manual one). */
+  clock?: DeviceClock;
   /** Receives guest-error and lifecycle lines (enable, reset, shutdown, fatal errors). */
   onEvent?: (event: NvmeEvent) => void;
   core?: CoreRef;
@@ -133,54 +143,43 @@ export interface NvmeStats {
   fatalErrors: number;
 }
 
-interface SubmissionQueue {
-  id: number;
-  base: bigint;
-  size: number;
-  head: number;
-  tail: number;
-  cq: CompletionQueue;
-  /** Shadow doorbell and EventIdx addresses (Doorbell Buffer Config), or -1n. */
-  shadow: bigint;
-  eventIdx: bigint;
+/** An NVMe submission queue: a ring of 64-byte commands feeding one completion queue. */
+class SubmissionQueue extends SubmissionRing {
+  constructor(
+    readonly id: number,
+    base: bigint,
+    size: number,
+    readonly cq: CompletionQueue,
+  ) {
+    super(base, size, SQE_SIZE);
+  }
 }
 
-interface CompletionQueue {
-  id: number;
-  base: bigint;
-  size: number;
-  head: number;
-  tail: number;
-  phase: number;
-  interruptsEnabled: boolean;
-  vector: number;
-  sqs: number;
+/** An NVMe completion queue: a ring of 16-byte entries with a phase tag and one vector. */
+class CompletionQueue extends CompletionRing {
+  /** Submission queues that post here (a CQ with any cannot be deleted). */
+  sqs = 0;
   /** Entries were posted in this pass: raise the interrupt when the pass ends. */
-  notify: boolean;
+  notify = false;
   /** A submission queue stopped because this queue was full. */
-  blocked: boolean;
-  shadow: bigint;
-  eventIdx: bigint;
-}
+  blocked = false;
+  /** Entries posted since the queue last signalled its vector (interrupt coalescing). */
+  unsignalled = 0;
 
-interface Features {
-  arbitration: number;
-  powerState: number;
-  temperatureOver: number;
-  temperatureUnder: number;
-  errorRecovery: number;
-  writeCache: number;
-  interruptCoalescing: number;
-  vectorConfig: Uint8Array;
-  writeAtomicity: number;
-  asyncEventConfig: number;
+  constructor(
+    readonly id: number,
+    base: bigint,
+    size: number,
+    readonly interruptsEnabled: boolean,
+    readonly vector: number,
+  ) {
+    super(base, size, CQE_SIZE);
+  }
 }
 
 /** Outcome of a command that completes now: status + DW0; `undefined` = held (AER). */
-type Completion = { status: number; result: number } | undefined;
+type Completion = CommandResult | undefined;
 
-const ok = (result = 0): Completion => ({ status: STATUS.SUCCESS, result });
-const fail = (status: number): Completion => ({ status, result: 0 });
 
 const hash16 = (text: string): Uint8Array => {
   // FNV-1a spread over 16 bytes: a stable NGUID per serial number.
@@ -224,6 +223,7 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     blocks,
     lbaShift,
     nguid: hash16(serial),
+    doorbellBuffer: options.shadowDoorbells ?? true,
   };
   const idController = identifyController(identity);
   const idNamespace = identifyNamespace(identity);
@@ -243,7 +243,8 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
   let sqs: (SubmissionQueue | undefined)[] = [];
   let cqs: (CompletionQueue | undefined)[] = [];
   let dbbuf: { shadow: bigint; eventIdx: bigint } | undefined;
-  let features: Features = defaultFeatures();
+  const limits: FeatureLimits = { ioQueues, vectors };
+  let features: Features = defaultFeatures(limits);
   const pendingAers: number[] = [];
   const pendingEvents: { type: number; info: number; log: number }[] = [];
   let maskedEventTypes = 0;
@@ -255,6 +256,8 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
   const smart = { bytesRead: 0, bytesWritten: 0, readCommands: 0, writeCommands: 0, unsafeShutdowns: 0n };
   const stats: NvmeStats = { adminCommands: 0, ioCommands: 0, interrupts: 0, mmioDoorbells: 0, enables: 0, shutdowns: 0, fatalErrors: 0 };
   let scheduled = false;
+  /** Pending end of an interrupt aggregation time. */
+  let coalesceTimer: DeviceTimer | undefined;
   /** Bumped by every reset so a scheduled pass does not run against new state. */
   let generation = 0;
 
@@ -264,26 +267,9 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
   const cqe = new DataView(cqeBuffer.buffer);
   const prpScratch = new Uint8Array(64 << 10);
   const segments = new PrpSegments();
-  const u32Buffer = new Uint8Array(4);
-  const u32View = new DataView(u32Buffer.buffer);
 
-  function defaultFeatures(): Features {
-    return {
-      arbitration: 0,
-      powerState: 0,
-      temperatureOver: NVME_WARNING_TEMPERATURE,
-      temperatureUnder: 0,
-      errorRecovery: 0,
-      writeCache: 1,
-      interruptCoalescing: 0,
-      vectorConfig: new Uint8Array(vectors),
-      writeAtomicity: 0,
-      asyncEventConfig: 0,
-    };
-  }
-
-  const dmaApi = (): DmaApi => {
-    const api = fn.dma;
+  const dmaOf = (ctx: DeviceContext): DmaApi => {
+    const api = ctx.dma;
     if (!api) throw new Error("no DMA API attached to the function");
     return api;
   };
@@ -299,109 +285,77 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
 
   // ---- shadow doorbells ------------------------------------------------------------------
 
-  const readShadow = (addr: bigint): number => {
-    dmaApi().readSync(addr, u32Buffer);
-    return u32View.getUint32(0, true);
-  };
-  const writeShadow = (addr: bigint, value: number) => {
-    u32View.setUint32(0, value, true);
-    dmaApi().writeSync(addr, u32Buffer);
-  };
-  const attachShadow = (q: SubmissionQueue | CompletionQueue, isCq: boolean) => {
-    if (!dbbuf) return;
-    const at = BigInt((2 * q.id + (isCq ? 1 : 0)) * 4);
-    q.shadow = dbbuf.shadow + at;
-    q.eventIdx = dbbuf.eventIdx + at;
-  };
-
-  /** The SQ tail the host published in its shadow doorbell (out-of-range values ignored). */
-  const refreshSqTail = (sq: SubmissionQueue) => {
-    if (sq.shadow < 0n) return;
-    const tail = readShadow(sq.shadow);
-    if (tail < sq.size) sq.tail = tail;
-  };
-  const refreshCqHead = (cq: CompletionQueue) => {
-    if (cq.shadow < 0n) return;
-    const head = readShadow(cq.shadow);
-    if (head < cq.size) cq.head = head;
+  /** Queue y's shadow doorbell and EventIdx words: SQ at 2y, CQ at 2y + 1, 4 bytes each
+   *  (§5.7, with CAP.DSTRD 0). */
+  const shadowOf = (qid: number, isCq: boolean) => {
+    if (!dbbuf) return null;
+    const at = BigInt((2 * qid + (isCq ? 1 : 0)) * 4);
+    return new ShadowDoorbell(dbbuf.shadow + at, dbbuf.eventIdx + at);
   };
 
   // ---- processing ------------------------------------------------------------------------
 
-  const schedule = () => {
+  const schedule = (ctx: DeviceContext) => {
     if (scheduled) return;
     scheduled = true;
     const gen = generation;
     queueMicrotask(() => {
       scheduled = false;
-      if (gen === generation) runPass();
+      if (gen === generation) runPass(ctx);
     });
   };
 
   const running = () => (csts & (CSTS_RDY | CSTS_CFS)) === CSTS_RDY;
 
-  function runPass() {
+  function runPass(ctx: DeviceContext) {
     if (!running()) return;
     try {
-      deliverAsyncEvents();
+      deliverAsyncEvents(ctx);
       let progress = true;
       while (progress && running()) {
         progress = false;
         for (const sq of sqs) {
-          if (sq && processQueue(sq)) progress = true;
+          if (sq && processQueue(ctx, sq)) progress = true;
           if (!running()) break;
         }
       }
     } catch (err) {
       fatal(`queue memory is not accessible: ${(err as Error).message}`);
     }
-    raiseInterrupts();
+    raiseInterrupts(ctx);
   }
 
-  /** Runs up to one arbitration burst of `sq`'s commands; true if any ran. */
-  function processQueue(sq: SubmissionQueue): boolean {
-    refreshSqTail(sq);
+  /** Runs up to one arbitration burst of `sq`'s commands; true if any ran. An idle queue (drained
+   *  with its EventIdx published, or no shadow) waits for its doorbell: no memory is read. */
+  function processQueue(ctx: DeviceContext, sq: SubmissionQueue): boolean {
+    if (sq.idle) return false;
+    const mem = dmaOf(ctx);
+    sq.refresh(mem);
     let done = 0;
-    for (;;) {
-      while (sq.head !== sq.tail && done < ARBITRATION_BURST) {
-        const available = (sq.tail - sq.head + sq.size) % sq.size;
-        const batch = Math.min(available, sq.size - sq.head, ARBITRATION_BURST - done);
-        dmaApi().readSync(sq.base + BigInt(sq.head * SQE_SIZE), sqeBuffer.subarray(0, batch * SQE_SIZE));
+    do {
+      while (!sq.empty && done < ARBITRATION_BURST) {
+        const batch = sq.contiguous(ARBITRATION_BURST - done);
+        mem.readSync(sq.address(sq.head), sqeBuffer.subarray(0, batch * SQE_SIZE));
         for (let i = 0; i < batch; i++) {
           const cq = sq.cq;
-          if (cqFull(cq)) {
+          if (cq.full(mem)) {
             cq.blocked = true;
             return done > 0;
           }
-          sq.head = (sq.head + 1) % sq.size;
+          sq.consume(1);
           done++;
           const at = i * SQE_SIZE;
           const cid = sqe.getUint16(at + 2, true);
-          const completion = sq.id === 0 ? adminCommand(at, cid) : ioCommand(at);
+          const completion = sq.id === 0 ? adminCommand(ctx, at, cid) : ioCommand(ctx, at);
           if (!running() || sqs[sq.id] !== sq) return true; // fatal error, or the queue went away
-          if (completion) post(cq, sq, cid, completion.status, completion.result);
+          if (completion) post(ctx, cq, sq, cid, completion.status, completion.result);
         }
       }
-      if (done >= ARBITRATION_BURST || sq.shadow < 0n) return done > 0;
-      // Publish how far we got, then look again: a tail written before the host saw the new
-      // EventIdx would otherwise wait for a doorbell that never comes.
-      writeShadow(sq.eventIdx, sq.tail);
-      const before = sq.tail;
-      refreshSqTail(sq);
-      if (sq.tail === before) return done > 0;
-    }
+    } while (done < ARBITRATION_BURST && sq.armSubmission(mem));
+    return done > 0;
   }
 
-  function cqFull(cq: CompletionQueue): boolean {
-    if ((cq.tail + 1) % cq.size !== cq.head) return false;
-    refreshCqHead(cq);
-    if ((cq.tail + 1) % cq.size !== cq.head) return false;
-    // Ask for an MMIO doorbell when the host moves the head past where it is now.
-    if (cq.eventIdx >= 0n) writeShadow(cq.eventIdx, cq.head);
-    return true;
-  }
-
-  function post(cq: CompletionQueue, sq: SubmissionQueue, cid: number, status: number, result: number) {
+  function post(ctx: DeviceContext, cq: CompletionQueue, sq: SubmissionQueue, cid: number, status: number, result: number) {
     // CQE (§4.6): DW0 result, DW2 SQ head + SQ id, DW3 command id, phase, status.
     cqe.setUint32(0, result >>> 0, true);
     cqe.setUint32(4, 0, true);
@@ -409,48 +363,75 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     cqe.setUint16(10, sq.id, true);
     cqe.setUint16(12, cid, true);
     cqe.setUint16(14, ((status << 1) | cq.phase) & 0xffff, true);
-    dmaApi().writeSync(cq.base + BigInt(cq.tail * CQE_SIZE), cqeBuffer);
-    cq.tail++;
-    if (cq.tail === cq.size) {
-      cq.tail = 0;
-      cq.phase ^= 1;
-    }
+    dmaOf(ctx).writeSync(cq.slot(), cqeBuffer);
+    cq.advance();
     cq.notify = true;
+    cq.unsignalled++;
     if (status !== STATUS.SUCCESS && sq.id !== 0) recordError(sq.id, cid, status);
   }
 
-  function raiseInterrupts() {
+  /**
+   * End of a pass: each completion queue that got entries signals its vector once. With
+   * Interrupt Coalescing set (§5.21.1.8: both THR and TIME nonzero; never the admin queue,
+   * nor a vector whose Interrupt Vector Configuration sets Coalescing Disable) an I/O queue
+   * signals once THR + 1 entries are unsignalled, or when TIME × 100 µs has passed since the
+   * first of them (on ctx.clock; Node's real-time timers round a delay below 1 ms up to 1 ms).
+   */
+  function raiseInterrupts(ctx: DeviceContext) {
+    const thr = (features.interruptCoalescing & 0xff) + 1;
+    const time = (features.interruptCoalescing >>> 8) & 0xff;
+    const coalescing = thr > 1 && time > 0;
     let intxNeeded = false;
     for (const cq of cqs) {
       if (!cq || !cq.notify) continue;
       cq.notify = false;
       if (!cq.interruptsEnabled) continue;
+      if (coalescing && cq.id !== 0 && !features.vectorConfig[cq.vector] && ctx.irq.msixEnabled) {
+        if (cq.unsignalled < thr) {
+          coalesceTimer ??= ctx.clock.setTimeout(() => flushCoalesced(ctx), time / 10);
+          continue;
+        }
+      }
+      cq.unsignalled = 0;
       stats.interrupts++;
-      if (!fn.irq.notify(cq.vector)) intxNeeded = true;
+      if (!ctx.irq.notify(cq.vector)) intxNeeded = true;
     }
-    if (intxNeeded || fn.irq.intxLevel) updateIntx();
+    if (intxNeeded || ctx.irq.intxLevel) updateIntx(ctx);
+  }
+
+  /** The aggregation time ran out (or coalescing was turned off): signal what is held. */
+  function flushCoalesced(ctx: DeviceContext) {
+    coalesceTimer?.cancel();
+    coalesceTimer = undefined;
+    for (const cq of cqs) {
+      if (!cq || !cq.unsignalled) continue;
+      cq.unsignalled = 0;
+      if (!cq.interruptsEnabled || !running()) continue;
+      stats.interrupts++;
+      ctx.irq.notify(cq.vector);
+    }
   }
 
   /** INTx is level-triggered: asserted while an interrupt-enabled CQ holds entries the host
    *  has not consumed and INTMS does not mask its vector (QEMU nvme_irq_check). */
-  function updateIntx() {
-    if (fn.irq.msixEnabled) {
-      if (fn.irq.intxLevel) fn.irq.setIntx(false);
+  function updateIntx(ctx: DeviceContext) {
+    if (ctx.irq.msixEnabled) {
+      if (ctx.irq.intxLevel) ctx.irq.setIntx(false);
       return;
     }
     let pending = 0;
     for (const cq of cqs) {
       if (!cq || !cq.interruptsEnabled) continue;
-      if (cq.head !== cq.tail) {
+      if (cq.pending) {
         try {
-          refreshCqHead(cq);
+          cq.refresh(dmaOf(ctx));
         } catch {
           // the shadow buffer went away; keep the MMIO head
         }
       }
-      if (cq.head !== cq.tail) pending |= 1 << (cq.vector & 31);
+      if (cq.pending) pending |= 1 << (cq.vector & 31);
     }
-    fn.irq.setIntx((pending & ~intms) !== 0);
+    ctx.irq.setIntx((pending & ~intms) !== 0);
   }
 
   function recordError(sqid: number, cid: number, status: number) {
@@ -461,137 +442,143 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
 
   // ---- asynchronous events ---------------------------------------------------------------
 
-  function queueEvent(type: number, info: number, log: number) {
+  function queueEvent(ctx: DeviceContext, type: number, info: number, log: number) {
     if (pendingEvents.some((e) => e.type === type && e.info === info)) return;
     pendingEvents.push({ type, info, log });
-    schedule();
+    schedule(ctx);
   }
 
-  function deliverAsyncEvents() {
+  function deliverAsyncEvents(ctx: DeviceContext) {
     const admin = cqs[0];
     const adminSq = sqs[0];
     if (!admin || !adminSq) return;
     for (let i = 0; i < pendingEvents.length && pendingAers.length > 0; ) {
       const event = pendingEvents[i];
-      if (maskedEventTypes & (1 << event.type) || cqFull(admin)) {
+      if (maskedEventTypes & (1 << event.type) || admin.full(dmaOf(ctx))) {
         i++;
         continue;
       }
       pendingEvents.splice(i, 1);
       maskedEventTypes |= 1 << event.type;
       const cid = pendingAers.shift()!;
-      post(admin, adminSq, cid, STATUS.SUCCESS, event.type | (event.info << 8) | (event.log << 16));
+      post(ctx, admin, adminSq, cid, STATUS.SUCCESS, event.type | (event.info << 8) | (event.log << 16));
     }
   }
 
-  function updateTemperatureWarning() {
+  function updateTemperatureWarning(ctx: DeviceContext) {
     const over = NVME_COMPOSITE_TEMPERATURE >= features.temperatureOver;
     const under = features.temperatureUnder !== 0 && NVME_COMPOSITE_TEMPERATURE <= features.temperatureUnder;
     const warn = over || under;
     const was = (criticalWarning & 0x02) !== 0;
     criticalWarning = warn ? criticalWarning | 0x02 : criticalWarning & ~0x02;
     // A SMART event is reported only when Async Event Configuration enables its warning bit.
-    if (warn && !was && features.asyncEventConfig & 0x02) queueEvent(AER_TYPE_SMART, AER_INFO_SMART_TEMPERATURE, LOG.SMART);
+    if (warn && !was && features.asyncEventConfig & 0x02) queueEvent(ctx, AER_TYPE_SMART, AER_INFO_SMART_TEMPERATURE, LOG.SMART);
   }
 
   // ---- data transfer helpers ---------------------------------------------------------------
 
   /** Walks the command's PRPs for `length` bytes; returns a status (0 = segments ready). */
-  function mapPrps(at: number, length: number): number {
+  function mapPrps(ctx: DeviceContext, at: number, length: number): number {
     const prp1 = sqe.getBigUint64(at + 24, true);
     const prp2 = sqe.getBigUint64(at + 32, true);
     if (sqeBuffer[at + 1] & 0xc0) return STATUS.INVALID_FIELD; // PSDT: SGLs are not supported
-    return walkPrps(dmaApi(), prp1, prp2, length, pageSize, prpScratch, segments);
+    return walkPrps(dmaOf(ctx), prp1, prp2, length, pageSize, prpScratch, segments);
   }
 
   /**
    * Copies between `data` and the host buffer an admin command's PRPs describe: into guest
    * memory when `intoGuest`, out of it otherwise. Returns a status (0 = done).
    */
-  function copyWithHost(at: number, data: Uint8Array, intoGuest: boolean): number {
-    const status = mapPrps(at, data.length);
+  function copyWithHost(ctx: DeviceContext, at: number, data: Uint8Array, intoGuest: boolean): number {
+    const status = mapPrps(ctx, at, data.length);
     if (status) return status;
     try {
-      if (intoGuest) dmaApi().writeListSync(segments, data);
-      else dmaApi().readListSync(segments, data);
+      if (intoGuest) dmaOf(ctx).writeListSync(segments, data);
+      else dmaOf(ctx).readListSync(segments, data);
     } catch {
       return STATUS.DATA_TRANSFER_ERROR;
     }
     return 0;
   }
-  const toHost = (at: number, data: Uint8Array) => copyWithHost(at, data, true);
-  const fromHost = (at: number, data: Uint8Array) => copyWithHost(at, data, false);
+  const toHost = (ctx: DeviceContext, at: number, data: Uint8Array) => copyWithHost(ctx, at, data, true);
+  const fromHost = (ctx: DeviceContext, at: number, data: Uint8Array) => copyWithHost(ctx, at, data, false);
 
   // ---- admin commands --------------------------------------------------------------------
 
   const dw = (at: number, n: number) => sqe.getUint32(at + 40 + (n - 10) * 4, true);
   const nsidOf = (at: number) => sqe.getUint32(at + 4, true);
 
-  function adminCommand(at: number, cid: number): Completion {
+  function adminCommand(ctx: DeviceContext, at: number, cid: number): Completion {
     stats.adminCommands++;
     const opcode = sqeBuffer[at];
     if (sqeBuffer[at + 1] & 0x03) return fail(STATUS.INVALID_FIELD); // fused operations
     switch (opcode) {
       case ADMIN.IDENTIFY:
-        return identify(at);
+        return identify(ctx, at);
       case ADMIN.GET_FEATURES:
-        return getFeatures(at);
-      case ADMIN.SET_FEATURES:
-        return setFeatures(at);
+        return getFeature(dw(at, 10), dw(at, 11), features, limits);
+      case ADMIN.SET_FEATURES: {
+        const r = setFeature(dw(at, 10), dw(at, 11), features, limits);
+        if (r.effect === "temperature") updateTemperatureWarning(ctx);
+        else if (r.effect === "write-cache-off") backing.flush();
+        else if (r.effect === "coalescing") flushCoalesced(ctx); // new settings apply to new entries
+        return r;
+      }
       case ADMIN.CREATE_CQ:
-        return createCq(at);
+        return createCq(ctx, at);
       case ADMIN.CREATE_SQ:
-        return createSq(at);
+        return createSq(ctx, at);
       case ADMIN.DELETE_SQ:
-        return deleteSq(at);
+        return deleteSq(ctx, at);
       case ADMIN.DELETE_CQ:
-        return deleteCq(at);
+        return deleteCq(ctx, at);
       case ADMIN.GET_LOG_PAGE:
-        return getLogPage(at);
+        return getLogPage(ctx, at);
       case ADMIN.ASYNC_EVENT_REQUEST:
         if (pendingAers.length >= NVME_AER_LIMIT) return fail(STATUS.AER_LIMIT_EXCEEDED);
         pendingAers.push(cid);
-        schedule();
+        schedule(ctx);
         return undefined;
       case ADMIN.ABORT:
         // Every command but an AER completes before the next one is fetched, so there is
         // never one to abort: DW0 bit 0 = "not aborted" (§5.1).
         return ok(1);
       case ADMIN.DOORBELL_BUFFER_CONFIG:
-        return doorbellBufferConfig(at);
+        if (!identity.doorbellBuffer) return fail(STATUS.INVALID_OPCODE);
+        return doorbellBufferConfig(ctx, at);
       default:
         return fail(STATUS.INVALID_OPCODE);
     }
   }
 
-  function identify(at: number): Completion {
+  function identify(ctx: DeviceContext, at: number): Completion {
     const cns = dw(at, 10) & 0xff;
     const csi = dw(at, 11) >>> 24;
     const nsid = nsidOf(at);
     switch (cns) {
       case CNS.NAMESPACE:
-        if (nsid === 0xffffffff) return done(toHost(at, idNamespace)); // common capabilities
+        if (nsid === 0xffffffff) return done(toHost(ctx, at, idNamespace)); // common capabilities
         if (nsid !== 1) return fail(STATUS.INVALID_NAMESPACE);
-        return done(toHost(at, idNamespace));
+        return done(toHost(ctx, at, idNamespace));
       case CNS.CONTROLLER:
-        return done(toHost(at, idController));
+        return done(toHost(ctx, at, idController));
       case CNS.ACTIVE_NS_LIST:
       case CNS.CSI_ACTIVE_NS_LIST:
         if (cns === CNS.CSI_ACTIVE_NS_LIST && csi !== 0) return fail(STATUS.INVALID_FIELD);
         if (nsid >= 0xfffffffe) return fail(STATUS.INVALID_NAMESPACE);
-        return done(toHost(at, activeNamespaces(nsid, 1)));
+        return done(toHost(ctx, at, activeNamespaces(nsid, 1)));
       case CNS.NS_DESCRIPTORS:
         if (nsid !== 1) return fail(STATUS.INVALID_NAMESPACE);
-        return done(toHost(at, idDescriptors));
+        return done(toHost(ctx, at, idDescriptors));
       case CNS.CSI_NAMESPACE:
         // NVM command set specific structures carry nothing this controller needs (§1.4
         // of the NVM command set spec): zeros.
         if (csi !== 0) return fail(STATUS.INVALID_FIELD);
         if (nsid !== 1) return fail(STATUS.INVALID_NAMESPACE);
-        return done(toHost(at, new Uint8Array(4096)));
+        return done(toHost(ctx, at, new Uint8Array(4096)));
       case CNS.CSI_CONTROLLER:
         if (csi !== 0) return fail(STATUS.INVALID_FIELD);
-        return done(toHost(at, new Uint8Array(4096)));
+        return done(toHost(ctx, at, new Uint8Array(4096)));
       default:
         return fail(STATUS.INVALID_FIELD);
     }
@@ -599,125 +586,11 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
 
   const done = (status: number): Completion => (status ? fail(status) : ok());
 
-  function featureValue(fid: number, at: number, f: Features): Completion {
-    switch (fid) {
-      case FEATURE.ARBITRATION:
-        return ok(f.arbitration);
-      case FEATURE.POWER_MANAGEMENT:
-        return ok(f.powerState);
-      case FEATURE.TEMPERATURE_THRESHOLD: {
-        const sel = (dw(at, 11) >>> 16) & 0xf;
-        const th = (dw(at, 11) >>> 20) & 0x3;
-        if (th > 1) return fail(STATUS.INVALID_FIELD);
-        if (sel !== 0) return ok(th === 0 ? 0xffff : 0); // sensors that do not exist
-        return ok(th === 0 ? f.temperatureOver : f.temperatureUnder);
-      }
-      case FEATURE.ERROR_RECOVERY:
-        return ok(f.errorRecovery);
-      case FEATURE.VOLATILE_WRITE_CACHE:
-        return ok(f.writeCache);
-      case FEATURE.NUMBER_OF_QUEUES:
-        return ok((ioQueues - 1) | ((ioQueues - 1) << 16));
-      case FEATURE.INTERRUPT_COALESCING:
-        return ok(f.interruptCoalescing);
-      case FEATURE.INTERRUPT_VECTOR_CONFIG: {
-        const iv = dw(at, 11) & 0xffff;
-        if (iv >= vectors) return fail(STATUS.INVALID_FIELD);
-        return ok(iv | (f.vectorConfig[iv] << 16));
-      }
-      case FEATURE.WRITE_ATOMICITY:
-        return ok(f.writeAtomicity);
-      case FEATURE.ASYNC_EVENT_CONFIG:
-        return ok(f.asyncEventConfig);
-      default:
-        return fail(STATUS.INVALID_FIELD);
-    }
-  }
-
-  function getFeatures(at: number): Completion {
-    const fid = dw(at, 10) & 0xff;
-    const sel = (dw(at, 10) >>> 8) & 0x7;
-    switch (sel) {
-      case 0: // current
-        return featureValue(fid, at, features);
-      case 1: // default
-      case 2: // saved: nothing is saveable, so saved values are the defaults
-        return featureValue(fid, at, defaultFeatures());
-      case 3: {
-        // supported capabilities: changeable (bit 2); nothing saveable or namespace specific
-        const probe = featureValue(fid, at, features);
-        if (!probe || probe.status) return probe;
-        return ok(fid === FEATURE.NUMBER_OF_QUEUES || fid === FEATURE.WRITE_ATOMICITY || fid === FEATURE.ERROR_RECOVERY || fid === FEATURE.ARBITRATION || fid === FEATURE.POWER_MANAGEMENT || fid === FEATURE.TEMPERATURE_THRESHOLD || fid === FEATURE.VOLATILE_WRITE_CACHE || fid === FEATURE.INTERRUPT_COALESCING || fid === FEATURE.INTERRUPT_VECTOR_CONFIG || fid === FEATURE.ASYNC_EVENT_CONFIG ? 0x4 : 0);
-      }
-      default:
-        return fail(STATUS.INVALID_FIELD);
-    }
-  }
-
-  function setFeatures(at: number): Completion {
-    const dw10 = dw(at, 10);
-    const dw11 = dw(at, 11);
-    const fid = dw10 & 0xff;
-    if (dw10 >>> 31) return fail(STATUS.FEATURE_NOT_SAVEABLE);
-    switch (fid) {
-      case FEATURE.ARBITRATION:
-        features.arbitration = dw11 & 0xffffff07;
-        return ok();
-      case FEATURE.POWER_MANAGEMENT:
-        if ((dw11 & 0x1f) !== 0) return fail(STATUS.INVALID_FIELD); // one power state (NPSS 0)
-        features.powerState = dw11 & 0xff;
-        return ok();
-      case FEATURE.TEMPERATURE_THRESHOLD: {
-        const sel = (dw11 >>> 16) & 0xf;
-        const th = (dw11 >>> 20) & 0x3;
-        if (th > 1) return fail(STATUS.INVALID_FIELD);
-        if (sel !== 0 && sel !== 0xf) return ok(); // sensors that do not exist ignore it
-        if (th === 0) features.temperatureOver = dw11 & 0xffff;
-        else features.temperatureUnder = dw11 & 0xffff;
-        updateTemperatureWarning();
-        return ok();
-      }
-      case FEATURE.ERROR_RECOVERY:
-        features.errorRecovery = dw11 & 0x1ffff;
-        return ok();
-      case FEATURE.VOLATILE_WRITE_CACHE:
-        features.writeCache = dw11 & 1;
-        if (!features.writeCache) backing.flush();
-        return ok();
-      case FEATURE.NUMBER_OF_QUEUES: {
-        const nsqr = dw11 & 0xffff;
-        const ncqr = dw11 >>> 16;
-        if (nsqr === 0xffff || ncqr === 0xffff) return fail(STATUS.INVALID_FIELD);
-        // The controller allocates its full count whatever was asked (the host uses the
-        // smaller of the two), as QEMU does.
-        return ok((ioQueues - 1) | ((ioQueues - 1) << 16));
-      }
-      case FEATURE.INTERRUPT_COALESCING:
-        features.interruptCoalescing = dw11 & 0xffff;
-        return ok();
-      case FEATURE.INTERRUPT_VECTOR_CONFIG: {
-        const iv = dw11 & 0xffff;
-        if (iv >= vectors) return fail(STATUS.INVALID_FIELD);
-        features.vectorConfig[iv] = (dw11 >>> 16) & 1;
-        return ok();
-      }
-      case FEATURE.WRITE_ATOMICITY:
-        features.writeAtomicity = dw11 & 1;
-        return ok();
-      case FEATURE.ASYNC_EVENT_CONFIG:
-        features.asyncEventConfig = dw11 & 0x1ff;
-        updateTemperatureWarning();
-        return ok();
-      default:
-        return fail(STATUS.INVALID_FIELD);
-    }
-  }
-
   function queueBaseStatus(base: bigint): number {
     return base & BigInt(pageSize - 1) ? STATUS.PRP_OFFSET_INVALID : 0;
   }
 
-  function createCq(at: number): Completion {
+  function createCq(ctx: DeviceContext, at: number): Completion {
     const dw10 = dw(at, 10);
     const dw11 = dw(at, 11);
     const qid = dw10 & 0xffff;
@@ -730,16 +603,16 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     if (size < 2 || size > NVME_MAX_QUEUE_ENTRIES) return fail(STATUS.INVALID_QUEUE_SIZE);
     if (!contiguous) return fail(STATUS.INVALID_FIELD); // CAP.CQR: queues must be contiguous
     if (ccIocqes(cc) !== 4) return fail(STATUS.INVALID_FIELD);
-    if (iv >= vectors || (!fn.irq.msixEnabled && iv !== 0 && ien)) return fail(STATUS.INVALID_INTERRUPT_VECTOR);
+    if (iv >= vectors || (!ctx.irq.msixEnabled && iv !== 0 && ien)) return fail(STATUS.INVALID_INTERRUPT_VECTOR);
     const status = queueBaseStatus(base);
     if (status) return fail(status);
-    const cq: CompletionQueue = { id: qid, base, size, head: 0, tail: 0, phase: 1, interruptsEnabled: ien, vector: iv, sqs: 0, notify: false, blocked: false, shadow: -1n, eventIdx: -1n };
-    attachShadow(cq, true);
+    const cq = new CompletionQueue(qid, base, size, ien, iv);
+    cq.shadow = shadowOf(qid, true);
     cqs[qid] = cq;
     return ok();
   }
 
-  function createSq(at: number): Completion {
+  function createSq(ctx: DeviceContext, at: number): Completion {
     const dw10 = dw(at, 10);
     const dw11 = dw(at, 11);
     const qid = dw10 & 0xffff;
@@ -755,14 +628,14 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     if (ccIosqes(cc) !== 6) return fail(STATUS.INVALID_FIELD);
     const status = queueBaseStatus(base);
     if (status) return fail(status);
-    const sq: SubmissionQueue = { id: qid, base, size, head: 0, tail: 0, cq, shadow: -1n, eventIdx: -1n };
-    attachShadow(sq, false);
+    const sq = new SubmissionQueue(qid, base, size, cq);
+    sq.shadow = shadowOf(qid, false);
     sqs[qid] = sq;
     cq.sqs++;
     return ok();
   }
 
-  function deleteSq(at: number): Completion {
+  function deleteSq(ctx: DeviceContext, at: number): Completion {
     const qid = dw(at, 10) & 0xffff;
     const sq = qid === 0 ? undefined : sqs[qid];
     if (!sq) return fail(STATUS.INVALID_QUEUE_IDENTIFIER);
@@ -771,17 +644,17 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     return ok();
   }
 
-  function deleteCq(at: number): Completion {
+  function deleteCq(ctx: DeviceContext, at: number): Completion {
     const qid = dw(at, 10) & 0xffff;
     const cq = qid === 0 ? undefined : cqs[qid];
     if (!cq) return fail(STATUS.INVALID_QUEUE_IDENTIFIER);
     if (cq.sqs > 0) return fail(STATUS.INVALID_QUEUE_DELETION);
     cqs[qid] = undefined;
-    updateIntx();
+    updateIntx(ctx);
     return ok();
   }
 
-  function getLogPage(at: number): Completion {
+  function getLogPage(ctx: DeviceContext, at: number): Completion {
     const dw10 = dw(at, 10);
     const lid = dw10 & 0xff;
     const rae = (dw10 >>> 15) & 1;
@@ -821,41 +694,38 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     if (offset >= BigInt(log.length)) return fail(STATUS.INVALID_FIELD);
     const start = Number(offset);
     const length = Math.min(numd * 4, log.length - start);
-    const status = toHost(at, log.subarray(start, start + length));
+    const status = toHost(ctx, at, log.subarray(start, start + length));
     if (status) return fail(status);
     // Reading the log page without Retain Asynchronous Event re-arms events of its type.
     if (!rae && eventType >= 0 && maskedEventTypes & (1 << eventType)) {
       maskedEventTypes &= ~(1 << eventType);
-      schedule();
+      schedule(ctx);
     }
     return ok();
   }
 
-  function doorbellBufferConfig(at: number): Completion {
+  function doorbellBufferConfig(ctx: DeviceContext, at: number): Completion {
     const shadow = sqe.getBigUint64(at + 24, true);
     const eventIdx = sqe.getBigUint64(at + 32, true);
     const mask = BigInt(pageSize - 1);
     if (shadow === 0n || eventIdx === 0n || shadow & mask || eventIdx & mask) return fail(STATUS.INVALID_FIELD);
     dbbuf = { shadow, eventIdx };
     // Existing queues start from their current MMIO values (QEMU nvme_dbbuf_config).
-    for (const sq of sqs) {
-      if (!sq) continue;
-      attachShadow(sq, false);
-      writeShadow(sq.shadow, sq.tail);
-      writeShadow(sq.eventIdx, sq.tail);
-    }
-    for (const cq of cqs) {
-      if (!cq) continue;
-      attachShadow(cq, true);
-      writeShadow(cq.shadow, cq.head);
-      writeShadow(cq.eventIdx, cq.head);
+    const mem = dmaOf(ctx);
+    for (const q of [...sqs, ...cqs]) {
+      if (!q) continue;
+      const shadow = (q.shadow = shadowOf(q.id, q instanceof CompletionQueue)!);
+      if (q instanceof SubmissionQueue) q.idle = false; // armed through the shadow at the next pass
+      const value = q instanceof CompletionQueue ? q.head : q.tail;
+      shadow.write(mem, value);
+      shadow.publish(mem, value);
     }
     return ok();
   }
 
   // ---- I/O commands ----------------------------------------------------------------------
 
-  function ioCommand(at: number): Completion {
+  function ioCommand(ctx: DeviceContext, at: number): Completion {
     stats.ioCommands++;
     const opcode = sqeBuffer[at];
     if (sqeBuffer[at + 1] & 0x03) return fail(STATUS.INVALID_FIELD);
@@ -867,7 +737,7 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     }
     if (opcode !== IO.READ && opcode !== IO.WRITE && opcode !== IO.WRITE_ZEROES && opcode !== IO.DATASET_MANAGEMENT) return fail(STATUS.INVALID_OPCODE);
     if (nsid !== 1) return fail(STATUS.INVALID_NAMESPACE);
-    if (opcode === IO.DATASET_MANAGEMENT) return datasetManagement(at);
+    if (opcode === IO.DATASET_MANAGEMENT) return datasetManagement(ctx, at);
     // SLBA in numbers: any upper dword past 2^21 is beyond every namespace (blocks < 2^53).
     const slbaHigh = dw(at, 11);
     const dw12 = dw(at, 12);
@@ -881,31 +751,21 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
       return ok();
     }
     if (length > (4096 << NVME_MDTS)) return fail(STATUS.INVALID_FIELD);
-    const prpStatus = mapPrps(at, length);
+    const prpStatus = mapPrps(ctx, at, length);
     if (prpStatus) return fail(prpStatus);
-    const api = dmaApi();
-    let pos = offset;
+    const api = dmaOf(ctx);
     try {
       // RAM: the whole PRP list is translated in one call into the core, then copied straight
-      // between guest memory and the backing.
+      // between guest memory and the backing. A file: one preadv/pwritev into zero-copy views
+      // of guest memory.
       if (opcode === IO.READ) {
         if (backing.bytes) api.writeListSync(segments, backing.bytes.subarray(offset, offset + length));
-        else {
-          for (let i = 0; i < segments.count; i++) {
-            readIntoGuest(api, segments.iova[i], pos, segments.length[i]);
-            pos += segments.length[i];
-          }
-        }
+        else fileTransfer(api, offset, "from-device");
         smart.readCommands++;
         smart.bytesRead += length;
       } else {
         if (backing.bytes) api.readListSync(segments, backing.bytes.subarray(offset, offset + length));
-        else {
-          for (let i = 0; i < segments.count; i++) {
-            writeFromGuest(api, segments.iova[i], pos, segments.length[i]);
-            pos += segments.length[i];
-          }
-        }
+        else fileTransfer(api, offset, "to-device");
         if (dw12 & (1 << 30) || !features.writeCache) backing.flush(); // FUA
         smart.writeCommands++;
         smart.bytesWritten += length;
@@ -917,36 +777,30 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     return ok();
   }
 
-  // File backings: the backing reads into / writes from zero-copy views of guest memory.
-  function readIntoGuest(api: DmaApi, iova: bigint, pos: number, n: number) {
-    const mapping = api.map(iova, n, "from-device", () => {});
+  const mappings: DmaMapping[] = [];
+  const views: Uint8Array[] = [];
+  /** Moves the mapped PRP segments between guest memory and the file at `offset`. */
+  function fileTransfer(api: DmaApi, offset: number, direction: "from-device" | "to-device") {
     try {
-      for (const view of mapping.views) {
-        backing.read(pos, view);
-        pos += view.length;
+      for (let i = 0; i < segments.count; i++) {
+        const m = api.map(segments.iova[i], segments.length[i], direction, () => {});
+        mappings.push(m);
+        for (const v of m.views) views.push(v);
       }
+      if (direction === "from-device") backing.readv(offset, views);
+      else backing.writev(offset, views);
     } finally {
-      mapping.release();
+      for (const m of mappings) m.release();
+      mappings.length = 0;
+      views.length = 0;
     }
   }
 
-  function writeFromGuest(api: DmaApi, iova: bigint, pos: number, n: number) {
-    const mapping = api.map(iova, n, "to-device", () => {});
-    try {
-      for (const view of mapping.views) {
-        backing.write(pos, view);
-        pos += view.length;
-      }
-    } finally {
-      mapping.release();
-    }
-  }
-
-  function datasetManagement(at: number): Completion {
+  function datasetManagement(ctx: DeviceContext, at: number): Completion {
     const ranges = (dw(at, 10) & 0xff) + 1;
     const deallocate = (dw(at, 11) & 0x4) !== 0;
     const list = new Uint8Array(ranges * 16);
-    const status = fromHost(at, list);
+    const status = fromHost(ctx, at, list);
     if (status) return fail(status);
     const view = new DataView(list.buffer);
     // Check every range before changing anything.
@@ -967,7 +821,7 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
 
   // ---- controller state ------------------------------------------------------------------
 
-  function startController() {
+  function startController(ctx: DeviceContext) {
     const mps = ccMps(cc);
     const asqs = (aqa & 0xfff) + 1;
     const acqs = ((aqa >>> 16) & 0xfff) + 1;
@@ -987,9 +841,10 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
       return;
     }
     pageSize = page;
-    const cq: CompletionQueue = { id: 0, base: acq, size: acqs, head: 0, tail: 0, phase: 1, interruptsEnabled: true, vector: 0, sqs: 1, notify: false, blocked: false, shadow: -1n, eventIdx: -1n };
+    const cq = new CompletionQueue(0, acq, acqs, true, 0);
+    cq.sqs = 1;
     cqs = [cq];
-    sqs = [{ id: 0, base: asq, size: asqs, head: 0, tail: 0, cq, shadow: -1n, eventIdx: -1n }];
+    sqs = [new SubmissionQueue(0, asq, asqs, cq)];
     csts = (csts & CSTS_SHST_MASK) | CSTS_RDY;
     stats.enables++;
     emit({ kind: "enabled" });
@@ -997,8 +852,10 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
 
   /** Controller reset (CC.EN 1 → 0, §7.3.2): queues deleted, outstanding commands (AERs)
    *  dropped, features back to defaults. Registers other than CC/CSTS keep their values. */
-  function resetController() {
+  function resetController(ctx: DeviceContext) {
     generation++;
+    coalesceTimer?.cancel();
+    coalesceTimer = undefined;
     scheduled = false;
     sqs = [];
     cqs = [];
@@ -1006,14 +863,14 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     pendingAers.length = 0;
     pendingEvents.length = 0;
     maskedEventTypes = 0;
-    features = defaultFeatures();
+    features = defaultFeatures(limits);
     criticalWarning = 0;
     csts &= CSTS_SHST_MASK;
-    fn.irq.setIntx(false);
+    ctx.irq.setIntx(false);
     emit({ kind: "reset" });
   }
 
-  function shutdown() {
+  function shutdown(ctx: DeviceContext) {
     // Everything completed is already in the backing; make it durable, then report done.
     try {
       backing.flush();
@@ -1025,21 +882,21 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     emit({ kind: "shutdown" });
   }
 
-  function writeCc(value: number) {
+  function writeCc(ctx: DeviceContext, value: number) {
     const old = cc;
     cc = value >>> 0;
     if ((old & CC_EN) && !(cc & CC_EN)) {
-      resetController();
+      resetController(ctx);
     } else if (!(old & CC_EN) && cc & CC_EN) {
-      startController();
+      startController(ctx);
     }
-    if (ccShn(cc) && !ccShn(old)) shutdown();
+    if (ccShn(cc) && !ccShn(old)) shutdown(ctx);
     else if (!ccShn(cc) && ccShn(old)) csts &= ~CSTS_SHST_MASK;
   }
 
   // ---- registers -------------------------------------------------------------------------
 
-  function doorbell(offset: number, value: number) {
+  function doorbell(ctx: DeviceContext, offset: number, value: number) {
     stats.mmioDoorbells++;
     if (!running()) return; // QEMU ignores doorbells while the controller is not ready
     const index = (offset - NVME_REG.DOORBELLS) >>> 2;
@@ -1049,49 +906,47 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     if (!queue) {
       guestError(`doorbell write to ${isCq ? "CQ" : "SQ"} ${qid}, which does not exist`);
       recordError(0xffff, 0xffff, STATUS.INVALID_FIELD);
-      queueEvent(AER_TYPE_ERROR, AER_INFO_ERR_INVALID_DB_REGISTER, LOG.ERROR);
+      queueEvent(ctx, AER_TYPE_ERROR, AER_INFO_ERR_INVALID_DB_REGISTER, LOG.ERROR);
       return;
     }
-    let v = value & 0xffff;
-    if (v >= queue.size) {
+    const v = value & 0xffff;
+    if (!queue.valid(v)) {
       guestError(`doorbell value ${v} is beyond ${isCq ? "CQ" : "SQ"} ${qid}'s ${queue.size} entries`);
       recordError(0xffff, 0xffff, STATUS.INVALID_FIELD);
-      queueEvent(AER_TYPE_ERROR, AER_INFO_ERR_INVALID_DB_VALUE, LOG.ERROR);
+      queueEvent(ctx, AER_TYPE_ERROR, AER_INFO_ERR_INVALID_DB_VALUE, LOG.ERROR);
       return;
     }
+    queue.ring(v);
     try {
-      if (queue.shadow >= 0n) {
-        if (qid === 0) {
-          // Linux never updates the admin queue's shadow entries, only its MMIO doorbells:
-          // keep the shadow in step (as QEMU's nvme_process_db does for queue 0).
-          writeShadow(queue.shadow, v);
-        } else {
-          // An I/O queue's shadow is written before its MMIO doorbell (which the host rings only
-          // when EventIdx asks) and is authoritative: our MMIO writes arrive as posted messages,
-          // so the value one carries may be older than the shadow by the time it is handled.
-          const shadowValue = readShadow(queue.shadow);
-          if (shadowValue < queue.size) v = shadowValue;
-        }
+      if (queue.shadow && qid === 0) {
+        // Linux never updates the admin queue's shadow entries, only its MMIO doorbells:
+        // keep the shadow in step (as QEMU's nvme_process_db does for queue 0).
+        queue.shadow.write(dmaOf(ctx), v);
+      } else {
+        // An I/O queue's shadow is written before its MMIO doorbell (which the host rings only
+        // when EventIdx asks) and is authoritative: our MMIO writes arrive as posted messages,
+        // so the value one carries may be older than the shadow by the time it is handled.
+        queue.refresh(dmaOf(ctx));
       }
     } catch (err) {
       fatal(`shadow doorbell buffer is not accessible: ${(err as Error).message}`);
       return;
     }
-    if (isCq) {
-      const cq = queue as CompletionQueue;
-      cq.head = v;
-      if (cq.blocked || pendingEvents.length) {
-        cq.blocked = false;
-        schedule();
+    if (queue instanceof CompletionQueue) {
+      if (queue.blocked || pendingEvents.length) {
+        queue.blocked = false;
+        schedule(ctx);
       }
-      if (!fn.irq.msixEnabled) updateIntx();
+      if (!ctx.irq.msixEnabled) updateIntx(ctx);
     } else {
-      (queue as SubmissionQueue).tail = v;
-      schedule();
+      schedule(ctx);
     }
   }
 
-  const read = (offset: number, _size: AccessSize): number => {
+  // Registers take 4- and 8-byte accesses (§3.1: 64-bit registers may be accessed as one
+  // qword or two dwords). read/write see the dwords; an 8-byte access is the two dwords in
+  // address order, so CAP, ASQ and ACQ read and write the same either way.
+  const read = (offset: number): number => {
     switch (offset) {
       case NVME_REG.CAP:
         return Number(cap & 0xffffffffn);
@@ -1121,27 +976,33 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
     }
   };
 
-  const write = (offset: number, _size: AccessSize, value: number | bigint): void => {
-    const v = Number(value) >>> 0;
+  const read64 = (offset: number): bigint => BigInt(read(offset)) | (BigInt(read(offset + 4)) << 32n);
+  const write64 = (offset: number, value: bigint, ctx: DeviceContext): void => {
+    write(offset, 4, Number(value & 0xffffffffn), ctx);
+    write(offset + 4, 4, Number(value >> 32n), ctx);
+  };
+
+  const write = (offset: number, _size: number, value: number, ctx: DeviceContext): void => {
+    const v = value >>> 0;
     if (offset >= NVME_REG.DOORBELLS) {
-      if (offset < NVME_REG.DOORBELLS + 8 * (ioQueues + 1)) doorbell(offset, v);
+      if (offset < NVME_REG.DOORBELLS + 8 * (ioQueues + 1)) doorbell(ctx, offset, v);
       else guestError(`write to 0x${offset.toString(16)}, past the doorbells of ${ioQueues + 1} queue pairs`);
       return;
     }
     switch (offset) {
       case NVME_REG.INTMS:
         // INTMS/INTMC apply to INTx and MSI only (§3.1.3); with MSI-X the table masks.
-        if (fn.irq.msixEnabled) return;
+        if (ctx.irq.msixEnabled) return;
         intms = (intms | v) >>> 0;
-        updateIntx();
+        updateIntx(ctx);
         return;
       case NVME_REG.INTMC:
-        if (fn.irq.msixEnabled) return;
+        if (ctx.irq.msixEnabled) return;
         intms = (intms & ~v) >>> 0;
-        updateIntx();
+        updateIntx(ctx);
         return;
       case NVME_REG.CC:
-        writeCc(v);
+        writeCc(ctx, v);
         return;
       case NVME_REG.AQA:
         aqa = v & 0x0fff0fff;
@@ -1166,13 +1027,13 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
   };
 
   /** Everything back to power-on values (function-level reset, vfio-user DEVICE_RESET). */
-  function powerOnReset() {
+  function powerOnReset(ctx: DeviceContext) {
     // SMART Unsafe Shutdowns counts power lost without CC.SHN first (§5.14.1.2). For this device
     // that is a function reset of a ready controller (a VM reset, or the next VMM after one was
     // killed); a controller reset (CC.EN 1 → 0) keeps power and is not one. Linux disables the
     // controller at every probe, because the firmware (SeaBIOS) left it enabled.
     if ((csts & (CSTS_RDY | CSTS_SHST_MASK)) === CSTS_RDY) smart.unsafeShutdowns++;
-    resetController();
+    resetController(ctx);
     cc = 0;
     csts = 0;
     aqa = 0;
@@ -1197,7 +1058,7 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
           kind: "mem64",
           size: NVME_BAR0_SIZE,
           name: "nvme-registers",
-          ops: { read, write, valid: { min: 4, max: 8 }, impl: { min: 4, max: 4 } },
+          registers: { read, write, read64, write64, valid: { min: 4, max: 8 }, impl: { min: 4, max: 8 } },
         },
       ],
       capabilities: [
@@ -1208,10 +1069,11 @@ export function createNvme(options: NvmeOptions = {}): NvmeController {
       reset: powerOnReset,
       dispose() {
         generation++;
+        coalesceTimer?.cancel();
         backing.close();
       },
     },
-    { core: options.core },
+    { core: options.core, clock: options.clock },
   );
 
   return {

@@ -24,6 +24,8 @@ export interface NvmeIdentity {
   lbaShift: number;
   /** 16 bytes identifying the namespace globally (NGUID, also used as its UUID). */
   nguid: Uint8Array;
+  /** OACS bit 8: the controller accepts Doorbell Buffer Config (shadow doorbells). */
+  doorbellBuffer: boolean;
 }
 
 /** Temperatures in kelvins: what the controller reports and its warning/critical thresholds. */
@@ -48,7 +50,7 @@ export function identifyController(id: NvmeIdentity): Uint8Array {
   dv.setUint16(78, id.cntlid, true);
   dv.setUint32(80, NVME_VERSION_1_4, true);
   out[111] = 1; // CNTRLTYPE: I/O controller
-  dv.setUint16(256, 1 << 8, true); // OACS: Doorbell Buffer Config
+  dv.setUint16(256, id.doorbellBuffer ? 1 << 8 : 0, true); // OACS: Doorbell Buffer Config
   out[258] = id.acl;
   out[259] = id.aerl;
   out[260] = 0x03; // FRMW: one slot, slot 1 read-only

@@ -6,6 +6,8 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { createManualClock } from "../../../src/core/clock.js";
+import { createFileBacking, type NvmeBacking } from "../../../src/devices/nvme/index.js";
 import { NvmeHost, PAGE, SF, until } from "./driver.js";
 
 const hosts: NvmeHost[] = [];
@@ -627,5 +629,127 @@ describe("nvme: shadow doorbells", () => {
     // The queue still works.
     h.submit(1, { opcode: READ, nsid: 1, prp1: buf, cdw: rw(0, 1) });
     expect((await h.complete(1)).status).toBe(0);
+  });
+});
+
+describe("nvme: interrupt coalescing (Set Features 08h)", () => {
+  it("holds I/O interrupts until THR + 1 entries or TIME, never the admin queue's, and not a vector with Coalescing Disable", async () => {
+    const clock = createManualClock();
+    const h = host({ clock });
+    await h.bringUp(2, 64);
+    const buf = h.alloc();
+    const reads = async (q: number, n: number) => {
+      for (let i = 0; i < n; i++) h.submit(q, { opcode: READ, nsid: 1, prp1: buf, cdw: rw(i, 1) }, false);
+      h.ringSq(q);
+      for (let i = 0; i < n; i++) expect((await h.complete(q)).status).toBe(0);
+    };
+    // THR 3 (4 entries), TIME 5 (500 µs). The admin completion itself interrupts at once.
+    h.interrupts.length = 0;
+    expect((await h.admin({ opcode: 0x09, cdw: [0x08, 0x0503] })).status).toBe(0);
+    expect(h.interrupts).toEqual(["msix:0"]);
+    expect((await h.admin({ opcode: 0x0a, cdw: [0x08] })).dw0).toBe(0x0503);
+
+    h.interrupts.length = 0;
+    await reads(1, 2); // below the threshold: held
+    expect(h.interrupts).toEqual([]);
+    clock.advance(0.4);
+    expect(h.interrupts).toEqual([]);
+    clock.advance(0.1); // the aggregation time ran out
+    expect(h.interrupts).toEqual(["msix:1"]);
+
+    h.interrupts.length = 0;
+    await reads(1, 4); // one pass reaches the threshold
+    expect(h.interrupts).toEqual(["msix:1"]);
+    expect(clock.pending).toBe(0);
+
+    // Interrupt Vector Configuration, CD set for vector 2: that queue is not coalesced.
+    expect((await h.admin({ opcode: 0x09, cdw: [0x09, 2 | (1 << 16)] })).status).toBe(0);
+    h.interrupts.length = 0;
+    await reads(2, 1);
+    expect(h.interrupts).toEqual(["msix:2"]);
+
+    // Held entries are signalled when coalescing is turned off; then every pass interrupts.
+    h.interrupts.length = 0;
+    await reads(1, 1);
+    expect(h.interrupts).toEqual([]);
+    expect((await h.admin({ opcode: 0x09, cdw: [0x08, 0] })).status).toBe(0);
+    expect(h.interrupts).toEqual(["msix:1", "msix:0"]);
+    h.interrupts.length = 0;
+    await reads(1, 1);
+    expect(h.interrupts).toEqual(["msix:1"]);
+    expect(clock.pending).toBe(0);
+  });
+
+  it("is implicitly off while THR or TIME is 0, and a controller reset drops a pending aggregation timer", async () => {
+    const clock = createManualClock();
+    const h = host({ clock });
+    await h.bringUp(1, 64);
+    const buf = h.alloc();
+    for (const value of [0x0500, 0x0003]) {
+      expect((await h.admin({ opcode: 0x09, cdw: [0x08, value] })).status).toBe(0);
+      h.interrupts.length = 0;
+      h.submit(1, { opcode: READ, nsid: 1, prp1: buf, cdw: rw(0, 1) });
+      await h.complete(1);
+      expect(h.interrupts, `value 0x${value.toString(16)}`).toEqual(["msix:1"]);
+    }
+    expect((await h.admin({ opcode: 0x09, cdw: [0x08, 0x0a07] })).status).toBe(0);
+    h.submit(1, { opcode: READ, nsid: 1, prp1: buf, cdw: rw(0, 1) });
+    await h.complete(1);
+    expect(clock.pending).toBe(1);
+    h.disable();
+    expect(clock.pending).toBe(0);
+  });
+});
+
+describe("nvme: without shadow doorbells", () => {
+  it("clears OACS bit 8 and answers Doorbell Buffer Config with Invalid Opcode", async () => {
+    const h = host({ shadowDoorbells: false });
+    h.enable();
+    const { data } = await h.identify(1);
+    expect(new DataView(data.buffer, data.byteOffset).getUint16(256, true) & 0x100).toBe(0);
+    expect((await h.admin({ opcode: 0x7c, prp1: h.alloc(), prp2: h.alloc() })).status).toBe(SF.INVALID_OPCODE);
+  });
+});
+
+describe("nvme: file backing", () => {
+  it("moves a scattered PRP list in one vectored call per command, and the bytes land in the file", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "wasmdev-nvme-readv-"));
+    try {
+      const path = join(dir, "disk.img");
+      const file = createFileBacking(path, 4 << 20);
+      const calls = { readv: 0, writev: 0, buffers: 0 };
+      const backing: NvmeBacking = {
+        ...file,
+        readv(offset, dests) {
+          calls.readv++;
+          calls.buffers += dests.length;
+          file.readv(offset, dests);
+        },
+        writev(offset, srcs) {
+          calls.writev++;
+          calls.buffers += srcs.length;
+          file.writev(offset, srcs);
+        },
+      };
+      const h = host({ backing });
+      await h.bringUp();
+      // 16 data pages, every other one, in reverse order: no two adjacent.
+      const area = h.alloc(33);
+      const pages = Array.from({ length: 16 }, (_, i) => area + BigInt((32 - 2 * i) * PAGE));
+      const list = h.alloc();
+      pages.slice(1).forEach((p, i) => h.view.setBigUint64(Number(list) + i * 8, p, true));
+      pages.forEach((p, i) => h.fill(p, PAGE, 40 + i));
+      const expected = Buffer.concat(pages.map((p) => h.bytes(p, PAGE)));
+      expect((await h.io(1, { opcode: WRITE, prp1: pages[0], prp2: list, cdw: rw(8, 128) })).status).toBe(0);
+      expect(calls).toEqual({ readv: 0, writev: 1, buffers: 16 });
+      const fd = readFileSync(path);
+      expect(Buffer.from(fd.subarray(8 * 512, 8 * 512 + 16 * PAGE)).equals(expected)).toBe(true);
+      for (const p of pages) h.mem.fill(0, Number(p), Number(p) + PAGE);
+      expect((await h.io(1, { opcode: READ, prp1: pages[0], prp2: list, cdw: rw(8, 128) })).status).toBe(0);
+      expect(calls).toEqual({ readv: 1, writev: 1, buffers: 32 });
+      expect(Buffer.concat(pages.map((p) => h.bytes(p, PAGE))).equals(expected)).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
