@@ -26,6 +26,7 @@ export const FD_MAPPING_LINGER_MS = 100;
 /** Most unused mappings a cache keeps (the oldest goes first). */
 export const FD_MAPPING_MAX_IDLE = 16;
 
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const O_ACCMODE = 3;
 const O_RDONLY = 0;
 const O_RDWR = 2;
@@ -91,7 +92,7 @@ export class FdMappingCache {
     const start = Number(offset);
     const id = this.identity;
     let entry: Entry | undefined;
-    if (!this.closed && BigInt(start) === offset && native().fileIdentity(fd, id) === 0) {
+    if (!this.closed && offset >= 0n && offset <= MAX_SAFE && native().fileIdentity(fd, id) === 0) {
       entry = this.find(start, length, writable);
       if (entry === undefined) {
         entry = this.mapNew(fd, offset, length, writable);
@@ -150,21 +151,15 @@ export class FdMappingCache {
   }
 
   private handle(entry: Entry): MappedMemory {
-    let released = false;
-    return {
-      bytes: entry.bytes,
-      unmap: (reusable?: boolean) => {
-        if (released) return;
-        released = true;
-        this.release(entry, reusable === true);
-      },
-      get truncated() {
-        return entry.region.truncated;
-      },
-    };
+    return new CachedMapping(this, entry);
   }
 
-  private release(entry: Entry, reusable: boolean): void {
+  /** @internal CachedMapping.unmap */
+  release(entry: Entry, reusable: boolean): void {
+    this.releaseEntry(entry, reusable);
+  }
+
+  private releaseEntry(entry: Entry, reusable: boolean): void {
     entry.used = false;
     if (this.closed || !reusable || entry.region.truncated) {
       this.drop(entry);
@@ -214,5 +209,25 @@ export class FdMappingCache {
     this.idle.delete(entry);
     this.retire(entry);
     if (entry.region.isMapped) entry.region.unmap();
+  }
+}
+
+/** What the DMA table holds for one region mapped through an FdMappingCache. */
+class CachedMapping implements MappedMemory {
+  readonly bytes: Uint8Array;
+  private released = false;
+
+  constructor(private readonly cache: FdMappingCache, private readonly entry: Entry) {
+    this.bytes = entry.bytes;
+  }
+
+  get truncated(): boolean {
+    return this.entry.region.truncated;
+  }
+
+  unmap(reusable?: boolean): void {
+    if (this.released) return;
+    this.released = true;
+    this.cache.release(this.entry, reusable === true);
   }
 }
