@@ -107,6 +107,9 @@ const LISTENER_SIZE: usize = 32;
 
 let domains: usize = 0; // MAX_DOMAINS pointers (0 = free)
 let listeners: usize = 0; // MAX_LISTENERS records
+/** Listener slots [0, listenerEnd) may be in use: the loops over listeners stop there (an
+ *  event is delivered on every DMA map and unmap, with a handful of listeners in use). */
+let listenerEnd: u32 = 0;
 export let io: usize = 0;
 /** Set while a host callback runs: tables must not change under a translation. */
 let busy: bool = false;
@@ -162,10 +165,11 @@ export function domainDestroy(id: u32): i32 {
   if (regions) heap.free(regions);
   heap.free(d);
   store<usize>(domains + (<usize>id << 2), 0);
-  for (let i: u32 = 0; i < MAX_LISTENERS; i++) {
+  for (let i: u32 = 0; i < listenerEnd; i++) {
     const l = listeners + <usize>i * LISTENER_SIZE;
     if (load<u32>(l, 24) && load<u32>(l, 0) == id) store<u32>(l, 0, 24);
   }
+  trimListenerEnd();
   return S_OK;
 }
 
@@ -221,6 +225,7 @@ export function listenerAdd(domain: u32, flags: u32, start: u64, end: u64): i32 
       store<u64>(l, start, 8);
       store<u64>(l, end, 16);
       store<u32>(l, 1, 24);
+      if (i >= listenerEnd) listenerEnd = i + 1;
       return <i32>i;
     }
   }
@@ -232,13 +237,19 @@ export function listenerRemove(id: u32): i32 {
   const l = listeners + <usize>id * LISTENER_SIZE;
   if (!load<u32>(l, 24)) return S_NOT_FOUND;
   store<u32>(l, 0, 24);
+  trimListenerEnd();
   return S_OK;
+}
+
+/** Lowers listenerEnd past the free slots at the top. */
+function trimListenerEnd(): void {
+  while (listenerEnd > 0 && !load<u32>(listeners + <usize>(listenerEnd - 1) * LISTENER_SIZE, 24)) listenerEnd--;
 }
 
 /** Delivers a map/unmap event of `domain` over [first, last] to every listener that asked
  *  for this type and whose range meets it, cropped to the listener's range. */
 export function deliver(domain: u32, type: u32, first: u64, last: u64, translated: u64, perm: u32): void {
-  for (let i: u32 = 0; i < MAX_LISTENERS; i++) {
+  for (let i: u32 = 0; i < listenerEnd; i++) {
     const l = listeners + <usize>i * LISTENER_SIZE;
     if (!load<u32>(l, 24) || load<u32>(l, 0) != domain || !(load<u32>(l, 4) & type)) continue;
     if (!crop(first, last, load<u64>(l, 8), load<u64>(l, 16))) continue;

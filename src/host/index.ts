@@ -4,12 +4,27 @@
 import { createDmaContext, type DmaContext } from "../core/dma/context.js";
 import type { DmaContextOptions } from "../core/dma/api.js";
 import type { IommuCore } from "../core/iommu/iommu.js";
-import { hostFdMapper } from "./fd-mapper.js";
+import { FdMappingCache } from "./fd-mapper.js";
 
-export { hostFdMapper } from "./fd-mapper.js";
+export { hostFdMapper, FdMappingCache, FD_MAPPING_LINGER_MS, FD_MAPPING_MAX_IDLE } from "./fd-mapper.js";
 export { hostEventFds } from "./eventfds.js";
 
-/** createDmaContext with fd regions mapped by the host (hostFdMapper) unless `mapFd` is given. */
+/**
+ * createDmaContext with fd regions mapped by the host unless `mapFd` is given: through an
+ * FdMappingCache of its own (a re-map of a range just removed reuses its mapping), which close()
+ * empties, so a closed context leaves nothing mapped.
+ */
 export function createHostDmaContext(options: DmaContextOptions & { core?: IommuCore } = {}): DmaContext {
-  return createDmaContext({ ...options, mapFd: options.mapFd ?? hostFdMapper });
+  if (options.mapFd) return createDmaContext(options);
+  const cache = new FdMappingCache();
+  const ctx = createDmaContext({ ...options, mapFd: cache.mapFd });
+  const close = ctx.close;
+  ctx.close = () => {
+    try {
+      close();
+    } finally {
+      cache.close();
+    }
+  };
+  return ctx;
 }

@@ -16,7 +16,7 @@ import { MpqemuError } from "./errors.js";
 import {
   Cmd, MpqemuEncoder, MpqemuParser, cmdName, type Encoded, type ParseEvent, type RetMsg,
 } from "./wire.js";
-import { RawSocket, watchFd, type FdWatch } from "../transport/raw-socket.js";
+import { RawSocket, type FdWatch } from "../transport/raw-socket.js";
 import { closeFdQuietly as closeFd, socketpair } from "../transport/fd.js";
 import { memfdCreate, mmapFd, type MappedRegion } from "../transport/shm.js";
 import { EventFd } from "../transport/eventfd.js";
@@ -153,7 +153,7 @@ export class MpqemuProxy extends EventEmitter {
     this.ramGpa = opts.ramGpa ?? 0n;
     this.sock = new RawSocket(sockFd);
     this.parser = new MpqemuParser<RetMsg>("proxy", closeFd);
-    this.watch = watchFd(sockFd, () => this.onReadable(), () => this.flush());
+    this.watch = this.sock.watch(() => this.onReadable(), () => this.flush());
     const ramSize = opts.ramSize ?? 16 << 20;
     this.ram = null;
     if (ramSize > 0) {

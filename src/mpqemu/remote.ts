@@ -26,7 +26,7 @@ import {
 } from "./wire.js";
 import type { Logger, TraceEvent } from "../log.js";
 import { traceReceived, traceSent } from "./trace.js";
-import { RawSocket, watchFd, type FdWatch } from "../transport/raw-socket.js";
+import { RawSocket, type FdWatch } from "../transport/raw-socket.js";
 import { closeFdQuietly as closeFd } from "../transport/fd.js";
 import { EventFd } from "../transport/eventfd.js";
 
@@ -121,7 +121,7 @@ export class MpqemuRemote {
 
   /** Starts serving on the event loop. */
   start(): this {
-    this.watch = watchFd(this.sock.fd, () => this.onReadable(), () => this.flush());
+    this.watch = this.sock.watch(() => this.onReadable(), () => this.flush());
     return this;
   }
 

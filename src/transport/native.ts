@@ -66,6 +66,11 @@ export interface NativeTransport {
   memfdCreate(name: string, size: number): number;
   fstatSize(fd: number): number;
   /**
+   * fstat + fcntl(F_GETFL) of fd into out (Uint32Array of 8): [dev lo, dev hi, inode lo,
+   * inode hi, size lo, size hi, open flags, 0]. Returns 0 or -errno.
+   */
+  fileIdentity(fd: number, out: Uint32Array): number;
+  /**
    * Maps [offset, offset+length) of fd (any offset; page alignment handled inside). -ERANGE when
    * the range is not inside the file (fstat, exact 64-bit arithmetic), -ENOSPC when the SIGBUS
    * guard table is full. With sealShrink the file first gets F_SEAL_SHRINK when it allows it.

@@ -328,6 +328,32 @@ describe("notifiers", () => {
     expect(got).toEqual([{ type: "unmap", first: 0xffff_ffff_ffff_f000n, last: 0xffff_ffff_ffff_ffffn, translatedAddr: 0xffff_ffff_ffff_f000n, perm: 0 }]);
   });
 
+  it("listeners removed from the top or the middle and added again still get every event", () => {
+    const core = new IommuCore();
+    const d = mapTable(core, []);
+    const got: string[] = [];
+    const ev = (n: number) => d.notify({ type: "map", first: BigInt(n) * 0x1000n, last: BigInt(n) * 0x1000n + 0xfffn, translatedAddr: 0n, perm: 3 });
+    const stops = ["a", "b", "c", "d"].map((name) => d.listen({ map: true }, 0n, 0xffff_ffffn, () => got.push(name)));
+    stops[3](); // the top slot
+    stops[1](); // a middle one
+    ev(1);
+    expect(got.splice(0)).toEqual(["a", "c"]);
+    stops[2](); // now the top two are free
+    const e = d.listen({ map: true }, 0n, 0xffff_ffffn, () => got.push("e")); // takes the lowest free slot
+    const f = d.listen({ map: true }, 0n, 0xffff_ffffn, () => got.push("f"));
+    const g = d.listen({ map: true }, 0n, 0xffff_ffffn, () => got.push("g")); // above the old end
+    ev(2);
+    expect(got.splice(0).sort()).toEqual(["a", "e", "f", "g"]);
+    stops[0]();
+    e();
+    f();
+    ev(3);
+    expect(got.splice(0)).toEqual(["g"]);
+    g();
+    ev(4);
+    expect(got).toEqual([]);
+  });
+
   it("rejects inverted ranges and unknown event types", () => {
     const core = new IommuCore();
     const d = mapTable(core, []);

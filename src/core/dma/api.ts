@@ -31,7 +31,13 @@ export type DmaPerm = 0 | 1 | 2 | 3;
  */
 export interface MappedMemory {
   readonly bytes: Uint8Array;
-  unmap(): void;
+  /**
+   * `reusable` is true when no view of `bytes` ever left the DMA layer (no device was handed
+   * one through map()): nothing outside can touch the memory afterwards, so the mapper may keep
+   * it mapped for a later mapping of the same file range instead of unmapping at once. False:
+   * unmap now, so stale views read as empty.
+   */
+  unmap(reusable?: boolean): void;
   /**
    * True once the file behind the mapping was found shrunk under it (the transport's SIGBUS
    * guard replaced the pages past the new end with zeros: MappedRegion.truncated). The DMA

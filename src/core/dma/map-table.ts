@@ -27,6 +27,8 @@ export interface RegionRecord {
   /** Shared memory for fd/memory regions; null for message regions. */
   bytes: Uint8Array | null;
   mapped: MappedMemory | null;
+  /** A view of `bytes` was handed to a device (DmaSpace.map): unmap must revoke it. */
+  viewsEscaped: boolean;
 }
 
 export class DmaMapTable implements DmaMapTableApi {
@@ -99,7 +101,7 @@ export class DmaMapTable implements DmaMapTableApi {
     }
     if (slot === this.slots.length) this.slots.push(undefined);
     else this.freeSlots.pop();
-    this.slots[slot] = { slot, iova, size, perm, backing, bytes, mapped };
+    this.slots[slot] = { slot, iova, size, perm, backing, bytes, mapped, viewsEscaped: false };
     return slot;
   }
 
@@ -135,7 +137,7 @@ export class DmaMapTable implements DmaMapTableApi {
     this.freeSlots.push(slot);
     const finish = () => {
       try {
-        r.mapped?.unmap();
+        r.mapped?.unmap(!r.viewsEscaped);
       } finally {
         if (r.backing.kind === "fd" && r.backing.closeFd) {
           try { closeSync(r.backing.fd); } catch { /* already closed by its owner */ }

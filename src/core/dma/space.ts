@@ -433,7 +433,10 @@ export class DmaSpace implements DmaApi {
     // A region already found shrunk is not handed out again (views would show zeros).
     this.checkSegments(n, iova, length);
     const segs = this.collect(n);
-    const views = segs.map((s) => s.rec.bytes!.subarray(s.offset, s.offset + s.length));
+    const views = segs.map((s) => {
+      s.rec.viewsEscaped = true; // its unmap must detach these views (MappedMemory.unmap)
+      return s.rec.bytes!.subarray(s.offset, s.offset + s.length);
+    });
     const pieces = segs.map((s) => {
       const first = s.rec.iova + BigInt(s.offset);
       return { slot: s.rec.slot, first, last: first + BigInt(s.length) - 1n };

@@ -695,6 +695,32 @@ static napi_value js_fstat_size(napi_env env, napi_callback_info info) {
   return make_number(env, (double)st.st_size);
 }
 
+// fileIdentity(fd, out): one fstat and one fcntl(F_GETFL), for callers that recognise a file
+// they already mapped (same device and inode) without mapping it again. out (Uint32Array of 8):
+// [dev lo, dev hi, inode lo, inode hi, size lo, size hi, open flags, 0]. 0 or -errno.
+static napi_value js_file_identity(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  uint8_t *data;
+  size_t size;
+  if (arg_bytes(env, argv[1], &data, &size) < 0 || size < 8 * sizeof(uint32_t)) return make_int(env, -EINVAL);
+  int fd = arg_int(env, argv[0]);
+  struct stat st;
+  if (fstat(fd, &st) < 0) return make_int(env, -errno);
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) return make_int(env, -errno);
+  uint32_t *out = (uint32_t *)data;
+  uint64_t dev = (uint64_t)st.st_dev, ino = (uint64_t)st.st_ino, length = st.st_size < 0 ? 0 : (uint64_t)st.st_size;
+  out[0] = (uint32_t)dev;
+  out[1] = (uint32_t)(dev >> 32);
+  out[2] = (uint32_t)ino;
+  out[3] = (uint32_t)(ino >> 32);
+  out[4] = (uint32_t)length;
+  out[5] = (uint32_t)(length >> 32);
+  out[6] = (uint32_t)flags;
+  out[7] = 0;
+  return make_int(env, 0);
+}
+
 // ---- SIGBUS guard ---------------------------------------------------------------------------
 //
 // A peer that shrinks a file we mapped (ftruncate of its memfd) turns every access to the pages
@@ -1097,6 +1123,7 @@ NAPI_MODULE_INIT() {
       {"pollSetStream", js_poll_set_stream},
       {"memfdCreate", js_memfd_create},
       {"fstatSize", js_fstat_size},
+      {"fileIdentity", js_file_identity},
       {"mmap", js_mmap},
       {"munmap", js_munmap},
       {"mappingGuard", js_mapping_guard},
