@@ -89,25 +89,21 @@ export class FdMappingCache {
   }
 
   map(fd: number, offset: bigint, length: number, writable: boolean): MappedMemory {
-    const start = Number(offset);
-    const id = this.identity;
-    let entry: Entry | undefined;
-    if (!this.closed && offset >= 0n && offset <= MAX_SAFE && native().fileIdentity(fd, id) === 0) {
-      entry = this.find(start, length, writable);
-      if (entry === undefined) {
-        entry = this.mapNew(fd, offset, length, writable);
-        let list = this.byInode.get(entry.inoLo);
-        if (list === undefined) this.byInode.set(entry.inoLo, (list = []));
-        list.push(entry);
-      } else {
-        this.idle.delete(entry);
-      }
-      entry.used = true;
-    } else {
-      // Not cacheable (no identity: the fd is bad, or the cache is closed): map and unmap as is.
+    // Not cacheable (no identity: the fd is bad, or the cache is closed): map and unmap as is.
+    if (this.closed || offset < 0n || offset > MAX_SAFE || native().fileIdentity(fd, this.identity) !== 0) {
       return hostFdMapper(fd, offset, length, writable);
     }
-    return this.handle(entry);
+    let entry = this.find(Number(offset), length, writable);
+    if (entry === undefined) {
+      entry = this.mapNew(fd, offset, length, writable);
+      let list = this.byInode.get(entry.inoLo);
+      if (list === undefined) this.byInode.set(entry.inoLo, (list = []));
+      list.push(entry);
+    } else {
+      this.idle.delete(entry);
+    }
+    entry.used = true;
+    return new CachedMapping(this, entry);
   }
 
   /** Unmaps every idle mapping; from now on a mapping goes as soon as its last user lets go. */
@@ -150,16 +146,8 @@ export class FdMappingCache {
     return { ...key, offset: Number(offset), length, writable, region, bytes: region.bytes(), used: false, idleSince: 0 };
   }
 
-  private handle(entry: Entry): MappedMemory {
-    return new CachedMapping(this, entry);
-  }
-
   /** @internal CachedMapping.unmap */
   release(entry: Entry, reusable: boolean): void {
-    this.releaseEntry(entry, reusable);
-  }
-
-  private releaseEntry(entry: Entry, reusable: boolean): void {
     entry.used = false;
     if (this.closed || !reusable || entry.region.truncated) {
       this.drop(entry);
